@@ -1,0 +1,165 @@
+"""`switchyard` command line: parse arguments, load and compile config, run. No logic here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from switchyard import __version__
+from switchyard.config.load import ConfigError, demo_config_path, load, load_plan
+
+log = logging.getLogger("switchyard")
+
+DEMOS = ("clock", "notes")
+
+
+def _setup_logging(level: str, log_file: str | None) -> None:
+    handler: logging.Handler = (
+        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="switchyard", description="An MCP gateway.")
+    p.add_argument("--version", action="version", version=f"switchyard {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--config", "-c", help="config file (YAML or JSON); default: the bundled demo"
+        )
+        sp.add_argument(
+            "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        )
+        sp.add_argument("--log-file", help="write logs here instead of stderr")
+
+    serve = sub.add_parser("serve", help="serve MCP over HTTP (/mcp, /sse)")
+    common(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+
+    stdio = sub.add_parser("stdio", help="serve MCP on stdin/stdout")
+    common(stdio)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a config file")
+    check.add_argument("file")
+
+    demo = sub.add_parser("demo", help="run a bundled demo backend on stdio")
+    demo.add_argument("name", choices=DEMOS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "config":
+        return _check(args.file)
+    if args.command == "demo":
+        return _demo(args.name)
+    _setup_logging(args.log_level, args.log_file)
+    path = Path(args.config) if args.config else demo_config_path()
+    try:
+        plan, config, warnings = load_plan(path)
+    except ConfigError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    for warning in warnings:
+        log.warning("%s", warning)
+    log.info("config %s: %d backends", path, len(plan.backends))
+    if args.command == "serve":
+        return _serve(plan, config, args.host, args.port)
+    return _stdio(plan)
+
+
+def _check(file: str) -> int:
+    try:
+        config, warnings = load(file)
+        from switchyard.config.load import compile_plan
+
+        plan = compile_plan(config)
+    except ConfigError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)  # noqa: T201
+    names = ", ".join(b.name for b in plan.backends) or "none"
+    print(f"{file}: OK ({len(plan.backends)} servers: {names})")  # noqa: T201
+    return 0
+
+
+def _serve(plan: object, config: object, host: str, port: int) -> int:
+    import uvicorn
+
+    from switchyard.config.schema import SwitchyardConfig
+    from switchyard.downstream.http import HttpApp, HttpSettings
+    from switchyard.gateway import Gateway, Plan
+
+    assert isinstance(plan, Plan) and isinstance(config, SwitchyardConfig)
+    gw = config.gateway
+    app = HttpApp(
+        Gateway(plan),
+        HttpSettings(
+            host=host,
+            port=port,
+            allowed_origins=tuple(gw.allowed_origins),
+            allowed_hosts=tuple(gw.allowed_hosts),
+            max_body_bytes=gw.max_body_bytes,
+        ),
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+            # Many small keep-alive requests are the normal MCP pattern.
+            timeout_keep_alive=30,
+        )
+    )
+    server.run()
+    return 0
+
+
+def _stdio(plan: object) -> int:
+    import uvloop
+
+    from switchyard.downstream.stdio import StdioServer
+    from switchyard.gateway import Gateway, Plan
+
+    assert isinstance(plan, Plan)
+
+    async def run() -> None:
+        gateway = Gateway(plan)
+        await gateway.start()
+        try:
+            await StdioServer(gateway).serve()
+        finally:
+            await gateway.stop()
+
+    uvloop.run(run())
+    return 0
+
+
+def _demo(name: str) -> int:
+    if name == "clock":
+        from switchyard.demo.clock import main as run
+    else:
+        from switchyard.demo.notes import main as run
+    run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,218 @@
+"""Load a YAML or JSON config, resolve `${VAR}` secrets, validate, compile to a `Plan`.
+
+Errors name the offending key (`servers.github.timeout: …`) and never echo secret values.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from switchyard.config.schema import (
+    DESKTOP_IGNORED_KEYS,
+    NAME_PATTERN,
+    ServerConfig,
+    SwitchyardConfig,
+)
+from switchyard.gateway import GatewaySettings, Plan
+from switchyard.policies.base import PolicySpec
+from switchyard.policies.request_log import RequestLog
+from switchyard.upstream.backend import BackendSettings
+from switchyard.upstream.http import HttpSettings as UpstreamHttpSettings
+from switchyard.upstream.stdio import StdioSettings
+
+log = logging.getLogger("switchyard.config")
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names every offending key."""
+
+
+def demo_config_path() -> Path:
+    return Path(str(resources.files("switchyard.demo").joinpath("demo.yaml")))
+
+
+def load(path: str | Path) -> tuple[SwitchyardConfig, list[str]]:
+    """Parse and validate; returns the config and the warnings to show the user."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML/JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping")
+    warnings: list[str] = []
+    desktop = data.get("mcpServers")
+    if isinstance(desktop, dict):
+        for name, entry in desktop.items():
+            if isinstance(entry, dict):
+                for key in sorted(set(entry) & DESKTOP_IGNORED_KEYS):
+                    warnings.append(
+                        f"mcpServers.{name}.{key}: not supported by Switchyard; ignored"
+                    )
+                    del entry[key]
+    try:
+        config = SwitchyardConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(p, exc)) from None
+    _check(config)
+    return config, warnings
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration:"]
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"])
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {loc}: {message}")
+    return "\n".join(lines)
+
+
+def _check(config: SwitchyardConfig) -> None:
+    problems: list[str] = []
+    for name in config.servers.keys() & config.mcpServers.keys():
+        problems.append(f"mcpServers.{name}: server {name!r} is also defined under servers")
+    prefixes: dict[str, str] = {}
+    for section, servers in (("servers", config.servers), ("mcpServers", config.mcpServers)):
+        for name, server in servers.items():
+            where = f"{section}.{name}"
+            if re.fullmatch(NAME_PATTERN, name) is None:
+                problems.append(f"{where}: server names must match {NAME_PATTERN}")
+            if (server.command is None) == (server.url is None):
+                problems.append(f"{where}: set exactly one of `command` (stdio) or `url` (HTTP)")
+            elif server.command is not None and server.type not in (None, "stdio"):
+                problems.append(f"{where}.type: {server.type!r} needs `url`, not `command`")
+            elif server.url is not None:
+                if server.type == "stdio":
+                    problems.append(f"{where}.type: 'stdio' needs `command`, not `url`")
+                if not re.match(r"^https?://", server.url):
+                    problems.append(f"{where}.url: must be an http:// or https:// URL")
+            if server.disabled:
+                continue
+            prefix = name if server.prefix is None else server.prefix
+            if prefix and prefix in prefixes:
+                problems.append(
+                    f"{where}.prefix: {prefix!r} is already the prefix of {prefixes[prefix]!r}"
+                )
+            prefixes.setdefault(prefix, where)
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _resolve(value: str, where: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        var, default = m.group(1), m.group(2)
+        found = os.environ.get(var)
+        if found is not None:
+            return found
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable {var} is not set")
+
+    return _VAR.sub(sub, value)
+
+
+def _env_file(path: str, where: str) -> dict[str, str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from exc
+    out: dict[str, str] = {}
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            out[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return out
+
+
+def resolve_command(command: str) -> str:
+    """PATH first, then the directory of the running interpreter (the gateway's own venv)."""
+    found = shutil.which(command)
+    if found is None:
+        found = shutil.which(command, path=str(Path(sys.executable).parent))
+    return found or command
+
+
+def _backend(
+    name: str, where: str, server: ServerConfig, gw_timeout: float, max_msg: int
+) -> BackendSettings:
+    transport: StdioSettings | UpstreamHttpSettings
+    if server.command is not None:
+        env = _env_file(server.envFile, f"{where}.envFile") if server.envFile else {}
+        env.update({k: _resolve(v, f"{where}.env.{k}") for k, v in server.env.items()})
+        transport = StdioSettings(
+            command=resolve_command(_resolve(server.command, f"{where}.command")),
+            args=tuple(_resolve(a, f"{where}.args[{i}]") for i, a in enumerate(server.args)),
+            env=env,
+            cwd=server.cwd,
+            era=server.era,
+            max_message_bytes=max_msg,
+        )
+    else:
+        assert server.url is not None
+        kind = {
+            None: "auto",
+            "sse": "sse",
+            "streamable-http": "streamable-http",
+            "http": "streamable-http",
+        }[server.type]
+        transport = UpstreamHttpSettings(
+            url=_resolve(server.url, f"{where}.url"),
+            headers={k: _resolve(v, f"{where}.headers.{k}") for k, v in server.headers.items()},
+            transport=kind,
+            era=server.era,
+            max_message_bytes=max_msg,
+        )
+    return BackendSettings(
+        name=name,
+        prefix=name if server.prefix is None else server.prefix,
+        transport=transport,
+        timeout_s=server.timeout or gw_timeout,
+    )
+
+
+def compile_plan(config: SwitchyardConfig) -> Plan:
+    gw = config.gateway
+    backends: list[BackendSettings] = []
+    for section, servers in (("servers", config.servers), ("mcpServers", config.mcpServers)):
+        for name, server in servers.items():
+            if server.disabled:
+                log.info("server %r is disabled", name)
+                continue
+            backends.append(
+                _backend(
+                    name, f"{section}.{name}", server, gw.request_timeout, gw.max_message_bytes
+                )
+            )
+    policies = (PolicySpec(RequestLog),) if gw.log_requests else ()
+    settings = GatewaySettings(
+        separator=gw.separator,
+        page_size=gw.page_size,
+        startup_wait_s=gw.startup_wait,
+        instructions=gw.instructions,
+        session_idle_timeout_s=gw.session_idle_timeout,
+        policies=policies,
+    )
+    return Plan(gateway=settings, backends=tuple(backends))
+
+
+def load_plan(path: str | Path) -> tuple[Plan, SwitchyardConfig, list[str]]:
+    config, warnings = load(path)
+    return compile_plan(config), config, warnings

@@ -1,0 +1,114 @@
+"""The configuration file's schema. Field descriptions double as the reference documentation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class GatewayConfig(BaseModel):
+    """Gateway-wide settings (the `gateway:` section)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    separator: str = Field(
+        "_",
+        pattern=r"^[A-Za-z0-9_-]{0,4}$",
+        description="Joins a server's prefix and a tool or prompt name.",
+    )
+    page_size: int = Field(
+        100,
+        ge=1,
+        le=10000,
+        description="Items per page of tools/list, prompts/list, resources/list.",
+    )
+    request_timeout: float = Field(
+        60.0, gt=0, description="Default seconds a backend has to answer one request."
+    )
+    startup_wait: float = Field(
+        15.0, ge=0, description="Seconds to wait for backends' first start before serving."
+    )
+    instructions: str | None = Field(
+        None, description="Instructions returned to clients by initialize/server/discover."
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the gateway, exact match (e.g. http://localhost:6274).",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Extra Host header values accepted when bound to loopback, host:port.",
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
+    )
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest single message accepted from a backend."
+    )
+    session_idle_timeout: float = Field(
+        3600.0, gt=0, description="Seconds before an idle legacy session is forgotten."
+    )
+    log_requests: bool = Field(True, description="Log one line per request with its timing.")
+
+
+class ServerConfig(BaseModel):
+    """One backend MCP server: `command` for stdio, or `url` for HTTP."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: str | None = Field(None, description="Executable of a stdio server.")
+    args: list[str] = Field(default_factory=list, description="Arguments of the stdio command.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment for the stdio server; values may use ${VAR}."
+    )
+    envFile: str | None = Field(None, description="A KEY=VALUE file merged under `env`.")
+    cwd: str | None = Field(None, description="Working directory of the stdio server.")
+    url: str | None = Field(
+        None, description="URL of an HTTP server (Streamable HTTP endpoint or legacy SSE endpoint)."
+    )
+    type: Literal["stdio", "sse", "streamable-http", "http"] | None = Field(
+        None,
+        description="Transport, inferred from command/url when absent; `http` = Streamable HTTP.",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Static HTTP headers sent to the backend; values may use ${VAR}.",
+    )
+    prefix: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{0,64}$",
+        description='Public name prefix; defaults to the server name, "" for none.',
+    )
+    timeout: float | None = Field(
+        None, gt=0, description="Seconds this backend has to answer one request."
+    )
+    era: Literal["auto", "modern", "legacy"] = Field(
+        "auto",
+        description="Era toward this backend; auto probes server/discover, then initialize.",
+    )
+    disabled: bool = Field(False, description="Skip this server.")
+
+
+# Keys real desktop config files carry that Switchyard does not act on: accepted, warned about.
+DESKTOP_IGNORED_KEYS = frozenset(
+    {
+        "autoApprove",
+        "alwaysAllow",
+        "description",
+        "transportType",
+        "icon",
+        "enabled_tools",
+        "disabledTools",
+    }
+)
+
+
+class SwitchyardConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    servers: dict[str, ServerConfig] = Field(default_factory=dict)
+    mcpServers: dict[str, ServerConfig] = Field(default_factory=dict)

@@ -1,0 +1,54 @@
+"""DNS-rebinding defence for every HTTP face: strict `Origin` (403) and, on loopback, `Host` (421).
+
+Matching is exact on the whole value: no prefix or wildcard-port tests (a prefix match once let
+`http://127.0.0.1:evil.example` through an SDK check), `null` and duplicates are refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    allowed_origins: frozenset[str]
+    allowed_hosts: frozenset[str] | None
+    """None: any Host (the gateway is bound beyond loopback and sits behind its own DNS)."""
+
+    @classmethod
+    def for_bind(
+        cls, host: str, port: int, origins: Iterable[str] = (), hosts: Iterable[str] = ()
+    ) -> Guard:
+        local = (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}")
+        allowed_origins = set(origins)
+        allowed_hosts: set[str] | None = None
+        if is_loopback(host):
+            allowed_origins.update(f"http://{h}" for h in local)
+            allowed_hosts = {*local, *hosts}
+        elif hosts:
+            allowed_hosts = set(hosts)
+        return cls(frozenset(allowed_origins), frozenset(allowed_hosts) if allowed_hosts else None)
+
+    def check(self, headers: list[tuple[bytes, bytes]]) -> int:
+        """0 if the request may proceed, else the HTTP status to refuse it with."""
+        origins = [v for k, v in headers if k == b"origin"]
+        if origins and (
+            len(origins) > 1 or origins[0].decode("latin-1") not in self.allowed_origins
+        ):
+            return 403
+        if self.allowed_hosts is not None:
+            hosts = [v for k, v in headers if k == b"host"]
+            if len(hosts) != 1 or hosts[0].decode("latin-1").lower() not in self.allowed_hosts:
+                return 421
+        return 0

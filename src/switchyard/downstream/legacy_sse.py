@@ -1,0 +1,149 @@
+"""The 2024-11-05 HTTP+SSE transport: GET `/sse` opens a session's stream and names the POST
+endpoint; each POSTed message is accepted with 202 and answered on the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import parse_qs
+
+from switchyard.downstream.asgi import (
+    SSE_HEADERS,
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    respond,
+    respond_json,
+)
+from switchyard.downstream.streamable_http import _adopt, error_json, pump
+from switchyard.gateway import Gateway
+from switchyard.policies.base import RequestContext
+from switchyard.protocol import codes, methods
+from switchyard.protocol.versions import Era
+from switchyard.wire import frame, sse
+from switchyard.wire.frame import UNSET
+
+log = logging.getLogger("switchyard.downstream.sse")
+
+
+class LegacySseEndpoint:
+    def __init__(
+        self,
+        gateway: Gateway,
+        max_body_bytes: int,
+        shutting_down: asyncio.Event,
+        messages_path: str,
+    ) -> None:
+        self.gateway = gateway
+        self.max_body_bytes = max_body_bytes
+        self.shutting_down = shutting_down
+        self.messages_path = messages_path
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "GET":
+            await respond(send, 405, headers=[(b"allow", b"GET")])
+            return
+        session = self.gateway.sessions.create("sse")
+        if session is None:
+            await respond_json(send, 503, error_json(codes.INTERNAL_ERROR, "Too many sessions"))
+            return
+        session.version = "2024-11-05"
+        session.stream_open = True
+        root = scope.get("root_path", "")
+        endpoint = f"{root}{self.messages_path}?session_id={session.id}".encode()
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": sse.format_event(endpoint, "endpoint"),
+                    "more_body": True,
+                }
+            )
+            await pump(session, receive, send, self.shutting_down)
+        finally:
+            session.stream_open = False
+            self.gateway.sessions.remove(session.id)
+
+    async def message(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await respond(send, 405, headers=[(b"allow", b"POST")])
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        session_ids = query.get("session_id", [])
+        if len(session_ids) != 1:
+            await respond_json(
+                send, 400, error_json(codes.INVALID_REQUEST, "session_id is required")
+            )
+            return
+        session = self.gateway.sessions.get(session_ids[0])
+        if session is None or session.transport != "sse":
+            await respond_json(send, 404, error_json(codes.INVALID_REQUEST, "Session not found"))
+            return
+        headers = scope["headers"]
+        if not (header(headers, b"content-type") or "").lower().startswith("application/json"):
+            await respond_json(
+                send,
+                415,
+                error_json(codes.INVALID_REQUEST, "Content-Type must be application/json"),
+            )
+            return
+        length = header(headers, b"content-length")
+        try:
+            body = await read_body(
+                receive, self.max_body_bytes, int(length) if length and length.isdigit() else None
+            )
+        except BodyTooLarge:
+            await respond_json(
+                send, 413, error_json(codes.INVALID_REQUEST, "Request body too large")
+            )
+            return
+        except ClientGone:
+            return
+        if body.lstrip()[:1] == b"[":
+            await respond_json(
+                send, 400, error_json(codes.INVALID_REQUEST, "Batches are not supported")
+            )
+            return
+        try:
+            env = frame.peek(body)
+        except (frame.DecodeError, frame.ValidationError):
+            await respond_json(send, 400, error_json(codes.PARSE_ERROR, "Parse error"))
+            return
+        if env.jsonrpc != "2.0" or (env.method is not UNSET and env.id is None):
+            await respond_json(
+                send, 400, error_json(codes.INVALID_REQUEST, "Invalid JSON-RPC message")
+            )
+            return
+        await respond(send, 202, b"Accepted")
+        if env.method == methods.INITIALIZED:
+            session.initialized = True
+        if not env.is_request:
+            return
+        assert isinstance(env.method, str)
+        method = env.method
+        id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
+        params = env.params if env.params is not UNSET else None
+
+        async def answer() -> None:
+            ctx = RequestContext(
+                Era.LEGACY,
+                session.version,
+                "sse",
+                session_id=session.id,
+                client_capabilities=session.client_capabilities,
+            )
+            reply = await self.gateway.dispatcher.request(ctx, method, params)
+            if method == methods.INITIALIZE and reply.result is not None:
+                _adopt(session, reply, params)
+            session.push(frame.response_bytes(id_raw, reply))
+
+        task = asyncio.create_task(answer())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,86 @@
+"""Legacy-era client sessions (2025 revisions and HTTP+SSE). Modern requests never need one.
+
+Session ids are 256-bit CSPRNG tokens minted by Switchyard; a backend's ids never reach clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+from switchyard.protocol.versions import LATEST_HANDSHAKE
+from switchyard.wire.frame import Raw
+
+log = logging.getLogger("switchyard.sessions")
+
+# Messages queued for a client that is not reading; past this a slow client loses the oldest.
+OUTBOX_LIMIT: Final = 1024
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    id: str
+    transport: str
+    version: str = LATEST_HANDSHAKE
+    client_capabilities: Raw | None = None
+    initialized: bool = False
+    outbox: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT))
+    stream_open: bool = False
+    created: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)
+
+    def push(self, message: bytes) -> None:
+        if self.outbox.full():
+            self.outbox.get_nowait()
+            log.warning("session %s…: outbox full; dropped its oldest message", self.id[:8])
+        self.outbox.put_nowait(message)
+
+    def touch(self) -> None:
+        self.last_seen = time.monotonic()
+
+
+class SessionRegistry:
+    def __init__(self, idle_timeout_s: float = 3600.0, max_sessions: int = 10000) -> None:
+        self.idle_timeout_s = idle_timeout_s
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, Session] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def create(self, transport: str) -> Session | None:
+        if len(self._sessions) >= self.max_sessions:
+            self.reap()
+            if len(self._sessions) >= self.max_sessions:
+                return None
+        session = Session(secrets.token_urlsafe(32), transport)
+        self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str) -> Session | None:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.touch()
+        return session
+
+    def remove(self, session_id: str) -> Session | None:
+        return self._sessions.pop(session_id, None)
+
+    def broadcast(self, message: bytes) -> None:
+        """Queue a notification for every initialized session (list changes)."""
+        for session in self._sessions.values():
+            if session.initialized:
+                session.push(message)
+
+    def reap(self) -> int:
+        cutoff = time.monotonic() - self.idle_timeout_s
+        idle = [
+            sid for sid, s in self._sessions.items() if s.last_seen < cutoff and not s.stream_open
+        ]
+        for sid in idle:
+            del self._sessions[sid]
+        return len(idle)

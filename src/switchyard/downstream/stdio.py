@@ -1,0 +1,163 @@
+"""The gateway on its own stdin/stdout, for desktop clients that spawn their servers.
+
+One client per process. `initialize` opens its legacy session; a request whose `params._meta`
+names a modern revision is served statelessly, as on HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from typing import Final
+
+from switchyard.downstream.session import Session
+from switchyard.downstream.streamable_http import _adopt
+from switchyard.gateway import Gateway
+from switchyard.policies.base import RequestContext
+from switchyard.protocol import codes, methods
+from switchyard.protocol.versions import (
+    HANDSHAKE_VERSIONS,
+    LATEST_HANDSHAKE,
+    META_CLIENT_CAPABILITIES,
+    META_PROTOCOL_VERSION,
+    MODERN_VERSIONS,
+    Era,
+)
+from switchyard.wire import frame
+from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
+
+log = logging.getLogger("switchyard.stdio")
+
+MAX_LINE_BYTES: Final = 4 * 1024 * 1024
+
+
+class StdioServer:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.session: Session | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._write_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session_ready = asyncio.Event()
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+        transport, protocol = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, sys.stdout.buffer
+        )
+        self._writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        outbox = asyncio.create_task(self._drain_outbox())
+        try:
+            while True:
+                try:
+                    line = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial.strip():
+                        await self._handle(exc.partial)
+                    break
+                except asyncio.LimitOverrunError:
+                    await self._write(_error(b"null", codes.INVALID_REQUEST, "Message too large"))
+                    break
+                if line.strip():
+                    await self._handle(line)
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=5.0)
+        finally:
+            outbox.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await outbox
+
+    async def _write(self, data: bytes) -> None:
+        assert self._writer is not None
+        async with self._write_lock:
+            self._writer.write(data + b"\n")
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
+
+    async def _drain_outbox(self) -> None:
+        await self._session_ready.wait()
+        while True:
+            assert self.session is not None
+            await self._write(await self.session.outbox.get())
+
+    async def _handle(self, line: bytes) -> None:
+        if line.lstrip()[:1] == b"[":
+            await self._write(_error(b"null", codes.INVALID_REQUEST, "Batches are not supported"))
+            return
+        try:
+            env = frame.peek(line)
+        except (frame.DecodeError, frame.ValidationError):
+            await self._write(_error(b"null", codes.PARSE_ERROR, "Parse error"))
+            return
+        if env.method is UNSET:
+            return  # responses to server->client requests: none are sent yet
+        if env.id is UNSET:
+            if env.method == methods.INITIALIZED and self.session is not None:
+                self.session.initialized = True
+            return
+        if env.id is None or env.jsonrpc != "2.0":
+            await self._write(_error(b"null", codes.INVALID_REQUEST, "Invalid JSON-RPC request"))
+            return
+        task = asyncio.create_task(self._request(env))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _request(self, env: Envelope) -> None:
+        assert isinstance(env.method, str)
+        id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
+        params = env.params if env.params is not UNSET else None
+        ctx, refusal = self._context(env.method, params)
+        if refusal is not None:
+            await self._write(frame.response_bytes(id_raw, refusal))
+            return
+        reply = await self.gateway.dispatcher.request(ctx, env.method, params)
+        if env.method == methods.INITIALIZE and reply.result is not None:
+            session = self.gateway.sessions.create("stdio")
+            if session is not None:
+                _adopt(session, reply, params)
+                if self.session is not None:
+                    self.gateway.sessions.remove(self.session.id)
+                self.session = session
+                self._session_ready.set()
+        await self._write(frame.response_bytes(id_raw, reply))
+
+    def _context(self, method: str, params: Raw | None) -> tuple[RequestContext, Reply | None]:
+        meta: dict[str, Raw] | None = None
+        if params is not None and b"io.modelcontextprotocol/protocolVersion" in bytes(params):
+            with contextlib.suppress(frame.DecodeError, frame.ValidationError, KeyError):
+                meta = frame.decode_object(frame.decode_object(params)["_meta"])
+        if meta is not None and META_PROTOCOL_VERSION in meta and method != methods.INITIALIZE:
+            version = frame.decode_any(meta[META_PROTOCOL_VERSION])
+            ctx = RequestContext(
+                Era.MODERN,
+                str(version),
+                "stdio",
+                client_capabilities=meta.get(META_CLIENT_CAPABILITIES),
+            )
+            if version not in MODERN_VERSIONS:
+                return ctx, frame.error_reply(
+                    codes.UNSUPPORTED_PROTOCOL_VERSION,
+                    f"Unsupported protocol version: {version}",
+                    {"supported": [*MODERN_VERSIONS, *HANDSHAKE_VERSIONS], "requested": version},
+                )
+            if META_CLIENT_CAPABILITIES not in meta:
+                return ctx, frame.error_reply(
+                    codes.INVALID_PARAMS, f"params._meta must carry {META_CLIENT_CAPABILITIES!r}"
+                )
+            return ctx, None
+        session = self.session
+        return RequestContext(
+            Era.LEGACY,
+            session.version if session else LATEST_HANDSHAKE,
+            "stdio",
+            session_id=session.id if session else None,
+            client_capabilities=session.client_capabilities if session else None,
+        ), None
+
+
+def _error(id_raw: bytes, code: int, message: str) -> bytes:
+    return frame.response_bytes(id_raw, frame.error_reply(code, message))

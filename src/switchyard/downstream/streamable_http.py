@@ -1,0 +1,410 @@
+"""The Streamable HTTP endpoint (`/mcp`), serving both eras on one path.
+
+A POST whose `MCP-Protocol-Version` is not a handshake revision takes the modern stateless path
+(2026-07-28: no sessions, headers must mirror the body). Everything else is the legacy session
+path: `initialize` mints an `Mcp-Session-Id`, a GET opens the session's notification stream,
+DELETE ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+from typing import Final
+
+from switchyard.downstream.asgi import (
+    SSE_HEADERS,
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    respond,
+    respond_json,
+)
+from switchyard.downstream.session import Session
+from switchyard.gateway import Gateway
+from switchyard.policies.base import RequestContext
+from switchyard.protocol import codes, methods
+from switchyard.protocol.versions import (
+    DEFAULT_HTTP_LEGACY_VERSION,
+    HANDSHAKE_VERSIONS,
+    META_CLIENT_CAPABILITIES,
+    META_PROTOCOL_VERSION,
+    MODERN_VERSIONS,
+    Era,
+)
+from switchyard.wire import frame, sse
+from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
+
+KEEPALIVE_S: Final = 15.0
+_ALLOW: Final = [(b"allow", b"GET, POST, DELETE")]
+_ALLOW_POST: Final = [(b"allow", b"POST")]
+
+
+def error_json(code: int, message: str, request_id: bytes = b"null", data: object = None) -> bytes:
+    return frame.response_bytes(request_id, frame.error_reply(code, message, data))
+
+
+def decode_header_value(value: str) -> str:
+    """Undo the 2026-07-28 `=?base64?…?=` wrapping of non-ASCII header values."""
+    if value.startswith("=?base64?") and value.endswith("?="):
+        try:
+            return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return value
+    return value
+
+
+class StreamableHttpEndpoint:
+    def __init__(self, gateway: Gateway, max_body_bytes: int, shutting_down: asyncio.Event) -> None:
+        self.gateway = gateway
+        self.max_body_bytes = max_body_bytes
+        self.shutting_down = shutting_down
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        version = header(headers, b"mcp-protocol-version")
+        modern = version is not None and version not in HANDSHAKE_VERSIONS
+        if method == "POST":
+            await self._post(headers, version, modern, receive, send)
+        elif modern:
+            # 2026-07-28 is POST-only; old verbs get 405 and never a session.
+            await respond(send, 405, headers=_ALLOW_POST)
+        elif method == "GET":
+            await self._get(headers, receive, send)
+        elif method == "DELETE":
+            await self._delete(headers, send)
+        else:
+            await respond(send, 405, headers=_ALLOW)
+
+    # -- POST ---------------------------------------------------------------------------------
+
+    async def _post(
+        self,
+        headers: list[tuple[bytes, bytes]],
+        version: str | None,
+        modern: bool,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        ctype = header(headers, b"content-type") or ""
+        if not ctype.lower().startswith("application/json"):
+            await respond_json(
+                send,
+                415,
+                error_json(codes.INVALID_REQUEST, "Content-Type must be application/json"),
+            )
+            return
+        accept = (header(headers, b"accept") or "").lower()
+        if "application/json" not in accept and "*/*" not in accept:
+            await respond_json(
+                send,
+                406,
+                error_json(
+                    codes.INVALID_REQUEST,
+                    "Accept must include application/json and text/event-stream",
+                ),
+            )
+            return
+        length = header(headers, b"content-length")
+        try:
+            body = await read_body(
+                receive, self.max_body_bytes, int(length) if length and length.isdigit() else None
+            )
+        except BodyTooLarge:
+            await respond_json(
+                send, 413, error_json(codes.INVALID_REQUEST, "Request body too large")
+            )
+            return
+        except ClientGone:
+            return
+        if body[:1] == b"[" or body.lstrip()[:1] == b"[":
+            await respond_json(
+                send, 400, error_json(codes.INVALID_REQUEST, "Batches are not supported")
+            )
+            return
+        try:
+            env = frame.peek(body)
+        except frame.ValidationError:
+            await respond_json(
+                send, 400, error_json(codes.INVALID_REQUEST, "Invalid JSON-RPC message")
+            )
+            return
+        except frame.DecodeError:
+            await respond_json(send, 400, error_json(codes.PARSE_ERROR, "Parse error"))
+            return
+        if (
+            env.jsonrpc != "2.0"
+            or (env.method is UNSET and not env.is_response)
+            or (env.method is not UNSET and env.id is None)
+        ):
+            await respond_json(
+                send, 400, error_json(codes.INVALID_REQUEST, "Invalid JSON-RPC message")
+            )
+            return
+        if modern:
+            await self._post_modern(headers, version or "", env, send)
+        else:
+            await self._post_legacy(headers, version, env, send)
+
+    async def _post_modern(
+        self, headers: list[tuple[bytes, bytes]], version: str, env: Envelope, send: Send
+    ) -> None:
+        if not env.is_request:
+            await respond(send, 202)
+            return
+        assert isinstance(env.method, str)
+        id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
+        try:
+            params = frame.decode_object(env.params) if env.params is not UNSET else {}
+            meta = frame.decode_object(params["_meta"]) if "_meta" in params else None
+        except (frame.DecodeError, frame.ValidationError):
+            await respond_json(
+                send,
+                400,
+                error_json(codes.INVALID_PARAMS, "params and params._meta must be objects", id_raw),
+            )
+            return
+        if (
+            meta is None
+            or META_PROTOCOL_VERSION not in meta
+            or META_CLIENT_CAPABILITIES not in meta
+        ):
+            await respond_json(
+                send,
+                400,
+                error_json(
+                    codes.INVALID_PARAMS,
+                    f"params._meta must carry {META_PROTOCOL_VERSION!r} and "
+                    f"{META_CLIENT_CAPABILITIES!r}",
+                    id_raw,
+                ),
+            )
+            return
+        mismatch = _header_mismatch(headers, version, env.method, params, meta)
+        if mismatch is not None:
+            await respond_json(send, 400, error_json(codes.HEADER_MISMATCH, mismatch, id_raw))
+            return
+        if version not in MODERN_VERSIONS:
+            await respond_json(
+                send,
+                400,
+                error_json(
+                    codes.UNSUPPORTED_PROTOCOL_VERSION,
+                    f"Unsupported protocol version: {version}",
+                    id_raw,
+                    {"supported": [*MODERN_VERSIONS, *HANDSHAKE_VERSIONS], "requested": version},
+                ),
+            )
+            return
+        if not self.gateway.dispatcher.knows(env.method, Era.MODERN):
+            await respond_json(
+                send,
+                404,
+                error_json(codes.METHOD_NOT_FOUND, f"Method not found: {env.method}", id_raw),
+            )
+            return
+        ctx = RequestContext(
+            Era.MODERN,
+            version,
+            "streamable-http",
+            client_capabilities=meta[META_CLIENT_CAPABILITIES],
+        )
+        params_raw = env.params if env.params is not UNSET else None
+        reply = await self.gateway.dispatcher.request(ctx, env.method, params_raw)
+        await respond_json(send, 200, frame.response_bytes(id_raw, reply))
+
+    async def _post_legacy(
+        self, headers: list[tuple[bytes, bytes]], version: str | None, env: Envelope, send: Send
+    ) -> None:
+        sessions = self.gateway.sessions
+        if env.method == methods.INITIALIZE and env.is_request:
+            await self._initialize(env, send)
+            return
+        session_id = header(headers, b"mcp-session-id")
+        if session_id is None:
+            await respond_json(
+                send,
+                400,
+                error_json(codes.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required"),
+            )
+            return
+        session = sessions.get(session_id)
+        if session is None:
+            await respond_json(send, 404, error_json(codes.INVALID_REQUEST, "Session not found"))
+            return
+        if not env.is_request:
+            if env.method == methods.INITIALIZED:
+                session.initialized = True
+            await respond(send, 202)
+            return
+        assert isinstance(env.method, str)
+        id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
+        ctx = RequestContext(
+            Era.LEGACY,
+            version or session.version or DEFAULT_HTTP_LEGACY_VERSION,
+            "streamable-http",
+            session_id=session.id,
+            client_capabilities=session.client_capabilities,
+        )
+        params_raw = env.params if env.params is not UNSET else None
+        reply = await self.gateway.dispatcher.request(ctx, env.method, params_raw)
+        await respond_json(send, 200, frame.response_bytes(id_raw, reply))
+
+    async def _initialize(self, env: Envelope, send: Send) -> None:
+        id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
+        ctx = RequestContext(Era.LEGACY, "", "streamable-http")
+        params_raw = env.params if env.params is not UNSET else None
+        reply = await self.gateway.dispatcher.request(ctx, methods.INITIALIZE, params_raw)
+        if reply.result is None:
+            await respond_json(send, 200, frame.response_bytes(id_raw, reply))
+            return
+        session = self.gateway.sessions.create("streamable-http")
+        if session is None:
+            await respond_json(
+                send, 503, error_json(codes.INTERNAL_ERROR, "Too many sessions", id_raw)
+            )
+            return
+        _adopt(session, reply, params_raw)
+        await respond_json(
+            send,
+            200,
+            frame.response_bytes(id_raw, reply),
+            [(b"mcp-session-id", session.id.encode())],
+        )
+
+    # -- GET / DELETE ---------------------------------------------------------------------------
+
+    async def _get(self, headers: list[tuple[bytes, bytes]], receive: Receive, send: Send) -> None:
+        if "text/event-stream" not in (header(headers, b"accept") or ""):
+            await respond_json(
+                send,
+                406,
+                error_json(codes.INVALID_REQUEST, "Accept must include text/event-stream"),
+            )
+            return
+        session = await self._session_or_refuse(headers, send)
+        if session is None:
+            return
+        if session.stream_open:
+            await respond_json(
+                send,
+                409,
+                error_json(codes.INVALID_REQUEST, "A stream is already open for this session"),
+            )
+            return
+        session.stream_open = True
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await send(
+                {"type": "http.response.body", "body": b": stream open\n\n", "more_body": True}
+            )
+            await pump(session, receive, send, self.shutting_down)
+        finally:
+            session.stream_open = False
+
+    async def _delete(self, headers: list[tuple[bytes, bytes]], send: Send) -> None:
+        session = await self._session_or_refuse(headers, send)
+        if session is not None:
+            self.gateway.sessions.remove(session.id)
+            await respond(send, 200)
+
+    async def _session_or_refuse(
+        self, headers: list[tuple[bytes, bytes]], send: Send
+    ) -> Session | None:
+        session_id = header(headers, b"mcp-session-id")
+        if session_id is None:
+            await respond_json(
+                send,
+                400,
+                error_json(codes.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required"),
+            )
+            return None
+        session = self.gateway.sessions.get(session_id)
+        if session is None:
+            await respond_json(send, 404, error_json(codes.INVALID_REQUEST, "Session not found"))
+        return session
+
+
+def _adopt(session: Session, reply: Reply, params: Raw | None) -> None:
+    """Record what `initialize` negotiated on the new session."""
+    assert reply.result is not None
+    result = frame.decode_object(reply.result)
+    session.version = frame.decode_str(result["protocolVersion"])
+    if params is not None:
+        fields = frame.decode_object(params)
+        session.client_capabilities = fields.get("capabilities")
+
+
+def _header_mismatch(
+    headers: list[tuple[bytes, bytes]],
+    version: str,
+    method: str,
+    params: dict[str, Raw],
+    meta: dict[str, Raw],
+) -> str | None:
+    for name in (b"mcp-protocol-version", b"mcp-method", b"mcp-name"):
+        if sum(1 for k, _ in headers if k == name) > 1:
+            return f"{name.decode()} header appears more than once"
+    try:
+        body_version = frame.decode_any(meta[META_PROTOCOL_VERSION])
+    except frame.DecodeError:
+        body_version = None
+    if body_version != version:
+        return "MCP-Protocol-Version header does not match params._meta"
+    if header(headers, b"mcp-method") != method:
+        return "Mcp-Method header does not match the request body's method"
+    name_field = methods.NAME_FIELDS.get(method)
+    if name_field is not None and name_field in params:
+        sent = header(headers, b"mcp-name")
+        try:
+            body_value = frame.decode_any(params[name_field])
+        except frame.DecodeError:
+            body_value = None
+        if sent is None or decode_header_value(sent) != body_value:
+            return f"Mcp-Name header does not match the request body's {name_field!r}"
+    return None
+
+
+async def pump(
+    session: Session, receive: Receive, send: Send, shutting_down: asyncio.Event
+) -> None:
+    """Write a session's queued messages as SSE events until the client or the gateway leaves."""
+    disconnected = asyncio.create_task(_until_disconnect(receive))
+    stopping = asyncio.create_task(shutting_down.wait())
+    try:
+        while not disconnected.done() and not stopping.done():
+            getter = asyncio.create_task(session.outbox.get())
+            done, _ = await asyncio.wait(
+                {getter, disconnected, stopping},
+                timeout=KEEPALIVE_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if getter in done:
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": sse.format_event(getter.result(), "message"),
+                        "more_body": True,
+                    }
+                )
+                continue
+            getter.cancel()
+            if not done:
+                await send({"type": "http.response.body", "body": sse.KEEPALIVE, "more_body": True})
+        with contextlib.suppress(Exception):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        disconnected.cancel()
+        stopping.cancel()
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

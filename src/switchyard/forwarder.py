@@ -1,0 +1,224 @@
+"""The terminal handlers: what Switchyard answers itself, and how it routes the rest.
+
+Routing uses the catalog (public name or URI -> backend), never string splitting. Forwarded
+payloads stay raw: only the routed name is rewritten, and only the fields an era requires are
+added or removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import switchyard
+from switchyard.policies.base import Call, Handler
+from switchyard.protocol import codes, eras, methods
+from switchyard.protocol.versions import MODERN_VERSIONS, Era, negotiate_handshake
+from switchyard.routing import catalog
+from switchyard.routing.catalog import Catalog, Entry
+from switchyard.upstream.backend import Backend
+from switchyard.wire import frame
+from switchyard.wire.frame import Raw, Reply
+
+SERVER_INFO: Final = {
+    "name": "switchyard",
+    "title": "Switchyard",
+    "version": switchyard.__version__,
+}
+_MODERN_LIST_TAIL: Final = b',"resultType":"complete","ttlMs":0,"cacheScope":"private"}'
+_LIST_KIND: Final = {
+    methods.TOOLS_LIST: catalog.TOOLS,
+    methods.PROMPTS_LIST: catalog.PROMPTS,
+    methods.RESOURCES_LIST: catalog.RESOURCES,
+    methods.TEMPLATES_LIST: catalog.TEMPLATES,
+}
+# Primitives whose list changes Switchyard announces (backends come and go at run time).
+_LISTED: Final = ("tools", "prompts", "resources")
+
+
+def invalid_params(message: str) -> Reply:
+    return frame.error_reply(codes.INVALID_PARAMS, message)
+
+
+class Forwarder:
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        current_catalog: Callable[[], Catalog],
+        page_size: int,
+        instructions: str | None = None,
+    ) -> None:
+        self.backends = backends
+        self.catalog = current_catalog
+        self.page_size = page_size
+        self.instructions = instructions
+
+    def terminals(self) -> dict[str, Handler]:
+        return {
+            methods.INITIALIZE: self.initialize,
+            methods.DISCOVER: self.discover,
+            methods.PING: self.ping,
+            methods.TOOLS_LIST: self.list,
+            methods.PROMPTS_LIST: self.list,
+            methods.RESOURCES_LIST: self.list,
+            methods.TEMPLATES_LIST: self.list,
+            methods.TOOLS_CALL: self.call_tool,
+            methods.PROMPTS_GET: self.get_prompt,
+            methods.RESOURCES_READ: self.read_resource,
+            methods.COMPLETE: self.complete,
+        }
+
+    async def method_not_found(self, call: Call) -> Reply:
+        return frame.error_reply(codes.METHOD_NOT_FOUND, f"Method not found: {call.method}")
+
+    # -- answered by Switchyard ------------------------------------------------------------
+
+    def capabilities(self) -> dict[str, Any]:
+        """The union of what the backends offer and Switchyard serves; never hard-coded."""
+        offered: set[str] = set()
+        for backend in self.backends.values():
+            offered.update(backend.known_capabilities)
+        caps: dict[str, Any] = {}
+        for primitive in _LISTED:
+            if primitive in offered:
+                caps[primitive] = {"listChanged": True}
+        if "completions" in offered:
+            caps["completions"] = {}
+        return caps
+
+    async def initialize(self, call: Call) -> Reply:
+        fields = call.fields()
+        requested = (
+            frame.decode_any(fields["protocolVersion"]) if "protocolVersion" in fields else None
+        )
+        if not isinstance(requested, str):
+            return invalid_params("initialize requires a protocolVersion string")
+        result: dict[str, Any] = {
+            "protocolVersion": negotiate_handshake(requested),
+            "capabilities": self.capabilities(),
+            "serverInfo": SERVER_INFO,
+        }
+        if self.instructions:
+            result["instructions"] = self.instructions
+        return Reply(result=frame.encode(result))
+
+    async def discover(self, call: Call) -> Reply:
+        result: dict[str, Any] = {
+            "supportedVersions": list(MODERN_VERSIONS),
+            "capabilities": self.capabilities(),
+            "_meta": {"io.modelcontextprotocol/serverInfo": SERVER_INFO},
+        }
+        if self.instructions:
+            result["instructions"] = self.instructions
+        if call.ctx.era is Era.MODERN:
+            result.update(resultType="complete", ttlMs=0, cacheScope="private")
+        return Reply(result=frame.encode(result))
+
+    async def ping(self, call: Call) -> Reply:
+        return Reply(result=b"{}")
+
+    async def list(self, call: Call) -> Reply:
+        kind = _LIST_KIND[call.method]
+        raw_cursor = call.fields().get("cursor")
+        cursor = frame.decode_any(raw_cursor) if raw_cursor is not None else None
+        if cursor is not None and not isinstance(cursor, str):
+            return invalid_params("cursor must be a string")
+        try:
+            body = self.catalog().page(
+                kind, cursor, self.page_size, call.allowed if call.list_filters else None
+            )
+        except catalog.InvalidCursor:
+            return invalid_params("Invalid cursor")
+        if call.ctx.era is Era.MODERN:
+            body = body[:-1] + _MODERN_LIST_TAIL
+        return Reply(result=body)
+
+    # -- routed to a backend -----------------------------------------------------------------
+
+    async def call_tool(self, call: Call) -> Reply:
+        return await self._named(call, catalog.TOOLS, "Unknown tool")
+
+    async def get_prompt(self, call: Call) -> Reply:
+        return await self._named(call, catalog.PROMPTS, "Unknown prompt")
+
+    async def _named(self, call: Call, kind: str, unknown: str) -> Reply:
+        fields = call.fields()
+        public = _str_field(fields, "name")
+        if public is None:
+            return invalid_params(f"{call.method} requires a name")
+        entry = self.catalog().lookup(kind, public)
+        if entry is None or not call.allowed(entry):
+            return invalid_params(f"{unknown}: {public}")
+        fields["name"] = Raw(frame.encode(entry.original))
+        return await self._forward(call, entry, fields, entry.original)
+
+    async def read_resource(self, call: Call) -> Reply:
+        fields = call.fields()
+        uri = _str_field(fields, "uri")
+        if uri is None:
+            return invalid_params("resources/read requires a uri")
+        entry = self.catalog().resource_owner(uri)
+        if entry is None or not call.allowed(entry):
+            code = (
+                codes.INVALID_PARAMS
+                if call.ctx.era is Era.MODERN
+                else codes.RESOURCE_NOT_FOUND_LEGACY
+            )
+            return frame.error_reply(code, f"Resource not found: {uri}", {"uri": uri})
+        return await self._forward(call, entry, fields, uri)
+
+    async def complete(self, call: Call) -> Reply:
+        fields = call.fields()
+        if "ref" not in fields:
+            return invalid_params("completion/complete requires a ref")
+        ref = frame.decode_object(fields["ref"])
+        ref_type = _str_field(ref, "type")
+        cat = self.catalog()
+        entry: Entry | None = None
+        if ref_type == "ref/prompt":
+            name = _str_field(ref, "name")
+            entry = cat.lookup(catalog.PROMPTS, name) if name is not None else None
+            if entry is not None:
+                ref["name"] = Raw(frame.encode(entry.original))
+                fields["ref"] = Raw(frame.encode_object(ref))
+        elif ref_type == "ref/resource":
+            uri = _str_field(ref, "uri")
+            if uri is not None:
+                entry = cat.lookup(catalog.TEMPLATES, uri) or cat.resource_owner(uri)
+        if entry is None or not call.allowed(entry):
+            return invalid_params("Unknown completion reference")
+        return await self._forward(call, entry, fields, None)
+
+    async def _forward(
+        self, call: Call, entry: Entry, fields: dict[str, Raw], name: str | None
+    ) -> Reply:
+        backend = self.backends[entry.backend]
+        call.backend, call.target = backend.name, entry.public
+        facts = backend.facts
+        if facts is None:
+            return await backend.request(call.method, None)  # answers "unavailable", naming it
+        client_era = call.ctx.era
+        if facts.era is Era.MODERN:
+            if client_era is not Era.MODERN or call.ctx.version != facts.version:
+                fields = eras.params_for_modern(fields, facts.version, call.ctx.client_capabilities)
+        else:
+            fields = eras.params_for_legacy(fields)
+        reply = await backend.request(
+            call.method, frame.encode_object(fields), name=name, sink=call.ctx.emit
+        )
+        if reply.result is not None and client_era is not facts.era:
+            if client_era is Era.MODERN:
+                reply.result = eras.result_for_modern(reply.result, call.method)
+            else:
+                reply.result = eras.result_for_legacy(reply.result)
+        return reply
+
+
+def _str_field(fields: dict[str, Raw], key: str) -> str | None:
+    raw = fields.get(key)
+    if raw is None:
+        return None
+    try:
+        return frame.decode_str(raw)
+    except (frame.DecodeError, frame.ValidationError):
+        return None

@@ -1,0 +1,125 @@
+"""Gateway: turns a compiled plan into backends, a catalog, chains and sessions; owns the
+lifecycle. Listeners (HTTP, stdio) sit on top and only call `dispatcher` and `sessions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from switchyard.dispatcher import Dispatcher
+from switchyard.downstream.session import SessionRegistry
+from switchyard.forwarder import Forwarder
+from switchyard.policies.base import PolicySpec
+from switchyard.policies.request_log import RequestLog
+from switchyard.protocol import methods
+from switchyard.routing import catalog
+from switchyard.upstream.backend import Backend, BackendSettings
+from switchyard.wire import frame
+
+log = logging.getLogger("switchyard.gateway")
+
+_CHANGED: dict[str, str] = {
+    catalog.TOOLS: methods.TOOLS_CHANGED,
+    catalog.PROMPTS: methods.PROMPTS_CHANGED,
+    catalog.RESOURCES: methods.RESOURCES_CHANGED,
+    catalog.TEMPLATES: methods.RESOURCES_CHANGED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    separator: str = "_"
+    page_size: int = 100
+    startup_wait_s: float = 15.0
+    instructions: str | None = None
+    session_idle_timeout_s: float = 3600.0
+    max_sessions: int = 10000
+    policies: tuple[PolicySpec, ...] = field(default_factory=lambda: (PolicySpec(RequestLog),))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A validated configuration, compiled into each component's own settings."""
+
+    gateway: GatewaySettings
+    backends: tuple[BackendSettings, ...]
+
+
+class Gateway:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.settings = plan.gateway
+        self.backends: dict[str, Backend] = {
+            b.name: Backend(b, self._backend_changed) for b in plan.backends
+        }
+        self.catalog = catalog.Catalog()
+        self.sessions = SessionRegistry(
+            self.settings.session_idle_timeout_s, self.settings.max_sessions
+        )
+        self.forwarder = Forwarder(
+            self.backends, lambda: self.catalog, self.settings.page_size, self.settings.instructions
+        )
+        self.dispatcher = Dispatcher(self.forwarder, self.settings.policies)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started = False
+
+    async def start(self) -> None:
+        """Start every backend; wait (bounded) until each has made its first attempt."""
+        for backend in self.backends.values():
+            self._tasks.append(asyncio.create_task(backend.run(), name=f"backend-{backend.name}"))
+        self._tasks.append(asyncio.create_task(self._reap_sessions(), name="session-reaper"))
+        waits = [b.first_attempt.wait() for b in self.backends.values()]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), self.settings.startup_wait_s)
+        self.started = True
+        up = sum(b.is_up for b in self.backends.values())
+        log.info("gateway started: %d of %d backends up", up, len(self.backends))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(b.stop() for b in self.backends.values()), return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    async def _reap_sessions(self) -> None:
+        while True:
+            await asyncio.sleep(min(60.0, self.settings.session_idle_timeout_s))
+            if reaped := self.sessions.reap():
+                log.info("reaped %d idle sessions", reaped)
+
+    def _backend_changed(self, backend: Backend) -> None:
+        listings = [b.listing for b in self.backends.values() if b.is_up and b.listing is not None]
+        new = catalog.build(listings, self.settings.separator)
+        old, self.catalog = self.catalog, new
+        announced: set[str] = set()
+        for kind in catalog.KINDS:
+            if _items(old, kind) != _items(new, kind):
+                announced.add(_CHANGED[kind])
+        for method in sorted(announced):
+            self.sessions.broadcast(frame.notification_bytes(method, None))
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        backends = {
+            name: {
+                "state": b.status.state,
+                "era": b.facts.era.value if b.facts else None,
+                "protocolVersion": b.facts.version if b.facts else None,
+                "error": b.status.last_error,
+                "restarts": b.status.restarts,
+            }
+            for name, b in self.backends.items()
+        }
+        ready = self.started and any(b.is_up for b in self.backends.values())
+        return ready, {"ready": ready, "backends": backends}
+
+
+def _items(cat: catalog.Catalog, kind: str) -> tuple[bytes, ...]:
+    return tuple(e.item for e in cat.entries[kind])

@@ -1,0 +1,90 @@
+"""One signature for every policy, composed once per method at startup.
+
+Code before `await self.next(call)` runs on the way in, code after it on the way out (reverse
+order for free); returning a `Reply` without calling `next` is a local answer. List results pass
+every filter a policy attached to the call, so a denied item is absent, not merely uncallable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from switchyard.protocol.versions import Era
+from switchyard.routing.catalog import Entry
+from switchyard.wire import frame
+from switchyard.wire.frame import Raw, Reply
+
+Emit = Callable[[str, bytes | None], Awaitable[None]]
+Handler = Callable[["Call"], Awaitable[Reply]]
+ListFilter = Callable[[Entry], bool]
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Who is asking and over what: everything a request carries, in either era."""
+
+    era: Era
+    version: str
+    transport: str
+    session_id: str | None = None
+    client_capabilities: Raw | None = None
+    emit: Emit | None = None
+    """Sends a request-scoped notification (progress, log) to this request's client."""
+
+
+@dataclass(slots=True)
+class Call:
+    method: str
+    params: Raw | None
+    ctx: RequestContext
+    started: float = field(default_factory=time.perf_counter)
+    backend: str | None = None
+    target: str | None = None
+    list_filters: list[ListFilter] = field(default_factory=list)
+    _fields: dict[str, Raw] | None = None
+
+    def fields(self) -> dict[str, Raw]:
+        """`params` decoded one level deep, once; values stay raw."""
+        if self._fields is None:
+            self._fields = frame.decode_object(self.params) if self.params is not None else {}
+        return self._fields
+
+    def allowed(self, entry: Entry) -> bool:
+        return all(f(entry) for f in self.list_filters)
+
+
+class Policy:
+    """Base of every policy. Subclasses override `__call__` and may narrow `methods`."""
+
+    methods: ClassVar[frozenset[str] | None] = None
+    """The methods this policy applies to; None means every method."""
+
+    def __init__(self, next_: Handler, settings: Any = None) -> None:
+        self.next = next_
+        self.settings = settings
+
+    async def __call__(self, call: Call) -> Reply:
+        return await self.next(call)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    cls: type[Policy]
+    settings: Any = None
+
+    def applies_to(self, method: str) -> bool:
+        return self.cls.methods is None or method in self.cls.methods
+
+    def bind(self, next_: Handler) -> Handler:
+        return self.cls(next_, self.settings)
+
+
+def build_chain(specs: Sequence[PolicySpec], method: str, terminal: Handler) -> Handler:
+    handler = terminal
+    for spec in reversed(specs):
+        if spec.applies_to(method):
+            handler = spec.bind(handler)
+    return handler

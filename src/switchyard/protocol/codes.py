@@ -1,0 +1,22 @@
+"""JSON-RPC and MCP error codes, and Switchyard's own block.
+
+Switchyard's own failures use -31000..-31099: outside JSON-RPC's reserved -32768..-32000, so a
+client can never mistake them for a spec-defined error, and every one carries `data.source`.
+"""
+
+from typing import Final
+
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+RESOURCE_NOT_FOUND_LEGACY: Final = -32002
+HEADER_MISMATCH: Final = -32020
+MISSING_CLIENT_CAPABILITY: Final = -32021
+UNSUPPORTED_PROTOCOL_VERSION: Final = -32022
+
+BACKEND_UNAVAILABLE: Final = -31000
+BACKEND_TIMEOUT: Final = -31001
+BACKEND_PROTOCOL_ERROR: Final = -31002
+RESULT_TOO_LARGE: Final = -31003

@@ -1,0 +1,80 @@
+"""Per-era envelope rules: what a request's params and a result must carry for each peer.
+
+Modern (2026-07-28) requests carry the protocol version and client capabilities in
+`params._meta`; modern results carry `resultType` (and cache hints when cacheable). Legacy
+peers get neither. These functions splice bytes and decode only one level of an object.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from switchyard.protocol import methods
+from switchyard.protocol.versions import (
+    META_CLIENT_CAPABILITIES,
+    META_PROTOCOL_VERSION,
+    MODERN_META_KEYS,
+)
+from switchyard.wire import frame
+from switchyard.wire.frame import Raw
+
+EMPTY_CAPS: Final = Raw(b"{}")
+_MODERN_RESULT_KEYS: Final = frozenset({"resultType", "ttlMs", "cacheScope"})
+_COMPLETE: Final = Raw(b'"complete"')
+
+
+def params_for_modern(
+    params: dict[str, Raw], version: str, client_capabilities: Raw | None
+) -> dict[str, Raw]:
+    """Ensure a modern backend gets the per-request envelope it requires."""
+    meta = frame.decode_object(params["_meta"]) if "_meta" in params else {}
+    meta[META_PROTOCOL_VERSION] = Raw(frame.encode(version))
+    if client_capabilities is not None:
+        meta[META_CLIENT_CAPABILITIES] = client_capabilities
+    elif META_CLIENT_CAPABILITIES not in meta:
+        meta[META_CLIENT_CAPABILITIES] = EMPTY_CAPS
+    params["_meta"] = Raw(frame.encode_object(meta))
+    return params
+
+
+def params_for_legacy(params: dict[str, Raw]) -> dict[str, Raw]:
+    """Drop the modern envelope keys a legacy backend would not understand."""
+    raw_meta = params.get("_meta")
+    if raw_meta is None or b"io.modelcontextprotocol/" not in bytes(raw_meta):
+        return params
+    meta = frame.decode_object(raw_meta)
+    for key in MODERN_META_KEYS:
+        meta.pop(key, None)
+    if meta:
+        params["_meta"] = Raw(frame.encode_object(meta))
+    else:
+        del params["_meta"]
+    return params
+
+
+def result_for_modern(result: bytes, method: str) -> bytes:
+    """Add what a 2026-07-28 client requires to a result from a legacy backend."""
+    needs_cache = method in methods.CACHEABLE
+    if b'"resultType"' in result and (not needs_cache or b'"ttlMs"' in result):
+        obj = frame.decode_object(result)
+        if "resultType" in obj and (not needs_cache or "ttlMs" in obj):
+            return result
+    else:
+        obj = frame.decode_object(result)
+    obj.setdefault("resultType", _COMPLETE)
+    if needs_cache:
+        obj.setdefault("ttlMs", Raw(b"0"))
+        obj.setdefault("cacheScope", Raw(b'"private"'))
+    return frame.encode_object(obj)
+
+
+def result_for_legacy(result: bytes) -> bytes:
+    """Strip modern-only fields so a legacy client sees a result of its own era."""
+    if b'"resultType"' not in result and b'"ttlMs"' not in result:
+        return result
+    obj = frame.decode_object(result)
+    if not _MODERN_RESULT_KEYS.intersection(obj):
+        return result
+    for key in _MODERN_RESULT_KEYS:
+        obj.pop(key, None)
+    return frame.encode_object(obj)

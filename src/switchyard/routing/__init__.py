@@ -1,0 +1,1 @@
+"""Public names, the capability catalog and request routing. No I/O."""

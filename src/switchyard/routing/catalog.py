@@ -1,0 +1,208 @@
+"""The capability catalog: an immutable snapshot of every backend's tools, prompts, resources
+and resource templates under their public names. Rebuilt and swapped whole when any backend's
+listing changes; readers never lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from switchyard.routing import names
+from switchyard.routing.uri_template import compile_template
+from switchyard.wire import frame
+from switchyard.wire.frame import Raw
+
+log = logging.getLogger("switchyard.catalog")
+
+TOOLS: Final = "tools"
+PROMPTS: Final = "prompts"
+RESOURCES: Final = "resources"
+TEMPLATES: Final = "resourceTemplates"
+KINDS: Final = (TOOLS, PROMPTS, RESOURCES, TEMPLATES)
+# The field that identifies an item of each kind.
+KEY_FIELD: Final = {TOOLS: "name", PROMPTS: "name", RESOURCES: "uri", TEMPLATES: "uriTemplate"}
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What one backend offers, as it reported it (items decoded one level deep)."""
+
+    backend: str
+    prefix: str
+    items: dict[str, tuple[dict[str, Raw], ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    kind: str
+    public: str
+    backend: str
+    original: str
+    item: bytes
+    """The item's JSON as clients see it: the backend's bytes, but for the public name."""
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    entries: dict[str, tuple[Entry, ...]] = field(default_factory=lambda: dict.fromkeys(KINDS, ()))
+    by_name: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    template_patterns: tuple[tuple[re.Pattern[str], Entry], ...] = ()
+
+    def lookup(self, kind: str, public: str) -> Entry | None:
+        return self.by_name[kind].get(public)
+
+    def resource_owner(self, uri: str) -> Entry | None:
+        """The entry owning `uri`: an exact resource first, then the first matching template."""
+        exact = self.by_name[RESOURCES].get(uri)
+        if exact is not None:
+            return exact
+        for pattern, entry in self.template_patterns:
+            if pattern.fullmatch(uri):
+                return entry
+        return None
+
+    def page(
+        self,
+        kind: str,
+        cursor: str | None,
+        page_size: int,
+        allowed: Callable[[Entry], bool] | None = None,
+    ) -> bytes:
+        """One page of a list result, as raw JSON, with Switchyard's own opaque cursor."""
+        entries: Sequence[Entry] = self.entries[kind]
+        if allowed is not None:
+            entries = [e for e in entries if allowed(e)]
+        start = decode_cursor(kind, cursor) if cursor is not None else 0
+        if start > len(entries):
+            raise InvalidCursor(cursor)
+        chunk = entries[start : start + page_size]
+        body = b"".join((b'{"', kind.encode(), b'":[', b",".join(e.item for e in chunk), b"]"))
+        end = start + len(chunk)
+        if end < len(entries):
+            body += b',"nextCursor":' + frame.encode(encode_cursor(kind, end))
+        return body + b"}"
+
+
+def encode_cursor(kind: str, offset: int) -> str:
+    return base64.urlsafe_b64encode(f"sy1:{kind}:{offset}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        tag, ckind, offset = base64.urlsafe_b64decode(padded).decode().split(":")
+        if tag != "sy1" or ckind != kind or not offset.isdigit():
+            raise InvalidCursor(cursor)
+        return int(offset)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidCursor(cursor) from exc
+
+
+def build(listings: Iterable[Listing], sep: str) -> Catalog:
+    """Merge listings in the given (configuration) order; earlier backends win collisions."""
+    entries: dict[str, list[Entry]] = {k: [] for k in KINDS}
+    by_name: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+    patterns: list[tuple[re.Pattern[str], Entry]] = []
+    for listing in listings:
+        for kind in (TOOLS, PROMPTS):
+            for item in listing.items.get(kind, ()):
+                entry = _named_entry(kind, listing, item, sep, by_name[kind])
+                if entry is not None:
+                    entries[kind].append(entry)
+                    by_name[kind][entry.public] = entry
+        for kind in (RESOURCES, TEMPLATES):
+            for item in listing.items.get(kind, ()):
+                entry = _keyed_entry(kind, listing, item, by_name[kind])
+                if entry is None:
+                    continue
+                entries[kind].append(entry)
+                by_name[kind][entry.public] = entry
+                if kind == TEMPLATES:
+                    patterns.append((compile_template(entry.public), entry))
+    return Catalog(
+        entries={k: tuple(v) for k, v in entries.items()},
+        by_name=by_name,
+        template_patterns=tuple(patterns),
+    )
+
+
+def _item_key(kind: str, backend: str, item: dict[str, Raw]) -> str | None:
+    raw = item.get(KEY_FIELD[kind])
+    try:
+        return frame.decode_str(raw) if raw is not None else None
+    except (frame.DecodeError, frame.ValidationError):
+        log.warning(
+            "backend %r: %s item with a non-string %s hidden", backend, kind, KEY_FIELD[kind]
+        )
+        return None
+
+
+def _named_entry(
+    kind: str, listing: Listing, item: dict[str, Raw], sep: str, taken: dict[str, Entry]
+) -> Entry | None:
+    backend = listing.backend
+    name = _item_key(kind, backend, item)
+    if name is None:
+        return None
+    if not names.is_valid_backend_name(name):
+        log.warning(
+            "backend %r: %s name %r refused: outside [A-Za-z0-9_.-]{1,128}",
+            backend,
+            kind[:-1],
+            name,
+        )
+        return None
+    public = names.public_name(listing.prefix, sep, name)
+    if names.LLM_SAFE.fullmatch(public) is None:
+        aliased = names.alias(listing.prefix, sep, backend, name)
+        log.info("backend %r: %s %r is exposed as %r", backend, kind[:-1], name, aliased)
+        public = aliased
+    if public in taken:
+        other = taken[public]
+        if other.backend == backend and other.original == name:
+            return None  # a backend repeated itself across pages
+        resolved = names.disambiguate(public, backend, name, set(taken))
+        log.warning(
+            "%s name collision: %r from backend %r already names %r from %r; exposed as %r",
+            kind[:-1],
+            public,
+            backend,
+            other.original,
+            other.backend,
+            resolved,
+        )
+        public = resolved
+    item = dict(item)
+    item["name"] = Raw(frame.encode(public))
+    return Entry(kind, public, backend, name, frame.encode_object(item))
+
+
+def _keyed_entry(
+    kind: str, listing: Listing, item: dict[str, Raw], taken: dict[str, Entry]
+) -> Entry | None:
+    key = _item_key(kind, listing.backend, item)
+    if key is None:
+        return None
+    if key in taken:
+        other = taken[key]
+        if other.backend != listing.backend:
+            log.warning(
+                "%s %r offered by %r and %r: routed to %r",
+                kind[:-1],
+                key,
+                other.backend,
+                listing.backend,
+                other.backend,
+            )
+        return None
+    return Entry(kind, key, listing.backend, key, frame.encode_object(item))

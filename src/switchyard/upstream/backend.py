@@ -1,0 +1,280 @@
+"""One configured backend: its connection, supervised, and what it currently offers.
+
+A backend that fails to start or dies never takes the gateway down: its capabilities leave the
+catalog, requests to it fail fast with an error naming it, and it is restarted with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from switchyard.protocol import methods
+from switchyard.protocol.versions import Era
+from switchyard.routing import catalog
+from switchyard.upstream import handshake
+from switchyard.upstream.connection import Connection, ServerFacts, Sink, unavailable
+from switchyard.upstream.http import HttpSettings, SseConnection, StreamableHttpConnection
+from switchyard.upstream.stdio import StdioConnection, StdioSettings
+from switchyard.wire import frame
+from switchyard.wire.frame import Raw, Reply
+
+log = logging.getLogger("switchyard.backend")
+
+# Pages walked per list before a backend is judged to loop; a repeated cursor ends it at once.
+MAX_PAGES: Final = 1000
+LIST_METHODS: Final = {
+    catalog.TOOLS: (methods.TOOLS_LIST, "tools"),
+    catalog.PROMPTS: (methods.PROMPTS_LIST, "prompts"),
+    catalog.RESOURCES: (methods.RESOURCES_LIST, "resources"),
+    catalog.TEMPLATES: (methods.TEMPLATES_LIST, "resources"),
+}
+CHANGED_KIND: Final = {
+    methods.TOOLS_CHANGED: (catalog.TOOLS,),
+    methods.PROMPTS_CHANGED: (catalog.PROMPTS,),
+    methods.RESOURCES_CHANGED: (catalog.RESOURCES, catalog.TEMPLATES),
+}
+# A backend that stayed up this long restarts from the shortest delay again.
+HEALTHY_RESET_S: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    name: str
+    prefix: str
+    transport: StdioSettings | HttpSettings
+    timeout_s: float = 60.0
+    list_timeout_s: float = 30.0
+    restart_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass(slots=True)
+class BackendStatus:
+    state: str = "starting"
+    last_error: str | None = None
+    restarts: int = 0
+    since: float = field(default_factory=time.time)
+
+
+class Backend:
+    def __init__(self, settings: BackendSettings, on_change: Callable[[Backend], None]) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.status = BackendStatus()
+        self.connection: Connection | None = None
+        self.listing: catalog.Listing | None = None
+        self.first_attempt = asyncio.Event()
+        self._on_change = on_change
+        self._stopping = asyncio.Event()
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._stale: set[str] = set()
+        self.known_capabilities: frozenset[str] = frozenset()
+        """Capability names seen at the last successful start; kept while the backend is down."""
+
+    @property
+    def is_up(self) -> bool:
+        return self.status.state == "up"
+
+    @property
+    def facts(self) -> ServerFacts | None:
+        return self.connection.facts if self.connection is not None and self.is_up else None
+
+    # -- supervision ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            conn = await self._connect()
+            if conn is not None:
+                started = time.monotonic()
+                self.connection = conn
+                self.known_capabilities = frozenset(conn.facts.capabilities)
+                self._set_state("up", None)
+                self.first_attempt.set()
+                self._on_change(self)
+                await self._until_closed_or_stopped(conn)
+                self.connection = None
+                self.listing = None
+                if self._refresh_task is not None:
+                    self._refresh_task.cancel()
+                with contextlib.suppress(Exception):
+                    await conn.aclose()
+                if self._stopping.is_set():
+                    break
+                self._set_state("down", "connection lost")
+                log.warning("backend %r: connection lost; restarting", self.name)
+                self._on_change(self)
+                if time.monotonic() - started > HEALTHY_RESET_S:
+                    attempt = 0
+            self.first_attempt.set()
+            delays = self.settings.restart_delays_s
+            delay = delays[min(attempt, len(delays) - 1)]
+            attempt += 1
+            self.status.restarts += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+        self._set_state("stopped", None)
+
+    async def _until_closed_or_stopped(self, conn: Connection) -> None:
+        closed = asyncio.create_task(conn.wait_closed())
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            stopping.cancel()
+
+    async def _connect(self) -> Connection | None:
+        transport = self.settings.transport
+        candidates: list[Connection]
+        if isinstance(transport, StdioSettings):
+            candidates = [StdioConnection(self.name, transport, self._notification)]
+        elif transport.transport == "sse":
+            candidates = [SseConnection(self.name, transport, self._notification)]
+        elif transport.transport == "auto":
+            candidates = [
+                StreamableHttpConnection(self.name, transport, self._notification),
+                SseConnection(self.name, transport, self._notification),
+            ]
+        else:
+            candidates = [StreamableHttpConnection(self.name, transport, self._notification)]
+        errors: list[str] = []
+        for conn in candidates:
+            try:
+                await conn.open()
+                self.listing = await self._list_all(conn)
+                log.info(
+                    "backend %r: up (%s %s), %s",
+                    self.name,
+                    conn.facts.era.value,
+                    conn.facts.version,
+                    ", ".join(f"{len(v)} {k}" for k, v in self.listing.items.items()),
+                )
+                return conn
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.aclose())
+                raise
+            except Exception as exc:  # any failure to start is this backend's, never the gateway's
+                errors.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+                with contextlib.suppress(Exception):
+                    await conn.aclose()
+        self._set_state("down", "; ".join(errors))
+        log.warning("backend %r: failed to start: %s", self.name, self.status.last_error)
+        return None
+
+    def _set_state(self, state: str, error: str | None) -> None:
+        self.status.state = state
+        self.status.last_error = error
+        self.status.since = time.time()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        conn = self.connection
+        if conn is not None:
+            await conn.aclose()
+
+    # -- listing -------------------------------------------------------------------------------
+
+    async def _list_all(
+        self, conn: Connection, kinds: tuple[str, ...] = catalog.KINDS
+    ) -> catalog.Listing:
+        items: dict[str, tuple[dict[str, Raw], ...]] = {}
+        previous = self.listing.items if self.listing is not None else {}
+        for kind in catalog.KINDS:
+            if kind not in kinds:
+                items[kind] = previous.get(kind, ())
+                continue
+            method, capability = LIST_METHODS[kind]
+            if capability not in conn.facts.capabilities:
+                items[kind] = ()
+                continue
+            items[kind] = await self._walk(conn, kind, method)
+        return catalog.Listing(self.name, self.settings.prefix, items)
+
+    async def _walk(self, conn: Connection, kind: str, method: str) -> tuple[dict[str, Raw], ...]:
+        out: list[dict[str, Raw]] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            params = self._list_params(conn, cursor)
+            reply = await conn.request(method, params, timeout=self.settings.list_timeout_s)
+            if reply.result is None:
+                err = frame.decode_error(reply.error or b'{"code":0,"message":"?"}')
+                raise RuntimeError(f"{method} failed: {err.message} ({err.code})")
+            result = frame.decode_object(reply.result)
+            if kind in result:
+                out.extend(frame.decode_object(item) for item in frame.decode_array(result[kind]))
+            next_raw = result.get("nextCursor")
+            cursor = frame.decode_any(next_raw) if next_raw is not None else None
+            if not isinstance(cursor, str):
+                return tuple(out)
+            if cursor in seen:
+                log.warning(
+                    "backend %r: %s cursor %r repeated; stopped paging with %d items",
+                    self.name,
+                    method,
+                    cursor,
+                    len(out),
+                )
+                return tuple(out)
+            seen.add(cursor)
+        log.warning(
+            "backend %r: %s still paging after %d pages; stopped", self.name, method, MAX_PAGES
+        )
+        return tuple(out)
+
+    @staticmethod
+    def _list_params(conn: Connection, cursor: str | None) -> bytes | None:
+        params: dict[str, Any] = {}
+        if cursor is not None:
+            params["cursor"] = cursor
+        if conn.facts.era is Era.MODERN:
+            params["_meta"] = handshake.modern_meta(conn.facts.version)
+        return frame.encode(params) if params else None
+
+    def _notification(self, method: str, params: bytes | None) -> None:
+        kinds = CHANGED_KIND.get(method)
+        if kinds is None:
+            log.debug("backend %r: notification %s not routed", self.name, method)
+            return
+        self._stale.update(kinds)
+        if self._refresh_task is None or self._refresh_task.done():
+            self._refresh_task = asyncio.create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        # Notifications that arrive while re-listing mark more kinds stale; loop until none are.
+        while self._stale:
+            conn = self.connection
+            if conn is None:
+                return
+            kinds = tuple(self._stale)
+            self._stale.clear()
+            try:
+                self.listing = await self._list_all(conn, kinds)
+            except Exception as exc:
+                log.warning("backend %r: re-listing after list_changed failed: %s", self.name, exc)
+                return
+            self._on_change(self)
+
+    # -- forwarding ----------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        params: bytes | None,
+        *,
+        name: str | None = None,
+        sink: Sink | None = None,
+    ) -> Reply:
+        conn = self.connection
+        if conn is None or not self.is_up:
+            return unavailable(self.name, self.status.last_error or self.status.state)
+        return await conn.request(
+            method, params, timeout=self.settings.timeout_s, name=name, sink=sink
+        )

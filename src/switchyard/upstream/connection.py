@@ -1,0 +1,203 @@
+"""What every backend transport offers above the wire, and the shared message-stream core.
+
+Switchyard mints its own request ids per backend connection; client ids never go upstream, so
+two clients that both use id 1 each get their own answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from switchyard.protocol import codes, methods
+from switchyard.protocol.versions import Era
+from switchyard.wire import frame
+from switchyard.wire.frame import UNSET, Envelope, Reply
+
+log = logging.getLogger("switchyard.upstream")
+
+# Called with (method, raw params) for every notification a backend sends outside a request.
+NotificationHandler = Callable[[str, bytes | None], None]
+# Called with a request-scoped notification (method, raw params) while that request is open.
+Sink = Callable[[str, bytes | None], Awaitable[None]]
+
+
+class UpstreamClosed(Exception):
+    """The backend connection is gone; in-flight requests are answered with an error."""
+
+
+@dataclass(slots=True)
+class ServerFacts:
+    """What the handshake taught us about a backend."""
+
+    era: Era = Era.LEGACY
+    version: str = ""
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    server_info: Any = None
+    instructions: str | None = None
+
+
+class Connection(Protocol):
+    facts: ServerFacts
+
+    async def open(self) -> None: ...
+
+    async def request(
+        self,
+        method: str,
+        params: bytes | None,
+        *,
+        timeout: float,
+        name: str | None = None,
+        sink: Sink | None = None,
+    ) -> Reply: ...
+
+    async def notify(self, method: str, params: bytes | None) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def unavailable(backend: str, why: str) -> Reply:
+    return frame.error_reply(
+        codes.BACKEND_UNAVAILABLE,
+        f"backend {backend!r} is unavailable: {why}",
+        {"source": "gateway", "backend": backend},
+    )
+
+
+def timed_out(backend: str, timeout: float) -> Reply:
+    return frame.error_reply(
+        codes.BACKEND_TIMEOUT,
+        f"backend {backend!r} did not answer within {timeout:g} s",
+        {"source": "gateway", "backend": backend},
+    )
+
+
+def protocol_error(backend: str, why: str) -> Reply:
+    return frame.error_reply(
+        codes.BACKEND_PROTOCOL_ERROR,
+        f"backend {backend!r} broke the protocol: {why}",
+        {"source": "gateway", "backend": backend},
+    )
+
+
+def reply_from(env: Envelope) -> Reply:
+    if env.error is not UNSET:
+        return Reply(error=bytes(env.error))
+    return Reply(result=bytes(env.result) if env.result is not UNSET else b"{}")
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[Reply]
+    sink: Sink | None
+
+
+class MessageStream:
+    """Request/response correlation over a duplex stream of frames (stdio, legacy SSE)."""
+
+    def __init__(self, backend: str, on_notification: NotificationHandler) -> None:
+        self.backend = backend
+        self.facts = ServerFacts()
+        self._on_notification = on_notification
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._closed = asyncio.Event()
+        self._close_reason = "connection closed"
+
+    async def _send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def request(
+        self,
+        method: str,
+        params: bytes | None,
+        *,
+        timeout: float,
+        name: str | None = None,
+        sink: Sink | None = None,
+    ) -> Reply:
+        if self._closed.is_set():
+            return unavailable(self.backend, self._close_reason)
+        request_id = next(self._ids)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = _Pending(future, sink)
+        try:
+            await self._send(frame.request_bytes(str(request_id).encode(), method, params))
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            await self._cancel_upstream(request_id, "timeout")
+            return timed_out(self.backend, timeout)
+        except asyncio.CancelledError:
+            await self._cancel_upstream(request_id, "client cancelled")
+            raise
+        except (OSError, UpstreamClosed) as exc:
+            return unavailable(self.backend, str(exc) or type(exc).__name__)
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _cancel_upstream(self, request_id: int, reason: str) -> None:
+        if self._closed.is_set() or request_id not in self._pending:
+            return
+        params = frame.encode({"requestId": request_id, "reason": reason})
+        with contextlib.suppress(OSError, UpstreamClosed):
+            await asyncio.shield(self._send(frame.notification_bytes(methods.CANCELLED, params)))
+
+    async def notify(self, method: str, params: bytes | None) -> None:
+        if self._closed.is_set():
+            return
+        with contextlib.suppress(OSError, UpstreamClosed):
+            await self._send(frame.notification_bytes(method, params))
+
+    async def _dispatch(self, data: bytes) -> None:
+        """Route one frame that arrived from the backend."""
+        try:
+            env = frame.peek(data)
+        except (frame.DecodeError, frame.ValidationError):
+            log.warning(
+                "backend %r sent an invalid frame (%d bytes); dropped", self.backend, len(data)
+            )
+            return
+        if env.is_response:
+            pending = self._pending.get(env.id) if isinstance(env.id, int) else None
+            if pending is None:
+                log.debug(
+                    "backend %r answered an unknown or finished request; dropped", self.backend
+                )
+            elif not pending.future.done():
+                pending.future.set_result(reply_from(env))
+            return
+        if env.method is UNSET:
+            return
+        params = bytes(env.params) if env.params is not UNSET else None
+        if env.id is not UNSET:
+            await self._answer_server_request(env.id, env.method)
+            return
+        self._on_notification(env.method, params)
+
+    async def _answer_server_request(self, request_id: int | str | None, method: str) -> None:
+        if method == methods.PING:
+            reply = Reply(result=b"{}")
+        else:
+            reply = frame.error_reply(codes.METHOD_NOT_FOUND, f"Method not found: {method}")
+        with contextlib.suppress(OSError, UpstreamClosed):
+            await self._send(frame.response_bytes(frame.encode_id(request_id), reply))
+
+    def _mark_closed(self, reason: str) -> None:
+        if self._closed.is_set():
+            return
+        self._close_reason = reason
+        self._closed.set()
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_result(unavailable(self.backend, reason))
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()

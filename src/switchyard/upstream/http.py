@@ -1,0 +1,456 @@
+"""HTTP backends: Streamable HTTP in either era, and the 2024-11-05 HTTP+SSE transport.
+
+One pooled aiohttp session per backend, created once: building a client per call (and its TLS
+context) is what made other gateways slow. Redirects are never followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from switchyard.protocol import codes, methods
+from switchyard.protocol.versions import MODERN_VERSIONS, Era
+from switchyard.upstream import handshake
+from switchyard.upstream.connection import (
+    MessageStream,
+    NotificationHandler,
+    ServerFacts,
+    Sink,
+    UpstreamClosed,
+    protocol_error,
+    reply_from,
+    timed_out,
+    unavailable,
+)
+from switchyard.wire import frame, sse
+from switchyard.wire.frame import UNSET, Reply
+
+log = logging.getLogger("switchyard.upstream.http")
+
+JSON: Final = "application/json"
+EVENT_STREAM: Final = "text/event-stream"
+ACCEPT_BOTH: Final = f"{JSON}, {EVENT_STREAM}"
+# Reconnect pacing for the legacy GET notification stream.
+STREAM_RETRY_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
+READ_CHUNK: Final = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    transport: str = "streamable-http"  # or "sse" (2024-11-05)
+    era: str = "auto"
+    connect_timeout_s: float = 5.0
+    handshake_timeout_s: float = 30.0
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_connections: int = 256
+
+
+def _session(settings: HttpSettings) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=settings.max_connections, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s),
+        auto_decompress=True,
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+class _NotLegacyStreamable(Exception):
+    """POST initialize was refused in a way that points at the 2024-11-05 SSE transport."""
+
+
+class StreamableHttpConnection:
+    def __init__(
+        self, backend: str, settings: HttpSettings, on_notification: NotificationHandler
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.facts = ServerFacts()
+        self._on_notification = on_notification
+        self._http = _session(settings)
+        self._ids = itertools.count(1)
+        self._session_id: str | None = None
+        self._closed = asyncio.Event()
+        self._close_reason = "connection closed"
+        self._stream_task: asyncio.Task[None] | None = None
+        self._reinit_lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await asyncio.wait_for(self._handshake(), self.settings.handshake_timeout_s)
+
+    async def _handshake(self) -> None:
+        era = self.settings.era
+        if era in ("auto", "modern"):
+            self.facts = ServerFacts(era=Era.MODERN, version=MODERN_VERSIONS[-1])
+            reply = await self._post_once(
+                methods.DISCOVER,
+                handshake.discover_params(),
+                timeout=self.settings.handshake_timeout_s,
+            )
+            facts = handshake.facts_from_discover(reply)
+            if facts is not None:
+                self.facts = facts
+                return
+            if era == "modern":
+                raise handshake.HandshakeFailed(
+                    "backend does not speak 2026-07-28 (server/discover failed)"
+                )
+        await self._legacy_handshake()
+
+    async def _legacy_handshake(self) -> None:
+        self.facts = ServerFacts(era=Era.LEGACY)
+        self._session_id = None
+        reply = await self._post_once(
+            methods.INITIALIZE,
+            handshake.initialize_params(),
+            timeout=self.settings.handshake_timeout_s,
+        )
+        self.facts = handshake.facts_from_initialize(reply)
+        await self.notify(methods.INITIALIZED, None)
+        if self._stream_task is None:
+            self._stream_task = asyncio.create_task(self._listen(), name=f"{self.backend}-get")
+
+    async def aclose(self) -> None:
+        self._mark_closed("gateway closed the connection")
+        if self._stream_task is not None:
+            self._stream_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._stream_task
+        if self._session_id is not None:
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                async with self._http.delete(
+                    self.settings.url,
+                    headers=self._headers(None, None),
+                    timeout=aiohttp.ClientTimeout(total=2),
+                ):
+                    pass
+        await self._http.close()
+
+    def _mark_closed(self, reason: str) -> None:
+        if not self._closed.is_set():
+            self._close_reason = reason
+            self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _headers(self, method: str | None, name: str | None) -> dict[str, str]:
+        headers = dict(self.settings.headers)
+        headers["Accept"] = ACCEPT_BOTH
+        headers["Content-Type"] = JSON
+        if self.facts.version:
+            headers["MCP-Protocol-Version"] = self.facts.version
+        if self.facts.era is Era.MODERN:
+            if method is not None:
+                headers["Mcp-Method"] = method
+            if name is not None:
+                headers["Mcp-Name"] = _header_value(name)
+        elif self._session_id is not None:
+            headers["Mcp-Session-Id"] = self._session_id
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        params: bytes | None,
+        *,
+        timeout: float,
+        name: str | None = None,
+        sink: Sink | None = None,
+    ) -> Reply:
+        if self._closed.is_set():
+            return unavailable(self.backend, self._close_reason)
+        reply = await self._post_once(method, params, timeout=timeout, name=name, sink=sink)
+        if reply is _SESSION_EXPIRED:
+            # A 404 means the backend never processed it: safe to re-initialize and resend.
+            await self._reinitialize()
+            reply = await self._post_once(method, params, timeout=timeout, name=name, sink=sink)
+            if reply is _SESSION_EXPIRED:
+                return unavailable(self.backend, "backend keeps rejecting its session")
+        return reply
+
+    async def _reinitialize(self) -> None:
+        stale = self._session_id
+        async with self._reinit_lock:
+            if self._session_id == stale:
+                log.info("backend %r: session expired; re-initializing", self.backend)
+                await asyncio.wait_for(self._legacy_handshake(), self.settings.handshake_timeout_s)
+
+    async def _post_once(
+        self,
+        method: str,
+        params: bytes | None,
+        *,
+        timeout: float,
+        name: str | None = None,
+        sink: Sink | None = None,
+    ) -> Reply:
+        request_id = next(self._ids)
+        body = frame.request_bytes(str(request_id).encode(), method, params)
+        try:
+            return await asyncio.wait_for(
+                self._exchange(body, request_id, method, name, sink), timeout
+            )
+        except TimeoutError:
+            # Modern: abandoning the stream is the cancellation. Legacy: say so explicitly.
+            if self.facts.era is Era.LEGACY and method != methods.INITIALIZE:
+                cancel = frame.encode({"requestId": request_id, "reason": "timeout"})
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.notify(methods.CANCELLED, cancel))
+            return timed_out(self.backend, timeout)
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            self._mark_closed(f"connection failed: {exc}")
+            return unavailable(self.backend, f"connection failed: {type(exc).__name__}")
+        except (aiohttp.ClientError, ValueError) as exc:
+            return protocol_error(self.backend, str(exc) or type(exc).__name__)
+
+    async def _exchange(
+        self, body: bytes, request_id: int, method: str, name: str | None, sink: Sink | None
+    ) -> Reply:
+        async with self._http.post(
+            self.settings.url, data=body, headers=self._headers(method, name), allow_redirects=False
+        ) as resp:
+            ctype = resp.headers.get("Content-Type", "")
+            if method == methods.INITIALIZE and resp.status < 300:
+                self._session_id = resp.headers.get("Mcp-Session-Id")
+            if resp.status == 404 and self.facts.era is Era.LEGACY and self._session_id is not None:
+                return _SESSION_EXPIRED
+            if ctype.startswith(EVENT_STREAM) and resp.status < 300:
+                return await self._read_stream(resp, request_id, sink)
+            data = await _read_bounded(resp, self.settings.max_message_bytes)
+            if ctype.startswith(JSON) and data:
+                try:
+                    env = frame.peek(data)
+                except (frame.DecodeError, frame.ValidationError):
+                    return protocol_error(self.backend, f"invalid JSON body (HTTP {resp.status})")
+                if env.is_response:
+                    return reply_from(env)
+            return frame.error_reply(
+                codes.BACKEND_PROTOCOL_ERROR if resp.status < 500 else codes.BACKEND_UNAVAILABLE,
+                f"backend {self.backend!r} answered HTTP {resp.status} without a JSON-RPC response",
+                {"source": "gateway", "backend": self.backend, "status": resp.status},
+            )
+
+    async def _read_stream(
+        self, resp: aiohttp.ClientResponse, request_id: int, sink: Sink | None
+    ) -> Reply:
+        parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
+        async for chunk in resp.content.iter_any():
+            for event in parser.feed(chunk):
+                if event.event != "message" or not event.data:
+                    continue
+                reply = await self._on_stream_message(event.data, request_id, sink)
+                if reply is not None:
+                    return reply
+        return protocol_error(self.backend, "response stream ended without an answer")
+
+    async def _on_stream_message(
+        self, data: bytes, request_id: int | None, sink: Sink | None
+    ) -> Reply | None:
+        try:
+            env = frame.peek(data)
+        except (frame.DecodeError, frame.ValidationError):
+            log.warning("backend %r sent an invalid SSE message; dropped", self.backend)
+            return None
+        if env.is_response:
+            if request_id is not None and env.id == request_id:
+                return reply_from(env)
+            return None
+        if env.method is UNSET:
+            return None
+        params = bytes(env.params) if env.params is not UNSET else None
+        if env.id is not UNSET:
+            await self._answer_server_request(env.id, env.method)
+        elif sink is not None and env.method in (methods.PROGRESS, "notifications/message"):
+            await sink(env.method, params)
+        else:
+            self._on_notification(env.method, params)
+        return None
+
+    async def _answer_server_request(self, request_id: int | str | None, method: str) -> None:
+        if method == methods.PING:
+            reply = Reply(result=b"{}")
+        else:
+            reply = frame.error_reply(codes.METHOD_NOT_FOUND, f"Method not found: {method}")
+        body = frame.response_bytes(frame.encode_id(request_id), reply)
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+            async with self._http.post(
+                self.settings.url,
+                data=body,
+                headers=self._headers(None, None),
+                timeout=aiohttp.ClientTimeout(total=10),
+            ):
+                pass
+
+    async def notify(self, method: str, params: bytes | None) -> None:
+        body = frame.notification_bytes(method, params)
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+            async with self._http.post(
+                self.settings.url,
+                data=body,
+                headers=self._headers(method, None),
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=10),
+            ):
+                pass
+
+    async def _listen(self) -> None:
+        """The legacy GET stream: backend notifications outside any request (list_changed)."""
+        attempt = 0
+        while not self._closed.is_set():
+            try:
+                async with self._http.get(
+                    self.settings.url,
+                    headers={**self._headers(None, None), "Accept": EVENT_STREAM},
+                    allow_redirects=False,
+                ) as resp:
+                    if resp.status == 405:
+                        return  # the backend offers no standalone stream
+                    if resp.status != 200 or not resp.headers.get("Content-Type", "").startswith(
+                        EVENT_STREAM
+                    ):
+                        raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
+                    attempt = 0
+                    parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
+                    async for chunk in resp.content.iter_any():
+                        for event in parser.feed(chunk):
+                            if event.event == "message" and event.data:
+                                await self._on_stream_message(event.data, None, None)
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                log.debug("backend %r: GET stream dropped: %s", self.backend, exc)
+            delay = STREAM_RETRY_S[min(attempt, len(STREAM_RETRY_S) - 1)]
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), delay)
+
+
+_SESSION_EXPIRED: Final = Reply(error=b'{"code":-31002,"message":"session expired"}')
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    declared = resp.content_length
+    if declared is not None and declared > limit:
+        raise ValueError(f"response of {declared} bytes exceeds the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"response exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _header_value(value: str) -> str:
+    """`Mcp-Name` carries non-ASCII or edge values base64-encoded, per 2026-07-28."""
+    if value.isascii() and value.isprintable() and value == value.strip():
+        return value
+    import base64
+
+    return "=?base64?" + base64.b64encode(value.encode()).decode() + "?="
+
+
+class SseConnection(MessageStream):
+    """The 2024-11-05 HTTP+SSE transport: GET an event stream, POST to the endpoint it names."""
+
+    def __init__(
+        self, backend: str, settings: HttpSettings, on_notification: NotificationHandler
+    ) -> None:
+        super().__init__(backend, on_notification)
+        self.settings = settings
+        self._http = _session(settings)
+        self._endpoint: str | None = None
+        self._endpoint_ready = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self._reader = asyncio.create_task(self._read(), name=f"{self.backend}-sse")
+        waiter = asyncio.create_task(self._endpoint_ready.wait())
+        closed = asyncio.create_task(self._closed.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, closed},
+                timeout=self.settings.handshake_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            waiter.cancel()
+            closed.cancel()
+        if not self._endpoint_ready.is_set():
+            raise UpstreamClosed(
+                self._close_reason if done else "no endpoint event from the SSE stream"
+            )
+
+        async def request(method: str, params: bytes | None) -> Reply:
+            return await self.request(method, params, timeout=self.settings.handshake_timeout_s)
+
+        self.facts = await handshake.legacy_handshake(request, self.notify)
+
+    async def _read(self) -> None:
+        reason = "SSE stream ended"
+        try:
+            async with self._http.get(
+                self.settings.url,
+                headers={**self.settings.headers, "Accept": EVENT_STREAM},
+                allow_redirects=False,
+            ) as resp:
+                if resp.status != 200:
+                    reason = f"SSE stream refused with HTTP {resp.status}"
+                    return
+                parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
+                async for chunk in resp.content.iter_any():
+                    for event in parser.feed(chunk):
+                        if event.event == "endpoint":
+                            self._endpoint = self._resolve_endpoint(event.data.decode().strip())
+                            self._endpoint_ready.set()
+                        elif event.event == "message" and event.data:
+                            await self._dispatch(event.data)
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            reason = f"SSE stream failed: {type(exc).__name__}"
+        finally:
+            self._mark_closed(reason)
+
+    def _resolve_endpoint(self, target: str) -> str:
+        endpoint = urljoin(self.settings.url, target)
+        base, resolved = urlsplit(self.settings.url), urlsplit(endpoint)
+        if (base.scheme, base.netloc) != (resolved.scheme, resolved.netloc):
+            # An endpoint on another origin would let a backend redirect our traffic.
+            raise ValueError(f"SSE endpoint {endpoint!r} is not on the backend's origin")
+        return endpoint
+
+    async def _send(self, data: bytes) -> None:
+        if self._endpoint is None or self._closed.is_set():
+            raise UpstreamClosed(self._close_reason)
+        try:
+            async with self._http.post(
+                self._endpoint,
+                data=data,
+                headers={**self.settings.headers, "Content-Type": JSON},
+                allow_redirects=False,
+            ) as resp:
+                if resp.status >= 300:
+                    raise UpstreamClosed(f"endpoint refused a message with HTTP {resp.status}")
+        except aiohttp.ClientError as exc:
+            raise UpstreamClosed(f"POST failed: {type(exc).__name__}") from exc
+
+    async def aclose(self) -> None:
+        self._mark_closed("gateway closed the connection")
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        await self._http.close()

@@ -1,0 +1,1 @@
+"""Bytes and JSON-RPC frames. Knows JSON-RPC 2.0, not MCP."""

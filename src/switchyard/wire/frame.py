@@ -1,0 +1,144 @@
+"""JSON-RPC frames: the bytes are the truth, the envelope is a cheap peek.
+
+Params, results and errors stay as `msgspec.Raw` (undecoded byte slices), so forwarding a frame
+never re-models its payload; only the fields a caller asks for are decoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+
+Raw = msgspec.Raw
+UNSET = msgspec.UNSET
+UnsetType = msgspec.UnsetType
+
+JSONRPC_HEAD: Final = b'{"jsonrpc":"2.0","id":'
+
+
+class Envelope(msgspec.Struct, forbid_unknown_fields=False):
+    """The top level of one JSON-RPC message; payloads left as raw slices."""
+
+    jsonrpc: str | UnsetType = UNSET
+    id: int | str | UnsetType | None = UNSET
+    method: str | UnsetType = UNSET
+    params: Raw | UnsetType = UNSET
+    result: Raw | UnsetType = UNSET
+    error: Raw | UnsetType = UNSET
+
+    @property
+    def is_request(self) -> bool:
+        return self.method is not UNSET and self.id is not UNSET
+
+    @property
+    def is_notification(self) -> bool:
+        return self.method is not UNSET and self.id is UNSET
+
+    @property
+    def is_response(self) -> bool:
+        return self.method is UNSET and (self.result is not UNSET or self.error is not UNSET)
+
+
+class ErrorObject(msgspec.Struct):
+    code: int
+    message: str
+    data: Any = UNSET
+
+
+_envelope_decoder: Final = msgspec.json.Decoder(Envelope)
+_raw_dict_decoder: Final = msgspec.json.Decoder(dict[str, Raw])
+_raw_list_decoder: Final = msgspec.json.Decoder(list[Raw])
+_str_decoder: Final = msgspec.json.Decoder(str)
+_error_decoder: Final = msgspec.json.Decoder(ErrorObject)
+_encoder: Final = msgspec.json.Encoder()
+
+DecodeError = msgspec.DecodeError
+ValidationError = msgspec.ValidationError
+
+
+def peek(data: bytes) -> Envelope:
+    """Decode the envelope only. Raises `msgspec.DecodeError` on invalid JSON or shape."""
+    return _envelope_decoder.decode(data)
+
+
+def encode(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+def decode_object(raw: bytes | Raw) -> dict[str, Raw]:
+    """Decode one JSON object one level deep; every value stays raw."""
+    return _raw_dict_decoder.decode(raw)
+
+
+def decode_array(raw: bytes | Raw) -> list[Raw]:
+    return _raw_list_decoder.decode(raw)
+
+
+def decode_str(raw: bytes | Raw) -> str:
+    return _str_decoder.decode(raw)
+
+
+def decode_error(raw: bytes | Raw) -> ErrorObject:
+    return _error_decoder.decode(raw)
+
+
+def decode_any(raw: bytes | Raw) -> Any:
+    return msgspec.json.decode(raw)
+
+
+def encode_object(obj: dict[str, Raw] | dict[str, Any]) -> bytes:
+    """Encode a dict whose values may be `Raw` slices; those are written back verbatim."""
+    return _encoder.encode(obj)
+
+
+def encode_id(request_id: int | str | None) -> bytes:
+    if isinstance(request_id, int):
+        return str(request_id).encode()
+    return _encoder.encode(request_id)
+
+
+@dataclass(slots=True)
+class Reply:
+    """The outcome of one request: exactly one of `result` or `error`, as raw JSON."""
+
+    result: bytes | None = None
+    error: bytes | None = None
+
+    @property
+    def is_error(self) -> bool:
+        return self.error is not None
+
+
+def error_body(code: int, message: str, data: Any = None) -> bytes:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return _encoder.encode(err)
+
+
+def error_reply(code: int, message: str, data: Any = None) -> Reply:
+    return Reply(error=error_body(code, message, data))
+
+
+def response_bytes(id_raw: bytes, reply: Reply) -> bytes:
+    """A complete JSON-RPC response, spliced from raw parts."""
+    if reply.error is not None:
+        return b"".join((JSONRPC_HEAD, id_raw, b',"error":', reply.error, b"}"))
+    return b"".join((JSONRPC_HEAD, id_raw, b',"result":', reply.result or b"{}", b"}"))
+
+
+def request_bytes(id_raw: bytes, method: str, params: bytes | None) -> bytes:
+    if params is None:
+        return b"".join((JSONRPC_HEAD, id_raw, b',"method":', _encoder.encode(method), b"}"))
+    return b"".join(
+        (JSONRPC_HEAD, id_raw, b',"method":', _encoder.encode(method), b',"params":', params, b"}")
+    )
+
+
+def notification_bytes(method: str, params: bytes | None) -> bytes:
+    head = b'{"jsonrpc":"2.0","method":' + _encoder.encode(method)
+    if params is None:
+        return head + b"}"
+    return b"".join((head, b',"params":', params, b"}"))
