@@ -1,0 +1,73 @@
+# Switchyard developer tasks. Needs only python3 (>= 3.11), node 20 and npm on PATH:
+# uv is bootstrapped into .venv at a pinned version, and both the Python environment and
+# tests/node/node_modules are installed from the committed lock files, never re-resolved.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+VENV := .venv
+NODE_DIR := tests/node
+UV := $(VENV)/bin/uv
+
+# uv: use this repo's .venv, never download an interpreter.
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+export UV_PYTHON_DOWNLOADS := never
+
+UV_STAMP := $(VENV)/.stamp-uv-$(UV_VERSION)
+SYNC_STAMP := $(VENV)/.stamp-sync
+NODE_STAMP := $(NODE_DIR)/node_modules/.stamp-npm-ci
+
+.PHONY: help install run test lint bench clean
+
+help:
+	@echo "make install  - .venv (package + dev group, frozen from uv.lock) and $(NODE_DIR) (npm ci)"
+	@echo "make run      - serve the bundled demo config on http://127.0.0.1:8080"
+	@echo "make test     - pytest -n auto (PYTEST_ARGS=... to add arguments)"
+	@echo "make lint     - ruff check, ruff format --check, mypy"
+	@echo "make bench    - bench/run.py"
+	@echo "make clean    - remove .venv, node_modules and caches"
+
+install: $(SYNC_STAMP) $(NODE_STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required, got " + sys.version)'
+	$(PYTHON) -m venv $(VENV)
+
+# A venv made by uv has no pip: add it with ensurepip before installing uv with it.
+$(UV_STAMP): | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip --version >/dev/null 2>&1 || $(VENV)/bin/python -m ensurepip --default-pip
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-input uv==$(UV_VERSION)
+	rm -f $(VENV)/.stamp-uv-*
+	touch $@
+
+# --inexact: uv (and pip) are not in the lock; an exact sync would uninstall them.
+$(SYNC_STAMP): $(UV_STAMP) pyproject.toml uv.lock
+	$(UV) sync --frozen --group dev --inexact
+	touch $@
+
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+run: install
+	$(VENV)/bin/switchyard serve --host 127.0.0.1 --port 8080
+
+# No `|| true` and no special-casing: pytest's exit 5 (no tests collected) fails the target.
+test: install
+	$(VENV)/bin/pytest -n auto $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+bench: install
+	$(VENV)/bin/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -not -path './.git/*' -prune -exec rm -rf {} +
