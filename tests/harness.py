@@ -52,7 +52,9 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def stdio_fixture(scenario: str | None = None, script: str = "raw_stdio.py", **extra: Any) -> dict[str, Any]:
+def stdio_fixture(
+    scenario: str | None = None, script: str = "raw_stdio.py", **extra: Any
+) -> dict[str, Any]:
     """A `servers:` entry that runs a fixture backend over stdio."""
     args = [str(FIXTURES / script)]
     if scenario is not None:
@@ -104,24 +106,41 @@ class Gateway(Proc):
             if last.get("state") == state:
                 return last
             time.sleep(0.1)
-        raise AssertionError(f"backend {name} never reached {state}: {last}\n{self.log_text()[-3000:]}")
+        raise AssertionError(
+            f"backend {name} never reached {state}: {last}\n{self.log_text()[-3000:]}"
+        )
 
 
-def start_gateway(config: dict[str, Any], tmp: Path, *, ready: bool = True, extra_args: list[str] | None = None) -> Gateway:
+def start_gateway(
+    config: dict[str, Any], tmp: Path, *, ready: bool = True, extra_args: list[str] | None = None
+) -> Gateway:
     port = free_port()
     config_path = tmp / f"switchyard-{port}.yaml"
     config_path.write_text(yaml.safe_dump(config))
     log = log_path(f"gateway-{port}")
     process = subprocess.Popen(
-        [str(BIN / "switchyard"), "serve", "--config", str(config_path), "--port", str(port),
-         "--log-file", str(log), *(extra_args or [])],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log.open("ab"),
+        [
+            str(BIN / "switchyard"),
+            "serve",
+            "--config",
+            str(config_path),
+            "--port",
+            str(port),
+            "--log-file",
+            str(log),
+            *(extra_args or []),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
     )
     gw = Gateway(process, log, port, config_path)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"gateway exited with {process.returncode}:\n{gw.log_text()[-3000:]}")
+            raise AssertionError(
+                f"gateway exited with {process.returncode}:\n{gw.log_text()[-3000:]}"
+            )
         with contextlib.suppress(OSError):
             status, _ = http_get(f"{gw.base}/readyz", timeout=1.0)
             if status == 200 or (status == 503 and not ready):
@@ -151,13 +170,16 @@ def start_port_fixture(args: list[str], name: str) -> tuple[Proc, int]:
             break
         time.sleep(0.05)
     process.kill()
-    raise AssertionError(f"{name} did not report a port:\n{log.read_text(errors='replace')[-2000:]}")
+    raise AssertionError(
+        f"{name} did not report a port:\n{log.read_text(errors='replace')[-2000:]}"
+    )
 
 
 @contextlib.contextmanager
 def sdk_http_backend(*flags: str, name: str = "web") -> Iterator[str]:
     proc, port = start_port_fixture(
-        [PYTHON, str(FIXTURES / "sdk_http.py"), "--port", "0", "--name", name, *flags], f"sdk-http-{name}"
+        [PYTHON, str(FIXTURES / "sdk_http.py"), "--port", "0", "--name", name, *flags],
+        f"sdk-http-{name}",
     )
     try:
         yield f"http://127.0.0.1:{port}/mcp"

@@ -95,10 +95,8 @@ def _check(file: str) -> int:
 
 
 def _serve(plan: object, config: object, host: str, port: int) -> int:
-    import uvicorn
-
     from switchyard.config.schema import SwitchyardConfig
-    from switchyard.downstream.http import HttpApp, HttpSettings
+    from switchyard.downstream.http import HttpApp, HttpSettings, run
     from switchyard.gateway import Gateway, Plan
 
     assert isinstance(plan, Plan) and isinstance(config, SwitchyardConfig)
@@ -113,22 +111,7 @@ def _serve(plan: object, config: object, host: str, port: int) -> int:
             max_body_bytes=gw.max_body_bytes,
         ),
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            log_level="warning",
-            timeout_graceful_shutdown=5,
-            # Many small keep-alive requests are the normal MCP pattern.
-            timeout_keep_alive=30,
-        )
-    )
-    server.run()
+    run(app, host, port)
     return 0
 
 

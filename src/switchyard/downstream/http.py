@@ -93,3 +93,35 @@ class HttpApp:
                 await self.gateway.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def run(app: HttpApp, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully and return (exit status 0)."""
+    import signal
+    from types import FrameType
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        # uvicorn re-raises the stop signal after a graceful shutdown, turning a clean stop into
+        # a death by signal; a supervisor should see a clean stop as success.
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+
+    Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+            # Many small keep-alive requests are the normal MCP pattern.
+            timeout_keep_alive=30,
+        )
+    ).run()

@@ -77,7 +77,20 @@ class StdioConnection(MessageStream):
 
     async def open(self) -> None:
         s = self.settings
-        self.process = await asyncio.create_subprocess_exec(
+        try:
+            self.process = await self._spawn()
+        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+            raise OSError(f"cannot run {s.command!r}: {exc.strerror}") from exc
+        log.info("backend %r: started pid %d: %s", self.backend, self.process.pid, s.command)
+        self._tasks = [
+            asyncio.create_task(self._read_stdout(), name=f"{self.backend}-stdout"),
+            asyncio.create_task(self._read_stderr(), name=f"{self.backend}-stderr"),
+        ]
+        await asyncio.wait_for(self._handshake(), s.handshake_timeout_s)
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        s = self.settings
+        return await asyncio.create_subprocess_exec(
             s.command,
             *s.args,
             stdin=asyncio.subprocess.PIPE,
@@ -88,12 +101,6 @@ class StdioConnection(MessageStream):
             start_new_session=True,
             limit=s.max_message_bytes,
         )
-        log.info("backend %r: started pid %d: %s", self.backend, self.process.pid, s.command)
-        self._tasks = [
-            asyncio.create_task(self._read_stdout(), name=f"{self.backend}-stdout"),
-            asyncio.create_task(self._read_stderr(), name=f"{self.backend}-stderr"),
-        ]
-        await asyncio.wait_for(self._handshake(), s.handshake_timeout_s)
 
     async def _handshake(self) -> None:
         async def request(method: str, params: bytes | None) -> Reply:
