@@ -233,7 +233,8 @@ def test_graceful_shutdown_leaves_no_child_process(
     stubborn.write_text(
         "import signal, subprocess, sys\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        f"child = subprocess.Popen([sys.executable, {str(FIXTURES / 'raw_stdio.py')!r}, '--scenario', 'crashy'])\n"
+        f"fixture = {str(FIXTURES / 'raw_stdio.py')!r}\n"
+        "child = subprocess.Popen([sys.executable, fixture, '--scenario', 'crashy'])\n"
         "child.wait()\n"
     )
     gw = gateway_factory(
