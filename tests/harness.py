@@ -116,7 +116,7 @@ def start_gateway(
 ) -> Gateway:
     port = free_port()
     config_path = tmp / f"switchyard-{port}.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log = log_path(f"gateway-{port}")
     process = subprocess.Popen(
         [

@@ -83,7 +83,7 @@ def _check(file: str) -> int:
         config, warnings = load(file)
         from switchyard.config.load import compile_plan
 
-        plan = compile_plan(config)
+        plan = compile_plan(config, Path(file).resolve().parent)
     except ConfigError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
         return 2

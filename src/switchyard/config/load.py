@@ -52,7 +52,11 @@ def load(path: str | Path) -> tuple[SwitchyardConfig, list[str]]:
     try:
         data = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML/JSON: {exc}") from exc
+        # Only the problem and its position: the offending line may hold a secret.
+        problem = getattr(exc, "problem", None) or "syntax error"
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}: not valid YAML/JSON: {problem}{where}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping")
     warnings: list[str] = []
@@ -101,7 +105,7 @@ def _check(config: SwitchyardConfig) -> None:
             elif server.url is not None:
                 if server.type == "stdio":
                     problems.append(f"{where}.type: 'stdio' needs `command`, not `url`")
-                if not re.match(r"^https?://", server.url):
+                if not server.url.startswith("${") and not re.match(r"^https?://", server.url):
                     problems.append(f"{where}.url: must be an http:// or https:// URL")
             if server.disabled:
                 continue
@@ -151,11 +155,11 @@ def resolve_command(command: str) -> str:
 
 
 def _backend(
-    name: str, where: str, server: ServerConfig, gw_timeout: float, max_msg: int
+    name: str, where: str, server: ServerConfig, gw_timeout: float, max_msg: int, base: Path
 ) -> BackendSettings:
     transport: StdioSettings | UpstreamHttpSettings
     if server.command is not None:
-        env = _env_file(server.envFile, f"{where}.envFile") if server.envFile else {}
+        env = _env_file(str(base / server.envFile), f"{where}.envFile") if server.envFile else {}
         env.update({k: _resolve(v, f"{where}.env.{k}") for k, v in server.env.items()})
         transport = StdioSettings(
             command=resolve_command(_resolve(server.command, f"{where}.command")),
@@ -173,8 +177,11 @@ def _backend(
             "streamable-http": "streamable-http",
             "http": "streamable-http",
         }[server.type]
+        url = _resolve(server.url, f"{where}.url")
+        if not re.match(r"^https?://", url):
+            raise ConfigError(f"{where}.url: must resolve to an http:// or https:// URL")
         transport = UpstreamHttpSettings(
-            url=_resolve(server.url, f"{where}.url"),
+            url=url,
             headers={k: _resolve(v, f"{where}.headers.{k}") for k, v in server.headers.items()},
             transport=kind,
             era=server.era,
@@ -188,7 +195,9 @@ def _backend(
     )
 
 
-def compile_plan(config: SwitchyardConfig) -> Plan:
+def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan:
+    """Relative paths in the config (`envFile`) resolve against `base_dir`, the file's folder."""
+    base = base_dir or Path.cwd()
     gw = config.gateway
     backends: list[BackendSettings] = []
     for section, servers in (("servers", config.servers), ("mcpServers", config.mcpServers)):
@@ -198,7 +207,12 @@ def compile_plan(config: SwitchyardConfig) -> Plan:
                 continue
             backends.append(
                 _backend(
-                    name, f"{section}.{name}", server, gw.request_timeout, gw.max_message_bytes
+                    name,
+                    f"{section}.{name}",
+                    server,
+                    gw.request_timeout,
+                    gw.max_message_bytes,
+                    base,
                 )
             )
     policies = (PolicySpec(RequestLog),) if gw.log_requests else ()
@@ -215,4 +229,4 @@ def compile_plan(config: SwitchyardConfig) -> Plan:
 
 def load_plan(path: str | Path) -> tuple[Plan, SwitchyardConfig, list[str]]:
     config, warnings = load(path)
-    return compile_plan(config), config, warnings
+    return compile_plan(config, Path(path).resolve().parent), config, warnings

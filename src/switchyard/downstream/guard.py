@@ -35,9 +35,9 @@ class Guard:
         allowed_hosts: set[str] | None = None
         if is_loopback(host):
             allowed_origins.update(f"http://{h}" for h in local)
-            allowed_hosts = {*local, *hosts}
+            allowed_hosts = {*local, *(h.lower() for h in hosts)}
         elif hosts:
-            allowed_hosts = set(hosts)
+            allowed_hosts = {h.lower() for h in hosts}
         return cls(frozenset(allowed_origins), frozenset(allowed_hosts) if allowed_hosts else None)
 
     def check(self, headers: list[tuple[bytes, bytes]]) -> int:

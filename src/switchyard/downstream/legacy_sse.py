@@ -124,12 +124,17 @@ class LegacySseEndpoint:
         await respond(send, 202, b"Accepted")
         if env.method == methods.INITIALIZED:
             session.initialized = True
+        elif env.method == methods.CANCELLED:
+            session.requests.cancel(env.params if env.params is not UNSET else None)
         if not env.is_request:
             return
         assert isinstance(env.method, str)
         method = env.method
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
         params = env.params if env.params is not UNSET else None
+
+        async def emit(notification: str, notification_params: bytes | None) -> None:
+            session.push(frame.notification_bytes(notification, notification_params))
 
         async def answer() -> None:
             ctx = RequestContext(
@@ -138,8 +143,13 @@ class LegacySseEndpoint:
                 "sse",
                 session_id=session.id,
                 client_capabilities=session.client_capabilities,
+                emit=emit,
             )
-            reply = await self.gateway.dispatcher.request(ctx, method, params)
+            reply = await session.requests.run(
+                id_raw, self.gateway.dispatcher.request(ctx, method, params)
+            )
+            if reply is None:
+                return  # cancelled by the client: no answer is owed
             if method == methods.INITIALIZE and reply.result is not None:
                 _adopt(session, reply, params)
             session.push(frame.response_bytes(id_raw, reply))

@@ -9,16 +9,64 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from switchyard.protocol.versions import LATEST_HANDSHAKE
-from switchyard.wire.frame import Raw
+from switchyard.wire import frame
+from switchyard.wire.frame import Raw, Reply
 
 log = logging.getLogger("switchyard.sessions")
 
 # Messages queued for a client that is not reading; past this a slow client loses the oldest.
 OUTBOX_LIMIT: Final = 1024
+
+
+class InflightRequests:
+    """One client's open requests by client id: only that client may cancel them.
+
+    A request runs in the task that received it; registering that task costs a dict entry, not
+    an extra task per request.
+    """
+
+    __slots__ = ("_cancelled", "_tasks")
+
+    def __init__(self) -> None:
+        self._tasks: dict[bytes, asyncio.Task[Any]] = {}
+        self._cancelled: set[bytes] = set()
+
+    async def run(self, key: bytes, work: Coroutine[Any, Any, Reply]) -> Reply | None:
+        """Run `work` as request `key`; None if the client cancelled it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks[key] = task
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if key not in self._cancelled:
+                raise  # shutdown, not the client
+            task.uncancel()
+            return None
+        finally:
+            self._tasks.pop(key, None)
+            self._cancelled.discard(key)
+
+    def cancel(self, params: Raw | None) -> bool:
+        """Act on the client's `notifications/cancelled`; False if no such request is open."""
+        if params is None:
+            return False
+        try:
+            request_id = frame.decode_object(params).get("requestId")
+            key = frame.encode_id(frame.decode_any(request_id)) if request_id is not None else None
+        except (frame.DecodeError, frame.ValidationError, TypeError):
+            return False
+        task = self._tasks.get(key) if key is not None else None
+        if key is None or task is None or task.done():
+            return False
+        self._cancelled.add(key)
+        task.cancel()
+        return True
 
 
 @dataclass(slots=True, eq=False)
@@ -30,6 +78,7 @@ class Session:
     initialized: bool = False
     outbox: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT))
     stream_open: bool = False
+    requests: InflightRequests = field(default_factory=lambda: InflightRequests())
     created: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
 

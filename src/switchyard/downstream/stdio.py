@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Final
 
-from switchyard.downstream.session import Session
+from switchyard.downstream.session import InflightRequests, Session
 from switchyard.downstream.streamable_http import _adopt
 from switchyard.gateway import Gateway
 from switchyard.policies.base import RequestContext
@@ -41,6 +41,7 @@ class StdioServer:
         self._write_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session_ready = asyncio.Event()
+        self.requests = InflightRequests()
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -98,6 +99,8 @@ class StdioServer:
         if env.id is UNSET:
             if env.method == methods.INITIALIZED and self.session is not None:
                 self.session.initialized = True
+            elif env.method == methods.CANCELLED:
+                self.requests.cancel(env.params if env.params is not UNSET else None)
             return
         if env.id is None or env.jsonrpc != "2.0":
             await self._write(_error(b"null", codes.INVALID_REQUEST, "Invalid JSON-RPC request"))
@@ -114,7 +117,11 @@ class StdioServer:
         if refusal is not None:
             await self._write(frame.response_bytes(id_raw, refusal))
             return
-        reply = await self.gateway.dispatcher.request(ctx, env.method, params)
+        reply = await self.requests.run(
+            id_raw, self.gateway.dispatcher.request(ctx, env.method, params)
+        )
+        if reply is None:
+            return  # cancelled by the client: no answer is owed
         if env.method == methods.INITIALIZE and reply.result is not None:
             session = self.gateway.sessions.create("stdio")
             if session is not None:
@@ -124,6 +131,9 @@ class StdioServer:
                 self.session = session
                 self._session_ready.set()
         await self._write(frame.response_bytes(id_raw, reply))
+
+    async def _emit(self, method: str, params: bytes | None) -> None:
+        await self._write(frame.notification_bytes(method, params))
 
     def _context(self, method: str, params: Raw | None) -> tuple[RequestContext, Reply | None]:
         meta: dict[str, Raw] | None = None
@@ -137,6 +147,7 @@ class StdioServer:
                 str(version),
                 "stdio",
                 client_capabilities=meta.get(META_CLIENT_CAPABILITIES),
+                emit=self._emit,
             )
             if version not in MODERN_VERSIONS:
                 return ctx, frame.error_reply(
@@ -156,6 +167,7 @@ class StdioServer:
             "stdio",
             session_id=session.id if session else None,
             client_capabilities=session.client_capabilities if session else None,
+            emit=self._emit,
         ), None
 
 

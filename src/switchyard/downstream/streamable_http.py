@@ -42,6 +42,7 @@ from switchyard.wire import frame, sse
 from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
 
 KEEPALIVE_S: Final = 15.0
+DISCONNECT_WATCH_S: Final = 0.5
 _ALLOW: Final = [(b"allow", b"GET, POST, DELETE")]
 _ALLOW_POST: Final = [(b"allow", b"POST")]
 
@@ -58,6 +59,68 @@ def decode_header_value(value: str) -> str:
         except (binascii.Error, UnicodeDecodeError):
             return value
     return value
+
+
+CANCELLED_REPLY: Final = frame.error_reply(-32800, "Request cancelled")
+
+
+class DisconnectWatch:
+    """Cancels the current request when its client disconnects.
+
+    Watching needs a task waiting on `receive`; it starts only once a request has been open for
+    `DISCONNECT_WATCH_S`, so quick requests pay a timer, not a task.
+    """
+
+    __slots__ = ("_handle", "_receive", "_target", "_watcher", "disconnected")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._target = asyncio.current_task()
+        self._watcher: asyncio.Task[None] | None = None
+        self.disconnected = False
+        self._handle = asyncio.get_running_loop().call_later(DISCONNECT_WATCH_S, self._start)
+
+    def _start(self) -> None:
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self.disconnected = True
+        if self._target is not None:
+            self._target.cancel()
+
+    def close(self) -> None:
+        self._handle.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+
+class PostReply:
+    """One POST's answer: a JSON body, unless a notification comes first; then an SSE stream
+    carrying the notifications and, last, the response."""
+
+    __slots__ = ("extra", "send", "streaming")
+
+    def __init__(self, send: Send, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.send = send
+        self.extra = extra
+        self.streaming = False
+
+    async def emit(self, method: str, params: bytes | None) -> None:
+        if not self.streaming:
+            self.streaming = True
+            headers = SSE_HEADERS if self.extra is None else [*SSE_HEADERS, *self.extra]
+            await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+        event = sse.format_event(frame.notification_bytes(method, params), "message")
+        await self.send({"type": "http.response.body", "body": event, "more_body": True})
+
+    async def finish(self, body: bytes) -> None:
+        if self.streaming:
+            event = sse.format_event(body, "message")
+            await self.send({"type": "http.response.body", "body": event, "more_body": False})
+        else:
+            await respond_json(self.send, 200, body, self.extra)
 
 
 class StreamableHttpEndpoint:
@@ -149,12 +212,17 @@ class StreamableHttpEndpoint:
             )
             return
         if modern:
-            await self._post_modern(headers, version or "", env, send)
+            await self._post_modern(headers, version or "", env, send, receive)
         else:
             await self._post_legacy(headers, version, env, send)
 
     async def _post_modern(
-        self, headers: list[tuple[bytes, bytes]], version: str, env: Envelope, send: Send
+        self,
+        headers: list[tuple[bytes, bytes]],
+        version: str,
+        env: Envelope,
+        send: Send,
+        receive: Receive,
     ) -> None:
         if not env.is_request:
             await respond(send, 202)
@@ -210,15 +278,27 @@ class StreamableHttpEndpoint:
                 error_json(codes.METHOD_NOT_FOUND, f"Method not found: {env.method}", id_raw),
             )
             return
+        out = PostReply(send)
         ctx = RequestContext(
             Era.MODERN,
             version,
             "streamable-http",
             client_capabilities=meta[META_CLIENT_CAPABILITIES],
+            emit=out.emit,
         )
         params_raw = env.params if env.params is not UNSET else None
-        reply = await self.gateway.dispatcher.request(ctx, env.method, params_raw)
-        await respond_json(send, 200, frame.response_bytes(id_raw, reply))
+        watch = DisconnectWatch(receive)
+        try:
+            reply = await self.gateway.dispatcher.request(ctx, env.method, params_raw)
+        except asyncio.CancelledError:
+            if not watch.disconnected:
+                raise
+            # 2026-07-28: the client closing its stream is the cancellation; no answer is owed.
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            return
+        finally:
+            watch.close()
+        await out.finish(frame.response_bytes(id_raw, reply))
 
     async def _post_legacy(
         self, headers: list[tuple[bytes, bytes]], version: str | None, env: Envelope, send: Send
@@ -242,20 +322,28 @@ class StreamableHttpEndpoint:
         if not env.is_request:
             if env.method == methods.INITIALIZED:
                 session.initialized = True
+            elif env.method == methods.CANCELLED:
+                session.requests.cancel(env.params if env.params is not UNSET else None)
             await respond(send, 202)
             return
         assert isinstance(env.method, str)
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
+        out = PostReply(send)
         ctx = RequestContext(
             Era.LEGACY,
             version or session.version or DEFAULT_HTTP_LEGACY_VERSION,
             "streamable-http",
             session_id=session.id,
             client_capabilities=session.client_capabilities,
+            emit=out.emit,
         )
         params_raw = env.params if env.params is not UNSET else None
-        reply = await self.gateway.dispatcher.request(ctx, env.method, params_raw)
-        await respond_json(send, 200, frame.response_bytes(id_raw, reply))
+        reply = await session.requests.run(
+            id_raw, self.gateway.dispatcher.request(ctx, env.method, params_raw)
+        )
+        # A cancelled request is answered with -32800 only because an HTTP POST needs an
+        # answer; the SDK's 2025 Streamable HTTP server does the same.
+        await out.finish(frame.response_bytes(id_raw, reply or CANCELLED_REPLY))
 
     async def _initialize(self, env: Envelope, send: Send) -> None:
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]

@@ -112,11 +112,12 @@ def build(listings: Iterable[Listing], sep: str) -> Catalog:
     """Merge listings in the given (configuration) order; earlier backends win collisions."""
     entries: dict[str, list[Entry]] = {k: [] for k in KINDS}
     by_name: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+    seen: dict[str, set[tuple[str, str]]] = {k: set() for k in KINDS}
     patterns: list[tuple[re.Pattern[str], Entry]] = []
     for listing in listings:
         for kind in (TOOLS, PROMPTS):
             for item in listing.items.get(kind, ()):
-                entry = _named_entry(kind, listing, item, sep, by_name[kind])
+                entry = _named_entry(kind, listing, item, sep, by_name[kind], seen[kind])
                 if entry is not None:
                     entries[kind].append(entry)
                     by_name[kind][entry.public] = entry
@@ -148,12 +149,18 @@ def _item_key(kind: str, backend: str, item: dict[str, Raw]) -> str | None:
 
 
 def _named_entry(
-    kind: str, listing: Listing, item: dict[str, Raw], sep: str, taken: dict[str, Entry]
+    kind: str,
+    listing: Listing,
+    item: dict[str, Raw],
+    sep: str,
+    taken: dict[str, Entry],
+    seen: set[tuple[str, str]],
 ) -> Entry | None:
     backend = listing.backend
     name = _item_key(kind, backend, item)
-    if name is None:
-        return None
+    if name is None or (backend, name) in seen:
+        return None  # unnamed, or a backend repeating itself across pages
+    seen.add((backend, name))
     if not names.is_valid_backend_name(name):
         log.warning(
             "backend %r: %s name %r refused: outside [A-Za-z0-9_.-]{1,128}",
@@ -169,8 +176,6 @@ def _named_entry(
         public = aliased
     if public in taken:
         other = taken[public]
-        if other.backend == backend and other.original == name:
-            return None  # a backend repeated itself across pages
         resolved = names.disambiguate(public, backend, name, set(taken))
         log.warning(
             "%s name collision: %r from backend %r already names %r from %r; exposed as %r",

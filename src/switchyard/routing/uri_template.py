@@ -24,7 +24,7 @@ def compile_template(template: str) -> re.Pattern[str]:
             out.append(("\\#" if op == "#" else "") + ".*")
         elif op in ("?", "&"):
             out.append("(?:[?&][^#]*)?")
-        elif op in (".", ";"):
+        elif op in (".", ";", "/"):
             out.append(f"(?:\\{op}[^/?#]*)*")
         else:
             out.append("[^/?#]*")

@@ -11,15 +11,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from switchyard.protocol import methods
 from switchyard.protocol.versions import Era
 from switchyard.routing import catalog
 from switchyard.upstream import handshake
-from switchyard.upstream.connection import Connection, ServerFacts, Sink, unavailable
+from switchyard.upstream.connection import Connection, ServerFacts, unavailable
 from switchyard.upstream.http import HttpSettings, SseConnection, StreamableHttpConnection
+from switchyard.upstream.progress import Sink
 from switchyard.upstream.stdio import StdioConnection, StdioSettings
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
@@ -49,6 +50,8 @@ class BackendSettings:
     prefix: str
     transport: StdioSettings | HttpSettings
     timeout_s: float = 60.0
+    max_request_s: float = 1800.0
+    """A request whose backend keeps reporting progress may run this long, never longer."""
     list_timeout_s: float = 30.0
     restart_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -73,6 +76,7 @@ class Backend:
         self._stopping = asyncio.Event()
         self._refresh_task: asyncio.Task[None] | None = None
         self._stale: set[str] = set()
+        self._detected: tuple[str, str] | None = None
         self.known_capabilities: frozenset[str] = frozenset()
         """Capability names seen at the last successful start; kept while the backend is down."""
 
@@ -129,25 +133,44 @@ class Backend:
             closed.cancel()
             stopping.cancel()
 
-    async def _connect(self) -> Connection | None:
+    def _candidates(self) -> list[Connection]:
+        """Connections to try, in order: what worked last time first, then detection."""
         transport = self.settings.transport
-        candidates: list[Connection]
+        notify = self._notification
         if isinstance(transport, StdioSettings):
-            candidates = [StdioConnection(self.name, transport, self._notification)]
+            fresh: list[Connection] = [StdioConnection(self.name, transport, notify)]
         elif transport.transport == "sse":
-            candidates = [SseConnection(self.name, transport, self._notification)]
+            fresh = [SseConnection(self.name, transport, notify)]
         elif transport.transport == "auto":
-            candidates = [
-                StreamableHttpConnection(self.name, transport, self._notification),
-                SseConnection(self.name, transport, self._notification),
+            fresh = [
+                StreamableHttpConnection(self.name, transport, notify),
+                SseConnection(self.name, transport, notify),
             ]
         else:
-            candidates = [StreamableHttpConnection(self.name, transport, self._notification)]
+            fresh = [StreamableHttpConnection(self.name, transport, notify)]
+        cached = self._detected
+        if cached is None:
+            return fresh
+        kind, era = cached
+        pinned = replace(transport, era=era)
+        if isinstance(pinned, StdioSettings):
+            first: Connection = StdioConnection(self.name, pinned, notify)
+        elif kind == "sse":
+            first = SseConnection(self.name, pinned, notify)
+        else:
+            first = StreamableHttpConnection(self.name, pinned, notify)
+        return [first, *fresh]
+
+    async def _connect(self) -> Connection | None:
+        candidates = self._candidates()
         errors: list[str] = []
         for conn in candidates:
             try:
                 await conn.open()
                 self.listing = await self._list_all(conn)
+                # Cache the detected transport and era: a restart skips the probe.
+                kind = "sse" if isinstance(conn, SseConnection) else "stdio-or-streamable"
+                self._detected = (kind, conn.facts.era.value)
                 log.info(
                     "backend %r: up (%s %s), %s",
                     self.name,

@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from switchyard.protocol import codes, methods
 from switchyard.protocol.versions import Era
+from switchyard.upstream.progress import ProgressRoutes, Sink, bounded
 from switchyard.wire import frame
 from switchyard.wire.frame import UNSET, Envelope, Reply
 
@@ -23,8 +24,6 @@ log = logging.getLogger("switchyard.upstream")
 
 # Called with (method, raw params) for every notification a backend sends outside a request.
 NotificationHandler = Callable[[str, bytes | None], None]
-# Called with a request-scoped notification (method, raw params) while that request is open.
-Sink = Callable[[str, bytes | None], Awaitable[None]]
 
 
 class UpstreamClosed(Exception):
@@ -55,6 +54,7 @@ class Connection(Protocol):
         timeout: float,
         name: str | None = None,
         sink: Sink | None = None,
+        max_s: float | None = None,
     ) -> Reply: ...
 
     async def notify(self, method: str, params: bytes | None) -> None: ...
@@ -94,12 +94,6 @@ def reply_from(env: Envelope) -> Reply:
     return Reply(result=bytes(env.result) if env.result is not UNSET else b"{}")
 
 
-@dataclass(slots=True)
-class _Pending:
-    future: asyncio.Future[Reply]
-    sink: Sink | None
-
-
 class MessageStream:
     """Request/response correlation over a duplex stream of frames (stdio, legacy SSE)."""
 
@@ -108,7 +102,8 @@ class MessageStream:
         self.facts = ServerFacts()
         self._on_notification = on_notification
         self._ids = itertools.count(1)
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._progress = ProgressRoutes()
         self._closed = asyncio.Event()
         self._close_reason = "connection closed"
 
@@ -123,15 +118,18 @@ class MessageStream:
         timeout: float,
         name: str | None = None,
         sink: Sink | None = None,
+        max_s: float | None = None,
     ) -> Reply:
         if self._closed.is_set():
             return unavailable(self.backend, self._close_reason)
         request_id = next(self._ids)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = _Pending(future, sink)
+        self._pending[request_id] = future
+        params = self._progress.bind(params, request_id, sink)
         try:
             await self._send(frame.request_bytes(str(request_id).encode(), method, params))
-            return await asyncio.wait_for(future, timeout)
+            progressed = self._progress.progressed(request_id)
+            return await bounded(future, timeout, max_s or timeout, progressed)
         except TimeoutError:
             await self._cancel_upstream(request_id, "timeout")
             return timed_out(self.backend, timeout)
@@ -142,6 +140,7 @@ class MessageStream:
             return unavailable(self.backend, str(exc) or type(exc).__name__)
         finally:
             self._pending.pop(request_id, None)
+            self._progress.unbind(request_id)
 
     async def _cancel_upstream(self, request_id: int, reason: str) -> None:
         if self._closed.is_set() or request_id not in self._pending:
@@ -171,14 +170,16 @@ class MessageStream:
                 log.debug(
                     "backend %r answered an unknown or finished request; dropped", self.backend
                 )
-            elif not pending.future.done():
-                pending.future.set_result(reply_from(env))
+            elif not pending.done():
+                pending.set_result(reply_from(env))
             return
         if env.method is UNSET:
             return
         params = bytes(env.params) if env.params is not UNSET else None
         if env.id is not UNSET:
             await self._answer_server_request(env.id, env.method)
+            return
+        if env.method == methods.PROGRESS and await self._progress.deliver(params):
             return
         self._on_notification(env.method, params)
 
@@ -196,8 +197,8 @@ class MessageStream:
         self._close_reason = reason
         self._closed.set()
         for pending in self._pending.values():
-            if not pending.future.done():
-                pending.future.set_result(unavailable(self.backend, reason))
+            if not pending.done():
+                pending.set_result(unavailable(self.backend, reason))
 
     async def wait_closed(self) -> None:
         await self._closed.wait()

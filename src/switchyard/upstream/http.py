@@ -23,13 +23,13 @@ from switchyard.upstream.connection import (
     MessageStream,
     NotificationHandler,
     ServerFacts,
-    Sink,
     UpstreamClosed,
     protocol_error,
     reply_from,
     timed_out,
     unavailable,
 )
+from switchyard.upstream.progress import ProgressRoutes, Sink, bounded
 from switchyard.wire import frame, sse
 from switchyard.wire.frame import UNSET, Reply
 
@@ -84,6 +84,7 @@ class StreamableHttpConnection:
         self._close_reason = "connection closed"
         self._stream_task: asyncio.Task[None] | None = None
         self._reinit_lock = asyncio.Lock()
+        self._progress = ProgressRoutes()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -171,14 +172,16 @@ class StreamableHttpConnection:
         timeout: float,
         name: str | None = None,
         sink: Sink | None = None,
+        max_s: float | None = None,
     ) -> Reply:
         if self._closed.is_set():
             return unavailable(self.backend, self._close_reason)
-        reply = await self._post_once(method, params, timeout=timeout, name=name, sink=sink)
+        kw = {"timeout": timeout, "name": name, "sink": sink, "max_s": max_s}
+        reply = await self._post_once(method, params, **kw)  # type: ignore[arg-type]
         if reply is _SESSION_EXPIRED:
             # A 404 means the backend never processed it: safe to re-initialize and resend.
             await self._reinitialize()
-            reply = await self._post_once(method, params, timeout=timeout, name=name, sink=sink)
+            reply = await self._post_once(method, params, **kw)  # type: ignore[arg-type]
             if reply is _SESSION_EXPIRED:
                 return unavailable(self.backend, "backend keeps rejecting its session")
         return reply
@@ -198,12 +201,15 @@ class StreamableHttpConnection:
         timeout: float,
         name: str | None = None,
         sink: Sink | None = None,
+        max_s: float | None = None,
     ) -> Reply:
         request_id = next(self._ids)
+        params = self._progress.bind(params, request_id, sink)
         body = frame.request_bytes(str(request_id).encode(), method, params)
+        exchange = asyncio.ensure_future(self._exchange(body, request_id, method, name, sink))
         try:
-            return await asyncio.wait_for(
-                self._exchange(body, request_id, method, name, sink), timeout
+            return await bounded(
+                exchange, timeout, max_s or timeout, self._progress.progressed(request_id)
             )
         except TimeoutError:
             # Modern: abandoning the stream is the cancellation. Legacy: say so explicitly.
@@ -212,11 +218,19 @@ class StreamableHttpConnection:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.notify(methods.CANCELLED, cancel))
             return timed_out(self.backend, timeout)
+        except asyncio.CancelledError:
+            if self.facts.era is Era.LEGACY:
+                cancel = frame.encode({"requestId": request_id, "reason": "client cancelled"})
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.notify(methods.CANCELLED, cancel))
+            raise
         except (aiohttp.ClientConnectionError, OSError) as exc:
             self._mark_closed(f"connection failed: {exc}")
             return unavailable(self.backend, f"connection failed: {type(exc).__name__}")
         except (aiohttp.ClientError, ValueError) as exc:
             return protocol_error(self.backend, str(exc) or type(exc).__name__)
+        finally:
+            self._progress.unbind(request_id)
 
     async def _exchange(
         self, body: bytes, request_id: int, method: str, name: str | None, sink: Sink | None
@@ -275,8 +289,10 @@ class StreamableHttpConnection:
         params = bytes(env.params) if env.params is not UNSET else None
         if env.id is not UNSET:
             await self._answer_server_request(env.id, env.method)
-        elif sink is not None and env.method in (methods.PROGRESS, "notifications/message"):
-            await sink(env.method, params)
+        elif env.method == methods.PROGRESS and await self._progress.deliver(params):
+            pass
+        elif sink is not None and env.method == methods.MESSAGE:
+            await sink(env.method, params)  # a log message on this request's own stream
         else:
             self._on_notification(env.method, params)
         return None

@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pytest
+
+from switchyard.wire import frame
+from switchyard.wire.frame import UNSET, Raw, Reply
+
+
+def test_peek_request() -> None:
+    env = frame.peek(b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}')
+    assert env.is_request
+    assert not env.is_notification
+    assert not env.is_response
+    assert env.id == 7
+    assert env.method == "tools/call"
+    assert bytes(env.params) == b'{"name":"x"}'
+
+
+def test_peek_notification() -> None:
+    env = frame.peek(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
+    assert env.is_notification
+    assert not env.is_request
+    assert not env.is_response
+    assert env.id is UNSET
+    assert env.params is UNSET
+
+
+def test_peek_result_response() -> None:
+    env = frame.peek(b'{"jsonrpc":"2.0","id":"abc","result":{"tools":[]}}')
+    assert env.is_response
+    assert not env.is_request
+    assert not env.is_notification
+    assert env.id == "abc"
+    assert bytes(env.result) == b'{"tools":[]}'
+    assert env.error is UNSET
+
+
+def test_peek_error_response() -> None:
+    env = frame.peek(b'{"jsonrpc":"2.0","id":3,"error":{"code":-32601,"message":"nope"}}')
+    assert env.is_response
+    err = frame.decode_error(env.error)
+    assert (err.code, err.message) == (-32601, "nope")
+
+
+def test_peek_keeps_payload_bytes_verbatim() -> None:
+    params = b'{ "b" : 1.50 , "a":"\\u00e9" }'
+    env = frame.peek(b'{"jsonrpc":"2.0","id":1,"method":"m","params":' + params + b"}")
+    assert bytes(env.params) == params
+
+
+@pytest.mark.parametrize(
+    ("raw_id", "expected"),
+    [(b"0", 0), (b"-5", -5), (b"9007199254740993", 9007199254740993), (b'"x-1"', "x-1")],
+)
+def test_peek_id_kinds(raw_id: bytes, expected: int | str) -> None:
+    env = frame.peek(b'{"jsonrpc":"2.0","id":' + raw_id + b',"method":"ping"}')
+    assert env.id == expected
+    assert type(env.id) is type(expected)
+
+
+def test_peek_null_id() -> None:
+    env = frame.peek(b'{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"p"}}')
+    assert env.id is None
+    assert env.is_response
+
+
+@pytest.mark.parametrize("raw_id", [b"1.5", b"1.0", b"true", b"false", b"[1]", b"{}"])
+def test_peek_rejects_non_int_non_string_ids(raw_id: bytes) -> None:
+    with pytest.raises(frame.ValidationError):
+        frame.peek(b'{"jsonrpc":"2.0","id":' + raw_id + b',"method":"ping"}')
+
+
+@pytest.mark.parametrize("data", [b"", b"{", b"not json", b'{"jsonrpc":"2.0",}'])
+def test_peek_rejects_invalid_json(data: bytes) -> None:
+    with pytest.raises(frame.DecodeError):
+        frame.peek(data)
+
+
+def test_peek_rejects_non_object() -> None:
+    with pytest.raises(frame.ValidationError):
+        frame.peek(b"[1,2]")
+
+
+def test_peek_ignores_unknown_top_level_fields() -> None:
+    env = frame.peek(b'{"jsonrpc":"2.0","id":1,"method":"m","extra":{"deep":[1]}}')
+    assert env.is_request
+
+
+@pytest.mark.parametrize(
+    ("request_id", "expected"),
+    [(1, 1), (0, 0), ('a"b', 'a"b'), ("", ""), (None, None), ("\u00e9", "\u00e9")],
+)
+def test_response_bytes_result(request_id: int | str | None, expected: object) -> None:
+    out = frame.response_bytes(frame.encode_id(request_id), Reply(result=b'{"ok":true}'))
+    assert json.loads(out) == {"jsonrpc": "2.0", "id": expected, "result": {"ok": True}}
+
+
+def test_response_bytes_empty_result_defaults_to_empty_object() -> None:
+    out = frame.response_bytes(b"4", Reply())
+    assert json.loads(out) == {"jsonrpc": "2.0", "id": 4, "result": {}}
+
+
+def test_response_bytes_error() -> None:
+    reply = frame.error_reply(-32602, "bad", {"why": "x"})
+    out = frame.response_bytes(b'"r1"', reply)
+    assert json.loads(out) == {
+        "jsonrpc": "2.0",
+        "id": "r1",
+        "error": {"code": -32602, "message": "bad", "data": {"why": "x"}},
+    }
+
+
+def test_response_bytes_round_trips_through_peek() -> None:
+    out = frame.response_bytes(frame.encode_id(12), Reply(result=b"[1,2]"))
+    env = frame.peek(out)
+    assert env.is_response
+    assert env.id == 12
+    assert bytes(env.result) == b"[1,2]"
+
+
+def test_request_bytes_with_and_without_params() -> None:
+    with_params = frame.request_bytes(b"5", "tools/call", b'{"name":"t","arguments":{}}')
+    assert json.loads(with_params) == {
+        "jsonrpc": "2.0",
+        "id": 5,
+        "method": "tools/call",
+        "params": {"name": "t", "arguments": {}},
+    }
+    without = frame.request_bytes(b'"s"', "ping", None)
+    assert json.loads(without) == {"jsonrpc": "2.0", "id": "s", "method": "ping"}
+
+
+def test_request_bytes_escapes_method() -> None:
+    out = frame.request_bytes(b"1", 'we"ird\n', None)
+    assert json.loads(out)["method"] == 'we"ird\n'
+
+
+def test_notification_bytes() -> None:
+    assert json.loads(frame.notification_bytes("notifications/initialized", None)) == {
+        "jsonrpc": "2.0",
+        "method": "notifications/initialized",
+    }
+    out = frame.notification_bytes("notifications/progress", b'{"progress":1}')
+    assert json.loads(out) == {
+        "jsonrpc": "2.0",
+        "method": "notifications/progress",
+        "params": {"progress": 1},
+    }
+    assert frame.peek(out).is_notification
+
+
+def test_encode_object_keeps_raw_values_byte_for_byte() -> None:
+    raw_a = b'{ "z" : 1.50000, "a" : [ 1 ,2 ] }'
+    raw_b = b'"\\u00e9\\/"'
+    raw_c = b"1e400"
+    out = frame.encode_object({"a": Raw(raw_a), "b": Raw(raw_b), "c": Raw(raw_c), "d": 1})
+    assert out == b'{"a":' + raw_a + b',"b":' + raw_b + b',"c":' + raw_c + b',"d":1}'
+
+
+def test_decode_object_then_encode_object_is_identity_for_compact_json() -> None:
+    original = b'{"name":"t","inputSchema":{"type":"object","x":1.0},"n":null}'
+    assert frame.encode_object(frame.decode_object(original)) == original
+
+
+def test_decode_object_is_one_level_deep() -> None:
+    obj = frame.decode_object(b'{"a":{"b":[1, 2]},"c":"d"}')
+    assert set(obj) == {"a", "c"}
+    assert isinstance(obj["a"], msgspec.Raw)
+    assert bytes(obj["a"]) == b'{"b":[1, 2]}'
+    assert frame.decode_str(obj["c"]) == "d"
+
+
+def test_encode_id() -> None:
+    assert frame.encode_id(42) == b"42"
+    assert frame.encode_id(-1) == b"-1"
+    assert frame.encode_id("42") == b'"42"'
+    assert frame.encode_id(None) == b"null"
+
+
+def test_reply_helpers() -> None:
+    ok = Reply(result=b"{}")
+    assert not ok.is_error
+    err = frame.error_reply(-31000, "down")
+    assert err.is_error
+    assert err.result is None
+    assert json.loads(err.error) == {"code": -31000, "message": "down"}
+    assert json.loads(frame.error_body(1, "m", data=[1])) == {
+        "code": 1,
+        "message": "m",
+        "data": [1],
+    }
+
+
+def test_decode_error_keeps_data() -> None:
+    err = frame.decode_error(b'{"code":-1,"message":"m","data":{"k":"v"}}')
+    assert (err.code, err.message, err.data) == (-1, "m", {"k": "v"})
