@@ -155,7 +155,13 @@ def resolve_command(command: str) -> str:
 
 
 def _backend(
-    name: str, where: str, server: ServerConfig, gw_timeout: float, max_msg: int, base: Path
+    name: str,
+    where: str,
+    server: ServerConfig,
+    gw_timeout: float,
+    max_request: float,
+    max_msg: int,
+    base: Path,
 ) -> BackendSettings:
     transport: StdioSettings | UpstreamHttpSettings
     if server.command is not None:
@@ -192,6 +198,7 @@ def _backend(
         prefix=name if server.prefix is None else server.prefix,
         transport=transport,
         timeout_s=server.timeout or gw_timeout,
+        max_request_s=server.max_request_time or max_request,
     )
 
 
@@ -211,6 +218,7 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
                     f"{section}.{name}",
                     server,
                     gw.request_timeout,
+                    gw.max_request_time,
                     gw.max_message_bytes,
                     base,
                 )

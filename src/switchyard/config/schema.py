@@ -28,6 +28,11 @@ class GatewayConfig(BaseModel):
     request_timeout: float = Field(
         60.0, gt=0, description="Default seconds a backend has to answer one request."
     )
+    max_request_time: float = Field(
+        1800.0,
+        gt=0,
+        description="Seconds a request may run while its backend keeps reporting progress.",
+    )
     startup_wait: float = Field(
         15.0, ge=0, description="Seconds to wait for backends' first start before serving."
     )
@@ -84,6 +89,9 @@ class ServerConfig(BaseModel):
     )
     timeout: float | None = Field(
         None, gt=0, description="Seconds this backend has to answer one request."
+    )
+    max_request_time: float | None = Field(
+        None, gt=0, description="This backend's `gateway.max_request_time`."
     )
     era: Literal["auto", "modern", "legacy"] = Field(
         "auto",

@@ -299,5 +299,10 @@ class Backend:
         if conn is None or not self.is_up:
             return unavailable(self.name, self.status.last_error or self.status.state)
         return await conn.request(
-            method, params, timeout=self.settings.timeout_s, name=name, sink=sink
+            method,
+            params,
+            timeout=self.settings.timeout_s,
+            name=name,
+            sink=sink,
+            max_s=max(self.settings.max_request_s, self.settings.timeout_s),
         )
