@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
 
 from tests.harness import BIN, FIXTURES, PYTHON, Gateway, start_gateway
 from tests.rpc import MODERN, MODERN_META, RawClient
@@ -198,7 +197,7 @@ async def test_modern_client_closing_its_stream_cancels_the_backend_request(
         "Mcp-Method": "tools/call",
         "Mcp-Name": "io_hold",
     }
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     writer.write(
         f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode()
