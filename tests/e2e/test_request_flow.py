@@ -198,11 +198,9 @@ async def test_modern_client_closing_its_stream_cancels_the_backend_request(
         "Mcp-Name": "io_hold",
     }
     _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    headers |= {"Host": f"127.0.0.1:{gateway.port}", "Content-Length": str(len(body))}
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    writer.write(
-        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
+    writer.write(f"POST /mcp HTTP/1.1\r\n{head}\r\n".encode() + body)
     await writer.drain()
     await asyncio.sleep(1.0)  # past the gateway's disconnect-watch delay, with the call in flight
     writer.close()
