@@ -11,8 +11,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import switchyard
+from switchyard.bridge import ParkedCalls
 from switchyard.policies.base import Call, Handler
 from switchyard.protocol import codes, eras, methods
+from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era, negotiate_handshake
 from switchyard.routing import catalog
 from switchyard.routing.catalog import Catalog, Entry
@@ -25,6 +27,10 @@ SERVER_INFO: Final = {
     "title": "Switchyard",
     "version": switchyard.__version__,
 }
+# Requests whose results may be `input_required` (2026-07-28 MRTR).
+MRTR_METHODS: Final = frozenset({methods.TOOLS_CALL, methods.PROMPTS_GET, methods.RESOURCES_READ})
+# Input-required rounds one call may take before Switchyard gives up on the backend.
+MAX_INPUT_ROUNDS: Final = 8
 _MODERN_LIST_TAIL: Final = b',"resultType":"complete","ttlMs":0,"cacheScope":"private"}'
 _LIST_KIND: Final = {
     methods.TOOLS_LIST: catalog.TOOLS,
@@ -52,6 +58,7 @@ class Forwarder:
         self.catalog = current_catalog
         self.page_size = page_size
         self.instructions = instructions
+        self.parked = ParkedCalls()
 
     def terminals(self) -> dict[str, Handler]:
         return {
@@ -189,6 +196,53 @@ class Forwarder:
             return invalid_params("Unknown completion reference")
         return await self._forward(call, entry, fields, None)
 
+    async def _via_parking(
+        self, call: Call, backend: Backend, fields: dict[str, Raw], name: str | None
+    ) -> Reply:
+        """A modern client's call to a legacy backend, which may ask the client mid-call."""
+        caller = call.ctx.principal or "anonymous"
+        if self.parked.owns(fields):
+            return await self.parked.resume(caller, fields, call.ctx.link)
+        fields.pop("inputResponses", None)
+        fields.pop("requestState", None)
+        body = frame.encode_object(fields)
+
+        async def run(link: ClientLink) -> Reply:
+            return await backend.request(call.method, body, name=name, link=link)
+
+        return await self.parked.start(caller, call.ctx.client_capabilities, call.ctx.link, run)
+
+    async def _fulfil_for_legacy_client(
+        self, call: Call, backend: Backend, fields: dict[str, Raw], name: str | None, reply: Reply
+    ) -> Reply:
+        """Drive a modern backend's `input_required` rounds with a legacy client's answers."""
+        for _ in range(MAX_INPUT_ROUNDS):
+            assert reply.result is not None
+            result = frame.decode_object(reply.result)
+            kind = result.get("resultType")
+            if kind is None or frame.decode_any(kind) != "input_required":
+                return reply
+            requests = frame.decode_object(result.get("inputRequests", Raw(b"{}")))
+            answers = await _ask_all(call, requests, backend.settings.timeout_s)
+            if isinstance(answers, Reply):
+                return answers
+            fields["inputResponses"] = Raw(frame.encode_object(answers))
+            if "requestState" in result:
+                fields["requestState"] = result["requestState"]
+            else:
+                fields.pop("requestState", None)
+            # A retry is a new request: the connection gives it a new id.
+            reply = await backend.request(
+                call.method, frame.encode_object(fields), name=name, link=call.ctx.link
+            )
+            if reply.result is None:
+                return reply
+        return frame.error_reply(
+            codes.INTERNAL_ERROR,
+            f"backend {backend.name!r} kept asking for input",
+            {"source": "gateway"},
+        )
+
     async def _forward(
         self, call: Call, entry: Entry, fields: dict[str, Raw], name: str | None
     ) -> Reply:
@@ -203,15 +257,44 @@ class Forwarder:
                 fields = eras.params_for_modern(fields, facts.version, call.ctx.client_capabilities)
         else:
             fields = eras.params_for_legacy(fields)
-        reply = await backend.request(
-            call.method, frame.encode_object(fields), name=name, sink=call.ctx.emit
-        )
+        if client_era is Era.MODERN and facts.era is Era.LEGACY and call.method in MRTR_METHODS:
+            reply = await self._via_parking(call, backend, fields, name)
+        else:
+            reply = await backend.request(
+                call.method, frame.encode_object(fields), name=name, link=call.ctx.link
+            )
+        if (
+            client_era is Era.LEGACY
+            and facts.era is Era.MODERN
+            and reply.result is not None
+            and b'"input_required"' in reply.result
+        ):
+            reply = await self._fulfil_for_legacy_client(call, backend, fields, name, reply)
         if reply.result is not None and client_era is not facts.era:
             if client_era is Era.MODERN:
                 reply.result = eras.result_for_modern(reply.result, call.method)
             else:
                 reply.result = eras.result_for_legacy(reply.result)
         return reply
+
+
+async def _ask_all(call: Call, requests: dict[str, Raw], timeout: float) -> dict[str, Raw] | Reply:
+    """Put a modern backend's input requests to a legacy client as real requests."""
+    link = call.ctx.link
+    answers: dict[str, Raw] = {}
+    for key, raw in requests.items():
+        request = frame.decode_object(raw)
+        method = _str_field(request, "method")
+        if method is None or link is None:
+            return frame.error_reply(
+                codes.INTERNAL_ERROR, "cannot relay the backend's input request"
+            )
+        params = request.get("params")
+        answer = await link.ask(method, bytes(params) if params is not None else None, timeout)
+        if answer.result is None:
+            return answer
+        answers[key] = Raw(answer.result)
+    return answers
 
 
 def _str_field(fields: dict[str, Raw], key: str) -> str | None:

@@ -94,6 +94,7 @@ class Gateway:
             await asyncio.sleep(min(60.0, self.settings.session_idle_timeout_s))
             if reaped := self.sessions.reap():
                 log.info("reaped %d idle sessions", reaped)
+            self.forwarder.parked.expire()
 
     def _backend_changed(self, backend: Backend) -> None:
         listings = [b.listing for b in self.backends.values() if b.is_up and b.listing is not None]

@@ -122,7 +122,9 @@ class LegacySseEndpoint:
             )
             return
         await respond(send, 202, b"Accepted")
-        if env.method == methods.INITIALIZED:
+        if env.is_response:
+            session.outgoing.resolve(env)
+        elif env.method == methods.INITIALIZED:
             session.initialized = True
         elif env.method == methods.CANCELLED:
             session.requests.cancel(env.params if env.params is not UNSET else None)
@@ -133,9 +135,6 @@ class LegacySseEndpoint:
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
         params = env.params if env.params is not UNSET else None
 
-        async def emit(notification: str, notification_params: bytes | None) -> None:
-            session.push(frame.notification_bytes(notification, notification_params))
-
         async def answer() -> None:
             ctx = RequestContext(
                 Era.LEGACY,
@@ -143,7 +142,7 @@ class LegacySseEndpoint:
                 "sse",
                 session_id=session.id,
                 client_capabilities=session.client_capabilities,
-                emit=emit,
+                link=session.link(),
             )
             reply = await session.requests.run(
                 id_raw, self.gateway.dispatcher.request(ctx, method, params)

@@ -6,16 +6,19 @@ Session ids are 256-bit CSPRNG tokens minted by Switchyard; a backend's ids neve
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from switchyard.protocol import codes
+from switchyard.protocol.link import CAPABILITY_FOR
 from switchyard.protocol.versions import LATEST_HANDSHAKE
 from switchyard.wire import frame
-from switchyard.wire.frame import Raw, Reply
+from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
 
 log = logging.getLogger("switchyard.sessions")
 
@@ -69,6 +72,64 @@ class InflightRequests:
         return True
 
 
+class ClientRequests:
+    """Requests Switchyard sends to one client on a backend's behalf, awaiting its answers."""
+
+    __slots__ = ("_ids", "_waiting")
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Reply]] = {}
+
+    async def ask(
+        self,
+        write: Callable[[bytes], Awaitable[None]],
+        capabilities: Raw | None,
+        method: str,
+        params: bytes | None,
+        timeout: float,
+    ) -> Reply:
+        needed = CAPABILITY_FOR.get(method)
+        if needed is not None and not has_capability(capabilities, needed):
+            return frame.error_reply(
+                codes.METHOD_NOT_FOUND, f"The client does not support {method}"
+            )
+        request_id = next(self._ids)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        try:
+            await write(frame.request_bytes(str(request_id).encode(), method, params))
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return frame.error_reply(
+                codes.CLIENT_TIMEOUT,
+                f"the client did not answer {method} within {timeout:g} s",
+                {"source": "gateway"},
+            )
+        finally:
+            self._waiting.pop(request_id, None)
+
+    def resolve(self, env: Envelope) -> bool:
+        """Deliver a client's response; False if it answers nothing we asked."""
+        future = self._waiting.get(env.id) if isinstance(env.id, int) else None
+        if future is None or future.done():
+            return False
+        if env.error is not UNSET:
+            future.set_result(Reply(error=bytes(env.error)))
+        else:
+            future.set_result(Reply(result=bytes(env.result) if env.result is not UNSET else b"{}"))
+        return True
+
+
+def has_capability(capabilities: Raw | None, name: str) -> bool:
+    if capabilities is None:
+        return False
+    try:
+        return name in frame.decode_object(capabilities)
+    except (frame.DecodeError, frame.ValidationError):
+        return False
+
+
 @dataclass(slots=True, eq=False)
 class Session:
     id: str
@@ -79,6 +140,7 @@ class Session:
     outbox: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT))
     stream_open: bool = False
     requests: InflightRequests = field(default_factory=lambda: InflightRequests())
+    outgoing: ClientRequests = field(default_factory=lambda: ClientRequests())
     created: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
 
@@ -90,6 +152,33 @@ class Session:
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
+
+    async def _push(self, message: bytes) -> None:
+        self.push(message)
+
+    def link(self) -> SessionLink:
+        """A link that reaches this client through its stream (HTTP+SSE, or the GET stream)."""
+        return SessionLink(self)
+
+
+class SessionLink:
+    """Notifications and server->client requests delivered on a session's own stream."""
+
+    __slots__ = ("session",)
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    @property
+    def client(self) -> str:
+        return self.session.id
+
+    async def notify(self, method: str, params: bytes | None) -> None:
+        self.session.push(frame.notification_bytes(method, params))
+
+    async def ask(self, method: str, params: bytes | None, timeout: float) -> Reply:
+        s = self.session
+        return await s.outgoing.ask(s._push, s.client_capabilities, method, params, timeout)
 
 
 class SessionRegistry:

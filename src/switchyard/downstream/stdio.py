@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Final
 
-from switchyard.downstream.session import InflightRequests, Session
+from switchyard.downstream.session import ClientRequests, InflightRequests, Session
 from switchyard.downstream.streamable_http import _adopt
 from switchyard.gateway import Gateway
 from switchyard.policies.base import RequestContext
@@ -42,6 +42,7 @@ class StdioServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._session_ready = asyncio.Event()
         self.requests = InflightRequests()
+        self.outgoing = ClientRequests()
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -95,7 +96,8 @@ class StdioServer:
             await self._write(_error(b"null", codes.PARSE_ERROR, "Parse error"))
             return
         if env.method is UNSET:
-            return  # responses to server->client requests: none are sent yet
+            self.outgoing.resolve(env)  # the client answering a server->client request
+            return
         if env.id is UNSET:
             if env.method == methods.INITIALIZED and self.session is not None:
                 self.session.initialized = True
@@ -132,8 +134,16 @@ class StdioServer:
                 self._session_ready.set()
         await self._write(frame.response_bytes(id_raw, reply))
 
-    async def _emit(self, method: str, params: bytes | None) -> None:
+    @property
+    def client(self) -> str:
+        return self.session.id if self.session is not None else "stdio"
+
+    async def notify(self, method: str, params: bytes | None) -> None:
         await self._write(frame.notification_bytes(method, params))
+
+    async def ask(self, method: str, params: bytes | None, timeout: float) -> Reply:
+        capabilities = self.session.client_capabilities if self.session is not None else None
+        return await self.outgoing.ask(self._write, capabilities, method, params, timeout)
 
     def _context(self, method: str, params: Raw | None) -> tuple[RequestContext, Reply | None]:
         meta: dict[str, Raw] | None = None
@@ -147,7 +157,7 @@ class StdioServer:
                 str(version),
                 "stdio",
                 client_capabilities=meta.get(META_CLIENT_CAPABILITIES),
-                emit=self._emit,
+                link=self,
             )
             if version not in MODERN_VERSIONS:
                 return ctx, frame.error_reply(
@@ -167,7 +177,7 @@ class StdioServer:
             "stdio",
             session_id=session.id if session else None,
             client_capabilities=session.client_capabilities if session else None,
-            emit=self._emit,
+            link=self,
         ), None
 
 

@@ -97,23 +97,42 @@ class DisconnectWatch:
 
 
 class PostReply:
-    """One POST's answer: a JSON body, unless a notification comes first; then an SSE stream
-    carrying the notifications and, last, the response."""
+    """One POST's answer: a JSON body, unless a message for the client comes first; then an SSE
+    stream carrying notifications and server->client requests and, last, the response."""
 
-    __slots__ = ("extra", "send", "streaming")
+    __slots__ = ("extra", "send", "session", "streaming")
 
-    def __init__(self, send: Send, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    def __init__(self, send: Send, session: Session | None = None) -> None:
         self.send = send
-        self.extra = extra
+        self.session = session
+        self.extra: list[tuple[bytes, bytes]] | None = None
         self.streaming = False
 
-    async def emit(self, method: str, params: bytes | None) -> None:
+    @property
+    def client(self) -> str:
+        return self.session.id if self.session is not None else f"post-{id(self)}"
+
+    async def _event(self, message: bytes) -> None:
         if not self.streaming:
             self.streaming = True
             headers = SSE_HEADERS if self.extra is None else [*SSE_HEADERS, *self.extra]
             await self.send({"type": "http.response.start", "status": 200, "headers": headers})
-        event = sse.format_event(frame.notification_bytes(method, params), "message")
+        event = sse.format_event(message, "message")
         await self.send({"type": "http.response.body", "body": event, "more_body": True})
+
+    async def notify(self, method: str, params: bytes | None) -> None:
+        await self._event(frame.notification_bytes(method, params))
+
+    async def ask(self, method: str, params: bytes | None, timeout: float) -> Reply:
+        session = self.session
+        if session is None:
+            # 2026-07-28 has no server->client requests on HTTP.
+            return frame.error_reply(
+                codes.METHOD_NOT_FOUND, f"{method}: the client has no back-channel (2026-07-28)"
+            )
+        return await session.outgoing.ask(
+            self._event, session.client_capabilities, method, params, timeout
+        )
 
     async def finish(self, body: bytes) -> None:
         if self.streaming:
@@ -284,7 +303,7 @@ class StreamableHttpEndpoint:
             version,
             "streamable-http",
             client_capabilities=meta[META_CLIENT_CAPABILITIES],
-            emit=out.emit,
+            link=out,
         )
         params_raw = env.params if env.params is not UNSET else None
         watch = DisconnectWatch(receive)
@@ -320,7 +339,9 @@ class StreamableHttpEndpoint:
             await respond_json(send, 404, error_json(codes.INVALID_REQUEST, "Session not found"))
             return
         if not env.is_request:
-            if env.method == methods.INITIALIZED:
+            if env.is_response:
+                session.outgoing.resolve(env)
+            elif env.method == methods.INITIALIZED:
                 session.initialized = True
             elif env.method == methods.CANCELLED:
                 session.requests.cancel(env.params if env.params is not UNSET else None)
@@ -328,14 +349,14 @@ class StreamableHttpEndpoint:
             return
         assert isinstance(env.method, str)
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
-        out = PostReply(send)
+        out = PostReply(send, session)
         ctx = RequestContext(
             Era.LEGACY,
             version or session.version or DEFAULT_HTTP_LEGACY_VERSION,
             "streamable-http",
             session_id=session.id,
             client_capabilities=session.client_capabilities,
-            emit=out.emit,
+            link=out,
         )
         params_raw = env.params if env.params is not UNSET else None
         reply = await session.requests.run(

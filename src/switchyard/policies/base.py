@@ -12,12 +12,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import Era
 from switchyard.routing.catalog import Entry
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
 
-Emit = Callable[[str, bytes | None], Awaitable[None]]
 Handler = Callable[["Call"], Awaitable[Reply]]
 ListFilter = Callable[[Entry], bool]
 
@@ -31,8 +31,10 @@ class RequestContext:
     transport: str
     session_id: str | None = None
     client_capabilities: Raw | None = None
-    emit: Emit | None = None
-    """Sends a request-scoped notification (progress, log) to this request's client."""
+    link: ClientLink | None = None
+    """The way back to this request's client: notifications and server->client requests."""
+    principal: str | None = None
+    """The authenticated caller, when authentication is on."""
 
 
 @dataclass(slots=True)

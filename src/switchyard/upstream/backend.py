@@ -15,12 +15,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from switchyard.protocol import methods
+from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import Era
 from switchyard.routing import catalog
 from switchyard.upstream import handshake
 from switchyard.upstream.connection import Connection, ServerFacts, unavailable
 from switchyard.upstream.http import HttpSettings, SseConnection, StreamableHttpConnection
-from switchyard.upstream.progress import Sink
 from switchyard.upstream.stdio import StdioConnection, StdioSettings
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
@@ -163,6 +163,8 @@ class Backend:
 
     async def _connect(self) -> Connection | None:
         candidates = self._candidates()
+        for candidate in candidates:
+            candidate.client_timeout_s = self.settings.timeout_s
         errors: list[str] = []
         for conn in candidates:
             try:
@@ -293,7 +295,7 @@ class Backend:
         params: bytes | None,
         *,
         name: str | None = None,
-        sink: Sink | None = None,
+        link: ClientLink | None = None,
     ) -> Reply:
         conn = self.connection
         if conn is None or not self.is_up:
@@ -303,6 +305,6 @@ class Backend:
             params,
             timeout=self.settings.timeout_s,
             name=name,
-            sink=sink,
+            link=link,
             max_s=max(self.settings.max_request_s, self.settings.timeout_s),
         )

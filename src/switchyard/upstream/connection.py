@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from switchyard.protocol import codes, methods
+from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import Era
-from switchyard.upstream.progress import ProgressRoutes, Sink, bounded
+from switchyard.upstream.progress import ProgressRoutes, bounded
 from switchyard.wire import frame
 from switchyard.wire.frame import UNSET, Envelope, Reply
 
@@ -43,6 +44,8 @@ class ServerFacts:
 
 class Connection(Protocol):
     facts: ServerFacts
+    client_timeout_s: float
+    """How long a client may take to answer this backend's server->client request."""
 
     async def open(self) -> None: ...
 
@@ -53,7 +56,7 @@ class Connection(Protocol):
         *,
         timeout: float,
         name: str | None = None,
-        sink: Sink | None = None,
+        link: ClientLink | None = None,
         max_s: float | None = None,
     ) -> Reply: ...
 
@@ -88,6 +91,20 @@ def protocol_error(backend: str, why: str) -> Reply:
     )
 
 
+async def answer_server_request(
+    method: str, params: bytes | None, link: ClientLink | None, timeout: float
+) -> Reply:
+    """What to tell a backend that asked something of the client."""
+    if method == methods.PING:
+        return Reply(result=b"{}")  # answered by Switchyard: the backend's peer is Switchyard
+    if link is None:
+        return frame.error_reply(
+            codes.INTERNAL_ERROR,
+            f"{method}: no single client to route this request to (use isolation: per_session)",
+        )
+    return await link.ask(method, params, timeout)
+
+
 def reply_from(env: Envelope) -> Reply:
     if env.error is not UNSET:
         return Reply(error=bytes(env.error))
@@ -103,7 +120,12 @@ class MessageStream:
         self._on_notification = on_notification
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._links: dict[int, ClientLink] = {}
         self._progress = ProgressRoutes()
+        self._serving: set[asyncio.Task[None]] = set()
+        self.owner: ClientLink | None = None
+        """Set when this connection serves one client only: every server request goes there."""
+        self.client_timeout_s = 60.0
         self._closed = asyncio.Event()
         self._close_reason = "connection closed"
 
@@ -117,7 +139,7 @@ class MessageStream:
         *,
         timeout: float,
         name: str | None = None,
-        sink: Sink | None = None,
+        link: ClientLink | None = None,
         max_s: float | None = None,
     ) -> Reply:
         if self._closed.is_set():
@@ -125,7 +147,9 @@ class MessageStream:
         request_id = next(self._ids)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        params = self._progress.bind(params, request_id, sink)
+        if link is not None:
+            self._links[request_id] = link
+        params = self._progress.bind(params, request_id, link)
         try:
             await self._send(frame.request_bytes(str(request_id).encode(), method, params))
             progressed = self._progress.progressed(request_id)
@@ -140,6 +164,7 @@ class MessageStream:
             return unavailable(self.backend, str(exc) or type(exc).__name__)
         finally:
             self._pending.pop(request_id, None)
+            self._links.pop(request_id, None)
             self._progress.unbind(request_id)
 
     async def _cancel_upstream(self, request_id: int, reason: str) -> None:
@@ -177,17 +202,33 @@ class MessageStream:
             return
         params = bytes(env.params) if env.params is not UNSET else None
         if env.id is not UNSET:
-            await self._answer_server_request(env.id, env.method)
+            # Never block the reader on a client: the answer may take a person minutes.
+            task = asyncio.create_task(
+                self._serve_server_request(env.id, env.method, params, self._link_for_request())
+            )
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
             return
         if env.method == methods.PROGRESS and await self._progress.deliver(params):
             return
         self._on_notification(env.method, params)
 
-    async def _answer_server_request(self, request_id: int | str | None, method: str) -> None:
-        if method == methods.PING:
-            reply = Reply(result=b"{}")
-        else:
-            reply = frame.error_reply(codes.METHOD_NOT_FOUND, f"Method not found: {method}")
+    def _link_for_request(self) -> ClientLink | None:
+        """The client a server request belongs to: the owner of an isolated connection, or the
+        only client with requests in flight on a shared one. Several clients: nobody can tell."""
+        if self.owner is not None:
+            return self.owner
+        by_client = {link.client: link for link in self._links.values()}
+        return next(iter(by_client.values())) if len(by_client) == 1 else None
+
+    async def _serve_server_request(
+        self,
+        request_id: int | str | None,
+        method: str,
+        params: bytes | None,
+        link: ClientLink | None,
+    ) -> None:
+        reply = await answer_server_request(method, params, link, self.client_timeout_s)
         with contextlib.suppress(OSError, UpstreamClosed):
             await self._send(frame.response_bytes(frame.encode_id(request_id), reply))
 

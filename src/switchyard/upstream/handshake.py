@@ -45,8 +45,23 @@ def discover_params() -> bytes:
     return frame.encode({"_meta": modern_meta()})
 
 
-def initialize_params(version: str = LATEST_HANDSHAKE) -> bytes:
-    return frame.encode({"protocolVersion": version, "capabilities": {}, "clientInfo": CLIENT_INFO})
+# What a shared upstream session declares: what Switchyard can route to the client whose
+# request a server->client request belongs to (answered with an error for a client without it).
+ROUTABLE_CLIENT_CAPABILITIES: Final = {
+    "sampling": {},
+    "elicitation": {"form": {}, "url": {}},
+    "roots": {"listChanged": True},
+}
+
+
+def initialize_params(version: str = LATEST_HANDSHAKE, capabilities: Any = None) -> bytes:
+    return frame.encode(
+        {
+            "protocolVersion": version,
+            "capabilities": ROUTABLE_CLIENT_CAPABILITIES if capabilities is None else capabilities,
+            "clientInfo": CLIENT_INFO,
+        }
+    )
 
 
 def facts_from_discover(reply: Reply) -> ServerFacts | None:

@@ -17,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from switchyard.protocol import codes, methods
+from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era
 from switchyard.upstream import handshake
 from switchyard.upstream.connection import (
@@ -24,12 +25,13 @@ from switchyard.upstream.connection import (
     NotificationHandler,
     ServerFacts,
     UpstreamClosed,
+    answer_server_request,
     protocol_error,
     reply_from,
     timed_out,
     unavailable,
 )
-from switchyard.upstream.progress import ProgressRoutes, Sink, bounded
+from switchyard.upstream.progress import ProgressRoutes, bounded
 from switchyard.wire import frame, sse
 from switchyard.wire.frame import UNSET, Reply
 
@@ -85,6 +87,9 @@ class StreamableHttpConnection:
         self._stream_task: asyncio.Task[None] | None = None
         self._reinit_lock = asyncio.Lock()
         self._progress = ProgressRoutes()
+        self._serving: set[asyncio.Task[None]] = set()
+        self.owner: ClientLink | None = None
+        self.client_timeout_s = 60.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -171,12 +176,12 @@ class StreamableHttpConnection:
         *,
         timeout: float,
         name: str | None = None,
-        sink: Sink | None = None,
+        link: ClientLink | None = None,
         max_s: float | None = None,
     ) -> Reply:
         if self._closed.is_set():
             return unavailable(self.backend, self._close_reason)
-        kw = {"timeout": timeout, "name": name, "sink": sink, "max_s": max_s}
+        kw = {"timeout": timeout, "name": name, "link": link, "max_s": max_s}
         reply = await self._post_once(method, params, **kw)  # type: ignore[arg-type]
         if reply is _SESSION_EXPIRED:
             # A 404 means the backend never processed it: safe to re-initialize and resend.
@@ -200,13 +205,13 @@ class StreamableHttpConnection:
         *,
         timeout: float,
         name: str | None = None,
-        sink: Sink | None = None,
+        link: ClientLink | None = None,
         max_s: float | None = None,
     ) -> Reply:
         request_id = next(self._ids)
-        params = self._progress.bind(params, request_id, sink)
+        params = self._progress.bind(params, request_id, link)
         body = frame.request_bytes(str(request_id).encode(), method, params)
-        exchange = asyncio.ensure_future(self._exchange(body, request_id, method, name, sink))
+        exchange = asyncio.ensure_future(self._exchange(body, request_id, method, name, link))
         try:
             return await bounded(
                 exchange, timeout, max_s or timeout, self._progress.progressed(request_id)
@@ -233,7 +238,7 @@ class StreamableHttpConnection:
             self._progress.unbind(request_id)
 
     async def _exchange(
-        self, body: bytes, request_id: int, method: str, name: str | None, sink: Sink | None
+        self, body: bytes, request_id: int, method: str, name: str | None, link: ClientLink | None
     ) -> Reply:
         async with self._http.post(
             self.settings.url, data=body, headers=self._headers(method, name), allow_redirects=False
@@ -244,7 +249,7 @@ class StreamableHttpConnection:
             if resp.status == 404 and self.facts.era is Era.LEGACY and self._session_id is not None:
                 return _SESSION_EXPIRED
             if ctype.startswith(EVENT_STREAM) and resp.status < 300:
-                return await self._read_stream(resp, request_id, sink)
+                return await self._read_stream(resp, request_id, link)
             data = await _read_bounded(resp, self.settings.max_message_bytes)
             if ctype.startswith(JSON) and data:
                 try:
@@ -260,20 +265,20 @@ class StreamableHttpConnection:
             )
 
     async def _read_stream(
-        self, resp: aiohttp.ClientResponse, request_id: int, sink: Sink | None
+        self, resp: aiohttp.ClientResponse, request_id: int, link: ClientLink | None
     ) -> Reply:
         parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
         async for chunk in resp.content.iter_any():
             for event in parser.feed(chunk):
                 if event.event != "message" or not event.data:
                     continue
-                reply = await self._on_stream_message(event.data, request_id, sink)
+                reply = await self._on_stream_message(event.data, request_id, link)
                 if reply is not None:
                     return reply
         return protocol_error(self.backend, "response stream ended without an answer")
 
     async def _on_stream_message(
-        self, data: bytes, request_id: int | None, sink: Sink | None
+        self, data: bytes, request_id: int | None, link: ClientLink | None
     ) -> Reply | None:
         try:
             env = frame.peek(data)
@@ -288,20 +293,26 @@ class StreamableHttpConnection:
             return None
         params = bytes(env.params) if env.params is not UNSET else None
         if env.id is not UNSET:
-            await self._answer_server_request(env.id, env.method)
+            # The request arrived on this call's own stream: its client is the one to ask.
+            task = asyncio.create_task(self._serve_server_request(env.id, env.method, params, link))
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
         elif env.method == methods.PROGRESS and await self._progress.deliver(params):
             pass
-        elif sink is not None and env.method == methods.MESSAGE:
-            await sink(env.method, params)  # a log message on this request's own stream
+        elif link is not None and env.method == methods.MESSAGE:
+            await link.notify(env.method, params)  # a log message on this request's own stream
         else:
             self._on_notification(env.method, params)
         return None
 
-    async def _answer_server_request(self, request_id: int | str | None, method: str) -> None:
-        if method == methods.PING:
-            reply = Reply(result=b"{}")
-        else:
-            reply = frame.error_reply(codes.METHOD_NOT_FOUND, f"Method not found: {method}")
+    async def _serve_server_request(
+        self,
+        request_id: int | str | None,
+        method: str,
+        params: bytes | None,
+        link: ClientLink | None,
+    ) -> None:
+        reply = await answer_server_request(method, params, link, self.client_timeout_s)
         body = frame.response_bytes(frame.encode_id(request_id), reply)
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
             async with self._http.post(

@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from switchyard.protocol import methods
+from switchyard.protocol.link import ClientLink
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw
 
-Sink = Callable[[str, bytes | None], Awaitable[None]]
 T = TypeVar("T")
 
 
 @dataclass(slots=True)
 class _Route:
-    sink: Sink
+    link: ClientLink
     client_token: Raw
     progressed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -33,9 +32,9 @@ class ProgressRoutes:
     def __init__(self) -> None:
         self._routes: dict[int, _Route] = {}
 
-    def bind(self, params: bytes | None, token: int, sink: Sink | None) -> bytes | None:
+    def bind(self, params: bytes | None, token: int, link: ClientLink | None) -> bytes | None:
         """Swap the client's progress token for ours; params unchanged if there is none."""
-        if sink is None or params is None or b'"progressToken"' not in params:
+        if link is None or params is None or b'"progressToken"' not in params:
             return params
         fields = frame.decode_object(params)
         raw_meta = fields.get("_meta")
@@ -47,7 +46,7 @@ class ProgressRoutes:
             return params
         meta["progressToken"] = Raw(str(token).encode())
         fields["_meta"] = Raw(frame.encode_object(meta))
-        self._routes[token] = _Route(sink, client_token)
+        self._routes[token] = _Route(link, client_token)
         return frame.encode_object(fields)
 
     def progressed(self, token: int) -> asyncio.Event | None:
@@ -71,7 +70,7 @@ class ProgressRoutes:
             return False  # after completion, or never ours: progress for it must not be sent
         fields["progressToken"] = route.client_token
         route.progressed.set()
-        await route.sink(methods.PROGRESS, frame.encode_object(fields))
+        await route.link.notify(methods.PROGRESS, frame.encode_object(fields))
         return True
 
 

@@ -1,0 +1,607 @@
+"""Switchyard benchmark: the same tools/call load against four targets, in one run.
+
+  direct             the SDK backend itself (bench/backend.py, JSON responses)
+  floor              bench/floor.py in front of it: a raw ASGI byte forwarder (the null proxy)
+  switchyard-legacy  Switchyard in front of it; clients use legacy sessions (initialize)
+  switchyard-modern  Switchyard in front of it; clients use 2026-07-28 single exchanges
+
+Optional targets: direct-modern and floor-modern drive direct and floor over the 2026-07-28
+wire; when selected, switchyard-modern is compared with them instead of direct and floor.
+
+Loads: small results (echo, 16 bytes) and large results (payload, 64 KiB), each at c=1 and
+c=32. Each round runs every load against every target in turn (the target order rotates per
+round); each run is warm-up calls, then a bounded measured count, under a wall-time cap.
+Figures are medians over rounds. Knobs: flags below, or the BENCH_* environment variables.
+See bench/README.md.
+
+  .venv/bin/python bench/run.py            (or: make bench)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+Record = dict[str, Any]
+
+GOAL_CPU = 1.3  # Switchyard CPU/call ÷ floor CPU/call: at most
+GOAL_ADDED_P50 = 1.3  # Switchyard added p50 ÷ floor added p50, c=1: at most
+GOAL_RPS = 0.85  # Switchyard RPS ÷ direct RPS, c>1: at least
+GOAL = {"cpu": GOAL_CPU, "p50": GOAL_ADDED_P50, "rps": GOAL_RPS}
+COARSE_TICKS = 50  # a CPU window under this many clock ticks (±1 tick = ±2%) is coarse
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    service: str  # the process that receives the load: backend, floor or switchyard
+    era: str  # how the load generator speaks: legacy or modern
+
+
+TARGETS = {
+    t.name: t
+    for t in (
+        Target("direct", "backend", "legacy"),
+        Target("floor", "floor", "legacy"),
+        Target("switchyard-legacy", "switchyard", "legacy"),
+        Target("switchyard-modern", "switchyard", "modern"),
+        Target("direct-modern", "backend", "modern"),
+        Target("floor-modern", "floor", "modern"),
+    )
+}
+SWITCHYARD = ("switchyard-legacy", "switchyard-modern")
+DEFAULT_TARGETS = "direct,floor,switchyard-legacy,switchyard-modern"
+
+
+@dataclass(frozen=True)
+class Load:
+    tool: str  # echo (small result) or payload (large result)
+    concurrency: int
+    calls: int
+
+
+# (flag, environment variable, type, default, help)
+KNOBS: list[tuple[str, str, type, str, str]] = [
+    ("--rounds", "BENCH_ROUNDS", int, "3", "interleaved rounds"),
+    ("--small-calls", "BENCH_SMALL_CALLS", int, "5000", "measured calls per run, 16 B echo"),
+    ("--large-calls", "BENCH_LARGE_CALLS", int, "4000", "measured calls per run, large results"),
+    ("--warmup", "BENCH_WARMUP", int, "200", "unmeasured calls before each measured window"),
+    ("--max-seconds", "BENCH_MAX_SECONDS", float, "60", "wall-time cap per run, warm-up included"),
+    ("--concurrency", "BENCH_CONCURRENCY", str, "1,32", "comma-separated concurrency levels"),
+    ("--kib", "BENCH_KIB", int, "64", "large result size, KiB"),
+    ("--targets", "BENCH_TARGETS", str, DEFAULT_TARGETS,
+     f"comma-separated subset of: {', '.join(TARGETS)}"),
+    ("--protocol-version", "BENCH_PROTOCOL_VERSION", str, "2025-11-25",
+     "legacy initialize version (2025-06-18 or 2025-11-25)"),
+    ("--switchyard", "BENCH_SWITCHYARD", str, str(Path(sys.executable).parent / "switchyard"),
+     "the switchyard executable"),
+    ("--switchyard-args", "BENCH_SWITCHYARD_ARGS", str, "",
+     "extra arguments for switchyard serve, e.g. '--log-level warning'"),
+    ("--ready-timeout", "BENCH_READY_TIMEOUT", float, "30", "seconds to wait for each service"),
+    ("--out-dir", "BENCH_OUT_DIR", Path, str(BENCH / "results"), "where results and logs go"),
+]  # fmt: skip
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    for flag, var, kind, default, text in KNOBS:
+        # A string default goes through `type` like a command-line value (clean errors).
+        ap.add_argument(flag, type=kind, default=os.environ.get(var, default),
+                        help=f"{text} (${var}, default {default})")  # fmt: skip
+    args = ap.parse_args()
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if unknown := [t for t in args.targets if t not in TARGETS]:
+        ap.error(f"unknown target(s) {unknown}; known: {', '.join(TARGETS)}")
+    if "direct" not in args.targets:
+        args.targets.insert(0, "direct")  # every ratio is relative to it
+    counts = (args.rounds, args.small_calls, args.large_calls, args.kib, *args.concurrency)
+    if min(counts) < 1 or args.warmup < 0 or not 0 < args.max_seconds <= 3600:
+        ap.error("rounds, calls, kib, concurrency must be >= 1; 0 < max-seconds <= 3600")
+    return args
+
+
+# ---- processes -------------------------------------------------------------------------
+
+
+class SetupError(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Service:
+    """A process this runner starts on 127.0.0.1 and always stops (TERM, then KILL)."""
+
+    def __init__(self, name: str, argv: list[str], port: int, logs: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/mcp"
+        self.log = logs / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        with self.log.open("wb") as log:
+            # Own session: a terminal's Ctrl-C reaches only this runner, which then stops it.
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                start_new_session=True,
+            )
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, path: str, timeout: float, need_200: bool) -> None:
+        """Poll GET path until it answers (with 200 if need_200); bounded by timeout."""
+        url = f"http://127.0.0.1:{self.port}{path}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise SetupError(f"{self.name} exited with code {self.exit_code()} at start-up")
+            try:
+                with urllib.request.urlopen(url, timeout=1.0):
+                    return  # 2xx/3xx
+            except urllib.error.HTTPError:
+                if not need_200:
+                    return  # it speaks HTTP: up
+            except OSError:
+                pass
+            time.sleep(0.1)
+        want = "200" if need_200 else "an HTTP response"
+        raise SetupError(f"{self.name}: GET {url} gave no {want} within {timeout:.0f} s")
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            text = []
+        return "\n".join("    " + line for line in text) or "    (empty)"
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+
+
+SWITCHYARD_CONFIG = """\
+servers:
+  bench:
+    url: {url}
+    type: streamable-http
+    prefix: ""
+"""
+
+
+@contextlib.contextmanager
+def services(args: argparse.Namespace, logs: Path) -> Iterator[dict[str, Service]]:
+    """The backend, then the proxies the selected targets need; all stopped on exit."""
+    py = sys.executable
+    needed = {TARGETS[t].service for t in args.targets}
+    svcs: dict[str, Service] = {}
+    try:
+        port = free_port()
+        backend = Service("backend", [py, str(BENCH / "backend.py"), f"--port={port}"], port, logs)
+        svcs["backend"] = backend
+        backend.start()
+        backend.wait_ready("/mcp", args.ready_timeout, need_200=False)
+        if "floor" in needed:
+            port = free_port()
+            argv = [py, str(BENCH / "floor.py"), f"--backend={backend.url}", f"--port={port}"]
+            svcs["floor"] = Service("floor", argv, port, logs)
+            svcs["floor"].start()
+        if "switchyard" in needed:
+            if not os.access(args.switchyard, os.X_OK):
+                raise SetupError(f"no switchyard executable at {args.switchyard} (make install?)")
+            config = logs / "switchyard.yaml"
+            config.write_text(SWITCHYARD_CONFIG.format(url=backend.url))
+            port = free_port()
+            argv = [args.switchyard, "serve", "--config", str(config)]
+            argv += ["--host", "127.0.0.1", "--port", str(port), *shlex.split(args.switchyard_args)]
+            svcs["switchyard"] = Service("switchyard", argv, port, logs)
+            svcs["switchyard"].start()
+        if "floor" in svcs:
+            svcs["floor"].wait_ready("/mcp", args.ready_timeout, need_200=False)
+        if "switchyard" in svcs:
+            svcs["switchyard"].wait_ready("/readyz", args.ready_timeout, need_200=True)
+        yield svcs
+    except SetupError as e:
+        for svc in svcs.values():
+            if svc.name in str(e) or not svc.alive():
+                e.add_note(
+                    f"  {svc.name}: {' '.join(svc.argv)}\n  log {svc.log}:\n{svc.log_tail()}"
+                )
+        raise
+    finally:
+        for svc in reversed(svcs.values()):
+            svc.stop()
+
+
+# ---- measuring -------------------------------------------------------------------------
+
+
+def measure(args: argparse.Namespace, svcs: dict[str, Service], t: Target, load: Load) -> Record:
+    """One bounded load run in a fresh load-generator process."""
+    svc = svcs[t.service]
+    argv = [
+        sys.executable, str(BENCH / "loadgen.py"), f"--url={svc.url}", f"--era={t.era}",
+        f"--protocol-version={args.protocol_version}", f"--tool={load.tool}",
+        f"--kib={args.kib}", f"--concurrency={load.concurrency}", f"--requests={load.calls}",
+        f"--warmup={args.warmup}", f"--max-seconds={args.max_seconds}",
+        f"--cpu=backend={svcs['backend'].pid}",
+    ]  # fmt: skip
+    if t.service != "backend":
+        argv.append(f"--cpu=proxy={svc.pid}")
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=args.max_seconds + 45, cwd=REPO
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"loadgen exit {done.returncode}: {done.stderr.strip()[-500:]}")
+        result: Record = json.loads(done.stdout.strip().splitlines()[-1])
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError, IndexError) as e:
+        result = {"ok": 0, "errors": load.calls, "failed": repr(e)[:600], "error_samples": []}
+    if not svc.alive():
+        result["failed"] = f"{svc.name} exited with code {svc.exit_code()} during the run"
+    return result
+
+
+def run_all(args: argparse.Namespace, svcs: dict[str, Service], out: Path, run_id: str) -> None:
+    loads = [Load("echo", c, args.small_calls) for c in args.concurrency]
+    loads += [Load("payload", c, args.large_calls) for c in args.concurrency]
+    targets = [TARGETS[t] for t in args.targets]
+    for rnd in range(1, args.rounds + 1):
+        shift = (rnd - 1) % len(targets)
+        order = targets[shift:] + targets[:shift]
+        for load in loads:
+            for target in order:
+                rec = {
+                    "type": "run",
+                    "run_id": run_id,
+                    "round": rnd,
+                    "target": target.name,
+                    "load": "small" if load.tool == "echo" else "large",
+                    **measure(args, svcs, target, load),
+                }
+                with out.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                progress(rec)
+                if not all(s.alive() for s in svcs.values()):
+                    raise SetupError(rec.get("failed", "a service exited"))
+
+
+def progress(r: Record) -> None:
+    head = f"r{r['round']} {r['load']:<5} c={r['concurrency']:<3} {r['target']:<18}"
+    if "failed" in r:
+        print(f"{head} FAILED: {r['failed']}", file=sys.stderr, flush=True)
+        return
+    keys = [k for k in ("proxy", "backend", "client") if f"cpu_{k}_us" in r]
+    cpu = "  ".join(f"{k} {fmt_us(r[f'cpu_{k}_us'])}" for k in keys)
+    line = f"{head} p50 {fmt_us(r['p50_us']):>9}  p99 {fmt_us(r['p99_us']):>9}  "
+    line += f"{r['rps']:>6.0f} rps  CPU/call: {cpu}"
+    if r["errors"]:
+        line += f"  ERRORS {r['errors']}: {r['error_samples'][:1]}"
+    if r.get("truncated"):
+        line += "  TRUNCATED by --max-seconds"
+    print(line, file=sys.stderr, flush=True)
+
+
+# ---- summary ---------------------------------------------------------------------------
+
+
+def fmt_us(v: float | None, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    sign = "-" if v < 0 else ("+" if signed else "")
+    a = abs(v)
+    return f"{sign}{a / 1000:.2f} ms" if a >= 1000 else f"{sign}{a:.0f} µs"
+
+
+def med(values: list[Any]) -> float | None:
+    xs = [x for x in values if x is not None]
+    return float(statistics.median(xs)) if xs else None
+
+
+def clean(r: Record) -> bool:
+    return not r.get("failed") and not r["errors"] and not r.get("truncated")
+
+
+def added_p50(run: Record, direct: Record) -> float | None:
+    """p50 through a proxy minus p50 direct, both from the same round."""
+    if run.get("p50_us") is None or direct.get("p50_us") is None:
+        return None
+    return float(run["p50_us"] - direct["p50_us"])
+
+
+def rps_ratio(run: Record, direct: Record) -> float | None:
+    return float(run["rps"] / direct["rps"]) if direct.get("rps") else None
+
+
+LoadKey = tuple[str, int]  # ("small" | "large", concurrency)
+
+
+class Summary:
+    def __init__(self, records: list[Record], targets: list[str], kib: int) -> None:
+        self.targets = targets
+        self.kib = kib
+        self.cells: dict[tuple[str, str, int], list[Record]] = {}
+        for r in records:
+            self.cells.setdefault((r["target"], r["load"], r["concurrency"]), []).append(r)
+        self.loads = sorted({(k[1], k[2]) for k in self.cells}, key=lambda k: (k[0] != "small", k))
+
+    def label(self, load: LoadKey) -> str:
+        return "16 B echo" if load[0] == "small" else f"{self.kib} KiB"
+
+    def runs(self, target: str, load: LoadKey) -> list[Record]:
+        return [r for r in self.cells.get((target, *load), []) if not r.get("failed")]
+
+    def median(self, target: str, load: LoadKey, key: str) -> float | None:
+        return med([r.get(key) for r in self.runs(target, load)])
+
+    def paired(
+        self, a: str, b: str, load: LoadKey, fn: Callable[[Record, Record], float | None]
+    ) -> float | None:
+        """Median over rounds of fn(run of a, run of b from the same round)."""
+        bs = {r["round"]: r for r in self.runs(b, load)}
+        return med([fn(r, bs[r["round"]]) for r in self.runs(a, load) if r["round"] in bs])
+
+    def table(self) -> list[str]:
+        lines = [
+            "| target | load | c | p50 | p99 | RPS | proxy CPU/call | backend CPU/call "
+            "| client CPU/call | calls ok | errors |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for load in self.loads:
+            for t in self.targets:
+                every = self.cells.get((t, *load), [])
+                if not every:
+                    continue
+                errs = sum(r["errors"] for r in every)
+                notes = [f"{sum(1 for r in every if r.get('failed'))} runs failed"]
+                notes = notes * any(r.get("failed") for r in every)
+                notes += ["truncated"] * any(r.get("truncated") for r in every)
+                rps = self.median(t, load, "rps")
+                cells = [
+                    t,
+                    self.label(load),
+                    str(load[1]),
+                    fmt_us(self.median(t, load, "p50_us")),
+                    fmt_us(self.median(t, load, "p99_us")),
+                    "-" if rps is None else f"{rps:.0f}",
+                    *(fmt_us(self.median(t, load, f"cpu_{k}_us")) for k in ("proxy", "backend")),
+                    fmt_us(self.median(t, load, "cpu_client_us")),
+                    str(sum(r["ok"] for r in every)),
+                    " ".join([f"**{errs}**" if errs else "0", *notes]),
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+        return lines
+
+    def baseline(self, kind: str, target: str) -> str:
+        modern = f"{kind}-modern"
+        return modern if TARGETS[target].era == "modern" and modern in self.targets else kind
+
+    def ratios(self) -> tuple[list[str], list[Record]]:
+        sws = [t for t in SWITCHYARD if t in self.targets]
+        rows = [("CPU/call ÷ floor's", "cpu", f"≤ {GOAL_CPU}", load) for load in self.loads]
+        rows += [
+            ("added p50 ÷ floor's", "p50", f"≤ {GOAL_ADDED_P50}", load)
+            for load in self.loads
+            if load[1] == 1
+        ]
+        rows += [
+            ("RPS ÷ direct", "rps", f"≥ {GOAL_RPS}", load) for load in self.loads if load[1] > 1
+        ]
+        lines = [
+            "| ratio | load | c | goal | " + " | ".join(sws) + " |",
+            "|---|---|---:|---|" + "---|" * len(sws),
+        ]
+        found: list[Record] = []
+        for title, kind, goal, load in rows:
+            recs = [self.ratio(kind, sw, load) for sw in sws]
+            found += recs
+            cells = [title, self.label(load), str(load[1]), goal, *(r["cell"] for r in recs)]
+            lines.append("| " + " | ".join(cells) + " |")
+        return lines, found
+
+    def ratio(self, kind: str, sw: str, load: LoadKey) -> Record:
+        floor, direct = self.baseline("floor", sw), self.baseline("direct", sw)
+        value: float | None = None
+        detail = ""
+        coarse = False
+        inputs: tuple[str, ...]
+        if kind == "cpu":
+            inputs = (sw, floor)
+            a = self.median(sw, load, "cpu_proxy_us")
+            b = self.median(floor, load, "cpu_proxy_us")
+            if a is not None and b:
+                value, detail = a / b, f"{fmt_us(a)} vs {fmt_us(b)}"
+            ticks = [r.get("cpu_proxy_ticks") or 0 for t in inputs for r in self.runs(t, load)]
+            coarse = bool(ticks) and min(ticks) < COARSE_TICKS
+        elif kind == "p50":
+            inputs = (sw, floor, direct)
+            a = self.paired(sw, direct, load, added_p50)
+            b = self.paired(floor, direct, load, added_p50)
+            if a is not None and b is not None:
+                value = a / b if b > 0 else None  # a floor that adds nothing: no ratio
+                detail = f"{fmt_us(a, True)} vs {fmt_us(b, True)}"
+        else:
+            inputs = (sw, direct)
+            value = self.paired(sw, direct, load, rps_ratio)
+            a, b = self.median(sw, load, "rps"), self.median(direct, load, "rps")
+            floor_ratio = self.paired(floor, direct, load, rps_ratio)
+            if a is not None and b is not None:
+                detail = f"{a:.0f} vs {b:.0f}"
+            if floor_ratio is not None:
+                detail += f"; floor {floor_ratio:.2f}"  # what a bare hop keeps, same rounds
+        if any(not clean(r) for t in inputs for r in self.cells.get((t, *load), [])):
+            verdict = "ERRORS"
+        elif value is None:
+            verdict = "n/a"
+        else:
+            value = round(value, 2)  # judged as shown
+            met = value >= GOAL_RPS if kind == "rps" else value <= GOAL[kind]
+            verdict = "PASS" if met else "MISS"
+        cell = f"{'-' if value is None else f'{value:.2f}'} {verdict}"
+        cell += f" ({detail}{', coarse' * coarse})" if detail else ""
+        return {
+            "type": "ratio",
+            "kind": kind,
+            "target": sw,
+            "load": load[0],
+            "concurrency": load[1],
+            "value": value,
+            "verdict": verdict,
+            "baseline": direct if kind == "rps" else floor,
+            "coarse": coarse,
+            "cell": cell,
+        }
+
+
+# ---- main ------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("switchyard", "mcp", "aiohttp", "uvicorn", "uvloop", "httptools", "msgspec"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "?"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = ["git", "-C", str(REPO), "describe", "--always", "--dirty"]
+        out["git"] = subprocess.run(git, capture_output=True, text=True, timeout=10).stdout.strip()
+    return out
+
+
+def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # treated like Ctrl-C: stop the services, report what was measured
+
+
+def main() -> int:
+    args = parse_args()
+    signal.signal(signal.SIGTERM, on_sigterm)
+    run_id = time.strftime("%Y%m%dT%H%M%S")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    out = args.out_dir / f"{run_id}.jsonl"
+    logs = args.out_dir / f"{run_id}.logs"
+    logs.mkdir()
+    meta: Record = {
+        "type": "meta",
+        "run_id": run_id,
+        **{k: v for k, v in vars(args).items() if k not in ("out_dir", "switchyard")},
+        "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg()[0],
+        "versions": versions(),
+    }
+    out.write_text(json.dumps(meta) + "\n")
+    print(f"run {run_id}: {', '.join(args.targets)}; {args.rounds} round(s)", file=sys.stderr)
+    status = 0
+    try:
+        with services(args, logs) as svcs:
+            run_all(args, svcs, out, run_id)
+    except SetupError as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        for note in getattr(e, "__notes__", []):
+            print(note, file=sys.stderr)
+        if any(t in args.targets for t in SWITCHYARD):
+            print("(to measure without Switchyard: --targets direct,floor)", file=sys.stderr)
+        status = 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        status = 130
+    records = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+    if records:
+        report(records, args, meta, out)
+    if status == 0 and any(not clean(r) for r in records):
+        status = 1
+    if status == 0:
+        shutil.rmtree(logs)  # process logs are kept only when something went wrong
+    else:
+        print(f"process logs: {logs}", file=sys.stderr)
+    return status
+
+
+def report(records: list[Record], args: argparse.Namespace, meta: Record, out: Path) -> None:
+    summary = Summary(records, args.targets, args.kib)
+    v = meta["versions"]
+    rounds = len({r["round"] for r in records})
+    print(f"\n## Switchyard bench {meta['run_id']}\n")
+    print(
+        f"{rounds} round(s), medians over rounds. Per run: {args.warmup} warm-up calls, then "
+        f"{args.small_calls} (16 B echo) or {args.large_calls} ({args.kib} KiB) measured calls, "
+        f"capped at {args.max_seconds:.0f} s. {meta['cpus']} CPUs; load average "
+        f"{meta['loadavg_start']:.2f} at start, {os.getloadavg()[0]:.2f} at end. "
+        f"switchyard {v['switchyard']} (git {v.get('git') or '-'}), mcp {v['mcp']}, "
+        f"aiohttp {v['aiohttp']}, uvicorn {v['uvicorn']}, Python {v['python']}."
+        + (f" Switchyard extra args: {args.switchyard_args}." if args.switchyard_args else "")
+        + "\n"
+    )
+    print("\n".join(summary.table()))
+    if any(t in args.targets for t in SWITCHYARD):
+        lines, ratios = summary.ratios()
+        print("\nSwitchyard ratios (added p50 and RPS paired within each round, then medianed):\n")
+        print("\n".join(lines))
+        with out.open("a") as f:
+            for rec in ratios:
+                f.write(json.dumps({"run_id": meta["run_id"], **rec}) + "\n")
+        verdicts = [r["verdict"] for r in ratios]
+        tally = [f"{verdicts.count(k)} {k}" for k in ("MISS", "ERRORS", "n/a") if k in verdicts]
+        print(f"\ngoals met: {verdicts.count('PASS')}/{len(verdicts)}", *tally, sep=", ")
+        if any(r["coarse"] for r in ratios):
+            print(f"(coarse: a CPU window under {COARSE_TICKS} clock ticks; raise the call counts)")
+    for r in [r for r in records if not clean(r)][:10]:
+        why = r.get("failed") or ("truncated by --max-seconds" * bool(r.get("truncated")))
+        print(f"- r{r['round']} {r['target']} {r['load']} c={r['concurrency']}: "
+              f"{r['errors']} errors {why} {r.get('error_samples', [])[:2]}")  # fmt: skip
+    print(f"\nraw results: {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
