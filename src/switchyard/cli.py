@@ -9,20 +9,11 @@ from pathlib import Path
 
 from switchyard import __version__
 from switchyard.config.load import ConfigError, demo_config_path, load, load_plan
+from switchyard.observability import logging as observability_logging
 
 log = logging.getLogger("switchyard")
 
 DEMOS = ("clock", "notes")
-
-
-def _setup_logging(level: str, log_file: str | None) -> None:
-    handler: logging.Handler = (
-        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    )
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args.file)
     if args.command == "demo":
         return _demo(args.name)
-    _setup_logging(args.log_level, args.log_file)
+    observability_logging.setup(args.log_level, args.log_file)
     path = Path(args.config) if args.config else demo_config_path()
     try:
         plan, config, warnings = load_plan(path)

@@ -51,6 +51,9 @@ class Check:
     id: str  # the suite's check id; `#2`, `#3`... appended when a scenario repeats an id
     status: str  # SUCCESS | FAILURE | WARNING | INFO
     error: str = ""
+    # The check's recorded tool result is the server saying the tool does not exist (as an
+    # `isError` result): the check passed without the scenario's tool, see `regressions`.
+    tool_missing: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -67,6 +70,7 @@ class Run:
 
     url: str
     spec_version: str
+    scenarios: list[str]
     checks: dict[tuple[str, str], Check] = field(default_factory=dict)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # timeouts, scenarios that did not run
@@ -123,8 +127,19 @@ def _add(run: Run, scenario: str, raw: list[dict[str, Any]]) -> None:
         seen[item["id"]] += 1
         cid = item["id"] if seen[item["id"]] == 1 else f"{item['id']}#{seen[item['id']]}"
         run.checks[(scenario, cid)] = Check(
-            scenario, cid, item["status"], str(item.get("errorMessage") or "")
+            scenario, cid, item["status"], str(item.get("errorMessage") or ""), _tool_missing(item)
         )
+
+
+_NO_SUCH_TOOL = re.compile(r"\bTool \S+ not found\b|\bUnknown tool\b", re.I)
+
+
+def _tool_missing(item: dict[str, Any]) -> bool:
+    result = (item.get("details") or {}).get("result")
+    if not isinstance(result, dict) or result.get("isError") is not True:
+        return False
+    texts = [c.get("text", "") for c in result.get("content") or [] if isinstance(c, dict)]
+    return any(_NO_SUCH_TOOL.search(t) for t in texts)
 
 
 def _invoke(args: list[str], timeout: float) -> tuple[str, bool]:
@@ -158,7 +173,7 @@ def run_suite(
     of the budget; those the budget does not cover are recorded as failures ("not run").
     A scenario the suite ran without leaving results is a failure too.
     """
-    run = Run(url, spec_version)
+    run = Run(url, spec_version, scenarios)
     start = time.monotonic()
     deadline = start + budget_s
     out_dir = workdir / "all"
@@ -214,10 +229,28 @@ def run_suite(
 _RANK = {"SUCCESS": 0, "INFO": 0, "WARNING": 1, "FAILURE": 2}
 
 
+def hollow_passes(run: Run) -> list[Check]:
+    """Checks passed only because the server answered "no such tool" as an `isError` result.
+
+    tools-call-simple-text and tools-call-error accept any `isError`/text result, so a server
+    without `test_simple_text`/`test_error_handling` (server-everything) passes them with its
+    "Tool ... not found" result. They say nothing about the server, and a gateway that answers
+    an unknown tool with the JSON-RPC error -32602 the spec prescribes (2025-11-25
+    server/tools, error handling: "Unknown tools" are protocol errors) fails them.
+    """
+    return [c for c in run.checks.values() if c.ok and c.tool_missing]
+
+
 def regressions(direct: Run, through: Run) -> list[tuple[Check, Check | None]]:
-    """Checks that fare worse through the gateway than directly: (direct, through or None)."""
+    """Checks that fare worse through the gateway than directly: (direct, through or None).
+
+    Hollow direct passes (see `hollow_passes`) are not compared.
+    """
     out: list[tuple[Check, Check | None]] = []
+    hollow = {c.key for c in hollow_passes(direct)}
     for key, check in direct.checks.items():
+        if key in hollow:
+            continue
         other = through.checks.get(key)
         if other is None:
             # The scenario took another path through the gateway (e.g. it failed before the

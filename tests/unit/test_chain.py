@@ -132,13 +132,13 @@ async def test_outer_policy_sees_and_may_replace_the_inner_reply() -> None:
 
 class HideSecret(Policy):
     async def __call__(self, call: Call) -> Reply:
-        call.list_filters.append(lambda e: "secret" not in e.original)
+        call.add_list_filter(lambda e: "secret" not in e.original)
         return await self.next(call)
 
 
 class OnlyBackendA(Policy):
     async def __call__(self, call: Call) -> Reply:
-        call.list_filters.append(lambda e: e.backend == "a")
+        call.add_list_filter(lambda e: e.backend == "a")
         return await self.next(call)
 
 
@@ -205,6 +205,6 @@ def test_call_allowed_requires_every_filter() -> None:
     entry = CATALOG.lookup(catalog.TOOLS, "a_open")
     assert isinstance(entry, Entry)
     assert call.allowed(entry)
-    call.list_filters.append(lambda e: True)
-    call.list_filters.append(lambda e: False)
+    call.add_list_filter(lambda e: True)
+    call.add_list_filter(lambda e: False)
     assert not call.allowed(entry)

@@ -189,24 +189,31 @@ async def test_send_failure_is_unavailable() -> None:
     assert stream._pending == {}
 
 
+async def _answered(stream: MemoryStream) -> list[dict[str, Any]]:
+    """Server requests are answered from their own task (a client may take minutes)."""
+    await stream.wait_sent(1)
+    return stream.sent
+
+
 @pytest.mark.parametrize("server_id", [7, "srv-1", 0])
 async def test_server_ping_is_answered_with_empty_result(server_id: Any) -> None:
     stream = MemoryStream()
     await stream._dispatch(
         json.dumps({"jsonrpc": "2.0", "id": server_id, "method": "ping"}).encode()
     )
-    assert stream.sent == [{"jsonrpc": "2.0", "id": server_id, "result": {}}]
+    assert await _answered(stream) == [{"jsonrpc": "2.0", "id": server_id, "result": {}}]
     assert stream.notifications == []
 
 
-async def test_other_server_requests_get_method_not_found() -> None:
+async def test_a_server_request_with_no_client_to_route_to_is_refused() -> None:
     stream = MemoryStream()
     await stream._dispatch(
         b'{"jsonrpc":"2.0","id":"r","method":"sampling/createMessage","params":{}}'
     )
-    [sent] = stream.sent
+    [sent] = await _answered(stream)
     assert sent["id"] == "r"
-    assert sent["error"]["code"] == codes.METHOD_NOT_FOUND
+    assert sent["error"]["code"] == codes.INTERNAL_ERROR
+    assert "no single client" in sent["error"]["message"]
 
 
 async def test_notifications_go_to_the_handler_with_raw_params() -> None:

@@ -53,14 +53,19 @@ async def respond(
     body: bytes = b"",
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers or []})
+    # A known length spares both ends chunked framing.
+    length = (b"content-length", str(len(body)).encode())
+    headers = [*headers, length] if headers else [length]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 async def respond_json(
     send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    headers = JSON_HEADERS if extra is None else [*JSON_HEADERS, *extra]
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if extra is not None:
+        headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

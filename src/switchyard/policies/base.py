@@ -45,7 +45,7 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     backend: str | None = None
     target: str | None = None
-    list_filters: list[ListFilter] = field(default_factory=list)
+    list_filters: list[ListFilter] | None = None
     _fields: dict[str, Raw] | None = None
 
     def fields(self) -> dict[str, Raw]:
@@ -55,7 +55,13 @@ class Call:
         return self._fields
 
     def allowed(self, entry: Entry) -> bool:
-        return all(f(entry) for f in self.list_filters)
+        return self.list_filters is None or all(f(entry) for f in self.list_filters)
+
+    def add_list_filter(self, allowed: ListFilter) -> None:
+        """Hide list entries `allowed` rejects (and make them uncallable by name)."""
+        if self.list_filters is None:
+            self.list_filters = []
+        self.list_filters.append(allowed)
 
 
 class Policy:

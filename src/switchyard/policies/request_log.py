@@ -1,27 +1,22 @@
-"""Request logging with timing: one line per request, after it completes."""
+"""Request logging with timing: one access-log line per request, after it completes."""
 
 from __future__ import annotations
 
-import logging
 import time
 
+from switchyard.observability.logging import access_log
 from switchyard.policies.base import Call, Policy
 from switchyard.wire.frame import Reply
-
-log = logging.getLogger("switchyard.requests")
 
 
 class RequestLog(Policy):
     async def __call__(self, call: Call) -> Reply:
         reply = await self.next(call)
-        if log.isEnabledFor(logging.INFO):
+        if access_log.enabled:
             elapsed_ms = (time.perf_counter() - call.started) * 1000.0
-            log.info(
-                "%s %s%s -> %s in %.2f ms",
-                call.method,
-                call.target or "",
-                f" @{call.backend}" if call.backend else "",
-                "error" if reply.error is not None else "ok",
-                elapsed_ms,
+            outcome = "error" if reply.error is not None else "ok"
+            backend = f" @{call.backend}" if call.backend else ""
+            access_log.write(
+                f"{call.method} {call.target or ''}{backend} -> {outcome} in {elapsed_ms:.2f} ms"
             )
         return reply

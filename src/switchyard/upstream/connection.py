@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from switchyard.protocol import codes, methods
 from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import Era
-from switchyard.upstream.progress import ProgressRoutes, bounded
+from switchyard.upstream.progress import Deadline, ProgressRoutes
 from switchyard.wire import frame
 from switchyard.wire.frame import UNSET, Envelope, Reply
 
@@ -152,8 +152,9 @@ class MessageStream:
         params = self._progress.bind(params, request_id, link)
         try:
             await self._send(frame.request_bytes(str(request_id).encode(), method, params))
-            progressed = self._progress.progressed(request_id)
-            return await bounded(future, timeout, max_s or timeout, progressed)
+            async with Deadline(timeout, max_s or timeout) as deadline:
+                self._progress.watch(request_id, deadline)
+                return await future
         except TimeoutError:
             await self._cancel_upstream(request_id, "timeout")
             return timed_out(self.backend, timeout)

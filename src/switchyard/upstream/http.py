@@ -31,7 +31,7 @@ from switchyard.upstream.connection import (
     timed_out,
     unavailable,
 )
-from switchyard.upstream.progress import ProgressRoutes, bounded
+from switchyard.upstream.progress import Deadline, ProgressRoutes
 from switchyard.wire import frame, sse
 from switchyard.wire.frame import UNSET, Reply
 
@@ -211,11 +211,10 @@ class StreamableHttpConnection:
         request_id = next(self._ids)
         params = self._progress.bind(params, request_id, link)
         body = frame.request_bytes(str(request_id).encode(), method, params)
-        exchange = asyncio.ensure_future(self._exchange(body, request_id, method, name, link))
         try:
-            return await bounded(
-                exchange, timeout, max_s or timeout, self._progress.progressed(request_id)
-            )
+            async with Deadline(timeout, max_s or timeout) as deadline:
+                self._progress.watch(request_id, deadline)
+                return await self._exchange(body, request_id, method, name, link)
         except TimeoutError:
             # Modern: abandoning the stream is the cancellation. Legacy: say so explicitly.
             if self.facts.era is Era.LEGACY and method != methods.INITIALIZE:
@@ -370,8 +369,10 @@ _SESSION_EXPIRED: Final = Reply(error=b'{"code":-31002,"message":"session expire
 
 async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     declared = resp.content_length
-    if declared is not None and declared > limit:
-        raise ValueError(f"response of {declared} bytes exceeds the {limit}-byte limit")
+    if declared is not None:
+        if declared > limit:
+            raise ValueError(f"response of {declared} bytes exceeds the {limit}-byte limit")
+        return await resp.read()  # the length is known and within bounds
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(READ_CHUNK):

@@ -9,23 +9,51 @@ progress for it is mapped back to the client's own token and that client's strea
 from __future__ import annotations
 
 import asyncio
-import time
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
 
 from switchyard.protocol import methods
 from switchyard.protocol.link import ClientLink
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw
 
-T = TypeVar("T")
-
 
 @dataclass(slots=True)
 class _Route:
     link: ClientLink
     client_token: Raw
-    progressed: asyncio.Event = field(default_factory=asyncio.Event)
+    deadline: Deadline | None = None
+
+
+class Deadline:
+    """A request's timeout that each progress notification pushes back, up to a hard limit.
+
+    Wraps `asyncio.timeout` (rescheduling is a timer update): no task per request.
+    """
+
+    __slots__ = ("_hard", "_loop", "_scope", "timeout")
+
+    def __init__(self, timeout: float, hard_max: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.timeout = timeout
+        self._hard = self._loop.time() + max(hard_max, timeout)
+        self._scope = asyncio.timeout(timeout)
+
+    async def __aenter__(self) -> Deadline:
+        await self._scope.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._scope.__aexit__(exc_type, exc, tb)
+
+    def extend(self) -> None:
+        self._scope.reschedule(min(self._loop.time() + self.timeout, self._hard))
 
 
 class ProgressRoutes:
@@ -49,9 +77,11 @@ class ProgressRoutes:
         self._routes[token] = _Route(link, client_token)
         return frame.encode_object(fields)
 
-    def progressed(self, token: int) -> asyncio.Event | None:
+    def watch(self, token: int, deadline: Deadline) -> None:
+        """Let progress for `token` push back `deadline`."""
         route = self._routes.get(token)
-        return route.progressed if route is not None else None
+        if route is not None:
+            route.deadline = deadline
 
     def unbind(self, token: int) -> None:
         self._routes.pop(token, None)
@@ -69,30 +99,7 @@ class ProgressRoutes:
         if route is None:
             return False  # after completion, or never ours: progress for it must not be sent
         fields["progressToken"] = route.client_token
-        route.progressed.set()
+        if route.deadline is not None:
+            route.deadline.extend()
         await route.link.notify(methods.PROGRESS, frame.encode_object(fields))
         return True
-
-
-async def bounded(
-    work: asyncio.Future[T], timeout: float, hard_max: float, progressed: asyncio.Event | None
-) -> T:
-    """Await `work` for `timeout` seconds, extended while progress arrives, never past `hard_max`.
-
-    On expiry `work` is cancelled and TimeoutError raised.
-    """
-    started = time.monotonic()
-    try:
-        while True:
-            left = hard_max - (time.monotonic() - started)
-            if left <= 0:
-                raise TimeoutError
-            done, _ = await asyncio.wait({work}, timeout=min(timeout, left))
-            if done:
-                return work.result()
-            if progressed is None or not progressed.is_set():
-                raise TimeoutError
-            progressed.clear()
-    finally:
-        if not work.done():
-            work.cancel()
