@@ -11,7 +11,9 @@ from switchyard.protocol.versions import Era
 from switchyard.wire.frame import Raw, Reply
 
 # Methods that exist only in one era; the other era answers "method not found".
-LEGACY_ONLY = frozenset({methods.INITIALIZE, methods.PING})
+LEGACY_ONLY = frozenset(
+    {methods.INITIALIZE, methods.PING, methods.SET_LEVEL, methods.SUBSCRIBE, methods.UNSUBSCRIBE}
+)
 
 
 class Dispatcher:

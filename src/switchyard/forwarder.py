@@ -7,6 +7,7 @@ added or removed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -18,6 +19,7 @@ from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era, negotiate_handshake
 from switchyard.routing import catalog
 from switchyard.routing.catalog import Catalog, Entry
+from switchyard.subscriptions import Subscriptions
 from switchyard.upstream.backend import Backend
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
@@ -27,6 +29,16 @@ SERVER_INFO: Final = {
     "title": "Switchyard",
     "version": switchyard.__version__,
 }
+LOG_LEVELS: Final = (
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+)
 # Requests whose results may be `input_required` (2026-07-28 MRTR).
 MRTR_METHODS: Final = frozenset({methods.TOOLS_CALL, methods.PROMPTS_GET, methods.RESOURCES_READ})
 # Input-required rounds one call may take before Switchyard gives up on the backend.
@@ -59,6 +71,7 @@ class Forwarder:
         self.page_size = page_size
         self.instructions = instructions
         self.parked = ParkedCalls()
+        self.subscriptions = Subscriptions(backends)
 
     def terminals(self) -> dict[str, Handler]:
         return {
@@ -73,6 +86,9 @@ class Forwarder:
             methods.PROMPTS_GET: self.get_prompt,
             methods.RESOURCES_READ: self.read_resource,
             methods.COMPLETE: self.complete,
+            methods.SUBSCRIBE: self.subscribe,
+            methods.UNSUBSCRIBE: self.unsubscribe,
+            methods.SET_LEVEL: self.set_level,
         }
 
     async def method_not_found(self, call: Call) -> Reply:
@@ -83,14 +99,23 @@ class Forwarder:
     def capabilities(self) -> dict[str, Any]:
         """The union of what the backends offer and Switchyard serves; never hard-coded."""
         offered: set[str] = set()
+        subscribe = False
         for backend in self.backends.values():
             offered.update(backend.known_capabilities)
+            resources = backend.known_capabilities.get("resources")
+            subscribe = subscribe or (
+                isinstance(resources, dict) and bool(resources.get("subscribe"))
+            )
         caps: dict[str, Any] = {}
         for primitive in _LISTED:
             if primitive in offered:
                 caps[primitive] = {"listChanged": True}
+        if subscribe:
+            caps["resources"]["subscribe"] = True
         if "completions" in offered:
             caps["completions"] = {}
+        if "logging" in offered:
+            caps["logging"] = {}
         return caps
 
     async def initialize(self, call: Call) -> Reply:
@@ -174,6 +199,63 @@ class Forwarder:
             return frame.error_reply(code, f"Resource not found: {uri}", {"uri": uri})
         return await self._forward(call, entry, fields, uri)
 
+    def _resource_entry(self, uri: str, feature: str | None = None) -> Entry | None:
+        """The owner of `uri`: a listed resource or template, else the only backend that could
+        serve it (backends may serve URIs they never list). Ambiguity means nobody."""
+        entry = self.catalog().resource_owner(uri)
+        if entry is not None:
+            return entry
+        able = [
+            b
+            for b in self.backends.values()
+            if b.is_up
+            and isinstance(caps := b.known_capabilities.get("resources"), dict)
+            and (feature is None or caps.get(feature))
+        ]
+        if len(able) != 1:
+            return None
+        return Entry(catalog.RESOURCES, uri, able[0].name, uri, b"")
+
+    async def subscribe(self, call: Call) -> Reply:
+        return await self._subscription(call, True)
+
+    async def unsubscribe(self, call: Call) -> Reply:
+        return await self._subscription(call, False)
+
+    async def _subscription(self, call: Call, on: bool) -> Reply:
+        uri = _str_field(call.fields(), "uri")
+        if uri is None:
+            return invalid_params(f"{call.method} requires a uri")
+        key, push = call.ctx.session_id, call.ctx.session_push
+        if key is None or push is None:
+            return frame.error_reply(codes.METHOD_NOT_FOUND, f"{call.method} needs a session")
+        entry = self._resource_entry(uri, "subscribe")
+        if entry is None or not call.allowed(entry):
+            return frame.error_reply(
+                codes.RESOURCE_NOT_FOUND_LEGACY, f"Resource not found: {uri}", {"uri": uri}
+            )
+        backend = self.backends[entry.backend]
+        call.backend, call.target = backend.name, uri
+        if not on:
+            await self.subscriptions.remove(key, uri)
+            return Reply(result=b"{}")
+        if not backend.supports_subscribe:
+            return frame.error_reply(
+                codes.METHOD_NOT_FOUND, f"backend {backend.name!r} offers no resource subscriptions"
+            )
+        await self.subscriptions.add(key, push, uri, backend)
+        return Reply(result=b"{}")
+
+    async def set_level(self, call: Call) -> Reply:
+        level = _str_field(call.fields(), "level")
+        if level not in LOG_LEVELS or call.params is None:
+            return invalid_params(f"level must be one of {', '.join(LOG_LEVELS)}")
+        # Legacy backends hear it now (one shared level per backend session); modern backends
+        # receive the session's level on each request instead.
+        params = bytes(call.params)
+        await asyncio.gather(*(b.set_level(params) for b in self.backends.values()))
+        return Reply(result=b"{}")
+
     async def complete(self, call: Call) -> Reply:
         fields = call.fields()
         if "ref" not in fields:
@@ -254,7 +336,9 @@ class Forwarder:
         client_era = call.ctx.era
         if facts.era is Era.MODERN:
             if client_era is not Era.MODERN or call.ctx.version != facts.version:
-                fields = eras.params_for_modern(fields, facts.version, call.ctx.client_capabilities)
+                fields = eras.params_for_modern(
+                    fields, facts.version, call.ctx.client_capabilities, call.ctx.log_level
+                )
         else:
             fields = eras.params_for_legacy(fields)
         if client_era is Era.MODERN and facts.era is Era.LEGACY and call.method in MRTR_METHODS:

@@ -54,7 +54,7 @@ class Gateway:
         self.plan = plan
         self.settings = plan.gateway
         self.backends: dict[str, Backend] = {
-            b.name: Backend(b, self._backend_changed) for b in plan.backends
+            b.name: Backend(b, self._backend_changed, self._backend_event) for b in plan.backends
         }
         self.catalog = catalog.Catalog()
         self.sessions = SessionRegistry(
@@ -64,7 +64,10 @@ class Gateway:
             self.backends, lambda: self.catalog, self.settings.page_size, self.settings.instructions
         )
         self.dispatcher = Dispatcher(self.forwarder, self.settings.policies)
+        self.subscriptions = self.forwarder.subscriptions
+        self.sessions.on_removed = self._session_removed
         self._tasks: list[asyncio.Task[None]] = []
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self.started = False
 
     async def start(self) -> None:
@@ -106,6 +109,24 @@ class Gateway:
                 announced.add(_CHANGED[kind])
         for method in sorted(announced):
             self.sessions.broadcast(frame.notification_bytes(method, None))
+            self.subscriptions.list_changed(method)
+
+    def _backend_event(self, backend: Backend, method: str, params: bytes | None) -> None:
+        """A backend's notification outside any request."""
+        if method == methods.RESOURCE_UPDATED:
+            self.subscriptions.resource_updated(params)
+        elif method == methods.MESSAGE:
+            # A log line no request owns goes to the sessions that asked for logs.
+            for session in self.sessions.values():
+                if session.log_level is not None:
+                    session.notify(method, params)
+        else:
+            log.debug("backend %r: notification %s not routed", backend.name, method)
+
+    def _session_removed(self, session_id: str) -> None:
+        task = asyncio.create_task(self.subscriptions.drop(session_id))
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         backends = {

@@ -20,7 +20,7 @@ from switchyard.downstream.asgi import (
     respond,
     respond_json,
 )
-from switchyard.downstream.streamable_http import _adopt, error_json, pump
+from switchyard.downstream.streamable_http import _adopt, error_json, level_of, pump
 from switchyard.gateway import Gateway
 from switchyard.policies.base import RequestContext
 from switchyard.protocol import codes, methods
@@ -66,7 +66,7 @@ class LegacySseEndpoint:
                     "more_body": True,
                 }
             )
-            await pump(session, receive, send, self.shutting_down)
+            await pump(session.outbox, receive, send, self.shutting_down)
         finally:
             session.stream_open = False
             self.gateway.sessions.remove(session.id)
@@ -143,12 +143,16 @@ class LegacySseEndpoint:
                 session_id=session.id,
                 client_capabilities=session.client_capabilities,
                 link=session.link(),
+                session_push=session.notify,
+                log_level=session.log_level,
             )
             reply = await session.requests.run(
                 id_raw, self.gateway.dispatcher.request(ctx, method, params)
             )
             if reply is None:
                 return  # cancelled by the client: no answer is owed
+            if method == methods.SET_LEVEL and reply.result is not None:
+                session.log_level = level_of(params)
             if method == methods.INITIALIZE and reply.result is not None:
                 _adopt(session, reply, params)
             session.push(frame.response_bytes(id_raw, reply))

@@ -137,6 +137,7 @@ class Session:
     version: str = LATEST_HANDSHAKE
     client_capabilities: Raw | None = None
     initialized: bool = False
+    log_level: str | None = None
     outbox: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT))
     stream_open: bool = False
     requests: InflightRequests = field(default_factory=lambda: InflightRequests())
@@ -155,6 +156,10 @@ class Session:
 
     async def _push(self, message: bytes) -> None:
         self.push(message)
+
+    def notify(self, method: str, params: bytes | None) -> None:
+        """Queue a notification on this session's stream."""
+        self.push(frame.notification_bytes(method, params))
 
     def link(self) -> SessionLink:
         """A link that reaches this client through its stream (HTTP+SSE, or the GET stream)."""
@@ -186,6 +191,8 @@ class SessionRegistry:
         self.idle_timeout_s = idle_timeout_s
         self.max_sessions = max_sessions
         self._sessions: dict[str, Session] = {}
+        self.on_removed: Callable[[str], None] | None = None
+        """Told the id of every session that ends (deleted, closed or reaped)."""
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -206,7 +213,13 @@ class SessionRegistry:
         return session
 
     def remove(self, session_id: str) -> Session | None:
-        return self._sessions.pop(session_id, None)
+        session = self._sessions.pop(session_id, None)
+        if session is not None and self.on_removed is not None:
+            self.on_removed(session_id)
+        return session
+
+    def values(self) -> list[Session]:
+        return list(self._sessions.values())
 
     def broadcast(self, message: bytes) -> None:
         """Queue a notification for every initialized session (list changes)."""
@@ -220,5 +233,5 @@ class SessionRegistry:
             sid for sid, s in self._sessions.items() if s.last_seen < cutoff and not s.stream_open
         ]
         for sid in idle:
-            del self._sessions[sid]
+            self.remove(sid)
         return len(idle)

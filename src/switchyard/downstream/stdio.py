@@ -13,7 +13,7 @@ import sys
 from typing import Final
 
 from switchyard.downstream.session import ClientRequests, InflightRequests, Session
-from switchyard.downstream.streamable_http import _adopt
+from switchyard.downstream.streamable_http import _adopt, level_of
 from switchyard.gateway import Gateway
 from switchyard.policies.base import RequestContext
 from switchyard.protocol import codes, methods
@@ -124,6 +124,8 @@ class StdioServer:
         )
         if reply is None:
             return  # cancelled by the client: no answer is owed
+        if env.method == methods.SET_LEVEL and reply.result is not None and self.session:
+            self.session.log_level = level_of(params)
         if env.method == methods.INITIALIZE and reply.result is not None:
             session = self.gateway.sessions.create("stdio")
             if session is not None:
@@ -178,6 +180,8 @@ class StdioServer:
             session_id=session.id if session else None,
             client_capabilities=session.client_capabilities if session else None,
             link=self,
+            session_push=session.notify if session else None,
+            log_level=session.log_level if session else None,
         ), None
 
 

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import secrets
 from typing import Final
 
 from switchyard.downstream.asgi import (
@@ -26,7 +27,7 @@ from switchyard.downstream.asgi import (
     respond,
     respond_json,
 )
-from switchyard.downstream.session import Session
+from switchyard.downstream.session import OUTBOX_LIMIT, Session
 from switchyard.gateway import Gateway
 from switchyard.policies.base import RequestContext
 from switchyard.protocol import codes, methods
@@ -35,6 +36,7 @@ from switchyard.protocol.versions import (
     HANDSHAKE_VERSIONS,
     META_CLIENT_CAPABILITIES,
     META_PROTOCOL_VERSION,
+    META_SUBSCRIPTION_ID,
     MODERN_VERSIONS,
     Era,
 )
@@ -290,6 +292,9 @@ class StreamableHttpEndpoint:
                 ),
             )
             return
+        if env.method == methods.LISTEN:
+            await self._listen(env, id_raw, params, send, receive)
+            return
         if not self.gateway.dispatcher.knows(env.method, Era.MODERN):
             await respond_json(
                 send,
@@ -357,11 +362,15 @@ class StreamableHttpEndpoint:
             session_id=session.id,
             client_capabilities=session.client_capabilities,
             link=out,
+            session_push=session.notify,
+            log_level=session.log_level,
         )
         params_raw = env.params if env.params is not UNSET else None
         reply = await session.requests.run(
             id_raw, self.gateway.dispatcher.request(ctx, env.method, params_raw)
         )
+        if env.method == methods.SET_LEVEL and reply is not None and reply.result is not None:
+            session.log_level = level_of(params_raw)
         # A cancelled request is answered with -32800 only because an HTTP POST needs an
         # answer; the SDK's 2025 Streamable HTTP server does the same.
         await out.finish(frame.response_bytes(id_raw, reply or CANCELLED_REPLY))
@@ -387,6 +396,39 @@ class StreamableHttpEndpoint:
             frame.response_bytes(id_raw, reply),
             [(b"mcp-session-id", session.id.encode())],
         )
+
+    async def _listen(
+        self, env: Envelope, id_raw: bytes, params: dict[str, Raw], send: Send, receive: Receive
+    ) -> None:
+        """2026-07-28 `subscriptions/listen`: acknowledge what will be honoured, then stream it."""
+        try:
+            wanted = frame.decode_object(params["notifications"])
+        except (KeyError, frame.DecodeError, frame.ValidationError):
+            await respond_json(
+                send,
+                400,
+                error_json(codes.INVALID_PARAMS, "notifications must be an object", id_raw),
+            )
+            return
+        listener = Listener(self.gateway, env.id, wanted)
+        try:
+            honoured = await listener.open()
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            ack = listener.tagged(
+                methods.ACKNOWLEDGED, frame.encode_object({"notifications": Raw(honoured)})
+            )
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": sse.format_event(ack, "message"),
+                    "more_body": True,
+                }
+            )
+            await pump(
+                listener.outbox, receive, send, self.shutting_down, listener.farewell(id_raw)
+            )
+        finally:
+            await listener.close()
 
     # -- GET / DELETE ---------------------------------------------------------------------------
 
@@ -414,7 +456,7 @@ class StreamableHttpEndpoint:
             await send(
                 {"type": "http.response.body", "body": b": stream open\n\n", "more_body": True}
             )
-            await pump(session, receive, send, self.shutting_down)
+            await pump(session.outbox, receive, send, self.shutting_down)
         finally:
             session.stream_open = False
 
@@ -439,6 +481,67 @@ class StreamableHttpEndpoint:
         if session is None:
             await respond_json(send, 404, error_json(codes.INVALID_REQUEST, "Session not found"))
         return session
+
+
+class Listener:
+    """One modern listen stream: what it asked for, what it gets, tagged with its id."""
+
+    _LIST_FLAGS = ("toolsListChanged", "promptsListChanged", "resourcesListChanged")
+
+    def __init__(self, gateway: Gateway, request_id: object, wanted: dict[str, Raw]) -> None:
+        self.gateway = gateway
+        self.key = f"listen-{secrets.token_hex(8)}"
+        self.meta = frame.encode({META_SUBSCRIPTION_ID: request_id})
+        self.wanted = wanted
+        self.outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX_LIMIT)
+
+    async def open(self) -> bytes:
+        """Register; returns the subset of the request Switchyard will honour."""
+        honoured: dict[str, object] = {}
+        for flag in self._LIST_FLAGS:
+            if flag in self.wanted and frame.decode_any(self.wanted[flag]) is True:
+                honoured[flag] = True
+        subscriptions = self.gateway.subscriptions
+        subscriptions.listen(self.key, self.push, frozenset(honoured))
+        uris = frame.decode_any(self.wanted.get("resourceSubscriptions", Raw(b"[]")))
+        accepted: list[str] = []
+        for uri in uris if isinstance(uris, list) else ():
+            entry = self.gateway.catalog.resource_owner(uri) if isinstance(uri, str) else None
+            backend = self.gateway.backends[entry.backend] if entry is not None else None
+            if backend is not None and backend.supports_subscribe:
+                await subscriptions.add(self.key, self.push, uri, backend)
+                accepted.append(uri)
+        if accepted:
+            honoured["resourceSubscriptions"] = accepted
+        return frame.encode(honoured)
+
+    def tagged(self, method: str, params: bytes | None) -> bytes:
+        fields = frame.decode_object(params) if params else {}
+        meta = frame.decode_object(fields["_meta"]) if "_meta" in fields else {}
+        meta.update(frame.decode_object(self.meta))
+        fields["_meta"] = Raw(frame.encode_object(meta))
+        return frame.notification_bytes(method, frame.encode_object(fields))
+
+    def push(self, method: str, params: bytes | None) -> None:
+        if self.outbox.full():
+            self.outbox.get_nowait()
+        self.outbox.put_nowait(self.tagged(method, params))
+
+    def farewell(self, id_raw: bytes) -> bytes:
+        """The listen request's answer, sent when the gateway ends the stream."""
+        result = b'{"resultType":"complete","_meta":' + self.meta + b"}"
+        return frame.response_bytes(id_raw, Reply(result=result))
+
+    async def close(self) -> None:
+        await self.gateway.subscriptions.drop(self.key)
+
+
+def level_of(params: Raw | None) -> str | None:
+    """The level a successful `logging/setLevel` asked for."""
+    try:
+        return frame.decode_str(frame.decode_object(params)["level"]) if params else None
+    except (frame.DecodeError, frame.ValidationError, KeyError):
+        return None
 
 
 def _adopt(session: Session, reply: Reply, params: Raw | None) -> None:
@@ -482,33 +585,37 @@ def _header_mismatch(
 
 
 async def pump(
-    session: Session, receive: Receive, send: Send, shutting_down: asyncio.Event
+    outbox: asyncio.Queue[bytes],
+    receive: Receive,
+    send: Send,
+    shutting_down: asyncio.Event,
+    farewell: bytes | None = None,
 ) -> None:
-    """Write a session's queued messages as SSE events until the client or the gateway leaves."""
+    """Write queued messages as SSE events, with keep-alive comments when idle, until the client
+    or the gateway leaves; on a gateway shutdown `farewell` is the last event."""
     disconnected = asyncio.create_task(_until_disconnect(receive))
     stopping = asyncio.create_task(shutting_down.wait())
     try:
         while not disconnected.done() and not stopping.done():
-            getter = asyncio.create_task(session.outbox.get())
+            getter = asyncio.create_task(outbox.get())
             done, _ = await asyncio.wait(
                 {getter, disconnected, stopping},
                 timeout=KEEPALIVE_S,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if getter in done:
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": sse.format_event(getter.result(), "message"),
-                        "more_body": True,
-                    }
-                )
+                event = sse.format_event(getter.result(), "message")
+                await send({"type": "http.response.body", "body": event, "more_body": True})
                 continue
-            getter.cancel()
+            if not getter.cancel() and not getter.cancelled():
+                outbox.put_nowait(getter.result())  # taken just as we stopped waiting: keep it
             if not done:
                 await send({"type": "http.response.body", "body": sse.KEEPALIVE, "more_body": True})
+        tail = b""
+        if stopping.done() and farewell is not None:
+            tail = sse.format_event(farewell, "message")
         with contextlib.suppress(Exception):
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
     finally:
         disconnected.cancel()
         stopping.cancel()

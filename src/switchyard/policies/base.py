@@ -35,6 +35,10 @@ class RequestContext:
     """The way back to this request's client: notifications and server->client requests."""
     principal: str | None = None
     """The authenticated caller, when authentication is on."""
+    session_push: Callable[[str, bytes | None], None] | None = None
+    """Queues a notification on the client's session stream (legacy sessions only)."""
+    log_level: str | None = None
+    """The level the client set with `logging/setLevel` (legacy sessions)."""
 
 
 @dataclass(slots=True)

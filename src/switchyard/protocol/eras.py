@@ -12,6 +12,7 @@ from typing import Final
 from switchyard.protocol import methods
 from switchyard.protocol.versions import (
     META_CLIENT_CAPABILITIES,
+    META_LOG_LEVEL,
     META_PROTOCOL_VERSION,
     MODERN_META_KEYS,
 )
@@ -24,11 +25,16 @@ _COMPLETE: Final = Raw(b'"complete"')
 
 
 def params_for_modern(
-    params: dict[str, Raw], version: str, client_capabilities: Raw | None
+    params: dict[str, Raw],
+    version: str,
+    client_capabilities: Raw | None,
+    log_level: str | None = None,
 ) -> dict[str, Raw]:
     """Ensure a modern backend gets the per-request envelope it requires."""
     meta = frame.decode_object(params["_meta"]) if "_meta" in params else {}
     meta[META_PROTOCOL_VERSION] = Raw(frame.encode(version))
+    if log_level is not None:
+        meta[META_LOG_LEVEL] = Raw(frame.encode(log_level))
     if client_capabilities is not None:
         meta[META_CLIENT_CAPABILITIES] = client_capabilities
     elif META_CLIENT_CAPABILITIES not in meta:

@@ -65,7 +65,12 @@ class BackendStatus:
 
 
 class Backend:
-    def __init__(self, settings: BackendSettings, on_change: Callable[[Backend], None]) -> None:
+    def __init__(
+        self,
+        settings: BackendSettings,
+        on_change: Callable[[Backend], None],
+        on_event: Callable[[Backend, str, bytes | None], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.name = settings.name
         self.status = BackendStatus()
@@ -73,11 +78,14 @@ class Backend:
         self.listing: catalog.Listing | None = None
         self.first_attempt = asyncio.Event()
         self._on_change = on_change
+        self._on_event = on_event
+        self.subscribed: set[str] = set()
+        """Resource URIs some client subscribed to: re-subscribed after every restart."""
         self._stopping = asyncio.Event()
         self._refresh_task: asyncio.Task[None] | None = None
         self._stale: set[str] = set()
         self._detected: tuple[str, str] | None = None
-        self.known_capabilities: frozenset[str] = frozenset()
+        self.known_capabilities: dict[str, Any] = {}
         """Capability names seen at the last successful start; kept while the backend is down."""
 
     @property
@@ -97,7 +105,8 @@ class Backend:
             if conn is not None:
                 started = time.monotonic()
                 self.connection = conn
-                self.known_capabilities = frozenset(conn.facts.capabilities)
+                self.known_capabilities = dict(conn.facts.capabilities)
+                await self._open_subscriptions(conn)
                 self._set_state("up", None)
                 self.first_attempt.set()
                 self._on_change(self)
@@ -266,7 +275,8 @@ class Backend:
     def _notification(self, method: str, params: bytes | None) -> None:
         kinds = CHANGED_KIND.get(method)
         if kinds is None:
-            log.debug("backend %r: notification %s not routed", self.name, method)
+            if self._on_event is not None:
+                self._on_event(self, method, params)
             return
         self._stale.update(kinds)
         if self._refresh_task is None or self._refresh_task.done():
@@ -286,6 +296,75 @@ class Backend:
                 log.warning("backend %r: re-listing after list_changed failed: %s", self.name, exc)
                 return
             self._on_change(self)
+
+    # -- subscriptions and logging --------------------------------------------------------------
+
+    @property
+    def supports_subscribe(self) -> bool:
+        facts = self.facts
+        if facts is None:
+            return False
+        resources = facts.capabilities.get("resources")
+        return isinstance(resources, dict) and bool(resources.get("subscribe"))
+
+    async def _open_subscriptions(self, conn: Connection) -> None:
+        """What this backend must send us: list changes (modern) and subscribed resources."""
+        try:
+            await self._subscribe_all(conn)
+        except Exception as exc:  # a backend refusing subscriptions still serves requests
+            log.warning("backend %r: could not open its subscriptions: %s", self.name, exc)
+
+    async def _subscribe_all(self, conn: Connection) -> None:
+        if conn.facts.era is Era.MODERN:
+            await conn.listen(self._listen_params(conn))
+            return
+        for uri in sorted(self.subscribed):
+            await conn.request(
+                methods.SUBSCRIBE, frame.encode({"uri": uri}), timeout=self.settings.timeout_s
+            )
+
+    def _listen_params(self, conn: Connection) -> bytes:
+        caps = conn.facts.capabilities
+        wanted: dict[str, Any] = {}
+        for capability, flag in (
+            ("tools", "toolsListChanged"),
+            ("prompts", "promptsListChanged"),
+            ("resources", "resourcesListChanged"),
+        ):
+            if capability in caps:
+                wanted[flag] = True
+        if self.subscribed:
+            wanted["resourceSubscriptions"] = sorted(self.subscribed)
+        meta = handshake.modern_meta(conn.facts.version)
+        return frame.encode({"notifications": wanted, "_meta": meta})
+
+    async def subscribe(self, uri: str, on: bool) -> Reply:
+        """Start (or stop) receiving updates of `uri` from this backend."""
+        if on == (uri in self.subscribed):
+            return Reply(result=b"{}")
+        if on:
+            self.subscribed.add(uri)
+        else:
+            self.subscribed.discard(uri)
+        conn = self.connection
+        if conn is None or not self.is_up:
+            return Reply(result=b"{}")  # applied when it comes back
+        if conn.facts.era is Era.MODERN:
+            await conn.listen(self._listen_params(conn))
+            return Reply(result=b"{}")
+        method = methods.SUBSCRIBE if on else methods.UNSUBSCRIBE
+        return await conn.request(
+            method, frame.encode({"uri": uri}), timeout=self.settings.timeout_s
+        )
+
+    async def set_level(self, params: bytes) -> Reply | None:
+        """Forward a legacy `logging/setLevel`; None when this backend takes levels per request."""
+        conn = self.connection
+        if conn is None or not self.is_up or "logging" not in conn.facts.capabilities:
+            return None
+        if conn.facts.era is Era.MODERN:
+            return None
+        return await conn.request(methods.SET_LEVEL, params, timeout=self.settings.timeout_s)
 
     # -- forwarding ----------------------------------------------------------------------------
 

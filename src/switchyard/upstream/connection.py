@@ -62,6 +62,11 @@ class Connection(Protocol):
 
     async def notify(self, method: str, params: bytes | None) -> None: ...
 
+    async def listen(self, params: bytes) -> None:
+        """(Re)open the one `subscriptions/listen` stream of a modern backend with `params`;
+        its notifications arrive like any other."""
+        ...
+
     async def wait_closed(self) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -123,6 +128,7 @@ class MessageStream:
         self._links: dict[int, ClientLink] = {}
         self._progress = ProgressRoutes()
         self._serving: set[asyncio.Task[None]] = set()
+        self._listen_id: int | None = None
         self.owner: ClientLink | None = None
         """Set when this connection serves one client only: every server request goes there."""
         self.client_timeout_s = 60.0
@@ -212,7 +218,31 @@ class MessageStream:
             return
         if env.method == methods.PROGRESS and await self._progress.deliver(params):
             return
+        if env.method == methods.MESSAGE and self._links:
+            link = self._link_for_request()
+            if link is not None:
+                await link.notify(env.method, params)  # a log line of the call in flight
+                return
         self._on_notification(env.method, params)
+
+    async def listen(self, params: bytes) -> None:
+        previous = self._listen_id
+        if previous is not None:
+            self._pending.pop(previous, None)
+            await self._cancel_quietly(previous)
+        if self._closed.is_set():
+            return
+        listen_id = next(self._ids)
+        self._listen_id = listen_id
+        # The response only ends the stream; registering a future keeps it from being "unknown".
+        self._pending[listen_id] = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(OSError, UpstreamClosed):
+            await self._send(frame.request_bytes(str(listen_id).encode(), methods.LISTEN, params))
+
+    async def _cancel_quietly(self, request_id: int) -> None:
+        params = frame.encode({"requestId": request_id})
+        with contextlib.suppress(OSError, UpstreamClosed):
+            await self._send(frame.notification_bytes(methods.CANCELLED, params))
 
     def _link_for_request(self) -> ClientLink | None:
         """The client a server request belongs to: the owner of an isolated connection, or the

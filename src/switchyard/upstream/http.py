@@ -85,6 +85,7 @@ class StreamableHttpConnection:
         self._closed = asyncio.Event()
         self._close_reason = "connection closed"
         self._stream_task: asyncio.Task[None] | None = None
+        self._listen_task: asyncio.Task[None] | None = None
         self._reinit_lock = asyncio.Lock()
         self._progress = ProgressRoutes()
         self._serving: set[asyncio.Task[None]] = set()
@@ -130,10 +131,11 @@ class StreamableHttpConnection:
 
     async def aclose(self) -> None:
         self._mark_closed("gateway closed the connection")
-        if self._stream_task is not None:
-            self._stream_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._stream_task
+        for task in (self._stream_task, self._listen_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._session_id is not None:
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                 async with self._http.delete(
@@ -321,6 +323,47 @@ class StreamableHttpConnection:
                 timeout=aiohttp.ClientTimeout(total=10),
             ):
                 pass
+
+    async def listen(self, params: bytes) -> None:
+        if self._listen_task is not None:
+            self._listen_task.cancel()  # closing a modern stream is its cancellation
+        self._listen_task = asyncio.create_task(
+            self._listen_stream(params), name=f"{self.backend}-listen"
+        )
+
+    async def _listen_stream(self, params: bytes) -> None:
+        attempt = 0
+        while not self._closed.is_set():
+            request_id = next(self._ids)
+            body = frame.request_bytes(str(request_id).encode(), methods.LISTEN, params)
+            try:
+                async with self._http.post(
+                    self.settings.url,
+                    data=body,
+                    headers=self._headers(methods.LISTEN, None),
+                    allow_redirects=False,
+                ) as resp:
+                    if resp.status != 200 or not resp.headers.get("Content-Type", "").startswith(
+                        EVENT_STREAM
+                    ):
+                        log.info(
+                            "backend %r: subscriptions/listen refused (HTTP %d)",
+                            self.backend,
+                            resp.status,
+                        )
+                        return
+                    attempt = 0
+                    parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
+                    async for chunk in resp.content.iter_any():
+                        for event in parser.feed(chunk):
+                            if event.event == "message" and event.data:
+                                await self._on_stream_message(event.data, None, None)
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                log.debug("backend %r: listen stream dropped: %s", self.backend, exc)
+            delay = STREAM_RETRY_S[min(attempt, len(STREAM_RETRY_S) - 1)]
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), delay)
 
     async def notify(self, method: str, params: bytes | None) -> None:
         body = frame.notification_bytes(method, params)
