@@ -290,7 +290,9 @@ class Forwarder:
         body = frame.encode_object(fields)
 
         async def run(link: ClientLink) -> Reply:
-            return await backend.request(call.method, body, name=name, link=link)
+            return await backend.request(
+                call.method, body, name=name, link=link, principal=call.ctx.principal
+            )
 
         return await self.parked.start(caller, call.ctx.client_capabilities, call.ctx.link, run)
 
@@ -315,7 +317,12 @@ class Forwarder:
                 fields.pop("requestState", None)
             # A retry is a new request: the connection gives it a new id.
             reply = await backend.request(
-                call.method, frame.encode_object(fields), name=name, link=call.ctx.link
+                call.method,
+                frame.encode_object(fields),
+                name=name,
+                link=call.ctx.link,
+                session=call.ctx.session_id,
+                principal=call.ctx.principal,
             )
             if reply.result is None:
                 return reply
@@ -345,7 +352,12 @@ class Forwarder:
             reply = await self._via_parking(call, backend, fields, name)
         else:
             reply = await backend.request(
-                call.method, frame.encode_object(fields), name=name, link=call.ctx.link
+                call.method,
+                frame.encode_object(fields),
+                name=name,
+                link=call.ctx.link,
+                session=call.ctx.session_id,
+                principal=call.ctx.principal,
             )
         if (
             client_era is Era.LEGACY

@@ -98,6 +98,8 @@ class Gateway:
             if reaped := self.sessions.reap():
                 log.info("reaped %d idle sessions", reaped)
             self.forwarder.parked.expire()
+            for backend in self.backends.values():
+                backend.reap_isolated()
 
     def _backend_changed(self, backend: Backend) -> None:
         listings = [b.listing for b in self.backends.values() if b.is_up and b.listing is not None]
@@ -124,6 +126,8 @@ class Gateway:
             log.debug("backend %r: notification %s not routed", backend.name, method)
 
     def _session_removed(self, session_id: str) -> None:
+        for backend in self.backends.values():
+            backend.release(session_id)
         task = asyncio.create_task(self.subscriptions.drop(session_id))
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
@@ -136,6 +140,7 @@ class Gateway:
                 "protocolVersion": b.facts.version if b.facts else None,
                 "error": b.status.last_error,
                 "restarts": b.status.restarts,
+                "isolatedSessions": b.isolated_sessions,
             }
             for name, b in self.backends.items()
         }

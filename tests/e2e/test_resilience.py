@@ -75,7 +75,10 @@ async def test_backend_crash_mid_call_is_an_error_then_the_backend_comes_back(
     gw = gateway_factory(
         {
             "servers": {
-                "crashy": stdio_fixture("crashy", env={"FIXTURE_STARTS_FILE": str(starts)}),
+                # Shared: the crash takes the backend's one connection down, not an isolated copy.
+                "crashy": stdio_fixture(
+                    "crashy", env={"FIXTURE_STARTS_FILE": str(starts)}, isolation="shared"
+                ),
                 "steady": stdio_fixture(script="sdk_stdio.py"),
             }
         }
@@ -115,7 +118,7 @@ async def test_list_changed_reaches_a_listening_legacy_client_when_a_backend_lea
     gw = gateway_factory(
         {
             "servers": {
-                "crashy": stdio_fixture("crashy"),
+                "crashy": stdio_fixture("crashy", isolation="shared"),
                 "steady": stdio_fixture(script="sdk_stdio.py"),
             }
         }

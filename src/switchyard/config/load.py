@@ -199,6 +199,7 @@ def _backend(
         transport=transport,
         timeout_s=server.timeout or gw_timeout,
         max_request_s=server.max_request_time or max_request,
+        isolation=server.isolation,
     )
 
 

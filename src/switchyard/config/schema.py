@@ -93,6 +93,11 @@ class ServerConfig(BaseModel):
     max_request_time: float | None = Field(
         None, gt=0, description="This backend's `gateway.max_request_time`."
     )
+    isolation: Literal["shared", "per_session", "per_principal"] = Field(
+        "per_session",
+        description="Who shares an upstream session of a legacy-era backend: nobody "
+        "(per_session), one caller (per_principal) or everyone (shared).",
+    )
     era: Literal["auto", "modern", "legacy"] = Field(
         "auto",
         description="Era toward this backend; auto probes server/discover, then initialize.",

@@ -53,7 +53,18 @@ class BackendSettings:
     max_request_s: float = 1800.0
     """A request whose backend keeps reporting progress may run this long, never longer."""
     list_timeout_s: float = 30.0
+    isolation: str = "per_session"
+    """`shared`, `per_session` or `per_principal`: who shares an upstream session (legacy)."""
+    max_isolated: int = 64
+    isolated_idle_s: float = 300.0
     restart_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass(slots=True, eq=False)
+class _Isolated:
+    connection: Connection
+    last_used: float = field(default_factory=time.monotonic)
+    busy: int = 0
 
 
 @dataclass(slots=True)
@@ -79,6 +90,9 @@ class Backend:
         self.first_attempt = asyncio.Event()
         self._on_change = on_change
         self._on_event = on_event
+        self._pool: dict[str, _Isolated] = {}
+        self._opening: dict[str, asyncio.Future[_Isolated | None]] = {}
+        self._pool_tasks: set[asyncio.Task[None]] = set()
         self.subscribed: set[str] = set()
         """Resource URIs some client subscribed to: re-subscribed after every restart."""
         self._stopping = asyncio.Event()
@@ -210,8 +224,13 @@ class Backend:
     async def stop(self) -> None:
         self._stopping.set()
         conn = self.connection
+        closing = [iso.connection.aclose() for iso in self._pool.values()]
+        self._pool.clear()
         if conn is not None:
-            await conn.aclose()
+            closing.append(conn.aclose())
+        await asyncio.gather(*closing, return_exceptions=True)
+        for task in self._pool_tasks:
+            task.cancel()
 
     # -- listing -------------------------------------------------------------------------------
 
@@ -375,15 +394,115 @@ class Backend:
         *,
         name: str | None = None,
         link: ClientLink | None = None,
+        session: str | None = None,
+        principal: str | None = None,
     ) -> Reply:
+        """Forward one request; `session`/`principal` pick an isolated upstream session."""
         conn = self.connection
         if conn is None or not self.is_up:
             return unavailable(self.name, self.status.last_error or self.status.state)
-        return await conn.request(
-            method,
-            params,
-            timeout=self.settings.timeout_s,
-            name=name,
-            link=link,
-            max_s=max(self.settings.max_request_s, self.settings.timeout_s),
-        )
+        isolated: _Isolated | None = None
+        owner = principal if self.settings.isolation == "per_principal" and principal else session
+        if owner is not None and self._isolates(conn):
+            isolated = await self._isolated(owner)
+            if isolated is None:
+                return unavailable(self.name, "no isolated session could be opened")
+            conn = isolated.connection
+            isolated.busy += 1
+        try:
+            return await conn.request(
+                method,
+                params,
+                timeout=self.settings.timeout_s,
+                name=name,
+                link=link,
+                max_s=max(self.settings.max_request_s, self.settings.timeout_s),
+            )
+        finally:
+            if isolated is not None:
+                isolated.busy -= 1
+                isolated.last_used = time.monotonic()
+
+    # -- isolation -----------------------------------------------------------------------------
+
+    def _isolates(self, conn: Connection) -> bool:
+        # A 2026-07-28 backend keeps no protocol session: nothing to isolate.
+        return self.settings.isolation != "shared" and conn.facts.era is Era.LEGACY
+
+    @property
+    def isolated_sessions(self) -> int:
+        return len(self._pool)
+
+    async def _isolated(self, owner: str) -> _Isolated | None:
+        found = self._pool.get(owner)
+        if found is not None:
+            return found
+        opening = self._opening.get(owner)
+        if opening is not None:
+            return await asyncio.shield(opening)
+        future: asyncio.Future[_Isolated | None] = asyncio.get_running_loop().create_future()
+        self._opening[owner] = future
+        try:
+            isolated = await self._open_isolated(owner)
+            future.set_result(isolated)
+            return isolated
+        except BaseException:
+            future.set_result(None)
+            raise
+        finally:
+            del self._opening[owner]
+
+    async def _open_isolated(self, owner: str) -> _Isolated | None:
+        if len(self._pool) >= self.settings.max_isolated:
+            self.reap_isolated(force_idle=True)
+            if len(self._pool) >= self.settings.max_isolated:
+                log.warning(
+                    "backend %r: %d isolated sessions, none idle", self.name, len(self._pool)
+                )
+                return None
+        conn = self._candidates()[0]
+        conn.client_timeout_s = self.settings.timeout_s
+        try:
+            await conn.open()
+        except Exception as exc:
+            log.warning("backend %r: isolated session for a client failed: %s", self.name, exc)
+            with contextlib.suppress(Exception):
+                await conn.aclose()
+            return None
+        isolated = _Isolated(conn)
+        self._pool[owner] = isolated
+        task = asyncio.create_task(self._watch_isolated(owner, isolated))
+        self._pool_tasks.add(task)
+        task.add_done_callback(self._pool_tasks.discard)
+        return isolated
+
+    async def _watch_isolated(self, owner: str, isolated: _Isolated) -> None:
+        """A crashed isolated session leaves the pool; the owner's next request opens anew."""
+        await isolated.connection.wait_closed()
+        if self._pool.get(owner) is isolated:
+            del self._pool[owner]
+        with contextlib.suppress(Exception):
+            await isolated.connection.aclose()
+
+    def release(self, owner: str) -> None:
+        """The owner (a session or principal) is gone: close its isolated session."""
+        isolated = self._pool.pop(owner, None)
+        if isolated is not None:
+            task = asyncio.create_task(self._close_quietly(isolated.connection))
+            self._pool_tasks.add(task)
+            task.add_done_callback(self._pool_tasks.discard)
+
+    @staticmethod
+    async def _close_quietly(conn: Connection) -> None:
+        with contextlib.suppress(Exception):
+            await conn.aclose()
+
+    def reap_isolated(self, force_idle: bool = False) -> int:
+        """Close isolated sessions idle for `isolated_idle_s` (any idle one if `force_idle`)."""
+        cutoff = time.monotonic() - (0.0 if force_idle else self.settings.isolated_idle_s)
+        idle = [o for o, i in self._pool.items() if i.busy == 0 and i.last_used <= cutoff]
+        if force_idle and idle:
+            idle = [min(idle, key=lambda o: self._pool[o].last_used)]
+        for owner in idle:
+            self.release(owner)
+        return len(idle)

@@ -44,6 +44,8 @@ class ServerFacts:
 
 class Connection(Protocol):
     facts: ServerFacts
+    owner: ClientLink | None
+    """Set when the connection serves one client: server requests outside calls go there."""
     client_timeout_s: float
     """How long a client may take to answer this backend's server->client request."""
 
@@ -245,12 +247,12 @@ class MessageStream:
             await self._send(frame.notification_bytes(methods.CANCELLED, params))
 
     def _link_for_request(self) -> ClientLink | None:
-        """The client a server request belongs to: the owner of an isolated connection, or the
-        only client with requests in flight on a shared one. Several clients: nobody can tell."""
-        if self.owner is not None:
-            return self.owner
+        """The client a server request belongs to: the only client with requests in flight
+        (its live stream), else the owner of an isolated connection. Several: nobody knows."""
         by_client = {link.client: link for link in self._links.values()}
-        return next(iter(by_client.values())) if len(by_client) == 1 else None
+        if len(by_client) == 1:
+            return next(iter(by_client.values()))
+        return self.owner if not by_client else None
 
     async def _serve_server_request(
         self,
