@@ -19,7 +19,7 @@ from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era, negotiate_handshake
 from switchyard.routing import catalog
 from switchyard.routing.catalog import Catalog, Entry
-from switchyard.subscriptions import Subscriptions
+from switchyard.subscriptions import Push, Subscriptions
 from switchyard.upstream.backend import Backend
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
@@ -72,6 +72,8 @@ class Forwarder:
         self.instructions = instructions
         self.parked = ParkedCalls()
         self.subscriptions = Subscriptions(backends)
+        self.tasks: dict[tuple[str, str], tuple[str, Push | None]] = {}
+        """(caller, task id) -> (backend, the caller's session push): tasks route by id."""
 
     def terminals(self) -> dict[str, Handler]:
         return {
@@ -89,6 +91,10 @@ class Forwarder:
             methods.SUBSCRIBE: self.subscribe,
             methods.UNSUBSCRIBE: self.unsubscribe,
             methods.SET_LEVEL: self.set_level,
+            methods.TASKS_GET: self.task,
+            methods.TASKS_RESULT: self.task,
+            methods.TASKS_CANCEL: self.task,
+            methods.TASKS_LIST: self.list_tasks,
         }
 
     async def method_not_found(self, call: Call) -> Reply:
@@ -116,6 +122,12 @@ class Forwarder:
             caps["completions"] = {}
         if "logging" in offered:
             caps["logging"] = {}
+        tasks: dict[str, Any] = {}
+        for backend in self.backends.values():
+            if isinstance(offer := backend.known_capabilities.get("tasks"), dict):
+                _merge(tasks, offer)
+        if tasks:
+            caps["tasks"] = tasks
         return caps
 
     async def initialize(self, call: Call) -> Reply:
@@ -198,6 +210,58 @@ class Forwarder:
             )
             return frame.error_reply(code, f"Resource not found: {uri}", {"uri": uri})
         return await self._forward(call, entry, fields, uri)
+
+    # -- tasks (2025-11-25) ----------------------------------------------------------------------
+
+    def _remember_task(self, call: Call, backend: Backend, result: bytes) -> None:
+        """A call answered with a CreateTaskResult: later tasks/* for its id go to `backend`."""
+        try:
+            task = frame.decode_object(frame.decode_object(result)["task"])
+            task_id = frame.decode_str(task["taskId"])
+        except (KeyError, frame.DecodeError, frame.ValidationError):
+            return
+        self.tasks[(_caller(call), task_id)] = (backend.name, call.ctx.session_push)
+
+    async def task(self, call: Call) -> Reply:
+        fields = call.fields()
+        task_id = _str_field(fields, "taskId")
+        owner = self.tasks.get((_caller(call), task_id)) if task_id is not None else None
+        if task_id is None or owner is None:
+            # Another caller's task is indistinguishable from one that does not exist.
+            return invalid_params(f"Unknown task: {task_id}")
+        entry = Entry("tasks", task_id, owner[0], task_id, b"")
+        return await self._forward(call, entry, fields, None)
+
+    async def list_tasks(self, call: Call) -> Reply:
+        caller = _caller(call)
+        mine = {task_id for (who, task_id) in self.tasks if who == caller}
+        listed: list[Raw] = []
+        for backend in self.backends.values():
+            caps = backend.known_capabilities.get("tasks")
+            if not backend.is_up or not isinstance(caps, dict) or "list" not in caps:
+                continue
+            reply = await backend.request(
+                methods.TASKS_LIST, None, session=call.ctx.session_id, principal=call.ctx.principal
+            )
+            if reply.result is None:
+                continue
+            for raw in frame.decode_array(
+                frame.decode_object(reply.result).get("tasks", Raw(b"[]"))
+            ):
+                task_id = _str_field(frame.decode_object(raw), "taskId")
+                if task_id in mine:
+                    listed.append(raw)
+        return Reply(result=frame.encode_object({"tasks": listed}))
+
+    def task_status(self, params: bytes | None) -> None:
+        """Route a backend's `notifications/tasks/status` to the caller that owns the task."""
+        try:
+            task_id = frame.decode_str(frame.decode_object(params or b"{}")["taskId"])
+        except (KeyError, frame.DecodeError, frame.ValidationError):
+            return
+        for (_, known), (_, push) in self.tasks.items():
+            if known == task_id and push is not None:
+                push(methods.TASK_STATUS, params)
 
     def _resource_entry(self, uri: str, feature: str | None = None) -> Entry | None:
         """The owner of `uri`: a listed resource or template, else the only backend that could
@@ -366,6 +430,12 @@ class Forwarder:
             and b'"input_required"' in reply.result
         ):
             reply = await self._fulfil_for_legacy_client(call, backend, fields, name, reply)
+        if (
+            call.method == methods.TOOLS_CALL
+            and reply.result is not None
+            and b'"taskId"' in reply.result
+        ):
+            self._remember_task(call, backend, reply.result)
         if reply.result is not None and client_era is not facts.era:
             if client_era is Era.MODERN:
                 reply.result = eras.result_for_modern(reply.result, call.method)
@@ -391,6 +461,19 @@ async def _ask_all(call: Call, requests: dict[str, Raw], timeout: float) -> dict
             return answer
         answers[key] = Raw(answer.result)
     return answers
+
+
+def _caller(call: Call) -> str:
+    return call.ctx.principal or call.ctx.session_id or "anonymous"
+
+
+def _merge(into: dict[str, Any], offer: dict[str, Any]) -> None:
+    """Union of two capability objects, recursively."""
+    for key, value in offer.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into.setdefault(key, value)
 
 
 def _str_field(fields: dict[str, Raw], key: str) -> str | None:

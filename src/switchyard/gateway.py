@@ -117,6 +117,8 @@ class Gateway:
         """A backend's notification outside any request."""
         if method == methods.RESOURCE_UPDATED:
             self.subscriptions.resource_updated(params)
+        elif method == methods.TASK_STATUS:
+            self.forwarder.task_status(params)
         elif method == methods.MESSAGE:
             # A log line no request owns goes to the sessions that asked for logs.
             for session in self.sessions.values():
