@@ -14,6 +14,7 @@ from switchyard.protocol.versions import (
     META_CLIENT_CAPABILITIES,
     META_LOG_LEVEL,
     META_PROTOCOL_VERSION,
+    META_SUBSCRIPTION_ID,
     MODERN_META_KEYS,
 )
 from switchyard.wire import frame
@@ -84,3 +85,17 @@ def result_for_legacy(result: bytes) -> bytes:
     for key in _MODERN_RESULT_KEYS:
         obj.pop(key, None)
     return frame.encode_object(obj)
+
+
+def untagged(params: bytes | None) -> bytes | None:
+    """A notification's params without the upstream hop's listen-stream tag."""
+    if params is None or META_SUBSCRIPTION_ID.encode() not in params:
+        return params
+    fields = frame.decode_object(params)
+    meta = frame.decode_object(fields["_meta"]) if "_meta" in fields else {}
+    meta.pop(META_SUBSCRIPTION_ID, None)
+    if meta:
+        fields["_meta"] = Raw(frame.encode_object(meta))
+    else:
+        fields.pop("_meta", None)
+    return frame.encode_object(fields)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from switchyard.protocol import methods
+from switchyard.protocol import eras, methods
 from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import Era
 from switchyard.routing import catalog
@@ -295,7 +295,7 @@ class Backend:
         kinds = CHANGED_KIND.get(method)
         if kinds is None:
             if self._on_event is not None:
-                self._on_event(self, method, params)
+                self._on_event(self, method, eras.untagged(params))
             return
         self._stale.update(kinds)
         if self._refresh_task is None or self._refresh_task.done():
