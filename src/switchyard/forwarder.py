@@ -94,6 +94,7 @@ class Forwarder:
             methods.TASKS_GET: self.task,
             methods.TASKS_RESULT: self.task,
             methods.TASKS_CANCEL: self.task,
+            methods.TASKS_UPDATE: self.task,
             methods.TASKS_LIST: self.list_tasks,
         }
 
@@ -422,6 +423,7 @@ class Forwarder:
                 link=call.ctx.link,
                 session=call.ctx.session_id,
                 principal=call.ctx.principal,
+                client_capabilities=call.ctx.client_capabilities,
             )
         if (
             client_era is Era.LEGACY

@@ -51,12 +51,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "servers": {
             "m": _backend("m"),  # modern (detected): asks with input_required results
             "l": _backend("l", era="legacy", timeout=3),  # legacy: asks with real requests
+            "ls": _backend("ls", era="legacy", isolation="shared"),  # one session for everyone
         }
     }
     gw = start_gateway(config, tmp_path_factory.mktemp("asks"))
     try:
         gw.wait_backend("m")
         gw.wait_backend("l")
+        gw.wait_backend("ls")
         yield gw
     finally:
         gw.stop()
@@ -146,13 +148,24 @@ async def test_parked_call_state_is_signed_and_bound(gateway: Gateway) -> None:
         assert again.json["error"]["code"] == -32602
 
 
-async def test_a_client_without_the_capability_gets_an_error_not_a_hang(gateway: Gateway) -> None:
+@pytest.mark.parametrize(
+    ("backend", "refusal"),
+    [
+        # Its own isolated session declared only this client's (empty) capabilities: the
+        # backend itself refuses to ask.
+        ("l", "Client did not declare the form elicitation capability"),
+        # A shared session declares what Switchyard can route; Switchyard answers for the client.
+        ("ls", "The client does not support elicitation/create"),
+    ],
+)
+async def test_a_client_without_the_capability_gets_an_error_not_a_hang(
+    gateway: Gateway, backend: str, refusal: str
+) -> None:
     async with Client(streamable_http_client(gateway.url), mode="legacy") as client:
         t0 = time.monotonic()
         with pytest.raises(MCPError) as info:
-            await asyncio.wait_for(client.call_tool("l_introduce", {}), 10)
-        # The backend was told the client cannot elicit, and failed the call at once.
-        assert "does not support elicitation/create" in info.value.error.message
+            await asyncio.wait_for(client.call_tool(f"{backend}_introduce", {}), 10)
+        assert refusal in info.value.error.message
         assert time.monotonic() - t0 < 3
 
 

@@ -396,15 +396,17 @@ class Backend:
         link: ClientLink | None = None,
         session: str | None = None,
         principal: str | None = None,
+        client_capabilities: Raw | None = None,
     ) -> Reply:
-        """Forward one request; `session`/`principal` pick an isolated upstream session."""
+        """Forward one request; `session`/`principal` pick an isolated upstream session, which
+        declares `client_capabilities` when it is opened."""
         conn = self.connection
         if conn is None or not self.is_up:
             return unavailable(self.name, self.status.last_error or self.status.state)
         isolated: _Isolated | None = None
         owner = principal if self.settings.isolation == "per_principal" and principal else session
         if owner is not None and self._isolates(conn):
-            isolated = await self._isolated(owner)
+            isolated = await self._isolated(owner, client_capabilities)
             if isolated is None:
                 return unavailable(self.name, "no isolated session could be opened")
             conn = isolated.connection
@@ -433,7 +435,7 @@ class Backend:
     def isolated_sessions(self) -> int:
         return len(self._pool)
 
-    async def _isolated(self, owner: str) -> _Isolated | None:
+    async def _isolated(self, owner: str, capabilities: Raw | None) -> _Isolated | None:
         found = self._pool.get(owner)
         if found is not None:
             return found
@@ -443,7 +445,7 @@ class Backend:
         future: asyncio.Future[_Isolated | None] = asyncio.get_running_loop().create_future()
         self._opening[owner] = future
         try:
-            isolated = await self._open_isolated(owner)
+            isolated = await self._open_isolated(owner, capabilities)
             future.set_result(isolated)
             return isolated
         except BaseException:
@@ -452,7 +454,7 @@ class Backend:
         finally:
             del self._opening[owner]
 
-    async def _open_isolated(self, owner: str) -> _Isolated | None:
+    async def _open_isolated(self, owner: str, capabilities: Raw | None) -> _Isolated | None:
         if len(self._pool) >= self.settings.max_isolated:
             self.reap_isolated(force_idle=True)
             if len(self._pool) >= self.settings.max_isolated:
@@ -462,6 +464,8 @@ class Backend:
                 return None
         conn = self._candidates()[0]
         conn.client_timeout_s = self.settings.timeout_s
+        # One client's session: it offers the backend exactly what that client supports.
+        conn.declared = frame.decode_any(capabilities) if capabilities is not None else {}
         try:
             await conn.open()
         except Exception as exc:

@@ -46,6 +46,8 @@ class Connection(Protocol):
     facts: ServerFacts
     owner: ClientLink | None
     """Set when the connection serves one client: server requests outside calls go there."""
+    declared: Any
+    """Client capabilities to declare in a legacy `initialize` (None: the routable set)."""
     client_timeout_s: float
     """How long a client may take to answer this backend's server->client request."""
 
@@ -103,7 +105,12 @@ async def answer_server_request(
 ) -> Reply:
     """What to tell a backend that asked something of the client."""
     if method == methods.PING:
-        return Reply(result=b"{}")  # answered by Switchyard: the backend's peer is Switchyard
+        if link is not None:
+            reply = await link.ask(method, params, timeout)
+            if reply.result is not None:
+                return reply
+        # No client to ask, or one without a back-channel: Switchyard, the backend's peer, is up.
+        return Reply(result=b"{}")
     if link is None:
         return frame.error_reply(
             codes.INTERNAL_ERROR,
@@ -131,6 +138,8 @@ class MessageStream:
         self._progress = ProgressRoutes()
         self._serving: set[asyncio.Task[None]] = set()
         self._listen_id: int | None = None
+        self.declared: Any = None
+        """Client capabilities to declare in `initialize`; None: what Switchyard can route."""
         self.owner: ClientLink | None = None
         """Set when this connection serves one client only: every server request goes there."""
         self.client_timeout_s = 60.0

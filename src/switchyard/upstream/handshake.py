@@ -109,8 +109,11 @@ def facts_from_initialize(reply: Reply) -> ServerFacts:
 
 
 async def legacy_handshake(
-    request: Requester, notify: Callable[[str, bytes | None], Awaitable[None]]
+    request: Requester,
+    notify: Callable[[str, bytes | None], Awaitable[None]],
+    capabilities: Any = None,
 ) -> ServerFacts:
-    facts = facts_from_initialize(await request(methods.INITIALIZE, initialize_params()))
+    params = initialize_params(capabilities=capabilities)
+    facts = facts_from_initialize(await request(methods.INITIALIZE, params))
     await notify(methods.INITIALIZED, None)
     return facts

@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import logging
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -90,6 +90,7 @@ class StreamableHttpConnection:
         self._progress = ProgressRoutes()
         self._serving: set[asyncio.Task[None]] = set()
         self.owner: ClientLink | None = None
+        self.declared: Any = None
         self.client_timeout_s = 60.0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -121,7 +122,7 @@ class StreamableHttpConnection:
         self._session_id = None
         reply = await self._post_once(
             methods.INITIALIZE,
-            handshake.initialize_params(),
+            handshake.initialize_params(capabilities=self.declared),
             timeout=self.settings.handshake_timeout_s,
         )
         self.facts = handshake.facts_from_initialize(reply)
@@ -469,7 +470,7 @@ class SseConnection(MessageStream):
         async def request(method: str, params: bytes | None) -> Reply:
             return await self.request(method, params, timeout=self.settings.handshake_timeout_s)
 
-        self.facts = await handshake.legacy_handshake(request, self.notify)
+        self.facts = await handshake.legacy_handshake(request, self.notify, self.declared)
 
     async def _read(self) -> None:
         reason = "SSE stream ended"

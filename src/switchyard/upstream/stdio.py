@@ -124,7 +124,7 @@ class StdioConnection(MessageStream):
                 )
         if self._closed.is_set():
             raise UpstreamClosed(self._close_reason)
-        self.facts = await handshake.legacy_handshake(request, self.notify)
+        self.facts = await handshake.legacy_handshake(request, self.notify, self.declared)
 
     async def _send(self, data: bytes) -> None:
         proc = self.process
