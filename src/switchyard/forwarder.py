@@ -381,14 +381,7 @@ class Forwarder:
             else:
                 fields.pop("requestState", None)
             # A retry is a new request: the connection gives it a new id.
-            reply = await backend.request(
-                call.method,
-                frame.encode_object(fields),
-                name=name,
-                link=call.ctx.link,
-                session=call.ctx.session_id,
-                principal=call.ctx.principal,
-            )
+            reply = await _send(call, backend, fields, name)
             if reply.result is None:
                 return reply
         return frame.error_reply(
@@ -416,15 +409,7 @@ class Forwarder:
         if client_era is Era.MODERN and facts.era is Era.LEGACY and call.method in MRTR_METHODS:
             reply = await self._via_parking(call, backend, fields, name)
         else:
-            reply = await backend.request(
-                call.method,
-                frame.encode_object(fields),
-                name=name,
-                link=call.ctx.link,
-                session=call.ctx.session_id,
-                principal=call.ctx.principal,
-                client_capabilities=call.ctx.client_capabilities,
-            )
+            reply = await _send(call, backend, fields, name)
         if (
             client_era is Era.LEGACY
             and facts.era is Era.MODERN
@@ -463,6 +448,20 @@ async def _ask_all(call: Call, requests: dict[str, Raw], timeout: float) -> dict
             return answer
         answers[key] = Raw(answer.result)
     return answers
+
+
+async def _send(call: Call, backend: Backend, fields: dict[str, Raw], name: str | None) -> Reply:
+    """Forward `fields` as this call's params, with everything the caller's context decides:
+    the way back to the client, and which isolated upstream session serves it."""
+    return await backend.request(
+        call.method,
+        frame.encode_object(fields),
+        name=name,
+        link=call.ctx.link,
+        session=call.ctx.session_id,
+        principal=call.ctx.principal,
+        client_capabilities=call.ctx.client_capabilities,
+    )
 
 
 def _caller(call: Call) -> str:

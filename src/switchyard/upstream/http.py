@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
@@ -333,38 +334,16 @@ class StreamableHttpConnection:
         )
 
     async def _listen_stream(self, params: bytes) -> None:
-        attempt = 0
-        while not self._closed.is_set():
-            request_id = next(self._ids)
-            body = frame.request_bytes(str(request_id).encode(), methods.LISTEN, params)
-            try:
-                async with self._http.post(
-                    self.settings.url,
-                    data=body,
-                    headers=self._headers(methods.LISTEN, None),
-                    allow_redirects=False,
-                ) as resp:
-                    if resp.status != 200 or not resp.headers.get("Content-Type", "").startswith(
-                        EVENT_STREAM
-                    ):
-                        log.info(
-                            "backend %r: subscriptions/listen refused (HTTP %d)",
-                            self.backend,
-                            resp.status,
-                        )
-                        return
-                    attempt = 0
-                    parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
-                    async for chunk in resp.content.iter_any():
-                        for event in parser.feed(chunk):
-                            if event.event == "message" and event.data:
-                                await self._on_stream_message(event.data, None, None)
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
-                log.debug("backend %r: listen stream dropped: %s", self.backend, exc)
-            delay = STREAM_RETRY_S[min(attempt, len(STREAM_RETRY_S) - 1)]
-            attempt += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed.wait(), delay)
+        """2026-07-28 `subscriptions/listen`: one long-lived POST, reopened if it drops."""
+
+        def open_stream() -> Any:
+            body = frame.request_bytes(str(next(self._ids)).encode(), methods.LISTEN, params)
+            headers = self._headers(methods.LISTEN, None)
+            return self._http.post(
+                self.settings.url, data=body, headers=headers, allow_redirects=False
+            )
+
+        await self._follow("subscriptions/listen", open_stream)
 
     async def notify(self, method: str, params: bytes | None) -> None:
         body = frame.notification_bytes(method, params)
@@ -380,20 +359,26 @@ class StreamableHttpConnection:
 
     async def _listen(self) -> None:
         """The legacy GET stream: backend notifications outside any request (list_changed)."""
+
+        def open_stream() -> Any:
+            headers = {**self._headers(None, None), "Accept": EVENT_STREAM}
+            return self._http.get(self.settings.url, headers=headers, allow_redirects=False)
+
+        await self._follow("GET stream", open_stream)
+
+    async def _follow(self, label: str, open_stream: Callable[[], Any]) -> None:
+        """Read a long-lived SSE stream of backend notifications, reopening it with backoff
+        while the connection lives; a backend that refuses the stream is not asked again."""
         attempt = 0
         while not self._closed.is_set():
             try:
-                async with self._http.get(
-                    self.settings.url,
-                    headers={**self._headers(None, None), "Accept": EVENT_STREAM},
-                    allow_redirects=False,
-                ) as resp:
-                    if resp.status == 405:
-                        return  # the backend offers no standalone stream
-                    if resp.status != 200 or not resp.headers.get("Content-Type", "").startswith(
-                        EVENT_STREAM
-                    ):
-                        raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
+                async with open_stream() as resp:
+                    is_stream = resp.headers.get("Content-Type", "").startswith(EVENT_STREAM)
+                    if resp.status != 200 or not is_stream:
+                        log.info(
+                            "backend %r: %s refused (HTTP %d)", self.backend, label, resp.status
+                        )
+                        return
                     attempt = 0
                     parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
                     async for chunk in resp.content.iter_any():
@@ -401,7 +386,7 @@ class StreamableHttpConnection:
                             if event.event == "message" and event.data:
                                 await self._on_stream_message(event.data, None, None)
             except (aiohttp.ClientError, OSError, ValueError) as exc:
-                log.debug("backend %r: GET stream dropped: %s", self.backend, exc)
+                log.debug("backend %r: %s dropped: %s", self.backend, label, exc)
             delay = STREAM_RETRY_S[min(attempt, len(STREAM_RETRY_S) - 1)]
             attempt += 1
             with contextlib.suppress(TimeoutError):
