@@ -6,8 +6,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from switchyard import __version__
+from switchyard.auth import keys_cli
 from switchyard.config.load import ConfigError, demo_config_path, load, load_plan
 from switchyard.observability import logging as observability_logging
 
@@ -43,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a config file")
     check.add_argument("file")
 
+    keys_cli.add_parser(sub)
+
     demo = sub.add_parser("demo", help="run a bundled demo backend on stdio")
     demo.add_argument("name", choices=DEMOS)
     return p
@@ -54,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args.file)
     if args.command == "demo":
         return _demo(args.name)
+    if args.command == "keys":
+        return keys_cli.run(args)
     observability_logging.setup(args.log_level, args.log_file)
     path = Path(args.config) if args.config else demo_config_path()
     try:
@@ -100,10 +106,27 @@ def _serve(plan: object, config: object, host: str, port: int) -> int:
             allowed_origins=tuple(gw.allowed_origins),
             allowed_hosts=tuple(gw.allowed_hosts),
             max_body_bytes=gw.max_body_bytes,
+            max_headers=gw.limits.max_headers,
+            max_header_bytes=gw.limits.max_header_bytes,
+            header_timeout_s=gw.limits.header_timeout,
+            body_timeout_s=gw.limits.body_timeout,
+            max_in_flight_per_client=gw.limits.max_in_flight_per_client,
+            json=json_limits(gw.limits),
         ),
     )
     run(app, host, port)
     return 0
+
+
+def json_limits(limits: Any) -> Any:
+    from switchyard.wire.strict import JsonLimits
+
+    return JsonLimits(
+        max_depth=limits.max_json_depth,
+        max_string_bytes=limits.max_json_string_bytes,
+        max_array_items=limits.max_json_array_items,
+        max_object_keys=limits.max_json_object_keys,
+    )
 
 
 def _stdio(plan: object) -> int:

@@ -162,6 +162,7 @@ def _backend(
     max_request: float,
     max_msg: int,
     base: Path,
+    max_in_flight: int = 256,
 ) -> BackendSettings:
     transport: StdioSettings | UpstreamHttpSettings
     if server.command is not None:
@@ -200,6 +201,7 @@ def _backend(
         timeout_s=server.timeout or gw_timeout,
         max_request_s=server.max_request_time or max_request,
         isolation=server.isolation,
+        max_in_flight=max_in_flight,
     )
 
 
@@ -222,6 +224,7 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
                     gw.max_request_time,
                     gw.max_message_bytes,
                     base,
+                    gw.limits.max_in_flight_per_backend,
                 )
             )
     policies = (PolicySpec(RequestLog),) if gw.log_requests else ()

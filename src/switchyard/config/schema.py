@@ -9,6 +9,29 @@ from pydantic import BaseModel, ConfigDict, Field
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
+class LimitsConfig(BaseModel):
+    """Request limits (the `gateway.limits:` section). Each has a test that crosses it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_headers: int = Field(100, ge=1, description="Request header lines (431 beyond).")
+    max_header_bytes: int = Field(32768, ge=1024, description="Request header bytes (431 beyond).")
+    header_timeout: float = Field(10.0, gt=0, description="Seconds to receive a request's head.")
+    body_timeout: float = Field(
+        30.0, gt=0, description="Seconds to receive a request's body (408)."
+    )
+    max_in_flight_per_client: int = Field(
+        32, ge=1, description="Open requests per session or client (429 with Retry-After beyond)."
+    )
+    max_in_flight_per_backend: int = Field(
+        256, ge=1, description="Open requests per backend (-31005 beyond)."
+    )
+    max_json_depth: int = Field(64, ge=2, description="Nesting depth of a message (-32600).")
+    max_json_string_bytes: int = Field(1048576, ge=1024, description="Bytes of one string.")
+    max_json_array_items: int = Field(10000, ge=1, description="Items of one array.")
+    max_json_object_keys: int = Field(10000, ge=1, description="Keys of one object.")
+
+
 class GatewayConfig(BaseModel):
     """Gateway-wide settings (the `gateway:` section)."""
 
@@ -51,12 +74,13 @@ class GatewayConfig(BaseModel):
         4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
     )
     max_message_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Largest single message accepted from a backend."
+        8 * 1024 * 1024, ge=1024, description="Largest single message accepted from a backend."
     )
     session_idle_timeout: float = Field(
         3600.0, gt=0, description="Seconds before an idle legacy session is forgotten."
     )
     log_requests: bool = Field(True, description="Log one line per request with its timing.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
 
 class ServerConfig(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
@@ -9,6 +10,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 SSE_HEADERS: Final = [
@@ -26,10 +28,24 @@ class ClientGone(Exception):
     pass
 
 
-async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
-    """The whole request body, refused before buffering past `limit` bytes."""
+class BodyTooSlow(Exception):
+    pass
+
+
+async def read_body(
+    receive: Receive, limit: int, declared: int | None, timeout: float = 30.0
+) -> bytes:
+    """The whole request body, refused before buffering past `limit` bytes or `timeout`."""
     if declared is not None and declared > limit:
         raise BodyTooLarge
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_body(receive, limit)
+    except TimeoutError:
+        raise BodyTooSlow from None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
-from switchyard.downstream.asgi import Receive, Scope, Send, respond, respond_json
+from switchyard.downstream.asgi import ASGIApp, Receive, Scope, Send, respond, respond_json
 from switchyard.downstream.guard import Guard
 from switchyard.downstream.legacy_sse import LegacySseEndpoint
 from switchyard.downstream.streamable_http import StreamableHttpEndpoint
 from switchyard.gateway import Gateway
 from switchyard.wire import frame
+from switchyard.wire.strict import JsonLimits
 
 log = logging.getLogger("switchyard.http")
 
@@ -28,19 +29,37 @@ class HttpSettings:
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     max_body_bytes: int = 4 * 1024 * 1024
-    extra: dict[str, str] = field(default_factory=dict)
+    max_headers: int = 100
+    max_header_bytes: int = 32 * 1024
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_in_flight_per_client: int = 32
+    json: JsonLimits = field(default_factory=JsonLimits)
 
 
 class HttpApp:
     def __init__(self, gateway: Gateway, settings: HttpSettings) -> None:
         self.gateway = gateway
+        self.settings = settings
         self.guard = Guard.for_bind(
             settings.host, settings.port, settings.allowed_origins, settings.allowed_hosts
         )
+        self.in_flight: dict[str, int] = {}
         self.shutting_down = asyncio.Event()
-        self.mcp = StreamableHttpEndpoint(gateway, settings.max_body_bytes, self.shutting_down)
+        self.mcp = StreamableHttpEndpoint(
+            gateway,
+            settings.max_body_bytes,
+            self.shutting_down,
+            settings.json,
+            settings.body_timeout_s,
+        )
         self.sse = LegacySseEndpoint(
-            gateway, settings.max_body_bytes, self.shutting_down, MESSAGES_PATH
+            gateway,
+            settings.max_body_bytes,
+            self.shutting_down,
+            MESSAGES_PATH,
+            settings.json,
+            settings.body_timeout_s,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -52,7 +71,13 @@ class HttpApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
-        refusal = self.guard.check(scope["headers"])
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        if len(headers) > self.settings.max_headers or (
+            sum(len(k) + len(v) for k, v in headers) > self.settings.max_header_bytes
+        ):
+            await respond(send, 431, b"Request Header Fields Too Large")
+            return
+        refusal = self.guard.check(headers)
         if refusal:
             reason = (
                 "Forbidden: Origin not allowed"
@@ -64,9 +89,9 @@ class HttpApp:
             )
             return
         if path == MCP_PATH or path == MCP_PATH + "/":
-            await self.mcp(scope, receive, send)
+            await self._limited(scope, receive, send, self.mcp)
         elif path == MESSAGES_PATH or path == MESSAGES_PATH + "/":
-            await self.sse.message(scope, receive, send)
+            await self._limited(scope, receive, send, self.sse.message)
         elif path == SSE_PATH:
             await self.sse.stream(scope, receive, send)
         elif path == "/healthz":
@@ -76,6 +101,32 @@ class HttpApp:
             await respond_json(send, 200 if ready else 503, frame.encode(body))
         else:
             await respond(send, 404, b"Not Found", [(b"content-type", b"text/plain")])
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+        """At most `max_in_flight_per_client` requests of one client at a time; 429 beyond."""
+        if scope["method"] != "POST":
+            await app(scope, receive, send)
+            return
+        key = _client_key(scope)
+        if key is None:
+            await app(scope, receive, send)
+            return
+        count = self.in_flight.get(key, 0)
+        if count >= self.settings.max_in_flight_per_client:
+            body = frame.response_bytes(
+                b"null", frame.error_reply(-32600, "Too many requests in flight; retry shortly")
+            )
+            await respond_json(send, 429, body, [(b"retry-after", b"1")])
+            return
+        self.in_flight[key] = count + 1
+        try:
+            await app(scope, receive, send)
+        finally:
+            left = self.in_flight[key] - 1
+            if left:
+                self.in_flight[key] = left
+            else:
+                del self.in_flight[key]
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -93,6 +144,64 @@ class HttpApp:
                 await self.gateway.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _client_key(scope: Scope) -> str | None:
+    """Who a request counts against: its session. A 2026-07-28 request without authentication
+    carries no identity; counting it by peer address would put every client of a host (all of
+    loopback) in one bucket, so it is bounded by the per-backend limit instead."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
+        if name == b"mcp-session-id":
+            return "s:" + value.decode("latin-1")
+    query: bytes = scope.get("query_string", b"")
+    if query.startswith(b"session_id="):
+        return "s:" + query[11:].decode("latin-1")
+    return None
+
+
+def guarded_protocol(settings: HttpSettings) -> type[Any]:
+    """uvicorn's httptools protocol, with a deadline for the request head (slowloris) and a
+    hard stop for a header block far past the limit (431 is answered at the ASGI level)."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    hard_limit = settings.max_header_bytes * 4
+
+    class GuardedProtocol(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+        _head_bytes = 0
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._head_bytes = 0
+            self._head_timer = self.loop.call_later(settings.header_timeout_s, self._too_slow)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._head_bytes += len(name) + len(value)
+            if self._head_bytes > hard_limit:
+                self.transport.close()
+                return
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._stop_timer()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_timer()
+            super().connection_lost(exc)
+
+        def _stop_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _too_slow(self) -> None:
+            # A client that cannot send its request head in time gets nothing but a close.
+            self._head_timer = None
+            self.transport.close()
+
+    return GuardedProtocol
 
 
 def run(app: HttpApp, host: str, port: int) -> None:
@@ -116,7 +225,7 @@ def run(app: HttpApp, host: str, port: int) -> None:
             host=host,
             port=port,
             loop="uvloop",
-            http="httptools",
+            http=guarded_protocol(app.settings),
             lifespan="on",
             access_log=False,
             log_level="warning",

@@ -10,22 +10,20 @@ from urllib.parse import parse_qs
 
 from switchyard.downstream.asgi import (
     SSE_HEADERS,
-    BodyTooLarge,
-    ClientGone,
     Receive,
     Scope,
     Send,
     header,
-    read_body,
     respond,
     respond_json,
 )
-from switchyard.downstream.streamable_http import _adopt, error_json, level_of, pump
+from switchyard.downstream.inbound import error_json, read_message
+from switchyard.downstream.streamable_http import _adopt, level_of, pump
 from switchyard.gateway import Gateway
 from switchyard.policies.base import RequestContext
 from switchyard.protocol import codes, methods
 from switchyard.protocol.versions import Era
-from switchyard.wire import frame, sse
+from switchyard.wire import frame, sse, strict
 from switchyard.wire.frame import UNSET
 
 log = logging.getLogger("switchyard.downstream.sse")
@@ -38,9 +36,13 @@ class LegacySseEndpoint:
         max_body_bytes: int,
         shutting_down: asyncio.Event,
         messages_path: str,
+        limits: strict.JsonLimits | None = None,
+        body_timeout_s: float = 30.0,
     ) -> None:
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
+        self.limits = limits or strict.JsonLimits()
+        self.body_timeout_s = body_timeout_s
         self.shutting_down = shutting_down
         self.messages_path = messages_path
         self._tasks: set[asyncio.Task[None]] = set()
@@ -94,22 +96,10 @@ class LegacySseEndpoint:
                 error_json(codes.INVALID_REQUEST, "Content-Type must be application/json"),
             )
             return
-        length = header(headers, b"content-length")
-        try:
-            body = await read_body(
-                receive, self.max_body_bytes, int(length) if length and length.isdigit() else None
-            )
-        except BodyTooLarge:
-            await respond_json(
-                send, 413, error_json(codes.INVALID_REQUEST, "Request body too large")
-            )
-            return
-        except ClientGone:
-            return
-        if body.lstrip()[:1] == b"[":
-            await respond_json(
-                send, 400, error_json(codes.INVALID_REQUEST, "Batches are not supported")
-            )
+        body = await read_message(
+            receive, send, headers, self.max_body_bytes, self.body_timeout_s, self.limits
+        )
+        if body is None:
             return
         try:
             env = frame.peek(body)

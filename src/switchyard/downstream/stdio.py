@@ -25,7 +25,7 @@ from switchyard.protocol.versions import (
     MODERN_VERSIONS,
     Era,
 )
-from switchyard.wire import frame
+from switchyard.wire import frame, strict
 from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
 
 log = logging.getLogger("switchyard.stdio")
@@ -42,6 +42,7 @@ class StdioServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._session_ready = asyncio.Event()
         self.requests = InflightRequests()
+        self.limits = strict.JsonLimits()
         self.outgoing = ClientRequests()
 
     async def serve(self) -> None:
@@ -89,6 +90,11 @@ class StdioServer:
     async def _handle(self, line: bytes) -> None:
         if line.lstrip()[:1] == b"[":
             await self._write(_error(b"null", codes.INVALID_REQUEST, "Batches are not supported"))
+            return
+        try:
+            strict.check(line, self.limits)
+        except strict.Refused as refused:
+            await self._write(_error(b"null", refused.code, refused.message))
             return
         try:
             env = frame.peek(line)

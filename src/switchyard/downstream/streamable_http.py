@@ -17,16 +17,14 @@ from typing import Final
 
 from switchyard.downstream.asgi import (
     SSE_HEADERS,
-    BodyTooLarge,
-    ClientGone,
     Receive,
     Scope,
     Send,
     header,
-    read_body,
     respond,
     respond_json,
 )
+from switchyard.downstream.inbound import error_json, read_message
 from switchyard.downstream.session import OUTBOX_LIMIT, Session
 from switchyard.gateway import Gateway
 from switchyard.policies.base import RequestContext
@@ -40,17 +38,13 @@ from switchyard.protocol.versions import (
     MODERN_VERSIONS,
     Era,
 )
-from switchyard.wire import frame, sse
+from switchyard.wire import frame, sse, strict
 from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
 
 KEEPALIVE_S: Final = 15.0
 DISCONNECT_WATCH_S: Final = 0.5
 _ALLOW: Final = [(b"allow", b"GET, POST, DELETE")]
 _ALLOW_POST: Final = [(b"allow", b"POST")]
-
-
-def error_json(code: int, message: str, request_id: bytes = b"null", data: object = None) -> bytes:
-    return frame.response_bytes(request_id, frame.error_reply(code, message, data))
 
 
 def decode_header_value(value: str) -> str:
@@ -145,7 +139,16 @@ class PostReply:
 
 
 class StreamableHttpEndpoint:
-    def __init__(self, gateway: Gateway, max_body_bytes: int, shutting_down: asyncio.Event) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        max_body_bytes: int,
+        shutting_down: asyncio.Event,
+        limits: strict.JsonLimits | None = None,
+        body_timeout_s: float = 30.0,
+    ) -> None:
+        self.limits = limits or strict.JsonLimits()
+        self.body_timeout_s = body_timeout_s
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
         self.shutting_down = shutting_down
@@ -196,22 +199,10 @@ class StreamableHttpEndpoint:
                 ),
             )
             return
-        length = header(headers, b"content-length")
-        try:
-            body = await read_body(
-                receive, self.max_body_bytes, int(length) if length and length.isdigit() else None
-            )
-        except BodyTooLarge:
-            await respond_json(
-                send, 413, error_json(codes.INVALID_REQUEST, "Request body too large")
-            )
-            return
-        except ClientGone:
-            return
-        if body[:1] == b"[" or body.lstrip()[:1] == b"[":
-            await respond_json(
-                send, 400, error_json(codes.INVALID_REQUEST, "Batches are not supported")
-            )
+        body = await read_message(
+            receive, send, headers, self.max_body_bytes, self.body_timeout_s, self.limits
+        )
+        if body is None:
             return
         try:
             env = frame.peek(body)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from switchyard.protocol import eras, methods
+from switchyard.protocol import codes, eras, methods
 from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import Era
 from switchyard.routing import catalog
@@ -56,6 +56,8 @@ class BackendSettings:
     isolation: str = "per_session"
     """`shared`, `per_session` or `per_principal`: who shares an upstream session (legacy)."""
     max_isolated: int = 64
+    max_in_flight: int = 256
+    """Requests this backend may have open at once; more are refused, not queued."""
     isolated_idle_s: float = 300.0
     restart_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -93,6 +95,7 @@ class Backend:
         self._pool: dict[str, _Isolated] = {}
         self._opening: dict[str, asyncio.Future[_Isolated | None]] = {}
         self._pool_tasks: set[asyncio.Task[None]] = set()
+        self.in_flight = 0
         self.subscribed: set[str] = set()
         """Resource URIs some client subscribed to: re-subscribed after every restart."""
         self._stopping = asyncio.Event()
@@ -403,6 +406,31 @@ class Backend:
         conn = self.connection
         if conn is None or not self.is_up:
             return unavailable(self.name, self.status.last_error or self.status.state)
+        if self.in_flight >= self.settings.max_in_flight:
+            return frame.error_reply(
+                codes.BACKEND_BUSY,
+                f"backend {self.name!r} has {self.in_flight} requests in flight; retry shortly",
+                {"source": "gateway", "backend": self.name},
+            )
+        self.in_flight += 1
+        try:
+            return await self._request(
+                method, params, conn, name, link, session, principal, client_capabilities
+            )
+        finally:
+            self.in_flight -= 1
+
+    async def _request(
+        self,
+        method: str,
+        params: bytes | None,
+        conn: Connection,
+        name: str | None,
+        link: ClientLink | None,
+        session: str | None,
+        principal: str | None,
+        client_capabilities: Raw | None,
+    ) -> Reply:
         isolated: _Isolated | None = None
         owner = principal if self.settings.isolation == "per_principal" and principal else session
         if owner is not None and self._isolates(conn):

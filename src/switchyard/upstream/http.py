@@ -54,7 +54,7 @@ class HttpSettings:
     era: str = "auto"
     connect_timeout_s: float = 5.0
     handshake_timeout_s: float = 30.0
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = 8 * 1024 * 1024
     max_connections: int = 256
 
 
@@ -235,6 +235,12 @@ class StreamableHttpConnection:
         except (aiohttp.ClientConnectionError, OSError) as exc:
             self._mark_closed(f"connection failed: {exc}")
             return unavailable(self.backend, f"connection failed: {type(exc).__name__}")
+        except sse.TooLarge as exc:
+            return frame.error_reply(
+                codes.RESULT_TOO_LARGE,
+                f"backend {self.backend!r} sent a result too large to forward: {exc}",
+                {"source": "gateway", "backend": self.backend},
+            )
         except (aiohttp.ClientError, ValueError) as exc:
             return protocol_error(self.backend, str(exc) or type(exc).__name__)
         finally:
@@ -400,14 +406,14 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     declared = resp.content_length
     if declared is not None:
         if declared > limit:
-            raise ValueError(f"response of {declared} bytes exceeds the {limit}-byte limit")
+            raise sse.TooLarge(f"response of {declared} bytes exceeds the {limit}-byte limit")
         return await resp.read()  # the length is known and within bounds
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(READ_CHUNK):
         size += len(chunk)
         if size > limit:
-            raise ValueError(f"response exceeds the {limit}-byte limit")
+            raise sse.TooLarge(f"response exceeds the {limit}-byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
 

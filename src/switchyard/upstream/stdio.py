@@ -56,7 +56,7 @@ class StdioSettings:
     cwd: str | None = None
     era: str = "auto"
     handshake_timeout_s: float = 30.0
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = 8 * 1024 * 1024
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:

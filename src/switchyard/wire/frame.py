@@ -59,8 +59,12 @@ ValidationError = msgspec.ValidationError
 
 
 def peek(data: bytes) -> Envelope:
-    """Decode the envelope only. Raises `msgspec.DecodeError` on invalid JSON or shape."""
-    return _envelope_decoder.decode(data)
+    """Decode the envelope only. Raises `msgspec.DecodeError` on invalid JSON (invalid UTF-8
+    included) or `msgspec.ValidationError` on a wrong shape."""
+    try:
+        return _envelope_decoder.decode(data)
+    except UnicodeDecodeError as exc:
+        raise msgspec.DecodeError(f"invalid UTF-8: {exc.reason}") from None
 
 
 def encode(value: Any) -> bytes:

@@ -8,6 +8,10 @@ from typing import Final
 KEEPALIVE: Final = b": keep-alive\n\n"
 
 
+class TooLarge(ValueError):
+    """A message over the configured size limit: refused before it is buffered whole."""
+
+
 @dataclass(slots=True)
 class Event:
     event: str = "message"
@@ -44,7 +48,7 @@ class Parser:
             nl = self._buffer.find(b"\n")
             if nl < 0:
                 if len(self._buffer) > self.max_event_bytes:
-                    raise ValueError("SSE line exceeds the size limit")
+                    raise TooLarge("SSE line exceeds the size limit")
                 return events
             line = bytes(self._buffer[:nl])
             del self._buffer[: nl + 1]
@@ -63,7 +67,7 @@ class Parser:
             if name == b"data":
                 self._size += len(value)
                 if self._size > self.max_event_bytes:
-                    raise ValueError("SSE event exceeds the size limit")
+                    raise TooLarge("SSE event exceeds the size limit")
                 self._data.append(value)
             elif name == b"event":
                 self._event = value.decode("utf-8", "replace")

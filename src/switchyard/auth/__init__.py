@@ -1,0 +1,1 @@
+"""Inbound authentication: who is calling. No authorization decisions here."""

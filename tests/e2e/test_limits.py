@@ -1,0 +1,221 @@
+"""Request limits and hygiene on the HTTP face: each limit crossed, each refusal exact."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import aiohttp
+import pytest
+
+from tests.harness import (
+    FIXTURES,
+    PYTHON,
+    Gateway,
+    sdk_http_backend,
+    start_gateway,
+    stdio_fixture,
+)
+from tests.rpc import RawClient
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    config = {
+        "gateway": {
+            "max_body_bytes": 65536,
+            "max_message_bytes": 16384,
+            "limits": {
+                "header_timeout": 1.0,
+                "body_timeout": 1.0,
+                "max_in_flight_per_client": 4,
+                "max_in_flight_per_backend": 6,
+                "max_json_string_bytes": 4096,
+                "max_json_array_items": 100,
+                "max_json_object_keys": 100,
+            },
+        },
+        "servers": {
+            "fx": stdio_fixture("crashy", isolation="shared"),
+            "web": {"command": PYTHON, "args": [str(FIXTURES / "sdk_stdio.py"), "--name", "web"]},
+        },
+    }
+    gw = start_gateway(config, tmp_path_factory.mktemp("limits"))
+    try:
+        gw.wait_backend("fx")
+        gw.wait_backend("web")
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def _raw(gw: Gateway, data: bytes, read_timeout: float = 5.0) -> bytes:
+    """Send raw bytes on a fresh connection; everything the server answers until it closes
+    the connection (each refusal here must close it: the timeout fails the test)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(data)
+    await writer.drain()
+    chunks = b""
+    try:
+        async with asyncio.timeout(read_timeout):
+            while chunk := await reader.read(65536):
+                chunks += chunk
+    finally:
+        writer.close()
+    return chunks
+
+
+def _head(gw: Gateway, extra: str = "", length: int | None = None) -> str:
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\nContent-Type: application/json\r\n"
+        "Accept: application/json, text/event-stream\r\n" + extra
+    )
+    if length is not None:
+        head += f"Content-Length: {length}\r\n"
+    return head
+
+
+PING = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b'{"jsonrpc":"2.0","id":1,"method":"initialize","method":"ping"}', 400, -32700),
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":NaN}}', 400, -32700),
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":Infinity}}', 400, -32700),
+        (b'{"jsonrpc":"2.0","id":1,"method":"p\xffing"}', 400, -32700),
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"\xc3"}}', 400, -32700),
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"\\udc00"}}', 400, -32700),
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"ping","params":' + b"[" * 70 + b"]" * 70 + b"}",
+            400,
+            -32600,
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"' + b"y" * 5000 + b'"}}',
+            400,
+            -32600,
+        ),
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":[' + b"1," * 100 + b"1]}", 400, -32600),
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{'
+            + b",".join(b'"k%d":1' % i for i in range(101))
+            + b"}}",
+            400,
+            -32600,
+        ),
+    ],
+)
+async def test_non_standard_or_oversized_json_is_refused(
+    gateway: Gateway, http: aiohttp.ClientSession, body: bytes, status: int, code: int
+) -> None:
+    client = RawClient(gateway.url, http)
+    resp = await client.post(body, client.headers())
+    assert resp.status == status
+    assert resp.json["error"]["code"] == code and resp.json["id"] is None
+
+
+async def test_headers_over_the_limit_are_431(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    client = RawClient(gateway.url, http)
+    many = {f"X-Extra-{i}": "v" for i in range(101)}
+    assert (await client.post(PING, {**client.headers(), **many})).status == 431
+    big = {"X-Big": "v" * 33 * 1024}
+    assert (await client.post(PING, {**client.headers(), **big})).status == 431
+    assert (await client.post(PING, client.headers())).status == 200
+
+
+async def test_a_body_over_the_limit_is_413_declared_or_streamed(gateway: Gateway) -> None:
+    declared = await _raw(gateway, (_head(gateway, length=70000) + "\r\n").encode())
+    assert declared.startswith(b"HTTP/1.1 413")
+    chunked = _head(gateway, "Transfer-Encoding: chunked\r\n") + "\r\n"
+    chunk = b"x" * 40000
+    payload = chunked.encode() + (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 2 + b"0\r\n\r\n"
+    assert (await _raw(gateway, payload)).startswith(b"HTTP/1.1 413")
+
+
+async def test_content_length_with_transfer_encoding_is_400_and_closed(gateway: Gateway) -> None:
+    smuggle = _head(gateway, "Transfer-Encoding: chunked\r\n", length=len(PING)) + "\r\n"
+    answer = await _raw(gateway, smuggle.encode() + PING)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert b"Switchyard" not in answer  # refused by the HTTP parser, before any MCP handling
+
+
+async def test_slow_clients_are_cut_off_while_others_are_served(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    # A head that never completes: the connection is closed after header_timeout (1 s).
+    slow_head = asyncio.create_task(_raw(gateway, b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"))
+    # A body that never completes: 408 after body_timeout (1 s).
+    slow_body = asyncio.create_task(
+        _raw(gateway, (_head(gateway, length=100) + "\r\n").encode() + b"{")
+    )
+    client = RawClient(gateway.url, http)
+    assert (await client.post(PING, client.headers())).status == 200  # served meanwhile
+    assert await asyncio.wait_for(slow_head, 5) == b""
+    assert (await asyncio.wait_for(slow_body, 5)).startswith(b"HTTP/1.1 408")
+
+
+async def test_too_many_requests_in_flight_for_one_session_is_429(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    client = await RawClient(gateway.url, http).open()
+    calls = [
+        client.request("tools/call", {"name": "fx_sleep", "arguments": {"ms": 800}}, request_id=i)
+        for i in range(5)
+    ]
+    answers = await asyncio.gather(*calls)
+    refused = [a for a in answers if a.status == 429]
+    assert len(refused) == 1 and refused[0].headers["Retry-After"] == "1"
+    assert sorted(a.status for a in answers) == [200, 200, 200, 200, 429]
+
+
+async def test_a_backend_with_too_many_requests_in_flight_refuses_more(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    clients = [await RawClient(gateway.url, http).open() for _ in range(7)]
+    answers = await asyncio.gather(
+        *(c.request("tools/call", {"name": "fx_sleep", "arguments": {"ms": 800}}) for c in clients)
+    )
+    codes = sorted(a.json.get("error", {}).get("code", 0) for a in answers)
+    assert codes == [-31005, 0, 0, 0, 0, 0, 0]
+
+
+async def test_a_backend_result_over_the_limit_is_an_error(
+    gateway_factory: Callable[..., Gateway], http: aiohttp.ClientSession
+) -> None:
+    with sdk_http_backend("--json-response", name="big") as url:
+        gw = gateway_factory(
+            {"gateway": {"max_message_bytes": 65536}, "servers": {"big": {"url": url}}}
+        )
+        client = await RawClient(gw.url, http).open()
+        big = await client.request(
+            "tools/call", {"name": "big_echo", "arguments": {"text": "z" * 100_000}}
+        )
+        error = big.json["error"]
+        assert error["code"] == -31003
+        assert error["data"] == {"source": "gateway", "backend": "big"}
+        small = await client.result("tools/call", {"name": "big_echo", "arguments": {"text": "ok"}})
+        assert small["content"][0]["text"] == "ok"
