@@ -112,9 +112,14 @@ class Gateway(Proc):
 
 
 def start_gateway(
-    config: dict[str, Any], tmp: Path, *, ready: bool = True, extra_args: list[str] | None = None
+    config: dict[str, Any],
+    tmp: Path,
+    *,
+    ready: bool = True,
+    extra_args: list[str] | None = None,
+    port: int | None = None,
 ) -> Gateway:
-    port = free_port()
+    port = port or free_port()
     config_path = tmp / f"switchyard-{port}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log = log_path(f"gateway-{port}")

@@ -92,12 +92,14 @@ def _check(file: str) -> int:
 
 
 def _serve(plan: object, config: object, host: str, port: int) -> int:
+    from switchyard.config.load import auth_settings
     from switchyard.config.schema import SwitchyardConfig
     from switchyard.downstream.http import HttpApp, HttpSettings, run
     from switchyard.gateway import Gateway, Plan
 
     assert isinstance(plan, Plan) and isinstance(config, SwitchyardConfig)
     gw = config.gateway
+    auth = auth_settings(config, host, port) if config.auth.enabled else None
     app = HttpApp(
         Gateway(plan),
         HttpSettings(
@@ -113,6 +115,7 @@ def _serve(plan: object, config: object, host: str, port: int) -> int:
             max_in_flight_per_client=gw.limits.max_in_flight_per_client,
             json=json_limits(gw.limits),
         ),
+        auth,
     )
     run(app, host, port)
     return 0

@@ -16,6 +16,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from switchyard.auth.authenticator import AuthSettings
+from switchyard.auth.jwt_verifier import IssuerConfig
 from switchyard.config.schema import (
     DESKTOP_IGNORED_KEYS,
     NAME_PATTERN,
@@ -23,6 +25,7 @@ from switchyard.config.schema import (
     SwitchyardConfig,
 )
 from switchyard.gateway import GatewaySettings, Plan
+from switchyard.policies.access import AccessControl, AccessRules, Rule
 from switchyard.policies.base import PolicySpec
 from switchyard.policies.request_log import RequestLog
 from switchyard.upstream.backend import BackendSettings
@@ -227,7 +230,9 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
                     gw.limits.max_in_flight_per_backend,
                 )
             )
-    policies = (PolicySpec(RequestLog),) if gw.log_requests else ()
+    policies: tuple[PolicySpec, ...] = (PolicySpec(RequestLog),) if gw.log_requests else ()
+    if config.auth.enabled:
+        policies = (*policies, PolicySpec(AccessControl, access_rules(config)))
     settings = GatewaySettings(
         separator=gw.separator,
         page_size=gw.page_size,
@@ -237,6 +242,43 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
         policies=policies,
     )
     return Plan(gateway=settings, backends=tuple(backends))
+
+
+def auth_settings(config: SwitchyardConfig, host: str, port: int) -> AuthSettings:
+    """The `auth:` section for the HTTP listener bound at host:port."""
+    auth = config.auth
+    base = (auth.public_url or f"http://{host}:{port}").rstrip("/")
+    issuers = tuple(
+        IssuerConfig(
+            issuer=i.issuer,
+            jwks_uri=i.jwks_uri,
+            static_keys=tuple(i.static_keys),
+            algorithms=tuple(i.algorithms),
+            roles_claim=i.roles_claim,
+        )
+        for i in auth.issuers
+    )
+    return AuthSettings(
+        resource=base + "/mcp",
+        authorization_servers=tuple(auth.authorization_servers),
+        api_keys=auth.api_keys,
+        data_dir=auth.data_dir,
+        database_url=_resolve(auth.database_url, "auth.database_url")
+        if auth.database_url
+        else None,
+        issuers=issuers,
+    )
+
+
+def access_rules(config: SwitchyardConfig) -> AccessRules:
+    return AccessRules(
+        tuple(
+            Rule.build(
+                r.effect == "allow", r.principals, r.roles, r.backends, r.names, list(r.kinds)
+            )
+            for r in config.auth.rules
+        )
+    )
 
 
 def load_plan(path: str | Path) -> tuple[Plan, SwitchyardConfig, list[str]]:

@@ -143,8 +143,60 @@ DESKTOP_IGNORED_KEYS = frozenset(
 )
 
 
+class IssuerConfigModel(BaseModel):
+    """A token issuer whose JWTs are accepted (its keys are fetched from `jwks_uri` only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(description="Exactly the tokens' `iss`.")
+    jwks_uri: str | None = Field(None, description="Where its signing keys are published.")
+    static_keys: list[str] = Field(default_factory=list, description="PEM public keys instead.")
+    algorithms: list[str] = Field(["RS256", "ES256"], description="Accepted signature algorithms.")
+    roles_claim: str | None = Field("roles", description="Claim (dotted path) holding roles.")
+
+
+class AccessRuleConfig(BaseModel):
+    """One allow or deny rule; a deny rule beats every allow rule, and nothing is allowed by
+    default once authentication is on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    effect: Literal["allow", "deny"]
+    principals: list[str] | None = Field(None, description="Caller names (globs); any if absent.")
+    roles: list[str] | None = Field(None, description="Any of these roles; any caller if absent.")
+    backends: list[str] = Field(["*"], description="Backend names (globs).")
+    names: list[str] = Field(
+        ["*"], description="Backend-side tool/prompt names or resource URIs (globs)."
+    )
+    kinds: list[Literal["tools", "prompts", "resources", "resourceTemplates"]] = Field(
+        ["tools", "prompts", "resources", "resourceTemplates"]
+    )
+
+
+class AuthConfig(BaseModel):
+    """Inbound authentication and access rules (the `auth:` section); off unless `enabled`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Authenticate every request to every MCP endpoint.")
+    public_url: str | None = Field(
+        None,
+        description="The gateway's external base URL (resource URIs); default: the bind address.",
+    )
+    api_keys: bool = Field(True, description="Accept API keys created with `switchyard keys`.")
+    data_dir: str | None = Field(None, description="SQLite key store folder (default ./var).")
+    database_url: str | None = Field(None, description="PostgreSQL key store instead of SQLite.")
+    issuers: list[IssuerConfigModel] = Field(default_factory=list)
+    authorization_servers: list[str] = Field(
+        default_factory=list, description="Advertised in protected-resource metadata."
+    )
+    rules: list[AccessRuleConfig] = Field(default_factory=list)
+
+
 class SwitchyardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     servers: dict[str, ServerConfig] = Field(default_factory=dict)

@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any, Final
+
+from switchyard.policies.base import Identity
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Where the HTTP listener leaves the authenticated caller's Identity in the ASGI scope, and the
+# same for code running in the request's task (each request has its own task and context).
+IDENTITY_KEY: Final = "switchyard.identity"
+IDENTITY: ContextVar[Identity | None] = ContextVar("switchyard_identity", default=None)
+
+
+def caller() -> Identity | None:
+    return IDENTITY.get()
+
+
+def caller_name() -> str | None:
+    identity = IDENTITY.get()
+    return identity.name if identity is not None else None
+
 
 JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 SSE_HEADERS: Final = [

@@ -7,11 +7,22 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from switchyard.downstream.asgi import ASGIApp, Receive, Scope, Send, respond, respond_json
+from switchyard.auth.authenticator import Authenticator, AuthSettings, Refusal, open_authenticator
+from switchyard.downstream.asgi import (
+    IDENTITY,
+    IDENTITY_KEY,
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    respond,
+    respond_json,
+)
 from switchyard.downstream.guard import Guard
 from switchyard.downstream.legacy_sse import LegacySseEndpoint
 from switchyard.downstream.streamable_http import StreamableHttpEndpoint
 from switchyard.gateway import Gateway
+from switchyard.policies.base import Identity
 from switchyard.wire import frame
 from switchyard.wire.strict import JsonLimits
 
@@ -20,6 +31,11 @@ log = logging.getLogger("switchyard.http")
 MCP_PATH: Final = "/mcp"
 SSE_PATH: Final = "/sse"
 MESSAGES_PATH: Final = "/messages"
+WELL_KNOWN_ROOT: Final = "/.well-known/oauth-protected-resource"
+# Every path that speaks MCP: with authentication on, none is reachable without it.
+GUARDED_PATHS: Final = frozenset(
+    {MCP_PATH, MCP_PATH + "/", SSE_PATH, MESSAGES_PATH, MESSAGES_PATH + "/"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +54,11 @@ class HttpSettings:
 
 
 class HttpApp:
-    def __init__(self, gateway: Gateway, settings: HttpSettings) -> None:
+    def __init__(
+        self, gateway: Gateway, settings: HttpSettings, auth: AuthSettings | None = None
+    ) -> None:
+        self.auth_settings = auth
+        self.authenticator: Authenticator | None = None
         self.gateway = gateway
         self.settings = settings
         self.guard = Guard.for_bind(
@@ -88,6 +108,22 @@ class HttpApp:
                 send, refusal, frame.response_bytes(b"null", frame.error_reply(-32600, reason))
             )
             return
+        authenticator = self.authenticator
+        if authenticator is not None:
+            if path in (authenticator.resource.well_known_path, WELL_KNOWN_ROOT):
+                await respond_json(send, 200, frame.encode(authenticator.resource.metadata()))
+                return
+            if path in GUARDED_PATHS:
+                outcome = await authenticator.authenticate(headers, scope.get("query_string", b""))
+                if isinstance(outcome, Refusal):
+                    answer = frame.response_bytes(
+                        b"null", frame.error_reply(-32600, outcome.message)
+                    )
+                    challenge = (b"www-authenticate", outcome.challenge.encode("latin-1"))
+                    await respond_json(send, outcome.status, answer, [challenge])
+                    return
+                scope[IDENTITY_KEY] = outcome
+                IDENTITY.set(outcome)
         if path == MCP_PATH or path == MCP_PATH + "/":
             await self._limited(scope, receive, send, self.mcp)
         elif path == MESSAGES_PATH or path == MESSAGES_PATH + "/":
@@ -133,6 +169,8 @@ class HttpApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
+                    if self.auth_settings is not None:
+                        self.authenticator = await open_authenticator(self.auth_settings)
                     await self.gateway.start()
                 except Exception as exc:
                     log.exception("gateway failed to start")
@@ -142,14 +180,19 @@ class HttpApp:
             elif message["type"] == "lifespan.shutdown":
                 self.shutting_down.set()
                 await self.gateway.stop()
+                if self.authenticator is not None:
+                    await self.authenticator.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
 
 def _client_key(scope: Scope) -> str | None:
-    """Who a request counts against: its session. A 2026-07-28 request without authentication
-    carries no identity; counting it by peer address would put every client of a host (all of
-    loopback) in one bucket, so it is bounded by the per-backend limit instead."""
+    """Who a request counts against: its caller, else its session. A 2026-07-28 request without
+    authentication carries no identity; counting it by peer address would put every client of a
+    host (all of loopback) in one bucket, so it is bounded by the per-backend limit instead."""
+    identity: Identity | None = scope.get(IDENTITY_KEY)
+    if identity is not None:
+        return "p:" + identity.name
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     for name, value in headers:
         if name == b"mcp-session-id":

@@ -13,6 +13,8 @@ from switchyard.downstream.asgi import (
     Receive,
     Scope,
     Send,
+    caller,
+    caller_name,
     header,
     respond,
     respond_json,
@@ -51,7 +53,7 @@ class LegacySseEndpoint:
         if scope["method"] != "GET":
             await respond(send, 405, headers=[(b"allow", b"GET")])
             return
-        session = self.gateway.sessions.create("sse")
+        session = self.gateway.sessions.create("sse", caller_name())
         if session is None:
             await respond_json(send, 503, error_json(codes.INTERNAL_ERROR, "Too many sessions"))
             return
@@ -84,7 +86,7 @@ class LegacySseEndpoint:
                 send, 400, error_json(codes.INVALID_REQUEST, "session_id is required")
             )
             return
-        session = self.gateway.sessions.get(session_ids[0])
+        session = self.gateway.sessions.get(session_ids[0], caller_name())
         if session is None or session.transport != "sse":
             await respond_json(send, 404, error_json(codes.INVALID_REQUEST, "Session not found"))
             return
@@ -125,6 +127,8 @@ class LegacySseEndpoint:
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
         params = env.params if env.params is not UNSET else None
 
+        identity = caller()
+
         async def answer() -> None:
             ctx = RequestContext(
                 Era.LEGACY,
@@ -135,6 +139,8 @@ class LegacySseEndpoint:
                 link=session.link(),
                 session_push=session.notify,
                 log_level=session.log_level,
+                principal=session.principal,
+                identity=identity,
             )
             reply = await session.requests.run(
                 id_raw, self.gateway.dispatcher.request(ctx, method, params)

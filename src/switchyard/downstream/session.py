@@ -138,6 +138,8 @@ class Session:
     client_capabilities: Raw | None = None
     initialized: bool = False
     log_level: str | None = None
+    principal: str | None = None
+    """The caller that opened it; the id means nothing in anyone else's hands."""
     outbox: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT))
     stream_open: bool = False
     requests: InflightRequests = field(default_factory=lambda: InflightRequests())
@@ -197,19 +199,22 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, transport: str) -> Session | None:
+    def create(self, transport: str, principal: str | None = None) -> Session | None:
         if len(self._sessions) >= self.max_sessions:
             self.reap()
             if len(self._sessions) >= self.max_sessions:
                 return None
-        session = Session(secrets.token_urlsafe(32), transport)
+        session = Session(secrets.token_urlsafe(32), transport, principal=principal)
         self._sessions[session.id] = session
         return session
 
-    def get(self, session_id: str) -> Session | None:
+    def get(self, session_id: str, principal: str | None = None) -> Session | None:
+        """The session, if it exists and belongs to `principal`: another caller's session id
+        is answered exactly like an unknown one."""
         session = self._sessions.get(session_id)
-        if session is not None:
-            session.touch()
+        if session is None or session.principal != principal:
+            return None
+        session.touch()
         return session
 
     def remove(self, session_id: str) -> Session | None:

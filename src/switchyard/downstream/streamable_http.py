@@ -20,6 +20,8 @@ from switchyard.downstream.asgi import (
     Receive,
     Scope,
     Send,
+    caller,
+    caller_name,
     header,
     respond,
     respond_json,
@@ -294,12 +296,15 @@ class StreamableHttpEndpoint:
             )
             return
         out = PostReply(send)
+        identity = caller()
         ctx = RequestContext(
             Era.MODERN,
             version,
             "streamable-http",
             client_capabilities=meta[META_CLIENT_CAPABILITIES],
             link=out,
+            principal=identity.name if identity else None,
+            identity=identity,
         )
         params_raw = env.params if env.params is not UNSET else None
         watch = DisconnectWatch(receive)
@@ -330,7 +335,7 @@ class StreamableHttpEndpoint:
                 error_json(codes.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required"),
             )
             return
-        session = sessions.get(session_id)
+        session = sessions.get(session_id, caller_name())
         if session is None:
             await respond_json(send, 404, error_json(codes.INVALID_REQUEST, "Session not found"))
             return
@@ -355,6 +360,8 @@ class StreamableHttpEndpoint:
             link=out,
             session_push=session.notify,
             log_level=session.log_level,
+            principal=session.principal,
+            identity=caller(),
         )
         params_raw = env.params if env.params is not UNSET else None
         reply = await session.requests.run(
@@ -368,13 +375,20 @@ class StreamableHttpEndpoint:
 
     async def _initialize(self, env: Envelope, send: Send) -> None:
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
-        ctx = RequestContext(Era.LEGACY, "", "streamable-http")
+        identity = caller()
+        ctx = RequestContext(
+            Era.LEGACY,
+            "",
+            "streamable-http",
+            principal=identity.name if identity else None,
+            identity=identity,
+        )
         params_raw = env.params if env.params is not UNSET else None
         reply = await self.gateway.dispatcher.request(ctx, methods.INITIALIZE, params_raw)
         if reply.result is None:
             await respond_json(send, 200, frame.response_bytes(id_raw, reply))
             return
-        session = self.gateway.sessions.create("streamable-http")
+        session = self.gateway.sessions.create("streamable-http", caller_name())
         if session is None:
             await respond_json(
                 send, 503, error_json(codes.INTERNAL_ERROR, "Too many sessions", id_raw)
@@ -468,7 +482,7 @@ class StreamableHttpEndpoint:
                 error_json(codes.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required"),
             )
             return None
-        session = self.gateway.sessions.get(session_id)
+        session = self.gateway.sessions.get(session_id, caller_name())
         if session is None:
             await respond_json(send, 404, error_json(codes.INVALID_REQUEST, "Session not found"))
         return session

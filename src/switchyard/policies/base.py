@@ -8,7 +8,7 @@ every filter a policy attached to the call, so a denied item is absent, not mere
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -20,6 +20,18 @@ from switchyard.wire.frame import Raw, Reply
 
 Handler = Callable[["Call"], Awaitable[Reply]]
 ListFilter = Callable[[Entry], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated caller, however it proved who it is (API key or token)."""
+
+    name: str
+    roles: tuple[str, ...] = ()
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    scopes: frozenset[str] | None = None
+    """A token's scopes; None for credentials that carry none (API keys)."""
+    via: str = "api_key"
 
 
 @dataclass(slots=True)
@@ -34,7 +46,8 @@ class RequestContext:
     link: ClientLink | None = None
     """The way back to this request's client: notifications and server->client requests."""
     principal: str | None = None
-    """The authenticated caller, when authentication is on."""
+    """The authenticated caller's name, when authentication is on."""
+    identity: Identity | None = None
     session_push: Callable[[str, bytes | None], None] | None = None
     """Queues a notification on the client's session stream (legacy sessions only)."""
     log_level: str | None = None

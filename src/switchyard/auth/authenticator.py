@@ -1,0 +1,116 @@
+"""One place that answers "who is this?" for every MCP endpoint: an API key or a JWT, both
+presented as `Authorization: Bearer`, turned into the caller's Identity, or a refusal carrying
+the status and `WWW-Authenticate` challenge to send."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from switchyard.auth.jwt_verifier import AuthError, IssuerConfig, JwtVerifier, extract_bearer
+from switchyard.auth.key_store import ApiKeyVerifier, KeyStore, open_key_store
+from switchyard.auth.keys import KEY_TAG
+from switchyard.auth.resource_metadata import ProtectedResource
+from switchyard.policies.base import Identity
+
+log = logging.getLogger("switchyard.auth")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    challenge: str
+    message: str
+
+
+class Authenticator:
+    def __init__(
+        self,
+        resource: ProtectedResource,
+        keys: ApiKeyVerifier | None,
+        tokens: JwtVerifier | None,
+        key_store: KeyStore | None = None,
+    ) -> None:
+        self.resource = resource
+        self.keys = keys
+        self.tokens = tokens
+        self._key_store = key_store
+
+    async def authenticate(
+        self, headers: Sequence[tuple[bytes, bytes]], query: bytes
+    ) -> Identity | Refusal:
+        authorization = [v.decode("latin-1") for k, v in headers if k == b"authorization"]
+        params = parse_qs(query.decode("latin-1")) if query else {}
+        try:
+            token = extract_bearer(authorization, query_params=params.keys())
+        except AuthError as exc:
+            return Refusal(
+                exc.status, exc.www_authenticate(self.resource.metadata_url), exc.description
+            )
+        if token is None:
+            return Refusal(401, self.resource.challenge(), "Authentication required")
+        if token.startswith(KEY_TAG + "_"):
+            return await self._api_key(token)
+        return await self._jwt(token)
+
+    async def _api_key(self, token: str) -> Identity | Refusal:
+        if self.keys is None:
+            return self._invalid("API keys are not accepted here")
+        try:
+            principal = await self.keys.verify(token)
+        except Exception:  # the key store is down: not the caller's fault, and not a secret
+            log.exception("API key store unavailable")
+            return Refusal(503, self.resource.challenge(), "Authentication temporarily unavailable")
+        if principal is None:
+            return self._invalid("Invalid API key")
+        return Identity(
+            principal.name, principal.roles, dict(principal.attributes), None, "api_key"
+        )
+
+    async def _jwt(self, token: str) -> Identity | Refusal:
+        if self.tokens is None:
+            return self._invalid("Bearer tokens are not accepted here")
+        try:
+            claims = await self.tokens.verify(token, self.resource.resource)
+        except AuthError as exc:
+            status = 503 if exc.temporary else exc.status
+            return Refusal(
+                status, exc.www_authenticate(self.resource.metadata_url), exc.description
+            )
+        return Identity(claims.subject, claims.roles, dict(claims.attributes), claims.scopes, "jwt")
+
+    async def aclose(self) -> None:
+        if self._key_store is not None:
+            await self._key_store.aclose()
+        if self.tokens is not None:
+            await self.tokens.aclose()
+
+    def _invalid(self, message: str) -> Refusal:
+        return Refusal(401, self.resource.challenge("invalid_token", message), message)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    resource: str
+    """The `/mcp` endpoint's resource URI: tokens must name it in `aud`."""
+    authorization_servers: tuple[str, ...] = ()
+    api_keys: bool = True
+    data_dir: str | None = None
+    database_url: str | None = None
+    issuers: tuple[IssuerConfig, ...] = ()
+
+
+async def open_authenticator(settings: AuthSettings) -> Authenticator:
+    keys = store = None
+    if settings.api_keys:
+        store = await open_key_store(dsn=settings.database_url, data_dir=settings.data_dir)
+        keys = ApiKeyVerifier(store)
+    tokens = JwtVerifier(settings.issuers) if settings.issuers else None
+    resource = ProtectedResource(
+        settings.resource,
+        settings.authorization_servers or tuple(i.issuer for i in settings.issuers),
+        resource_name="Switchyard MCP gateway",
+    )
+    return Authenticator(resource, keys, tokens, store)
