@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from switchyard.protocol import codes
+from switchyard.protocol import codes, methods
 from switchyard.protocol.link import CAPABILITY_FOR, ClientLink
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
@@ -32,6 +32,8 @@ log = logging.getLogger("switchyard.bridge")
 STATE_PREFIX: Final = "sy1."
 # How long a parked call waits for the client's retry before it is cancelled upstream.
 PARK_TTL_S: Final = 300.0
+# Notifications kept for a parked call until the client's retry; past that, the oldest go.
+MAX_HELD: Final = 256
 MAX_PARKED: Final = 1000
 
 
@@ -53,6 +55,10 @@ class ParkedCall:
     asked: _Question | None = None
     link: ClientLink | None = None
     """The link of the client's current POST, for progress while it is open."""
+    progress_token: Raw | None = None
+    """The current request's progress token: a retry brings a new one."""
+    held: list[tuple[str, bytes | None]] = field(default_factory=list)
+    """Notifications that came while the call waited for the client's retry."""
     expires: float = 0.0
     _keys: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -70,9 +76,12 @@ class ParkingLink:
         return f"parked-{self.parked.id}"
 
     async def notify(self, method: str, params: bytes | None) -> None:
-        if self.parked.link is not None:
-            with contextlib.suppress(Exception):
-                await self.parked.link.notify(method, params)
+        parked = self.parked
+        if parked.link is None:
+            if len(parked.held) < MAX_HELD:
+                parked.held.append((method, params))
+            return
+        await _deliver(parked, method, params)
 
     async def ask(self, method: str, params: bytes | None, timeout: float) -> Reply:
         needed = CAPABILITY_FOR.get(method)
@@ -89,6 +98,17 @@ class ParkingLink:
             return frame.error_reply(
                 codes.CLIENT_TIMEOUT, f"the client did not answer {method}", {"source": "gateway"}
             )
+
+
+async def _deliver(parked: ParkedCall, method: str, params: bytes | None) -> None:
+    """To the client's current request; progress carries that request's own token."""
+    if method == methods.PROGRESS and params is not None and parked.progress_token is not None:
+        fields = frame.decode_object(params)
+        fields["progressToken"] = parked.progress_token
+        params = frame.encode_object(fields)
+    if parked.link is not None:
+        with contextlib.suppress(Exception):
+            await parked.link.notify(method, params)
 
 
 def _declares(capabilities: Raw | None, name: str) -> bool:
@@ -115,16 +135,25 @@ class ParkedCalls:
         capabilities: Raw | None,
         link: ClientLink | None,
         run: Callable[[ClientLink], Awaitable[Reply]],
+        token: Raw | None = None,
     ) -> Reply:
         """Run a backend call that may ask questions; answer or park it."""
         self.expire()
         if len(self._calls) >= MAX_PARKED:
             return frame.error_reply(codes.INTERNAL_ERROR, "too many calls awaiting client input")
-        parked = ParkedCall(secrets.token_urlsafe(16), caller, capabilities, link=link)
+        parked = ParkedCall(
+            secrets.token_urlsafe(16), caller, capabilities, link=link, progress_token=token
+        )
         parked.task = asyncio.ensure_future(run(ParkingLink(parked)))
         return await self._next(parked)
 
-    async def resume(self, caller: str, fields: dict[str, Raw], link: ClientLink | None) -> Reply:
+    async def resume(
+        self,
+        caller: str,
+        fields: dict[str, Raw],
+        link: ClientLink | None,
+        token: Raw | None = None,
+    ) -> Reply:
         parked = self._verify(caller, fields.get("requestState"))
         if parked is None:
             return frame.error_reply(codes.INVALID_PARAMS, "Invalid or expired requestState")
@@ -138,6 +167,10 @@ class ParkedCalls:
         del self._calls[parked.id]
         parked.asked = None
         parked.link = link
+        parked.progress_token = token
+        held, parked.held = parked.held, []
+        for method, params in held:
+            await _deliver(parked, method, params)
         asked.answer.set_result(Reply(result=bytes(answers[asked.key])))
         return await self._next(parked)
 
@@ -147,6 +180,10 @@ class ParkedCalls:
         question = asyncio.ensure_future(parked.questions.get())
         try:
             await asyncio.wait({parked.task, question}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The client left while its call ran: the call goes too (cancelled upstream).
+            parked.task.cancel()
+            raise
         finally:
             if not question.done():
                 question.cancel()

@@ -15,7 +15,7 @@ import switchyard
 from switchyard.bridge import ParkedCalls
 from switchyard.policies.base import Call, Handler
 from switchyard.protocol import codes, eras, methods
-from switchyard.protocol.link import ClientLink
+from switchyard.protocol.link import LOG_LEVELS, ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era, negotiate_handshake
 from switchyard.routing import catalog
 from switchyard.routing.catalog import Catalog, Entry
@@ -29,16 +29,6 @@ SERVER_INFO: Final = {
     "title": "Switchyard",
     "version": switchyard.__version__,
 }
-LOG_LEVELS: Final = (
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
-)
 # Requests whose results may be `input_required` (2026-07-28 MRTR).
 MRTR_METHODS: Final = frozenset({methods.TOOLS_CALL, methods.PROMPTS_GET, methods.RESOURCES_READ})
 # Input-required rounds one call may take before Switchyard gives up on the backend.
@@ -308,17 +298,25 @@ class Forwarder:
             return frame.error_reply(
                 codes.METHOD_NOT_FOUND, f"backend {backend.name!r} offers no resource subscriptions"
             )
-        await self.subscriptions.add(key, push, uri, backend)
+        await self.subscriptions.add(key, push, uri, backend, call.ctx.principal)
         return Reply(result=b"{}")
 
     async def set_level(self, call: Call) -> Reply:
         level = _str_field(call.fields(), "level")
         if level not in LOG_LEVELS or call.params is None:
             return invalid_params(f"level must be one of {', '.join(LOG_LEVELS)}")
-        # Legacy backends hear it now (one shared level per backend session); modern backends
-        # receive the session's level on each request instead.
+        # Legacy backends hear it now, in the caller's own session when isolated; modern
+        # backends receive the session's level on each request instead.
         params = bytes(call.params)
-        await asyncio.gather(*(b.set_level(params) for b in self.backends.values()))
+        ctx = call.ctx
+        await asyncio.gather(
+            *(
+                b.set_level(
+                    params, ctx.session_id, ctx.principal, ctx.client_capabilities, ctx.session_link
+                )
+                for b in self.backends.values()
+            )
+        )
         return Reply(result=b"{}")
 
     async def complete(self, call: Call) -> Reply:
@@ -348,18 +346,18 @@ class Forwarder:
     ) -> Reply:
         """A modern client's call to a legacy backend, which may ask the client mid-call."""
         caller = call.ctx.principal or "anonymous"
+        token = _progress_token(fields)
         if self.parked.owns(fields):
-            return await self.parked.resume(caller, fields, call.ctx.link)
+            return await self.parked.resume(caller, fields, call.ctx.link, token)
         fields.pop("inputResponses", None)
         fields.pop("requestState", None)
-        body = frame.encode_object(fields)
 
         async def run(link: ClientLink) -> Reply:
-            return await backend.request(
-                call.method, body, name=name, link=link, principal=call.ctx.principal
-            )
+            return await _send(call, backend, fields, name, link)
 
-        return await self.parked.start(caller, call.ctx.client_capabilities, call.ctx.link, run)
+        return await self.parked.start(
+            caller, call.ctx.client_capabilities, call.ctx.link, run, token
+        )
 
     async def _fulfil_for_legacy_client(
         self, call: Call, backend: Backend, fields: dict[str, Raw], name: str | None, reply: Reply
@@ -450,18 +448,33 @@ async def _ask_all(call: Call, requests: dict[str, Raw], timeout: float) -> dict
     return answers
 
 
-async def _send(call: Call, backend: Backend, fields: dict[str, Raw], name: str | None) -> Reply:
+async def _send(
+    call: Call,
+    backend: Backend,
+    fields: dict[str, Raw],
+    name: str | None,
+    link: ClientLink | None = None,
+) -> Reply:
     """Forward `fields` as this call's params, with everything the caller's context decides:
-    the way back to the client, and which isolated upstream session serves it."""
+    the way back to the client (unless `link` stands in), and which isolated upstream session
+    serves it."""
     return await backend.request(
         call.method,
         frame.encode_object(fields),
         name=name,
-        link=call.ctx.link,
+        link=link or call.ctx.link,
         session=call.ctx.session_id,
         principal=call.ctx.principal,
         client_capabilities=call.ctx.client_capabilities,
+        session_link=call.ctx.session_link,
     )
+
+
+def _progress_token(fields: dict[str, Raw]) -> Raw | None:
+    raw_meta = fields.get("_meta")
+    if raw_meta is None or b"progressToken" not in bytes(raw_meta):
+        return None
+    return frame.decode_object(raw_meta).get("progressToken")
 
 
 def _caller(call: Call) -> str:

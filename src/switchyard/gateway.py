@@ -16,6 +16,7 @@ from switchyard.forwarder import Forwarder
 from switchyard.policies.base import PolicySpec
 from switchyard.policies.request_log import RequestLog
 from switchyard.protocol import methods
+from switchyard.protocol.link import log_wanted
 from switchyard.routing import catalog
 from switchyard.upstream.backend import Backend, BackendSettings
 from switchyard.wire import frame
@@ -113,16 +114,24 @@ class Gateway:
             self.sessions.broadcast(frame.notification_bytes(method, None))
             self.subscriptions.list_changed(method)
 
-    def _backend_event(self, backend: Backend, method: str, params: bytes | None) -> None:
-        """A backend's notification outside any request."""
+    def _backend_event(
+        self, backend: Backend, method: str, params: bytes | None, owner: str | None
+    ) -> None:
+        """A backend's notification outside any request; `owner` when it came from a client's
+        own isolated session, which concerns that client alone."""
         if method == methods.RESOURCE_UPDATED:
-            self.subscriptions.resource_updated(params)
+            self.subscriptions.resource_updated(params, owner)
         elif method == methods.TASK_STATUS:
             self.forwarder.task_status(params)
         elif method == methods.MESSAGE:
-            # A log line no request owns goes to the sessions that asked for logs.
+            if owner is not None:
+                session = self.sessions.peek(owner)
+                if session is not None and log_wanted(params, session.log_level):
+                    session.notify(method, params)
+                return
+            # A shared session's log line goes to the sessions that asked for logs.
             for session in self.sessions.values():
-                if session.log_level is not None:
+                if session.log_level is not None and log_wanted(params, session.log_level):
                     session.notify(method, params)
         else:
             log.debug("backend %r: notification %s not routed", backend.name, method)

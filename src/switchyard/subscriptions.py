@@ -33,6 +33,8 @@ class _Subscriber:
     push: Push
     uris: set[str] = field(default_factory=set)
     flags: frozenset[str] = frozenset()
+    isolated: dict[str, str] = field(default_factory=dict)
+    """URI -> backend, for subscriptions held by the client's own isolated upstream session."""
 
 
 class Subscriptions:
@@ -42,9 +44,18 @@ class Subscriptions:
         self._by_uri: dict[str, set[str]] = {}
         self._owner: dict[str, str] = {}
 
-    async def add(self, key: str, push: Push, uri: str, backend: Backend) -> None:
+    async def add(
+        self, key: str, push: Push, uri: str, backend: Backend, principal: str | None = None
+    ) -> None:
         subscriber = self._subscribers.setdefault(key, _Subscriber(push))
         subscriber.uris.add(uri)
+        if backend.isolates():
+            # The client's own upstream session subscribes; its updates come back to it alone.
+            subscriber.isolated[uri] = backend.name
+            await backend.request(
+                methods.SUBSCRIBE, frame.encode({"uri": uri}), session=key, principal=principal
+            )
+            return
         keys = self._by_uri.setdefault(uri, set())
         first = not keys
         keys.add(key)
@@ -56,6 +67,11 @@ class Subscriptions:
         subscriber = self._subscribers.get(key)
         if subscriber is not None:
             subscriber.uris.discard(uri)
+            isolated = subscriber.isolated.pop(uri, None)
+            backend = self._backends.get(isolated) if isolated else None
+            if backend is not None:
+                await backend.request(methods.UNSUBSCRIBE, frame.encode({"uri": uri}), session=key)
+                return
         keys = self._by_uri.get(uri)
         if keys is None or key not in keys:
             return
@@ -77,10 +93,17 @@ class Subscriptions:
         for uri in list(subscriber.uris):
             await self.remove(key, uri)
 
-    def resource_updated(self, params: bytes | None) -> None:
+    def resource_updated(self, params: bytes | None, owner: str | None = None) -> None:
+        """Deliver an update to the subscribers of its URI; from an isolated session (`owner`),
+        to that session's client only."""
         try:
             uri: Any = frame.decode_any(frame.decode_object(params)["uri"]) if params else None
         except (frame.DecodeError, frame.ValidationError, KeyError):
+            return
+        if owner is not None:
+            subscriber = self._subscribers.get(owner)
+            if subscriber is not None and uri in subscriber.isolated:
+                subscriber.push(methods.RESOURCE_UPDATED, params)
             return
         for key in self._by_uri.get(uri, ()) if isinstance(uri, str) else ():
             subscriber = self._subscribers.get(key)

@@ -138,6 +138,7 @@ class LegacySseEndpoint:
                 client_capabilities=session.client_capabilities,
                 link=session.link(),
                 session_push=session.notify,
+                session_link=session.link(),
                 log_level=session.log_level,
                 principal=session.principal,
                 identity=identity,

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from switchyard.protocol import codes
-from switchyard.protocol.link import CAPABILITY_FOR
+from switchyard.protocol.link import CAPABILITY_FOR, log_wanted
+from switchyard.protocol.methods import MESSAGE as METHOD_MESSAGE
 from switchyard.protocol.versions import LATEST_HANDSHAKE
 from switchyard.wire import frame
 from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
@@ -181,7 +182,8 @@ class SessionLink:
         return self.session.id
 
     async def notify(self, method: str, params: bytes | None) -> None:
-        self.session.push(frame.notification_bytes(method, params))
+        if method != METHOD_MESSAGE or log_wanted(params, self.session.log_level):
+            self.session.push(frame.notification_bytes(method, params))
 
     async def ask(self, method: str, params: bytes | None, timeout: float) -> Reply:
         s = self.session
@@ -216,6 +218,10 @@ class SessionRegistry:
             return None
         session.touch()
         return session
+
+    def peek(self, session_id: str) -> Session | None:
+        """The session, whoever owns it (for delivering what its own backend session says)."""
+        return self._sessions.get(session_id)
 
     def remove(self, session_id: str) -> Session | None:
         session = self._sessions.pop(session_id, None)

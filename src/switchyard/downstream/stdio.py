@@ -17,6 +17,7 @@ from switchyard.downstream.streamable_http import _adopt, level_of
 from switchyard.gateway import Gateway
 from switchyard.policies.base import RequestContext
 from switchyard.protocol import codes, methods
+from switchyard.protocol.link import log_wanted
 from switchyard.protocol.versions import (
     HANDSHAKE_VERSIONS,
     LATEST_HANDSHAKE,
@@ -102,7 +103,9 @@ class StdioServer:
             await self._write(_error(b"null", codes.PARSE_ERROR, "Parse error"))
             return
         if env.method is UNSET:
-            self.outgoing.resolve(env)  # the client answering a server->client request
+            # The client answering a server->client request: asked on a call, or on its session.
+            if not self.outgoing.resolve(env) and self.session is not None:
+                self.session.outgoing.resolve(env)
             return
         if env.id is UNSET:
             if env.method == methods.INITIALIZED and self.session is not None:
@@ -147,7 +150,9 @@ class StdioServer:
         return self.session.id if self.session is not None else "stdio"
 
     async def notify(self, method: str, params: bytes | None) -> None:
-        await self._write(frame.notification_bytes(method, params))
+        level = self.session.log_level if self.session is not None else None
+        if method != methods.MESSAGE or log_wanted(params, level):
+            await self._write(frame.notification_bytes(method, params))
 
     async def ask(self, method: str, params: bytes | None, timeout: float) -> Reply:
         capabilities = self.session.client_capabilities if self.session is not None else None
@@ -187,6 +192,7 @@ class StdioServer:
             client_capabilities=session.client_capabilities if session else None,
             link=self,
             session_push=session.notify if session else None,
+            session_link=session.link() if session else None,
             log_level=session.log_level if session else None,
         ), None
 

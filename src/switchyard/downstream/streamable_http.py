@@ -31,10 +31,12 @@ from switchyard.downstream.session import OUTBOX_LIMIT, Session
 from switchyard.gateway import Gateway
 from switchyard.policies.base import RequestContext
 from switchyard.protocol import codes, methods
+from switchyard.protocol.link import log_wanted
 from switchyard.protocol.versions import (
     DEFAULT_HTTP_LEGACY_VERSION,
     HANDSHAKE_VERSIONS,
     META_CLIENT_CAPABILITIES,
+    META_LOG_LEVEL,
     META_PROTOCOL_VERSION,
     META_SUBSCRIPTION_ID,
     MODERN_VERSIONS,
@@ -98,11 +100,15 @@ class PostReply:
     """One POST's answer: a JSON body, unless a message for the client comes first; then an SSE
     stream carrying notifications and server->client requests and, last, the response."""
 
-    __slots__ = ("extra", "send", "session", "streaming")
+    __slots__ = ("extra", "log_level", "send", "session", "streaming")
 
-    def __init__(self, send: Send, session: Session | None = None) -> None:
+    def __init__(
+        self, send: Send, session: Session | None = None, log_level: str | None = None
+    ) -> None:
         self.send = send
         self.session = session
+        self.log_level = log_level
+        """Modern: the request's `logLevel` opt-in (None: no log lines at all)."""
         self.extra: list[tuple[bytes, bytes]] | None = None
         self.streaming = False
 
@@ -119,6 +125,12 @@ class PostReply:
         await self.send({"type": "http.response.body", "body": event, "more_body": True})
 
     async def notify(self, method: str, params: bytes | None) -> None:
+        if method == methods.MESSAGE:
+            if self.session is not None:
+                if not log_wanted(params, self.session.log_level):
+                    return
+            elif self.log_level is None or not log_wanted(params, self.log_level):
+                return  # 2026-07-28: log lines only to a request that asked, at its level
         await self._event(frame.notification_bytes(method, params))
 
     async def ask(self, method: str, params: bytes | None, timeout: float) -> Reply:
@@ -295,7 +307,8 @@ class StreamableHttpEndpoint:
                 error_json(codes.METHOD_NOT_FOUND, f"Method not found: {env.method}", id_raw),
             )
             return
-        out = PostReply(send)
+        raw_level = meta.get(META_LOG_LEVEL)
+        out = PostReply(send, log_level=frame.decode_str(raw_level) if raw_level else None)
         identity = caller()
         ctx = RequestContext(
             Era.MODERN,
@@ -359,6 +372,7 @@ class StreamableHttpEndpoint:
             client_capabilities=session.client_capabilities,
             link=out,
             session_push=session.notify,
+            session_link=session.link(),
             log_level=session.log_level,
             principal=session.principal,
             identity=caller(),

@@ -48,6 +48,8 @@ class RequestContext:
     principal: str | None = None
     """The authenticated caller's name, when authentication is on."""
     identity: Identity | None = None
+    session_link: ClientLink | None = None
+    """The client's session stream: for a backend reaching it between requests."""
     session_push: Callable[[str, bytes | None], None] | None = None
     """Queues a notification on the client's session stream (legacy sessions only)."""
     log_level: str | None = None

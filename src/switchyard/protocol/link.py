@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final, Protocol
 
+from switchyard.wire import frame
 from switchyard.wire.frame import Reply
 
 # Server->client requests and the client capability each needs (2025-11-25 schema).
@@ -27,3 +28,28 @@ class ClientLink(Protocol):
     async def ask(self, method: str, params: bytes | None, timeout: float) -> Reply:
         """A server->client request (sampling, elicitation, roots); the client's answer."""
         ...
+
+
+# Syslog severities (RFC 5424) as MCP names them, least to most severe.
+LOG_LEVELS: Final = (
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+)
+_SEVERITY: Final = {name: rank for rank, name in enumerate(LOG_LEVELS)}
+
+
+def log_wanted(params: bytes | None, threshold: str | None) -> bool:
+    """Whether a `notifications/message` meets the level a client asked for (None: all)."""
+    if threshold is None:
+        return True
+    try:
+        level = frame.decode_str(frame.decode_object(params or b"{}")["level"])
+    except (KeyError, frame.DecodeError, frame.ValidationError):
+        return False
+    return _SEVERITY.get(level, len(LOG_LEVELS)) >= _SEVERITY.get(threshold, 0)

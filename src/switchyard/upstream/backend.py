@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -19,7 +20,12 @@ from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import Era
 from switchyard.routing import catalog
 from switchyard.upstream import handshake
-from switchyard.upstream.connection import Connection, ServerFacts, unavailable
+from switchyard.upstream.connection import (
+    Connection,
+    NotificationHandler,
+    ServerFacts,
+    unavailable,
+)
 from switchyard.upstream.http import HttpSettings, SseConnection, StreamableHttpConnection
 from switchyard.upstream.stdio import StdioConnection, StdioSettings
 from switchyard.wire import frame
@@ -82,7 +88,7 @@ class Backend:
         self,
         settings: BackendSettings,
         on_change: Callable[[Backend], None],
-        on_event: Callable[[Backend, str, bytes | None], None] | None = None,
+        on_event: Callable[[Backend, str, bytes | None, str | None], None] | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -96,6 +102,7 @@ class Backend:
         self._opening: dict[str, asyncio.Future[_Isolated | None]] = {}
         self._pool_tasks: set[asyncio.Task[None]] = set()
         self.in_flight = 0
+        self._calls = itertools.count(1)
         self.subscribed: set[str] = set()
         """Resource URIs some client subscribed to: re-subscribed after every restart."""
         self._stopping = asyncio.Event()
@@ -159,10 +166,10 @@ class Backend:
             closed.cancel()
             stopping.cancel()
 
-    def _candidates(self) -> list[Connection]:
+    def _candidates(self, notify: NotificationHandler | None = None) -> list[Connection]:
         """Connections to try, in order: what worked last time first, then detection."""
         transport = self.settings.transport
-        notify = self._notification
+        notify = notify or self._notification
         if isinstance(transport, StdioSettings):
             fresh: list[Connection] = [StdioConnection(self.name, transport, notify)]
         elif transport.transport == "sse":
@@ -298,7 +305,7 @@ class Backend:
         kinds = CHANGED_KIND.get(method)
         if kinds is None:
             if self._on_event is not None:
-                self._on_event(self, method, eras.untagged(params))
+                self._on_event(self, method, eras.untagged(params), None)
             return
         self._stale.update(kinds)
         if self._refresh_task is None or self._refresh_task.done():
@@ -379,14 +386,33 @@ class Backend:
             method, frame.encode({"uri": uri}), timeout=self.settings.timeout_s
         )
 
-    async def set_level(self, params: bytes) -> Reply | None:
-        """Forward a legacy `logging/setLevel`; None when this backend takes levels per request."""
+    def isolates(self) -> bool:
+        conn = self.connection
+        return conn is not None and self.is_up and self._isolates(conn)
+
+    async def set_level(
+        self,
+        params: bytes,
+        session: str | None = None,
+        principal: str | None = None,
+        client_capabilities: Raw | None = None,
+        session_link: ClientLink | None = None,
+    ) -> Reply | None:
+        """Forward a legacy `logging/setLevel`, to the caller's own session when isolated;
+        None when this backend takes levels per request (2026-07-28) or has no logging."""
         conn = self.connection
         if conn is None or not self.is_up or "logging" not in conn.facts.capabilities:
             return None
         if conn.facts.era is Era.MODERN:
             return None
-        return await conn.request(methods.SET_LEVEL, params, timeout=self.settings.timeout_s)
+        return await self.request(
+            methods.SET_LEVEL,
+            params,
+            session=session,
+            principal=principal,
+            client_capabilities=client_capabilities,
+            session_link=session_link,
+        )
 
     # -- forwarding ----------------------------------------------------------------------------
 
@@ -400,9 +426,10 @@ class Backend:
         session: str | None = None,
         principal: str | None = None,
         client_capabilities: Raw | None = None,
+        session_link: ClientLink | None = None,
     ) -> Reply:
         """Forward one request; `session`/`principal` pick an isolated upstream session, which
-        declares `client_capabilities` when it is opened."""
+        declares `client_capabilities` and reaches `session_link` when it is opened."""
         conn = self.connection
         if conn is None or not self.is_up:
             return unavailable(self.name, self.status.last_error or self.status.state)
@@ -415,7 +442,15 @@ class Backend:
         self.in_flight += 1
         try:
             return await self._request(
-                method, params, conn, name, link, session, principal, client_capabilities
+                method,
+                params,
+                conn,
+                name,
+                link,
+                session,
+                principal,
+                client_capabilities,
+                session_link,
             )
         finally:
             self.in_flight -= 1
@@ -430,11 +465,16 @@ class Backend:
         session: str | None,
         principal: str | None,
         client_capabilities: Raw | None,
+        session_link: ClientLink | None,
     ) -> Reply:
         isolated: _Isolated | None = None
-        owner = principal if self.settings.isolation == "per_principal" and principal else session
+        owner = self.owner_for(session, principal)
+        ephemeral = owner is None and self._isolates(conn)
+        if ephemeral:
+            # No session to keep it for (a 2026-07-28 caller): a session of its own, for this call.
+            owner = f"call-{next(self._calls)}"
         if owner is not None and self._isolates(conn):
-            isolated = await self._isolated(owner, client_capabilities)
+            isolated = await self._isolated(owner, client_capabilities, session_link)
             if isolated is None:
                 return unavailable(self.name, "no isolated session could be opened")
             conn = isolated.connection
@@ -452,6 +492,8 @@ class Backend:
             if isolated is not None:
                 isolated.busy -= 1
                 isolated.last_used = time.monotonic()
+                if ephemeral and owner is not None:
+                    self.release(owner)
 
     # -- isolation -----------------------------------------------------------------------------
 
@@ -463,7 +505,16 @@ class Backend:
     def isolated_sessions(self) -> int:
         return len(self._pool)
 
-    async def _isolated(self, owner: str, capabilities: Raw | None) -> _Isolated | None:
+    def owner_for(self, session: str | None, principal: str | None) -> str | None:
+        """Whose isolated session serves a request: None means the shared one (or, for a
+        request with no session to keep, one of its own)."""
+        if self.settings.isolation == "per_principal" and principal:
+            return principal
+        return session
+
+    async def _isolated(
+        self, owner: str, capabilities: Raw | None, session_link: ClientLink | None = None
+    ) -> _Isolated | None:
         found = self._pool.get(owner)
         if found is not None:
             return found
@@ -473,7 +524,7 @@ class Backend:
         future: asyncio.Future[_Isolated | None] = asyncio.get_running_loop().create_future()
         self._opening[owner] = future
         try:
-            isolated = await self._open_isolated(owner, capabilities)
+            isolated = await self._open_isolated(owner, capabilities, session_link)
             future.set_result(isolated)
             return isolated
         except BaseException:
@@ -482,7 +533,9 @@ class Backend:
         finally:
             del self._opening[owner]
 
-    async def _open_isolated(self, owner: str, capabilities: Raw | None) -> _Isolated | None:
+    async def _open_isolated(
+        self, owner: str, capabilities: Raw | None, session_link: ClientLink | None
+    ) -> _Isolated | None:
         if len(self._pool) >= self.settings.max_isolated:
             self.reap_isolated(force_idle=True)
             if len(self._pool) >= self.settings.max_isolated:
@@ -490,8 +543,9 @@ class Backend:
                     "backend %r: %d isolated sessions, none idle", self.name, len(self._pool)
                 )
                 return None
-        conn = self._candidates()[0]
+        conn = self._candidates(lambda m, p: self._isolated_notification(owner, m, p))[0]
         conn.client_timeout_s = self.settings.timeout_s
+        conn.owner = session_link
         # One client's session: it offers the backend exactly what that client supports.
         conn.declared = frame.decode_any(capabilities) if capabilities is not None else {}
         try:
@@ -507,6 +561,13 @@ class Backend:
         self._pool_tasks.add(task)
         task.add_done_callback(self._pool_tasks.discard)
         return isolated
+
+    def _isolated_notification(self, owner: str, method: str, params: bytes | None) -> None:
+        """What an isolated session says outside a request concerns its owner alone."""
+        if method in CHANGED_KIND:
+            self._notification(method, params)  # the catalog is shared: re-list it
+        elif self._on_event is not None:
+            self._on_event(self, method, eras.untagged(params), owner)
 
     async def _watch_isolated(self, owner: str, isolated: _Isolated) -> None:
         """A crashed isolated session leaves the pool; the owner's next request opens anew."""
