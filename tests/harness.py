@@ -155,11 +155,17 @@ def start_gateway(
     raise AssertionError(f"gateway did not become ready:\n{gw.log_text()[-3000:]}")
 
 
-def start_port_fixture(args: list[str], name: str) -> tuple[Proc, int]:
+def start_port_fixture(
+    args: list[str], name: str, env: dict[str, str] | None = None
+) -> tuple[Proc, int]:
     """Start a fixture that prints `PORT <n>` once listening; return it and the port."""
     log = log_path(name)
     process = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log.open("ab")
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=log.open("ab"),
+        env={**os.environ, **env} if env else None,
     )
     assert process.stdout is not None
     deadline = time.monotonic() + START_TIMEOUT_S

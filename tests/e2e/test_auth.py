@@ -4,6 +4,7 @@ what each caller sees and may use."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,7 +17,16 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.e2e.test_auth_server import AuthServer, client_token, start_auth_server
-from tests.harness import BIN, LOG_DIR, Gateway, free_port, start_gateway, stdio_fixture
+from tests.harness import (
+    BIN,
+    FIXTURES,
+    LOG_DIR,
+    Gateway,
+    free_port,
+    start_gateway,
+    start_port_fixture,
+    stdio_fixture,
+)
 from tests.rpc import RawClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -221,3 +231,55 @@ def test_no_secret_reaches_any_log(setup: dict[str, Any]) -> None:
         for secret in secrets:
             assert secret not in text, f"a key secret leaked into {path}"
     assert scanned > 0
+
+
+async def test_the_clients_credentials_never_reach_a_backend(
+    gateway_factory: Any, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    record = tmp_path / "headers.jsonl"
+    data = tmp_path / "keys"
+    key = _keys(data, "create", "--principal", "erin", "--role", "admin")
+    args = [str(BIN / "python"), str(FIXTURES / "sdk_http.py"), "--port", "0", "--json-response"]
+    proc, port = start_port_fixture(
+        args, "recording-backend", env={"FIXTURE_HEADERS_FILE": str(record)}
+    )
+    try:
+        gw = gateway_factory(
+            {
+                "auth": {"enabled": True, "data_dir": str(data), "rules": [{"effect": "allow"}]},
+                "servers": {
+                    "web": {
+                        "url": f"http://127.0.0.1:{port}/mcp",
+                        "headers": {"X-Backend-Key": "configured"},
+                    }
+                },
+            }
+        )
+        sneaky = {
+            **_bearer(key),
+            "Cookie": "session=stolen",
+            "X-Forwarded-For": "10.0.0.1",
+            "X-User-Id": "root",
+            "X-Switchyard-Principal": "root",
+        }
+        client = await RawClient(gw.url, http, extra_headers=sneaky).open()
+        result = await client.result(
+            "tools/call", {"name": "web_echo", "arguments": {"text": "hi"}}
+        )
+        assert result["content"][0]["text"] == "hi"
+    finally:
+        proc.stop()
+    seen = [dict(line["headers"]) for line in map(json.loads, record.read_text().splitlines())]
+    assert seen, "the backend recorded no request"
+    secret = key.split("_", 2)[2]
+    for headers in seen:
+        assert headers.get("x-backend-key") == "configured"  # what the config says, and only that
+        for name in (
+            "authorization",
+            "cookie",
+            "x-forwarded-for",
+            "x-user-id",
+            "x-switchyard-principal",
+        ):
+            assert name not in headers, (name, headers)
+        assert all(secret not in value for value in headers.values())
