@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import sys
+from fnmatch import fnmatchcase
 from importlib import resources
 from pathlib import Path
 
@@ -157,6 +158,26 @@ def resolve_command(command: str) -> str:
     return found or command
 
 
+def _check_allowed(
+    where: str,
+    settings: StdioSettings | UpstreamHttpSettings,
+    config: SwitchyardConfig,
+    written: str | None,
+) -> None:
+    """A backend outside `gateway.allowed_backends` is refused before anything is started."""
+    allowed = config.gateway.allowed_backends
+    if allowed is None:
+        return
+    if isinstance(settings, StdioSettings):
+        forms = {settings.command, written or settings.command}
+        if not any(fnmatchcase(form, g) for form in forms for g in allowed.commands):
+            raise ConfigError(
+                f"{where}.command: {settings.command!r} is not in gateway.allowed_backends.commands"
+            )
+    elif not any(fnmatchcase(settings.url, g) for g in allowed.urls):
+        raise ConfigError(f"{where}.url: {settings.url!r} is not in gateway.allowed_backends.urls")
+
+
 def _backend(
     name: str,
     where: str,
@@ -166,6 +187,7 @@ def _backend(
     max_msg: int,
     base: Path,
     max_in_flight: int = 256,
+    config: SwitchyardConfig | None = None,
 ) -> BackendSettings:
     transport: StdioSettings | UpstreamHttpSettings
     if server.command is not None:
@@ -197,6 +219,8 @@ def _backend(
             era=server.era,
             max_message_bytes=max_msg,
         )
+    if config is not None:
+        _check_allowed(where, transport, config, server.command)
     return BackendSettings(
         name=name,
         prefix=name if server.prefix is None else server.prefix,
@@ -228,6 +252,7 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
                     gw.max_message_bytes,
                     base,
                     gw.limits.max_in_flight_per_backend,
+                    config,
                 )
             )
     policies: tuple[PolicySpec, ...] = (PolicySpec(RequestLog),) if gw.log_requests else ()

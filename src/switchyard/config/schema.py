@@ -32,6 +32,19 @@ class LimitsConfig(BaseModel):
     max_json_object_keys: int = Field(10000, ge=1, description="Keys of one object.")
 
 
+class AllowedBackendsConfig(BaseModel):
+    """Which backends may be configured at all (`gateway.allowed_backends:`); absent: any."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    urls: list[str] = Field(
+        default_factory=list, description="URL globs, e.g. https://*.example.com/mcp"
+    )
+    commands: list[str] = Field(
+        default_factory=list, description="stdio command globs, as written or as resolved"
+    )
+
+
 class GatewayConfig(BaseModel):
     """Gateway-wide settings (the `gateway:` section)."""
 
@@ -81,6 +94,9 @@ class GatewayConfig(BaseModel):
     )
     log_requests: bool = Field(True, description="Log one line per request with its timing.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    allowed_backends: AllowedBackendsConfig | None = Field(
+        None, description="Refuse, at load, any backend outside these URLs and commands."
+    )
 
 
 class ServerConfig(BaseModel):
