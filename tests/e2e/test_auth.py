@@ -69,6 +69,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, issuer: AuthServer) -> Itera
             "public_url": f"http://127.0.0.1:{port}",
             "data_dir": str(data),
             "issuers": [{"issuer": issuer.issuer, "jwks_uri": issuer.jwks_uri}],
+            "scopes": {"list": ["mcp:read"], "call": ["mcp:write"]},
             "rules": [
                 # Readers: the demo clock only, but never add_duration. Admins: everything.
                 {"effect": "allow", "roles": ["reader", "viewer"], "backends": ["clock"]},
@@ -283,3 +284,24 @@ async def test_the_clients_credentials_never_reach_a_backend(
         ):
             assert name not in headers, (name, headers)
         assert all(secret not in value for value in headers.values())
+
+
+async def test_scopes_gate_classes_of_operations(
+    setup: dict[str, Any], issuer: AuthServer, http: aiohttp.ClientSession
+) -> None:
+    gw: Gateway = setup["gw"]
+    reader = await client_token(http, issuer, "reader", gw.url)  # scope mcp:read only
+    client = await RawClient(gw.url, http, extra_headers=_bearer(reader)).open()
+    listed = await client.result("tools/list")
+    assert [t["name"] for t in listed["tools"]] == ["clock_now", "clock_convert_time"]
+    call = await client.request("tools/call", {"name": "clock_now", "arguments": {}})
+    assert call.status == 403
+    challenge = call.headers["WWW-Authenticate"]
+    assert 'error="insufficient_scope"' in challenge and 'scope="mcp:write"' in challenge
+    # API keys carry no scopes: access rules alone govern them.
+    key_client = await RawClient(gw.url, http, extra_headers=_bearer(setup["keys"]["alice"])).open()
+    assert "content" in await key_client.result(
+        "tools/call", {"name": "clock_now", "arguments": {}}
+    )
+    async with http.get(f"{gw.base}/.well-known/oauth-protected-resource/mcp") as resp:
+        assert (await resp.json())["scopes_supported"] == ["mcp:read", "mcp:write"]

@@ -57,9 +57,22 @@ def gateway_cc(server: AuthServer, http: aiohttp.ClientSession, resource: str) -
     )
 
 
-def gateway_te(server: AuthServer, http: aiohttp.ClientSession, **target: str) -> TokenExchange:
+def gateway_te(
+    server: AuthServer,
+    http: aiohttp.ClientSession,
+    *,
+    resource: str | None = None,
+    audience: str | None = None,
+    scope: str | None = None,
+) -> TokenExchange:
     return TokenExchange(
-        f"{server.issuer}/token", "gateway", SECRETS["gateway"], http=http, **target
+        f"{server.issuer}/token",
+        "gateway",
+        SECRETS["gateway"],
+        http=http,
+        resource=resource,
+        audience=audience,
+        scope=scope,
     )
 
 

@@ -5,8 +5,9 @@ the status and `WWW-Authenticate` challenge to send."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
 from urllib.parse import parse_qs
 
 from switchyard.auth.jwt_verifier import AuthError, IssuerConfig, JwtVerifier, extract_bearer
@@ -16,6 +17,27 @@ from switchyard.auth.resource_metadata import ProtectedResource
 from switchyard.policies.base import Identity
 
 log = logging.getLogger("switchyard.auth")
+
+
+# Classes of operations that scopes can gate, by method.
+OPERATION_CLASS: Final = {
+    "tools/list": "list",
+    "prompts/list": "list",
+    "resources/list": "list",
+    "resources/templates/list": "list",
+    "resources/read": "read",
+    "prompts/get": "read",
+    "completion/complete": "read",
+    "resources/subscribe": "read",
+    "resources/unsubscribe": "read",
+    "subscriptions/listen": "read",
+    "tools/call": "call",
+    "tasks/get": "call",
+    "tasks/result": "call",
+    "tasks/list": "call",
+    "tasks/cancel": "call",
+    "tasks/update": "call",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +54,10 @@ class Authenticator:
         keys: ApiKeyVerifier | None,
         tokens: JwtVerifier | None,
         key_store: KeyStore | None = None,
+        scopes: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.resource = resource
+        self.scopes = dict(scopes or {})
         self.keys = keys
         self.tokens = tokens
         self._key_store = key_store
@@ -87,6 +111,19 @@ class Authenticator:
         if self.tokens is not None:
             await self.tokens.aclose()
 
+    def scope_refusal(self, identity: Identity | None, method: str) -> Refusal | None:
+        """403 insufficient_scope when a token lacks the scopes this class of operation needs.
+        Credentials without scopes (API keys) are governed by access rules alone."""
+        if identity is None or identity.scopes is None:
+            return None
+        needed = self.scopes.get(OPERATION_CLASS.get(method, ""), ())
+        missing = [s for s in needed if s not in identity.scopes]
+        if not missing:
+            return None
+        message = f"{method} needs scope {' '.join(needed)}"
+        challenge = self.resource.challenge("insufficient_scope", message, list(needed))
+        return Refusal(403, challenge, message)
+
     def _invalid(self, message: str) -> Refusal:
         return Refusal(401, self.resource.challenge("invalid_token", message), message)
 
@@ -100,6 +137,8 @@ class AuthSettings:
     data_dir: str | None = None
     database_url: str | None = None
     issuers: tuple[IssuerConfig, ...] = ()
+    scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Operation class (list, read, call) -> the scopes a token needs for it."""
 
 
 async def open_authenticator(settings: AuthSettings) -> Authenticator:
@@ -108,9 +147,11 @@ async def open_authenticator(settings: AuthSettings) -> Authenticator:
         store = await open_key_store(dsn=settings.database_url, data_dir=settings.data_dir)
         keys = ApiKeyVerifier(store)
     tokens = JwtVerifier(settings.issuers) if settings.issuers else None
+    supported = sorted({scope for needed in settings.scopes.values() for scope in needed})
     resource = ProtectedResource(
         settings.resource,
         settings.authorization_servers or tuple(i.issuer for i in settings.issuers),
+        scopes_supported=tuple(supported) or None,
         resource_name="Switchyard MCP gateway",
     )
-    return Authenticator(resource, keys, tokens, store)
+    return Authenticator(resource, keys, tokens, store, settings.scopes)

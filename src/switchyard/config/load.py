@@ -292,6 +292,7 @@ def auth_settings(config: SwitchyardConfig, host: str, port: int) -> AuthSetting
         if auth.database_url
         else None,
         issuers=issuers,
+        scopes={kind: tuple(needed) for kind, needed in auth.scopes.items()},
     )
 
 

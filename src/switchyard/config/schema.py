@@ -207,6 +207,10 @@ class AuthConfig(BaseModel):
         default_factory=list, description="Advertised in protected-resource metadata."
     )
     rules: list[AccessRuleConfig] = Field(default_factory=list)
+    scopes: dict[Literal["list", "read", "call"], list[str]] = Field(
+        default_factory=dict,
+        description="Scopes a token needs per class of operation (API keys are not gated).",
+    )
 
 
 class SwitchyardConfig(BaseModel):

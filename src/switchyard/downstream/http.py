@@ -171,6 +171,8 @@ class HttpApp:
                 try:
                     if self.auth_settings is not None:
                         self.authenticator = await open_authenticator(self.auth_settings)
+                        self.mcp.scope_gate = self.authenticator.scope_refusal
+                        self.sse.scope_gate = self.authenticator.scope_refusal
                     await self.gateway.start()
                 except Exception as exc:
                     log.exception("gateway failed to start")

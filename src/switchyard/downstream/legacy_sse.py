@@ -20,7 +20,7 @@ from switchyard.downstream.asgi import (
     respond_json,
 )
 from switchyard.downstream.inbound import error_json, read_message
-from switchyard.downstream.streamable_http import _adopt, level_of, pump
+from switchyard.downstream.streamable_http import ScopeGate, _adopt, level_of, pump
 from switchyard.gateway import Gateway
 from switchyard.policies.base import RequestContext
 from switchyard.protocol import codes, methods
@@ -45,6 +45,7 @@ class LegacySseEndpoint:
         self.max_body_bytes = max_body_bytes
         self.limits = limits or strict.JsonLimits()
         self.body_timeout_s = body_timeout_s
+        self.scope_gate: ScopeGate | None = None
         self.shutting_down = shutting_down
         self.messages_path = messages_path
         self._tasks: set[asyncio.Task[None]] = set()
@@ -113,6 +114,14 @@ class LegacySseEndpoint:
                 send, 400, error_json(codes.INVALID_REQUEST, "Invalid JSON-RPC message")
             )
             return
+        gate = self.scope_gate
+        if gate is not None and isinstance(env.method, str):
+            refusal = gate(caller(), env.method)
+            if refusal is not None:
+                challenge = [(b"www-authenticate", refusal.challenge.encode("latin-1"))]
+                refused = error_json(codes.INVALID_REQUEST, refusal.message)
+                await respond_json(send, refusal.status, refused, challenge)
+                return
         await respond(send, 202, b"Accepted")
         if env.is_response:
             session.outgoing.resolve(env)

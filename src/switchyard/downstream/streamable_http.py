@@ -13,7 +13,8 @@ import base64
 import binascii
 import contextlib
 import secrets
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Protocol
 
 from switchyard.downstream.asgi import (
     SSE_HEADERS,
@@ -29,7 +30,7 @@ from switchyard.downstream.asgi import (
 from switchyard.downstream.inbound import error_json, read_message
 from switchyard.downstream.session import OUTBOX_LIMIT, Session
 from switchyard.gateway import Gateway
-from switchyard.policies.base import RequestContext
+from switchyard.policies.base import Identity, RequestContext
 from switchyard.protocol import codes, methods
 from switchyard.protocol.link import log_wanted
 from switchyard.protocol.versions import (
@@ -94,6 +95,20 @@ class DisconnectWatch:
         self._handle.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
+
+
+class ScopeRefusal(Protocol):
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def challenge(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+ScopeGate = Callable[[Identity | None, str], ScopeRefusal | None]
 
 
 class PostReply:
@@ -163,6 +178,8 @@ class StreamableHttpEndpoint:
     ) -> None:
         self.limits = limits or strict.JsonLimits()
         self.body_timeout_s = body_timeout_s
+        self.scope_gate: ScopeGate | None = None
+        """Set when authentication is on: refuses an operation a token has no scope for."""
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
         self.shutting_down = shutting_down
@@ -237,6 +254,13 @@ class StreamableHttpEndpoint:
                 send, 400, error_json(codes.INVALID_REQUEST, "Invalid JSON-RPC message")
             )
             return
+        if self.scope_gate is not None and env.method is not UNSET:
+            refusal = self.scope_gate(caller(), env.method)
+            if refusal is not None:
+                challenge = [(b"www-authenticate", refusal.challenge.encode("latin-1"))]
+                answer = error_json(codes.INVALID_REQUEST, refusal.message)
+                await respond_json(send, refusal.status, answer, challenge)
+                return
         if modern:
             await self._post_modern(headers, version or "", env, send, receive)
         else:

@@ -244,7 +244,8 @@ def _settle(task: asyncio.Task[None]) -> None:
 # -- the token endpoint --------------------------------------------------------------------
 
 
-def _check_token_url(url: str) -> str:
+def check_token_url(url: str) -> str:
+    """``url`` if a client secret may be sent there, else ValueError (for config checks too)."""
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
         raise ValueError("token_url must not carry credentials; use client_id/client_secret")
@@ -295,7 +296,7 @@ class _Endpoint:
             raise ValueError("client_secret is empty")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
-        self.url = _check_token_url(token_url)
+        self.url = check_token_url(token_url)
         self.shown = _display_url(token_url)
         self.client_id = client_id
         self._authorization = _basic_auth(client_id, client_secret)
