@@ -467,6 +467,7 @@ async def _send(
         principal=call.ctx.principal,
         client_capabilities=call.ctx.client_capabilities,
         session_link=call.ctx.session_link,
+        subject_token=call.ctx.identity.token if call.ctx.identity is not None else None,
     )
 
 

@@ -103,7 +103,9 @@ class Authenticator:
             return Refusal(
                 status, exc.www_authenticate(self.resource.metadata_url), exc.description
             )
-        return Identity(claims.subject, claims.roles, dict(claims.attributes), claims.scopes, "jwt")
+        return Identity(
+            claims.subject, claims.roles, dict(claims.attributes), claims.scopes, "jwt", token
+        )
 
     async def aclose(self) -> None:
         if self._key_store is not None:

@@ -30,6 +30,7 @@ from switchyard.policies.access import AccessControl, AccessRules, Rule
 from switchyard.policies.base import PolicySpec
 from switchyard.policies.request_log import RequestLog
 from switchyard.upstream.backend import BackendSettings
+from switchyard.upstream.credentials import CredentialSpec, check_token_url
 from switchyard.upstream.http import HttpSettings as UpstreamHttpSettings
 from switchyard.upstream.stdio import StdioSettings
 
@@ -178,6 +179,31 @@ def _check_allowed(
         raise ConfigError(f"{where}.url: {settings.url!r} is not in gateway.allowed_backends.urls")
 
 
+def _credentials(
+    where: str, server: ServerConfig, transport: StdioSettings | UpstreamHttpSettings
+) -> CredentialSpec | None:
+    auth = server.auth
+    if auth is None:
+        return None
+    if not isinstance(transport, UpstreamHttpSettings) or transport.transport == "sse":
+        raise ConfigError(f"{where}.auth: credentials need a Streamable HTTP `url`")
+    if any(name.lower() == "authorization" for name in transport.headers):
+        raise ConfigError(f"{where}.auth: a static Authorization header would override it")
+    try:
+        token_url = check_token_url(_resolve(auth.token_url, f"{where}.auth.token_url"))
+    except ValueError as exc:
+        raise ConfigError(f"{where}.auth.token_url: {exc}") from None
+    return CredentialSpec(
+        kind=auth.type,
+        token_url=token_url,
+        client_id=_resolve(auth.client_id, f"{where}.auth.client_id"),
+        client_secret=_resolve(auth.client_secret, f"{where}.auth.client_secret"),
+        resource=auth.resource or transport.url,
+        audience=auth.audience,
+        scope=auth.scope,
+    )
+
+
 def _backend(
     name: str,
     where: str,
@@ -221,6 +247,7 @@ def _backend(
         )
     if config is not None:
         _check_allowed(where, transport, config, server.command)
+    credentials = _credentials(where, server, transport)
     return BackendSettings(
         name=name,
         prefix=name if server.prefix is None else server.prefix,
@@ -229,6 +256,7 @@ def _backend(
         max_request_s=server.max_request_time or max_request,
         isolation=server.isolation,
         max_in_flight=max_in_flight,
+        credentials=credentials,
     )
 
 

@@ -99,6 +99,21 @@ class GatewayConfig(BaseModel):
     )
 
 
+class UpstreamAuthConfig(BaseModel):
+    """Credentials Switchyard presents to an HTTP backend: its own (client credentials), or
+    each caller's identity exchanged for a backend-audience token (RFC 8693)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["client_credentials", "token_exchange"]
+    token_url: str = Field(description="The authorization server's token endpoint.")
+    client_id: str
+    client_secret: str = Field(description="Use ${VAR}: never written into the file.")
+    scope: str | None = None
+    resource: str | None = Field(None, description="Token audience (RFC 8707); default: the url.")
+    audience: str | None = Field(None, description="token_exchange: the audience parameter.")
+
+
 class ServerConfig(BaseModel):
     """One backend MCP server: `command` for stdio, or `url` for HTTP."""
 
@@ -143,6 +158,9 @@ class ServerConfig(BaseModel):
         description="Era toward this backend; auto probes server/discover, then initialize.",
     )
     disabled: bool = Field(False, description="Skip this server.")
+    auth: UpstreamAuthConfig | None = Field(
+        None, description="OAuth credentials for this HTTP backend (Streamable HTTP only)."
+    )
 
 
 # Keys real desktop config files carry that Switchyard does not act on: accepted, warned about.

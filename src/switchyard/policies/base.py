@@ -32,6 +32,8 @@ class Identity:
     scopes: frozenset[str] | None = None
     """A token's scopes; None for credentials that carry none (API keys)."""
     via: str = "api_key"
+    token: str | None = field(default=None, repr=False)
+    """The verified bearer token itself, for exchanging it for a backend's (RFC 8693)."""
 
 
 @dataclass(slots=True)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+import aiohttp
+
 from switchyard.protocol import codes, eras, methods
 from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import Era
@@ -26,6 +28,7 @@ from switchyard.upstream.connection import (
     ServerFacts,
     unavailable,
 )
+from switchyard.upstream.credentials import Credential, CredentialSpec, token_session
 from switchyard.upstream.http import HttpSettings, SseConnection, StreamableHttpConnection
 from switchyard.upstream.stdio import StdioConnection, StdioSettings
 from switchyard.wire import frame
@@ -64,6 +67,8 @@ class BackendSettings:
     max_isolated: int = 64
     max_in_flight: int = 256
     """Requests this backend may have open at once; more are refused, not queued."""
+    credentials: CredentialSpec | None = None
+    """OAuth credentials for an HTTP backend (client credentials or token exchange)."""
     isolated_idle_s: float = 300.0
     restart_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -102,6 +107,8 @@ class Backend:
         self._opening: dict[str, asyncio.Future[_Isolated | None]] = {}
         self._pool_tasks: set[asyncio.Task[None]] = set()
         self.in_flight = 0
+        self._credential: Credential | None = None
+        self._token_http: aiohttp.ClientSession | None = None
         self._calls = itertools.count(1)
         self.subscribed: set[str] = set()
         """Resource URIs some client subscribed to: re-subscribed after every restart."""
@@ -181,6 +188,8 @@ class Backend:
             ]
         else:
             fresh = [StreamableHttpConnection(self.name, transport, notify)]
+        for conn in fresh:
+            self._attach_credential(conn)
         cached = self._detected
         if cached is None:
             return fresh
@@ -192,7 +201,18 @@ class Backend:
             first = SseConnection(self.name, pinned, notify)
         else:
             first = StreamableHttpConnection(self.name, pinned, notify)
+        self._attach_credential(first)
         return [first, *fresh]
+
+    def _attach_credential(self, conn: Connection) -> None:
+        """One credential (one token cache) per backend, shared by all its connections."""
+        spec = self.settings.credentials
+        if spec is None or not isinstance(conn, StreamableHttpConnection):
+            return
+        if self._credential is None:
+            self._token_http = token_session()
+            self._credential = spec.build(self._token_http)
+        conn.credential = self._credential
 
     async def _connect(self) -> Connection | None:
         candidates = self._candidates()
@@ -241,6 +261,10 @@ class Backend:
         await asyncio.gather(*closing, return_exceptions=True)
         for task in self._pool_tasks:
             task.cancel()
+        if self._credential is not None:
+            await self._credential.aclose()
+        if self._token_http is not None:
+            await self._token_http.close()
 
     # -- listing -------------------------------------------------------------------------------
 
@@ -427,6 +451,7 @@ class Backend:
         principal: str | None = None,
         client_capabilities: Raw | None = None,
         session_link: ClientLink | None = None,
+        subject_token: str | None = None,
     ) -> Reply:
         """Forward one request; `session`/`principal` pick an isolated upstream session, which
         declares `client_capabilities` and reaches `session_link` when it is opened."""
@@ -451,6 +476,7 @@ class Backend:
                 principal,
                 client_capabilities,
                 session_link,
+                subject_token,
             )
         finally:
             self.in_flight -= 1
@@ -466,6 +492,7 @@ class Backend:
         principal: str | None,
         client_capabilities: Raw | None,
         session_link: ClientLink | None,
+        subject_token: str | None = None,
     ) -> Reply:
         isolated: _Isolated | None = None
         owner = self.owner_for(session, principal)
@@ -487,6 +514,7 @@ class Backend:
                 name=name,
                 link=link,
                 max_s=max(self.settings.max_request_s, self.settings.timeout_s),
+                subject_token=subject_token,
             )
         finally:
             if isolated is not None:

@@ -62,6 +62,7 @@ class Connection(Protocol):
         name: str | None = None,
         link: ClientLink | None = None,
         max_s: float | None = None,
+        subject_token: str | None = None,
     ) -> Reply: ...
 
     async def notify(self, method: str, params: bytes | None) -> None: ...
@@ -158,6 +159,7 @@ class MessageStream:
         name: str | None = None,
         link: ClientLink | None = None,
         max_s: float | None = None,
+        subject_token: str | None = None,
     ) -> Reply:
         if self._closed.is_set():
             return unavailable(self.backend, self._close_reason)

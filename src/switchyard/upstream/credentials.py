@@ -33,7 +33,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -629,3 +629,58 @@ class TokenExchange:
 
 def _key(subject_token: str) -> bytes:
     return hashlib.sha256(subject_token.encode()).digest()
+
+
+class CallerAssertion:
+    """Token exchange for requests made on a caller's behalf; the gateway's own credentials
+    (client credentials of the same client) for its connection-level traffic, which has no
+    caller: the handshake, listings, subscriptions."""
+
+    def __init__(self, own: ClientCredentials, exchange: TokenExchange) -> None:
+        self._own = own
+        self._exchange = exchange
+
+    async def headers(self, subject_token: str | None) -> dict[str, str]:
+        if subject_token is None:
+            return await self._own.headers(None)
+        return await self._exchange.headers(subject_token)
+
+    def invalidate(self, subject_token: str | None = None) -> None:
+        if subject_token is None:
+            self._own.invalidate()
+        else:
+            self._exchange.invalidate(subject_token)
+
+    async def aclose(self) -> None:
+        await self._own.aclose()
+        await self._exchange.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialSpec:
+    """A backend's configured credentials, built into a `Credential` inside the event loop."""
+
+    kind: str  # "client_credentials" | "token_exchange"
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    resource: str | None = None
+    audience: str | None = None
+    scope: str | None = None
+
+    def build(self, http: aiohttp.ClientSession) -> Credential:
+        own = ClientCredentials(
+            self.token_url, self.client_id, self.client_secret, self.resource, self.scope, http
+        )
+        if self.kind == "client_credentials":
+            return own
+        exchange = TokenExchange(
+            self.token_url,
+            self.client_id,
+            self.client_secret,
+            http=http,
+            resource=self.resource,
+            audience=self.audience,
+            scope=self.scope,
+        )
+        return CallerAssertion(own, exchange)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
@@ -32,6 +32,7 @@ from switchyard.upstream.connection import (
     timed_out,
     unavailable,
 )
+from switchyard.upstream.credentials import Credential, CredentialError
 from switchyard.upstream.progress import Deadline, ProgressRoutes
 from switchyard.wire import frame, sse
 from switchyard.wire.frame import UNSET, Reply
@@ -92,6 +93,7 @@ class StreamableHttpConnection:
         self._serving: set[asyncio.Task[None]] = set()
         self.owner: ClientLink | None = None
         self.declared: Any = None
+        self.credential: Credential | None = None
         self.client_timeout_s = 60.0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -142,7 +144,7 @@ class StreamableHttpConnection:
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                 async with self._http.delete(
                     self.settings.url,
-                    headers=self._headers(None, None),
+                    headers=await self._request_headers(None, None),
                     timeout=aiohttp.ClientTimeout(total=2),
                 ):
                     pass
@@ -182,10 +184,17 @@ class StreamableHttpConnection:
         name: str | None = None,
         link: ClientLink | None = None,
         max_s: float | None = None,
+        subject_token: str | None = None,
     ) -> Reply:
         if self._closed.is_set():
             return unavailable(self.backend, self._close_reason)
-        kw = {"timeout": timeout, "name": name, "link": link, "max_s": max_s}
+        kw = {
+            "timeout": timeout,
+            "name": name,
+            "link": link,
+            "max_s": max_s,
+            "subject_token": subject_token,
+        }
         reply = await self._post_once(method, params, **kw)  # type: ignore[arg-type]
         if reply is _SESSION_EXPIRED:
             # A 404 means the backend never processed it: safe to re-initialize and resend.
@@ -211,6 +220,7 @@ class StreamableHttpConnection:
         name: str | None = None,
         link: ClientLink | None = None,
         max_s: float | None = None,
+        subject_token: str | None = None,
     ) -> Reply:
         request_id = next(self._ids)
         params = self._progress.bind(params, request_id, link)
@@ -218,7 +228,8 @@ class StreamableHttpConnection:
         try:
             async with Deadline(timeout, max_s or timeout) as deadline:
                 self._progress.watch(request_id, deadline)
-                return await self._exchange(body, request_id, method, name, link)
+                headers = await self._request_headers(method, name, subject_token)
+                return await self._exchange(body, request_id, method, headers, link)
         except TimeoutError:
             # Modern: abandoning the stream is the cancellation. Legacy: say so explicitly.
             if self.facts.era is Era.LEGACY and method != methods.INITIALIZE:
@@ -235,6 +246,9 @@ class StreamableHttpConnection:
         except (aiohttp.ClientConnectionError, OSError) as exc:
             self._mark_closed(f"connection failed: {exc}")
             return unavailable(self.backend, f"connection failed: {type(exc).__name__}")
+        except CredentialError as exc:
+            code = codes.BACKEND_UNAVAILABLE if exc.temporary else codes.BACKEND_PROTOCOL_ERROR
+            return frame.error_reply(code, str(exc), {"source": "gateway", "backend": self.backend})
         except sse.TooLarge as exc:
             return frame.error_reply(
                 codes.RESULT_TOO_LARGE,
@@ -246,11 +260,26 @@ class StreamableHttpConnection:
         finally:
             self._progress.unbind(request_id)
 
+    async def _request_headers(
+        self, method: str | None, name: str | None, subject_token: str | None = None
+    ) -> dict[str, str]:
+        """Headers for one request: the transport's own, then this backend's credentials (never
+        anything of the client's but, where configured, its exchanged token)."""
+        headers = self._headers(method, name)
+        if self.credential is not None:
+            headers.update(await self.credential.headers(subject_token))
+        return headers
+
     async def _exchange(
-        self, body: bytes, request_id: int, method: str, name: str | None, link: ClientLink | None
+        self,
+        body: bytes,
+        request_id: int,
+        method: str,
+        headers: dict[str, str],
+        link: ClientLink | None,
     ) -> Reply:
         async with self._http.post(
-            self.settings.url, data=body, headers=self._headers(method, name), allow_redirects=False
+            self.settings.url, data=body, headers=headers, allow_redirects=False
         ) as resp:
             ctype = resp.headers.get("Content-Type", "")
             if method == methods.INITIALIZE and resp.status < 300:
@@ -323,11 +352,11 @@ class StreamableHttpConnection:
     ) -> None:
         reply = await answer_server_request(method, params, link, self.client_timeout_s)
         body = frame.response_bytes(frame.encode_id(request_id), reply)
-        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, CredentialError):
             async with self._http.post(
                 self.settings.url,
                 data=body,
-                headers=self._headers(None, None),
+                headers=await self._request_headers(None, None),
                 timeout=aiohttp.ClientTimeout(total=10),
             ):
                 pass
@@ -342,9 +371,9 @@ class StreamableHttpConnection:
     async def _listen_stream(self, params: bytes) -> None:
         """2026-07-28 `subscriptions/listen`: one long-lived POST, reopened if it drops."""
 
-        def open_stream() -> Any:
+        async def open_stream() -> Any:
             body = frame.request_bytes(str(next(self._ids)).encode(), methods.LISTEN, params)
-            headers = self._headers(methods.LISTEN, None)
+            headers = await self._request_headers(methods.LISTEN, None)
             return self._http.post(
                 self.settings.url, data=body, headers=headers, allow_redirects=False
             )
@@ -353,11 +382,11 @@ class StreamableHttpConnection:
 
     async def notify(self, method: str, params: bytes | None) -> None:
         body = frame.notification_bytes(method, params)
-        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, CredentialError):
             async with self._http.post(
                 self.settings.url,
                 data=body,
-                headers=self._headers(method, None),
+                headers=await self._request_headers(method, None),
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=10),
             ):
@@ -366,19 +395,19 @@ class StreamableHttpConnection:
     async def _listen(self) -> None:
         """The legacy GET stream: backend notifications outside any request (list_changed)."""
 
-        def open_stream() -> Any:
-            headers = {**self._headers(None, None), "Accept": EVENT_STREAM}
+        async def open_stream() -> Any:
+            headers = {**await self._request_headers(None, None), "Accept": EVENT_STREAM}
             return self._http.get(self.settings.url, headers=headers, allow_redirects=False)
 
         await self._follow("GET stream", open_stream)
 
-    async def _follow(self, label: str, open_stream: Callable[[], Any]) -> None:
+    async def _follow(self, label: str, open_stream: Callable[[], Awaitable[Any]]) -> None:
         """Read a long-lived SSE stream of backend notifications, reopening it with backoff
         while the connection lives; a backend that refuses the stream is not asked again."""
         attempt = 0
         while not self._closed.is_set():
             try:
-                async with open_stream() as resp:
+                async with await open_stream() as resp:
                     is_stream = resp.headers.get("Content-Type", "").startswith(EVENT_STREAM)
                     if resp.status != 200 or not is_stream:
                         log.info(
@@ -391,7 +420,7 @@ class StreamableHttpConnection:
                         for event in parser.feed(chunk):
                             if event.event == "message" and event.data:
                                 await self._on_stream_message(event.data, None, None)
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
+            except (aiohttp.ClientError, OSError, ValueError, CredentialError) as exc:
                 log.debug("backend %r: %s dropped: %s", self.backend, label, exc)
             delay = STREAM_RETRY_S[min(attempt, len(STREAM_RETRY_S) - 1)]
             attempt += 1

@@ -1,0 +1,139 @@
+"""What Switchyard presents to an HTTP backend: its own token, or the caller's identity
+exchanged for a backend-audience token; never the client's own credential."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+
+from tests.e2e.test_auth_server import AuthServer, client_token, start_auth_server
+from tests.harness import FIXTURES, PYTHON, Gateway, Proc, free_port, start_port_fixture
+from tests.rpc import RawClient
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[AuthServer]:
+    server = start_auth_server("auth-for-backends")
+    try:
+        yield server
+    finally:
+        server.proc.stop()
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    record = tmp_path / "headers.jsonl"
+    args = [PYTHON, str(FIXTURES / "sdk_http.py"), "--port", "0", "--json-response"]
+    proc: Proc
+    proc, port = start_port_fixture(
+        args, "credential-backend", env={"FIXTURE_HEADERS_FILE": str(record)}
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/mcp", record
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def _tokens(record: Path) -> list[dict[str, Any]]:
+    """The claims of every bearer token the backend received, in order (None: no token)."""
+    out = []
+    for line in record.read_text().splitlines():
+        headers = dict(json.loads(line)["headers"])
+        value = headers.get("authorization")
+        out.append(jwt.decode(value[7:], options={"verify_signature": False}) if value else None)
+    return out
+
+
+async def test_client_credentials_on_every_request(
+    gateway_factory: Callable[..., Gateway],
+    issuer: AuthServer,
+    backend: tuple[str, Path],
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, record = backend
+    auth = {
+        "type": "client_credentials",
+        "token_url": f"{issuer.issuer}/token",
+        "client_id": "gateway",
+        "client_secret": "${SY_TEST_BACKEND_SECRET}",
+    }
+    monkeypatch.setenv("SY_TEST_BACKEND_SECRET", "gateway-secret")  # the gateway inherits it
+    gw = gateway_factory({"servers": {"web": {"url": url, "auth": auth}}})
+    client = await RawClient(gw.url, http).open()
+    assert (await client.result("tools/call", {"name": "web_echo", "arguments": {"text": "hi"}}))[
+        "content"
+    ][0]["text"] == "hi"
+    claims = _tokens(record)
+    assert claims and all(c is not None for c in claims), (
+        "a request reached the backend without a token"
+    )
+    assert {c["aud"] if isinstance(c["aud"], str) else c["aud"][0] for c in claims} == {url}
+    assert {c["sub"] for c in claims} == {"gateway"}
+
+
+async def test_token_exchange_asserts_the_caller(
+    gateway_factory: Callable[..., Gateway],
+    issuer: AuthServer,
+    backend: tuple[str, Path],
+    http: aiohttp.ClientSession,
+) -> None:
+    url, record = backend
+    port = free_port()
+    gw = gateway_factory(
+        {
+            "auth": {
+                "enabled": True,
+                "public_url": f"http://127.0.0.1:{port}",
+                "api_keys": False,
+                "issuers": [{"issuer": issuer.issuer, "jwks_uri": issuer.jwks_uri}],
+                "rules": [{"effect": "allow"}],
+            },
+            "servers": {
+                "web": {
+                    "url": url,
+                    "auth": {
+                        "type": "token_exchange",
+                        "token_url": f"{issuer.issuer}/token",
+                        "client_id": "gateway",
+                        "client_secret": "gateway-secret",
+                    },
+                }
+            },
+        },
+        port=port,
+    )
+    caller = await client_token(http, issuer, "reader", gw.url)
+    client = await RawClient(
+        gw.url, http, extra_headers={"Authorization": f"Bearer {caller}"}
+    ).open()
+    result = await client.result(
+        "tools/call", {"name": "web_echo", "arguments": {"text": "as reader"}}
+    )
+    assert result["content"][0]["text"] == "as reader"
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    claims = _tokens(record)
+    assert all(c is not None for c in claims)
+    assert caller not in record.read_text()  # the caller's own token never reached the backend
+    # The call carried the caller's identity, for the backend's audience; the gateway's own
+    # traffic (handshake, listing) its own.
+    call_claims = claims[-1]
+    assert call_claims["sub"] == "reader" and url in (
+        call_claims["aud"] if isinstance(call_claims["aud"], list) else [call_claims["aud"]]
+    )
+    assert claims[0]["sub"] == "gateway"
+    assert lines[0]["path"] == "/mcp"
