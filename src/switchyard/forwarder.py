@@ -52,7 +52,7 @@ class Forwarder:
     def __init__(
         self,
         backends: Mapping[str, Backend],
-        current_catalog: Callable[[], Catalog],
+        current_catalog: Callable[[str | None], Catalog],
         page_size: int,
         instructions: str | None = None,
     ) -> None:
@@ -159,7 +159,7 @@ class Forwarder:
         if cursor is not None and not isinstance(cursor, str):
             return invalid_params("cursor must be a string")
         try:
-            body = self.catalog().page(
+            body = self.catalog(call.ctx.view).page(
                 kind, cursor, self.page_size, call.allowed if call.list_filters else None
             )
         except catalog.InvalidCursor:
@@ -181,7 +181,7 @@ class Forwarder:
         public = _str_field(fields, "name")
         if public is None:
             return invalid_params(f"{call.method} requires a name")
-        entry = self.catalog().lookup(kind, public)
+        entry = self.catalog(call.ctx.view).lookup(kind, public)
         if entry is None or not call.allowed(entry):
             return invalid_params(f"{unknown}: {public}")
         fields["name"] = Raw(frame.encode(entry.original))
@@ -192,7 +192,7 @@ class Forwarder:
         uri = _str_field(fields, "uri")
         if uri is None:
             return invalid_params("resources/read requires a uri")
-        entry = self.catalog().resource_owner(uri)
+        entry = self.catalog(call.ctx.view).resource_owner(uri)
         if entry is None or not call.allowed(entry):
             code = (
                 codes.INVALID_PARAMS
@@ -254,11 +254,14 @@ class Forwarder:
             if known == task_id and push is not None:
                 push(methods.TASK_STATUS, params)
 
-    def _resource_entry(self, uri: str, feature: str | None = None) -> Entry | None:
+    def _resource_entry(
+        self, uri: str, feature: str | None = None, view: str | None = None
+    ) -> Entry | None:
         """The owner of `uri`: a listed resource or template, else the only backend that could
-        serve it (backends may serve URIs they never list). Ambiguity means nobody."""
-        entry = self.catalog().resource_owner(uri)
-        if entry is not None:
+        serve it (backends may serve URIs they never list). Ambiguity means nobody; a virtual
+        server serves only what it lists."""
+        entry = self.catalog(view).resource_owner(uri)
+        if entry is not None or view is not None:
             return entry
         able = [
             b
@@ -284,7 +287,7 @@ class Forwarder:
         key, push = call.ctx.session_id, call.ctx.session_push
         if key is None or push is None:
             return frame.error_reply(codes.METHOD_NOT_FOUND, f"{call.method} needs a session")
-        entry = self._resource_entry(uri, "subscribe")
+        entry = self._resource_entry(uri, "subscribe", call.ctx.view)
         if entry is None or not call.allowed(entry):
             return frame.error_reply(
                 codes.RESOURCE_NOT_FOUND_LEGACY, f"Resource not found: {uri}", {"uri": uri}
@@ -325,7 +328,7 @@ class Forwarder:
             return invalid_params("completion/complete requires a ref")
         ref = frame.decode_object(fields["ref"])
         ref_type = _str_field(ref, "type")
-        cat = self.catalog()
+        cat = self.catalog(call.ctx.view)
         entry: Entry | None = None
         if ref_type == "ref/prompt":
             name = _str_field(ref, "name")

@@ -18,6 +18,7 @@ from switchyard.policies.request_log import RequestLog
 from switchyard.protocol import methods
 from switchyard.protocol.link import log_wanted
 from switchyard.routing import catalog
+from switchyard.routing.views import ViewSpec, build_view
 from switchyard.upstream.backend import Backend, BackendSettings
 from switchyard.wire import frame
 
@@ -48,6 +49,7 @@ class Plan:
 
     gateway: GatewaySettings
     backends: tuple[BackendSettings, ...]
+    views: tuple[ViewSpec, ...] = ()
 
 
 class Gateway:
@@ -61,8 +63,9 @@ class Gateway:
         self.sessions = SessionRegistry(
             self.settings.session_idle_timeout_s, self.settings.max_sessions
         )
+        self.views: dict[str, catalog.Catalog] = {v.name: catalog.Catalog() for v in plan.views}
         self.forwarder = Forwarder(
-            self.backends, lambda: self.catalog, self.settings.page_size, self.settings.instructions
+            self.backends, self.catalog_for, self.settings.page_size, self.settings.instructions
         )
         self.dispatcher = Dispatcher(self.forwarder, self.settings.policies)
         self.subscriptions = self.forwarder.subscriptions
@@ -102,10 +105,25 @@ class Gateway:
             for backend in self.backends.values():
                 backend.reap_isolated()
 
+    def view_roles(self, view: str | None) -> frozenset[str] | None:
+        """The roles a virtual server requires of its callers (None: no requirement)."""
+        for spec in self.plan.views:
+            if spec.name == view:
+                return spec.roles
+        return None
+
+    def catalog_for(self, view: str | None) -> catalog.Catalog:
+        """The full catalog, or a virtual server's view of it (empty for an unknown name)."""
+        if view is None:
+            return self.catalog
+        return self.views.get(view) or catalog.Catalog()
+
     def _backend_changed(self, backend: Backend) -> None:
         listings = [b.listing for b in self.backends.values() if b.is_up and b.listing is not None]
         new = catalog.build(listings, self.settings.separator)
         old, self.catalog = self.catalog, new
+        for spec in self.plan.views:
+            self.views[spec.name] = build_view(new, spec)
         announced: set[str] = set()
         for kind in catalog.KINDS:
             if _items(old, kind) != _items(new, kind):

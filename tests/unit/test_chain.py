@@ -163,7 +163,7 @@ CATALOG = catalog.build(
 
 
 def forwarder() -> Forwarder:
-    return Forwarder(backends={}, current_catalog=lambda: CATALOG, page_size=10)
+    return Forwarder(backends={}, current_catalog=lambda view: CATALOG, page_size=10)
 
 
 async def test_list_filter_hides_entries_from_lists() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 from urllib.parse import parse_qs
 
@@ -58,51 +58,68 @@ class Authenticator:
     ) -> None:
         self.resource = resource
         self.scopes = dict(scopes or {})
+        self._views: dict[str, ProtectedResource] = {}
         self.keys = keys
         self.tokens = tokens
         self._key_store = key_store
 
+    def resource_for(self, view: str | None) -> ProtectedResource:
+        """The protected resource behind an endpoint: `/mcp`, or a virtual server's own."""
+        if view is None:
+            return self.resource
+        found = self._views.get(view)
+        if found is None:
+            base = self.resource.resource.removesuffix("/mcp")
+            found = replace(
+                self.resource,
+                resource=f"{base}/servers/{view}/mcp",
+                resource_name=f"Switchyard virtual server {view}",
+            )
+            self._views[view] = found
+        return found
+
     async def authenticate(
-        self, headers: Sequence[tuple[bytes, bytes]], query: bytes
+        self,
+        headers: Sequence[tuple[bytes, bytes]],
+        query: bytes,
+        resource: ProtectedResource | None = None,
     ) -> Identity | Refusal:
+        """Who is calling `resource` (default: `/mcp`), whose URI a token must name in `aud`."""
+        resource = resource or self.resource
         authorization = [v.decode("latin-1") for k, v in headers if k == b"authorization"]
         params = parse_qs(query.decode("latin-1")) if query else {}
         try:
             token = extract_bearer(authorization, query_params=params.keys())
         except AuthError as exc:
-            return Refusal(
-                exc.status, exc.www_authenticate(self.resource.metadata_url), exc.description
-            )
+            return Refusal(exc.status, exc.www_authenticate(resource.metadata_url), exc.description)
         if token is None:
-            return Refusal(401, self.resource.challenge(), "Authentication required")
+            return Refusal(401, resource.challenge(), "Authentication required")
         if token.startswith(KEY_TAG + "_"):
-            return await self._api_key(token)
-        return await self._jwt(token)
+            return await self._api_key(token, resource)
+        return await self._jwt(token, resource)
 
-    async def _api_key(self, token: str) -> Identity | Refusal:
+    async def _api_key(self, token: str, resource: ProtectedResource) -> Identity | Refusal:
         if self.keys is None:
-            return self._invalid("API keys are not accepted here")
+            return self._invalid(resource, "API keys are not accepted here")
         try:
             principal = await self.keys.verify(token)
         except Exception:  # the key store is down: not the caller's fault, and not a secret
             log.exception("API key store unavailable")
-            return Refusal(503, self.resource.challenge(), "Authentication temporarily unavailable")
+            return Refusal(503, resource.challenge(), "Authentication temporarily unavailable")
         if principal is None:
-            return self._invalid("Invalid API key")
+            return self._invalid(resource, "Invalid API key")
         return Identity(
             principal.name, principal.roles, dict(principal.attributes), None, "api_key"
         )
 
-    async def _jwt(self, token: str) -> Identity | Refusal:
+    async def _jwt(self, token: str, resource: ProtectedResource) -> Identity | Refusal:
         if self.tokens is None:
-            return self._invalid("Bearer tokens are not accepted here")
+            return self._invalid(resource, "Bearer tokens are not accepted here")
         try:
-            claims = await self.tokens.verify(token, self.resource.resource)
+            claims = await self.tokens.verify(token, resource.resource)
         except AuthError as exc:
             status = 503 if exc.temporary else exc.status
-            return Refusal(
-                status, exc.www_authenticate(self.resource.metadata_url), exc.description
-            )
+            return Refusal(status, exc.www_authenticate(resource.metadata_url), exc.description)
         return Identity(
             claims.subject, claims.roles, dict(claims.attributes), claims.scopes, "jwt", token
         )
@@ -126,8 +143,9 @@ class Authenticator:
         challenge = self.resource.challenge("insufficient_scope", message, list(needed))
         return Refusal(403, challenge, message)
 
-    def _invalid(self, message: str) -> Refusal:
-        return Refusal(401, self.resource.challenge("invalid_token", message), message)
+    @staticmethod
+    def _invalid(resource: ProtectedResource, message: str) -> Refusal:
+        return Refusal(401, resource.challenge("invalid_token", message), message)
 
 
 @dataclass(frozen=True, slots=True)

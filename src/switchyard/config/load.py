@@ -29,6 +29,8 @@ from switchyard.gateway import GatewaySettings, Plan
 from switchyard.policies.access import AccessControl, AccessRules, Rule
 from switchyard.policies.base import PolicySpec
 from switchyard.policies.request_log import RequestLog
+from switchyard.routing.names import LLM_SAFE
+from switchyard.routing.views import Selector, ViewSpec
 from switchyard.upstream.backend import BackendSettings
 from switchyard.upstream.credentials import CredentialSpec, check_token_url
 from switchyard.upstream.http import HttpSettings as UpstreamHttpSettings
@@ -294,7 +296,38 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
         session_idle_timeout_s=gw.session_idle_timeout,
         policies=policies,
     )
-    return Plan(gateway=settings, backends=tuple(backends))
+    return Plan(gateway=settings, backends=tuple(backends), views=views(config))
+
+
+def views(config: SwitchyardConfig) -> tuple[ViewSpec, ...]:
+    out: list[ViewSpec] = []
+    for name, virtual in config.virtual_servers.items():
+        where = f"virtual_servers.{name}"
+        if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", name) is None:
+            raise ConfigError(f"{where}: names match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}")
+        for public, renamed in virtual.rename.items():
+            if LLM_SAFE.fullmatch(renamed) is None:
+                raise ConfigError(f"{where}.rename.{public}: {renamed!r} is not a valid name")
+        selectors = tuple(
+            Selector.build(kind, s.backends, s.names)
+            for kind, picks in (
+                ("tools", virtual.tools),
+                ("prompts", virtual.prompts),
+                ("resources", virtual.resources),
+                ("resourceTemplates", virtual.resource_templates),
+            )
+            for s in picks
+        )
+        out.append(
+            ViewSpec(
+                name,
+                selectors,
+                dict(virtual.rename),
+                dict(virtual.describe),
+                frozenset(virtual.roles) if virtual.roles is not None else None,
+            )
+        )
+    return tuple(out)
 
 
 def auth_settings(config: SwitchyardConfig, host: str, port: int) -> AuthSettings:

@@ -231,6 +231,33 @@ class AuthConfig(BaseModel):
     )
 
 
+class ViewSelectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backends: list[str] = Field(["*"], description="Backend names (globs).")
+    names: list[str] = Field(["*"], description="Backend-side names or URIs (globs).")
+
+
+class VirtualServerConfig(BaseModel):
+    """A named endpoint (`/servers/<name>/mcp`) exposing a curated subset of the backends."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tools: list[ViewSelectConfig] = Field(default_factory=list)
+    prompts: list[ViewSelectConfig] = Field(default_factory=list)
+    resources: list[ViewSelectConfig] = Field(default_factory=list)
+    resource_templates: list[ViewSelectConfig] = Field(default_factory=list)
+    rename: dict[str, str] = Field(
+        default_factory=dict, description="Gateway public name -> name on this endpoint."
+    )
+    describe: dict[str, str] = Field(
+        default_factory=dict, description="Name on this endpoint -> description there."
+    )
+    roles: list[str] | None = Field(
+        None, description="With authentication on: callers need one of these roles."
+    )
+
+
 class SwitchyardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -239,3 +266,4 @@ class SwitchyardConfig(BaseModel):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
     mcpServers: dict[str, ServerConfig] = Field(default_factory=dict)
+    virtual_servers: dict[str, VirtualServerConfig] = Field(default_factory=dict)

@@ -21,6 +21,14 @@ IDENTITY_KEY: Final = "switchyard.identity"
 IDENTITY: ContextVar[Identity | None] = ContextVar("switchyard_identity", default=None)
 
 
+VIEW: ContextVar[str | None] = ContextVar("switchyard_view", default=None)
+"""The virtual server a request came through (None: the full gateway)."""
+
+
+def current_view() -> str | None:
+    return VIEW.get()
+
+
 def caller() -> Identity | None:
     return IDENTITY.get()
 

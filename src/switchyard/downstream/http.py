@@ -11,6 +11,7 @@ from switchyard.auth.authenticator import Authenticator, AuthSettings, Refusal, 
 from switchyard.downstream.asgi import (
     IDENTITY,
     IDENTITY_KEY,
+    VIEW,
     ASGIApp,
     Receive,
     Scope,
@@ -32,6 +33,7 @@ MCP_PATH: Final = "/mcp"
 SSE_PATH: Final = "/sse"
 MESSAGES_PATH: Final = "/messages"
 WELL_KNOWN_ROOT: Final = "/.well-known/oauth-protected-resource"
+VIEWS_PREFIX: Final = "/servers/"
 # Every path that speaks MCP: with authentication on, none is reachable without it.
 GUARDED_PATHS: Final = frozenset(
     {MCP_PATH, MCP_PATH + "/", SSE_PATH, MESSAGES_PATH, MESSAGES_PATH + "/"}
@@ -108,19 +110,36 @@ class HttpApp:
                 send, refusal, frame.response_bytes(b"null", frame.error_reply(-32600, reason))
             )
             return
+        view: str | None = None
+        if path.startswith((VIEWS_PREFIX, WELL_KNOWN_ROOT + VIEWS_PREFIX)):
+            routed = self._view_route(path)
+            if routed is None:
+                await respond(send, 404, b"Not Found", [(b"content-type", b"text/plain")])
+                return
+            view, path = routed
+            VIEW.set(view)
         authenticator = self.authenticator
         if authenticator is not None:
-            if path in (authenticator.resource.well_known_path, WELL_KNOWN_ROOT):
-                await respond_json(send, 200, frame.encode(authenticator.resource.metadata()))
+            resource = authenticator.resource_for(view)
+            if path in (WELL_KNOWN_ROOT, resource.well_known_path, WELL_KNOWN_ROOT + MCP_PATH):
+                await respond_json(send, 200, frame.encode(resource.metadata()))
                 return
             if path in GUARDED_PATHS:
-                outcome = await authenticator.authenticate(headers, scope.get("query_string", b""))
+                query = scope.get("query_string", b"")
+                outcome = await authenticator.authenticate(headers, query, resource)
                 if isinstance(outcome, Refusal):
                     answer = frame.response_bytes(
                         b"null", frame.error_reply(-32600, outcome.message)
                     )
                     challenge = (b"www-authenticate", outcome.challenge.encode("latin-1"))
                     await respond_json(send, outcome.status, answer, [challenge])
+                    return
+                roles = self.gateway.view_roles(view)
+                if roles is not None and roles.isdisjoint(outcome.roles):
+                    answer = frame.response_bytes(
+                        b"null", frame.error_reply(-32600, "Forbidden: this endpoint needs a role")
+                    )
+                    await respond_json(send, 403, answer)
                     return
                 scope[IDENTITY_KEY] = outcome
                 IDENTITY.set(outcome)
@@ -137,6 +156,17 @@ class HttpApp:
             await respond_json(send, 200 if ready else 503, frame.encode(body))
         else:
             await respond(send, 404, b"Not Found", [(b"content-type", b"text/plain")])
+
+    def _view_route(self, path: str) -> tuple[str, str] | None:
+        """`/servers/<name>/<rest>` (or its well-known metadata path): the view and the path
+        within it; None for an unknown name."""
+        well_known = path.startswith(WELL_KNOWN_ROOT)
+        inner = path.removeprefix(WELL_KNOWN_ROOT) if well_known else path
+        name, _, rest = inner.removeprefix(VIEWS_PREFIX).partition("/")
+        if name not in self.gateway.views:
+            return None
+        rest = "/" + rest
+        return name, WELL_KNOWN_ROOT + rest if well_known else rest
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         """At most `max_in_flight_per_client` requests of one client at a time; 429 beyond."""

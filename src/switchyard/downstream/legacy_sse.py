@@ -15,6 +15,7 @@ from switchyard.downstream.asgi import (
     Send,
     caller,
     caller_name,
+    current_view,
     header,
     respond,
     respond_json,
@@ -54,14 +55,16 @@ class LegacySseEndpoint:
         if scope["method"] != "GET":
             await respond(send, 405, headers=[(b"allow", b"GET")])
             return
-        session = self.gateway.sessions.create("sse", caller_name())
+        session = self.gateway.sessions.create("sse", caller_name(), current_view())
         if session is None:
             await respond_json(send, 503, error_json(codes.INTERNAL_ERROR, "Too many sessions"))
             return
         session.version = "2024-11-05"
         session.stream_open = True
         root = scope.get("root_path", "")
-        endpoint = f"{root}{self.messages_path}?session_id={session.id}".encode()
+        view = current_view()
+        prefix = f"/servers/{view}" if view is not None else ""
+        endpoint = f"{root}{prefix}{self.messages_path}?session_id={session.id}".encode()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             await send(
@@ -87,7 +90,7 @@ class LegacySseEndpoint:
                 send, 400, error_json(codes.INVALID_REQUEST, "session_id is required")
             )
             return
-        session = self.gateway.sessions.get(session_ids[0], caller_name())
+        session = self.gateway.sessions.get(session_ids[0], caller_name(), current_view())
         if session is None or session.transport != "sse":
             await respond_json(send, 404, error_json(codes.INVALID_REQUEST, "Session not found"))
             return
@@ -137,6 +140,7 @@ class LegacySseEndpoint:
         params = env.params if env.params is not UNSET else None
 
         identity = caller()
+        view = current_view()
 
         async def answer() -> None:
             ctx = RequestContext(
@@ -151,6 +155,7 @@ class LegacySseEndpoint:
                 log_level=session.log_level,
                 principal=session.principal,
                 identity=identity,
+                view=view,
             )
             reply = await session.requests.run(
                 id_raw, self.gateway.dispatcher.request(ctx, method, params)

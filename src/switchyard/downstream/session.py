@@ -141,6 +141,8 @@ class Session:
     log_level: str | None = None
     principal: str | None = None
     """The caller that opened it; the id means nothing in anyone else's hands."""
+    view: str | None = None
+    """The endpoint (virtual server) it was opened on; elsewhere it is unknown."""
     outbox: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT))
     stream_open: bool = False
     requests: InflightRequests = field(default_factory=lambda: InflightRequests())
@@ -201,20 +203,24 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, transport: str, principal: str | None = None) -> Session | None:
+    def create(
+        self, transport: str, principal: str | None = None, view: str | None = None
+    ) -> Session | None:
         if len(self._sessions) >= self.max_sessions:
             self.reap()
             if len(self._sessions) >= self.max_sessions:
                 return None
-        session = Session(secrets.token_urlsafe(32), transport, principal=principal)
+        session = Session(secrets.token_urlsafe(32), transport, principal=principal, view=view)
         self._sessions[session.id] = session
         return session
 
-    def get(self, session_id: str, principal: str | None = None) -> Session | None:
-        """The session, if it exists and belongs to `principal`: another caller's session id
-        is answered exactly like an unknown one."""
+    def get(
+        self, session_id: str, principal: str | None = None, view: str | None = None
+    ) -> Session | None:
+        """The session, if it exists, belongs to `principal` and was opened on `view`: another
+        caller's session id, or one from another endpoint, is answered like an unknown one."""
         session = self._sessions.get(session_id)
-        if session is None or session.principal != principal:
+        if session is None or session.principal != principal or session.view != view:
             return None
         session.touch()
         return session

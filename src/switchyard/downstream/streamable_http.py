@@ -23,6 +23,7 @@ from switchyard.downstream.asgi import (
     Send,
     caller,
     caller_name,
+    current_view,
     header,
     respond,
     respond_json,
@@ -342,6 +343,7 @@ class StreamableHttpEndpoint:
             link=out,
             principal=identity.name if identity else None,
             identity=identity,
+            view=current_view(),
         )
         params_raw = env.params if env.params is not UNSET else None
         watch = DisconnectWatch(receive)
@@ -372,7 +374,7 @@ class StreamableHttpEndpoint:
                 error_json(codes.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required"),
             )
             return
-        session = sessions.get(session_id, caller_name())
+        session = sessions.get(session_id, caller_name(), current_view())
         if session is None:
             await respond_json(send, 404, error_json(codes.INVALID_REQUEST, "Session not found"))
             return
@@ -400,6 +402,7 @@ class StreamableHttpEndpoint:
             log_level=session.log_level,
             principal=session.principal,
             identity=caller(),
+            view=current_view(),
         )
         params_raw = env.params if env.params is not UNSET else None
         reply = await session.requests.run(
@@ -420,13 +423,14 @@ class StreamableHttpEndpoint:
             "streamable-http",
             principal=identity.name if identity else None,
             identity=identity,
+            view=current_view(),
         )
         params_raw = env.params if env.params is not UNSET else None
         reply = await self.gateway.dispatcher.request(ctx, methods.INITIALIZE, params_raw)
         if reply.result is None:
             await respond_json(send, 200, frame.response_bytes(id_raw, reply))
             return
-        session = self.gateway.sessions.create("streamable-http", caller_name())
+        session = self.gateway.sessions.create("streamable-http", caller_name(), current_view())
         if session is None:
             await respond_json(
                 send, 503, error_json(codes.INTERNAL_ERROR, "Too many sessions", id_raw)
@@ -520,7 +524,7 @@ class StreamableHttpEndpoint:
                 error_json(codes.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required"),
             )
             return None
-        session = self.gateway.sessions.get(session_id, caller_name())
+        session = self.gateway.sessions.get(session_id, caller_name(), current_view())
         if session is None:
             await respond_json(send, 404, error_json(codes.INVALID_REQUEST, "Session not found"))
         return session
@@ -549,7 +553,8 @@ class Listener:
         uris = frame.decode_any(self.wanted.get("resourceSubscriptions", Raw(b"[]")))
         accepted: list[str] = []
         for uri in uris if isinstance(uris, list) else ():
-            entry = self.gateway.catalog.resource_owner(uri) if isinstance(uri, str) else None
+            view = self.gateway.catalog_for(current_view())
+            entry = view.resource_owner(uri) if isinstance(uri, str) else None
             backend = self.gateway.backends[entry.backend] if entry is not None else None
             if backend is not None and backend.supports_subscribe:
                 await subscriptions.add(self.key, self.push, uri, backend)

@@ -56,6 +56,8 @@ class RequestContext:
     """Queues a notification on the client's session stream (legacy sessions only)."""
     log_level: str | None = None
     """The level the client set with `logging/setLevel` (legacy sessions)."""
+    view: str | None = None
+    """The virtual server the request came through; None: the full gateway."""
 
 
 @dataclass(slots=True)
