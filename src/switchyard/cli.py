@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
 
     stdio = sub.add_parser("stdio", help="serve MCP on stdin/stdout")
     common(stdio)
+    stdio.add_argument(
+        "--server",
+        help="serve this virtual server; with authentication on, the API key comes from "
+        "$SWITCHYARD_API_KEY",
+    )
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("config %s: %d backends", path, len(plan.backends))
     if args.command == "serve":
         return _serve(plan, config, args.host, args.port)
-    return _stdio(plan)
+    return _stdio(plan, config, args.server)
 
 
 def _check(file: str) -> int:
@@ -132,19 +137,51 @@ def json_limits(limits: Any) -> Any:
     )
 
 
-def _stdio(plan: object) -> int:
+def _stdio(plan: object, config: object, server: str | None) -> int:
+    import os
+
     import uvloop
 
+    from switchyard.auth.authenticator import Refusal, open_authenticator
+    from switchyard.config.load import auth_settings
+    from switchyard.config.schema import SwitchyardConfig
     from switchyard.downstream.stdio import StdioServer
     from switchyard.gateway import Gateway, Plan
+    from switchyard.policies.base import Identity
 
-    assert isinstance(plan, Plan)
+    assert isinstance(plan, Plan) and isinstance(config, SwitchyardConfig)
+    if server is not None and server not in config.virtual_servers:
+        print(f"switchyard: no virtual server named {server!r}", file=sys.stderr)  # noqa: T201
+        return 2
+
+    async def identify() -> Identity | None:
+        """With authentication on, the one caller of this process: $SWITCHYARD_API_KEY's."""
+        if not config.auth.enabled:
+            return None
+        authenticator = await open_authenticator(auth_settings(config, "127.0.0.1", 0))
+        try:
+            key = os.environ.get("SWITCHYARD_API_KEY", "")
+            headers = [(b"authorization", f"Bearer {key}".encode())] if key else []
+            outcome = await authenticator.authenticate(
+                headers, b"", authenticator.resource_for(server)
+            )
+        finally:
+            await authenticator.aclose()
+        if isinstance(outcome, Refusal):
+            raise SystemExit(f"switchyard: {outcome.message} ($SWITCHYARD_API_KEY)")
+        roles = next((v.roles for v in plan.views if v.name == server), None)
+        if roles is not None and roles.isdisjoint(outcome.roles):
+            raise SystemExit(
+                f"switchyard: virtual server {server!r} needs one of roles {sorted(roles)}"
+            )
+        return outcome
 
     async def run() -> None:
+        identity = await identify()
         gateway = Gateway(plan)
         await gateway.start()
         try:
-            await StdioServer(gateway).serve()
+            await StdioServer(gateway, server, identity).serve()
         finally:
             await gateway.stop()
 

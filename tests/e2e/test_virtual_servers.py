@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import aiohttp
 import httpx2
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -185,3 +186,45 @@ async def test_an_unknown_virtual_server_is_404(
     gw: Gateway = setup["gw"]
     async with http.post(f"{gw.base}/servers/nope/mcp", data=b"{}") as resp:
         assert resp.status == 404
+
+
+def _stdio_params(gw: Gateway, key: str | None) -> StdioServerParameters:
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    if key is not None:
+        env["SWITCHYARD_API_KEY"] = key
+    return StdioServerParameters(
+        command=str(BIN / "switchyard"),
+        args=[
+            "stdio",
+            "--config",
+            str(gw.config_path),
+            "--server",
+            "support",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_virtual_server_over_stdio_with_the_key_from_the_environment(
+    setup: dict[str, Any], mode: str
+) -> None:
+    async with _client(_stdio_params(setup["gw"], setup["keys"]["sam"]), mode) as client:
+        assert sorted(t.name for t in (await client.list_tools()).tools) == EXPECTED_TOOLS
+        now = await client.call_tool("what_time_is_it", {"timezone": "UTC"})
+        assert '"timezone": "UTC"' in now.content[0].text  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("who", [None, "eve"])
+def test_without_a_valid_key_or_role_the_stdio_server_refuses_to_start(
+    setup: dict[str, Any], who: str | None
+) -> None:
+    params = _stdio_params(setup["gw"], setup["keys"][who] if who else None)
+    done = subprocess.run(
+        [params.command, *params.args], env=params.env, input=b"", capture_output=True, timeout=30
+    )
+    assert done.returncode != 0
+    expected = b"needs one of roles" if who else b"Authentication required"
+    assert expected in done.stderr

@@ -15,7 +15,7 @@ from typing import Final
 from switchyard.downstream.session import ClientRequests, InflightRequests, Session
 from switchyard.downstream.streamable_http import _adopt, level_of
 from switchyard.gateway import Gateway
-from switchyard.policies.base import RequestContext
+from switchyard.policies.base import Identity, RequestContext
 from switchyard.protocol import codes, methods
 from switchyard.protocol.link import log_wanted
 from switchyard.protocol.versions import (
@@ -35,8 +35,14 @@ MAX_LINE_BYTES: Final = 4 * 1024 * 1024
 
 
 class StdioServer:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(
+        self, gateway: Gateway, view: str | None = None, identity: Identity | None = None
+    ) -> None:
         self.gateway = gateway
+        self.view = view
+        """The virtual server this process serves (None: the full gateway)."""
+        self.identity = identity
+        """The caller, established once from the environment's API key (authentication on)."""
         self.session: Session | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._write_lock = asyncio.Lock()
@@ -136,7 +142,8 @@ class StdioServer:
         if env.method == methods.SET_LEVEL and reply.result is not None and self.session:
             self.session.log_level = level_of(params)
         if env.method == methods.INITIALIZE and reply.result is not None:
-            session = self.gateway.sessions.create("stdio")
+            principal = self.identity.name if self.identity else None
+            session = self.gateway.sessions.create("stdio", principal, self.view)
             if session is not None:
                 _adopt(session, reply, params)
                 if self.session is not None:
@@ -171,6 +178,9 @@ class StdioServer:
                 "stdio",
                 client_capabilities=meta.get(META_CLIENT_CAPABILITIES),
                 link=self,
+                principal=self.identity.name if self.identity else None,
+                identity=self.identity,
+                view=self.view,
             )
             if version not in MODERN_VERSIONS:
                 return ctx, frame.error_reply(
@@ -193,6 +203,9 @@ class StdioServer:
             link=self,
             session_push=session.notify if session else None,
             session_link=session.link() if session else None,
+            principal=self.identity.name if self.identity else None,
+            identity=self.identity,
+            view=self.view,
             log_level=session.log_level if session else None,
         ), None
 
