@@ -32,6 +32,18 @@ LOG_DIR = Path(os.environ.get("SWITCHYARD_TEST_LOGS", ROOT / "var" / "test-logs"
 START_TIMEOUT_S = 60.0
 
 
+SECRETS_FILE = LOG_DIR / "test-secrets.txt"
+
+
+def register_secret(value: str) -> str:
+    """Remember a secret a test made (key, token, client secret): after the run, every log is
+    scanned for it (tests/conftest.py). Returns the value, for chaining."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    with SECRETS_FILE.open("a", encoding="utf-8") as f:
+        f.write(value + "\n")
+    return value
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

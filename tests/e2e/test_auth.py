@@ -20,9 +20,9 @@ from tests.e2e.test_auth_server import AuthServer, client_token, start_auth_serv
 from tests.harness import (
     BIN,
     FIXTURES,
-    LOG_DIR,
     Gateway,
     free_port,
+    register_secret,
     start_gateway,
     start_port_fixture,
     stdio_fixture,
@@ -40,7 +40,7 @@ def _keys(data_dir: Path, *args: str) -> str:
         timeout=30,
         check=True,
     )
-    return out.stdout.strip()
+    return register_secret(out.stdout.strip()) if args[0] == "create" else out.stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -223,17 +223,6 @@ async def test_jwts_from_a_real_authorization_server(
     assert resp.status == 401 and 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
 
 
-def test_no_secret_reaches_any_log(setup: dict[str, Any]) -> None:
-    secrets = [key.split("_", 2)[2] for key in setup["keys"].values()]
-    scanned = 0
-    for path in LOG_DIR.glob("*.log"):
-        text = path.read_text(errors="replace")
-        scanned += len(text)
-        for secret in secrets:
-            assert secret not in text, f"a key secret leaked into {path}"
-    assert scanned > 0
-
-
 async def test_the_clients_credentials_never_reach_a_backend(
     gateway_factory: Any, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
@@ -305,3 +294,39 @@ async def test_scopes_gate_classes_of_operations(
     )
     async with http.get(f"{gw.base}/.well-known/oauth-protected-resource/mcp") as resp:
         assert (await resp.json())["scopes_supported"] == ["mcp:read", "mcp:write"]
+
+
+async def test_api_keys_in_postgresql(gateway_factory: Any, http: aiohttp.ClientSession) -> None:
+    dsn = "postgresql://postgres@127.0.0.1:5432/test"
+
+    def keys(*args: str) -> str:
+        out = subprocess.run(
+            [str(BIN / "switchyard"), "keys", *args, "--dsn", dsn],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return out.stdout.strip()
+
+    key = register_secret(keys("create", "--principal", "pg-user", "--role", "admin"))
+    gw = gateway_factory(
+        {
+            "auth": {"enabled": True, "database_url": dsn, "rules": [{"effect": "allow"}]},
+            "servers": {"fx": stdio_fixture("crashy")},
+        }
+    )
+    client = await RawClient(gw.url, http, extra_headers=_bearer(key)).open()
+    assert (await client.result("tools/call", {"name": "fx_echo", "arguments": {"text": "pg"}}))[
+        "content"
+    ][0]["text"] == "pg"
+    keys("revoke", key.split("_")[1])
+    loop = asyncio.get_running_loop()
+    revoked_at = loop.time()
+    status = 200
+    for _ in range(60):  # polling a running gateway; bounded at 6 s
+        status = (await client.post(b"{}", client.headers())).status
+        if status == 401:
+            break
+        await asyncio.sleep(0.1)
+    assert status == 401 and loop.time() - revoked_at < 5.0

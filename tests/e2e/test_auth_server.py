@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from switchyard.auth.jwt_verifier import AuthError, IssuerConfig, JwtVerifier, require_scopes
-from tests.harness import FIXTURES, PYTHON, Proc, start_port_fixture
+from tests.harness import FIXTURES, PYTHON, Proc, register_secret, start_port_fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -34,6 +34,8 @@ CLIENTS: list[dict[str, Any]] = [
     {"id": "reader", "secret": "reader-secret", "scopes": ["mcp:read"], "roles": ["viewer"]},
 ]
 SECRETS = {c["id"]: c["secret"] for c in CLIENTS}
+for _secret in SECRETS.values():
+    register_secret(_secret)
 
 
 @dataclass
@@ -118,7 +120,7 @@ async def client_token(
         form.append(("scope", scope))
     body = await request_token(http, server, client, form)
     assert body["token_type"] == "Bearer"
-    token: str = body["access_token"]
+    token: str = register_secret(body["access_token"])
     return token
 
 

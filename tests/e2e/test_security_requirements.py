@@ -21,6 +21,7 @@ from tests.harness import (
     PYTHON,
     Gateway,
     free_port,
+    register_secret,
     start_gateway,
     start_port_fixture,
 )
@@ -80,7 +81,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             timeout=30,
             check=True,
         )
-        return out.stdout.strip()
+        return register_secret(out.stdout.strip())
 
     keys = {
         "user": key("user", "user"),

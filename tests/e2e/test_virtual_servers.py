@@ -16,7 +16,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.e2e.test_auth_server import AuthServer, client_token, start_auth_server
-from tests.harness import BIN, Gateway, free_port, start_gateway
+from tests.harness import BIN, Gateway, free_port, register_secret, start_gateway
 from tests.rpc import RawClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -53,7 +53,7 @@ def _key(data: Path, principal: str, role: str) -> str:
         timeout=30,
         check=True,
     )
-    return out.stdout.strip()
+    return register_secret(out.stdout.strip())
 
 
 @pytest.fixture(scope="module")
