@@ -118,6 +118,7 @@ def _serve(plan: object, config: object, host: str, port: int) -> int:
             header_timeout_s=gw.limits.header_timeout,
             body_timeout_s=gw.limits.body_timeout,
             max_in_flight_per_client=gw.limits.max_in_flight_per_client,
+            memory_budget_bytes=gw.limits.memory_budget,
             json=json_limits(gw.limits),
         ),
         auth,

@@ -26,6 +26,11 @@ class LimitsConfig(BaseModel):
     max_in_flight_per_backend: int = Field(
         256, ge=1, description="Open requests per backend (-31005 beyond)."
     )
+    memory_budget: int | None = Field(
+        None,
+        ge=16 * 1024 * 1024,
+        description="Bytes of memory the gateway may use: past 90%, new requests get 503.",
+    )
     max_json_depth: int = Field(64, ge=2, description="Nesting depth of a message (-32600).")
     max_json_string_bytes: int = Field(1048576, ge=1024, description="Bytes of one string.")
     max_json_array_items: int = Field(10000, ge=1, description="Items of one array.")

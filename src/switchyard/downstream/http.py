@@ -23,6 +23,7 @@ from switchyard.downstream.guard import Guard
 from switchyard.downstream.legacy_sse import LegacySseEndpoint
 from switchyard.downstream.streamable_http import StreamableHttpEndpoint
 from switchyard.gateway import Gateway
+from switchyard.observability.memory import MemoryGuard
 from switchyard.policies.base import Identity
 from switchyard.wire import frame
 from switchyard.wire.strict import JsonLimits
@@ -52,6 +53,7 @@ class HttpSettings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     max_in_flight_per_client: int = 32
+    memory_budget_bytes: int | None = None
     json: JsonLimits = field(default_factory=JsonLimits)
 
 
@@ -67,6 +69,7 @@ class HttpApp:
             settings.host, settings.port, settings.allowed_origins, settings.allowed_hosts
         )
         self.in_flight: dict[str, int] = {}
+        self.memory = MemoryGuard(settings.memory_budget_bytes)
         self.shutting_down = asyncio.Event()
         self.mcp = StreamableHttpEndpoint(
             gateway,
@@ -169,7 +172,14 @@ class HttpApp:
         return name, WELL_KNOWN_ROOT + rest if well_known else rest
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
-        """At most `max_in_flight_per_client` requests of one client at a time; 429 beyond."""
+        """At most `max_in_flight_per_client` requests of one client at a time; 429 beyond; and
+        nothing new while memory is past its shedding threshold (503)."""
+        if self.memory.overloaded:
+            body = frame.response_bytes(
+                b"null", frame.error_reply(-32600, "Overloaded; retry shortly")
+            )
+            await respond_json(send, 503, body, [(b"retry-after", b"1")])
+            return
         if scope["method"] != "POST":
             await app(scope, receive, send)
             return
@@ -204,6 +214,7 @@ class HttpApp:
                         self.mcp.scope_gate = self.authenticator.scope_refusal
                         self.sse.scope_gate = self.authenticator.scope_refusal
                     await self.gateway.start()
+                    self.memory.start()
                 except Exception as exc:
                     log.exception("gateway failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -211,6 +222,7 @@ class HttpApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.shutting_down.set()
+                await self.memory.aclose()
                 await self.gateway.stop()
                 if self.authenticator is not None:
                     await self.authenticator.aclose()
