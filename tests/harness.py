@@ -44,6 +44,23 @@ def register_secret(value: str) -> str:
     return value
 
 
+def keys_cli(*args: str) -> str:
+    """Run `switchyard keys ...`; a created key is registered as a secret."""
+    out = subprocess.run(
+        [str(BIN / "switchyard"), "keys", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    text = out.stdout.strip()
+    return register_secret(text) if args[0] == "create" else text
+
+
+def create_key(data_dir: Path, principal: str, role: str) -> str:
+    return keys_cli("create", "--principal", principal, "--role", role, "--data-dir", str(data_dir))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from tests.harness import (
     FIXTURES,
     Gateway,
     free_port,
-    register_secret,
+    keys_cli,
     start_gateway,
     start_port_fixture,
     stdio_fixture,
@@ -33,14 +32,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 
 def _keys(data_dir: Path, *args: str) -> str:
-    out = subprocess.run(
-        [str(BIN / "switchyard"), "keys", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return register_secret(out.stdout.strip()) if args[0] == "create" else out.stdout.strip()
+    return keys_cli(*args, "--data-dir", str(data_dir))
 
 
 @pytest.fixture(scope="module")
@@ -300,16 +292,9 @@ async def test_api_keys_in_postgresql(gateway_factory: Any, http: aiohttp.Client
     dsn = "postgresql://postgres@127.0.0.1:5432/test"
 
     def keys(*args: str) -> str:
-        out = subprocess.run(
-            [str(BIN / "switchyard"), "keys", *args, "--dsn", dsn],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        return out.stdout.strip()
+        return keys_cli(*args, "--dsn", dsn)
 
-    key = register_secret(keys("create", "--principal", "pg-user", "--role", "admin"))
+    key = keys("create", "--principal", "pg-user", "--role", "admin")
     gw = gateway_factory(
         {
             "auth": {"enabled": True, "database_url": dsn, "rules": [{"effect": "allow"}]},

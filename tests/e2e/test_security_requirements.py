@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +15,11 @@ import pytest
 
 from tests.e2e.test_auth_server import AuthServer, client_token, start_auth_server
 from tests.harness import (
-    BIN,
     FIXTURES,
     PYTHON,
     Gateway,
+    create_key,
     free_port,
-    register_secret,
     start_gateway,
     start_port_fixture,
 )
@@ -64,24 +62,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     data = tmp / "keys"
 
     def key(principal: str, role: str) -> str:
-        out = subprocess.run(
-            [
-                str(BIN / "switchyard"),
-                "keys",
-                "create",
-                "--principal",
-                principal,
-                "--role",
-                role,
-                "--data-dir",
-                str(data),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        return register_secret(out.stdout.strip())
+        return create_key(data, principal, role)
 
     keys = {
         "user": key("user", "user"),

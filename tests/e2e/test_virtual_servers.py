@@ -16,7 +16,13 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.e2e.test_auth_server import AuthServer, client_token, start_auth_server
-from tests.harness import BIN, Gateway, free_port, register_secret, start_gateway
+from tests.harness import (
+    BIN,
+    Gateway,
+    create_key,
+    free_port,
+    start_gateway,
+)
 from tests.rpc import RawClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -36,24 +42,7 @@ EXPECTED_TOOLS = ["notes_add_note", "notes_list_notes", "what_time_is_it"]
 
 
 def _key(data: Path, principal: str, role: str) -> str:
-    out = subprocess.run(
-        [
-            str(BIN / "switchyard"),
-            "keys",
-            "create",
-            "--principal",
-            principal,
-            "--role",
-            role,
-            "--data-dir",
-            str(data),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return register_secret(out.stdout.strip())
+    return create_key(data, principal, role)
 
 
 @pytest.fixture(scope="module")
