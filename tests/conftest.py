@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import LOG_DIR, SECRETS_FILE, Gateway, start_gateway
+from tests.harness import LOG_DIR, ROOT, SECRETS_FILE, Gateway, start_gateway
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -23,10 +27,49 @@ def pytest_configure(config: pytest.Config) -> None:
                 path.unlink()
 
 
+def _orphans() -> dict[int, str]:
+    """Processes started from this checkout (its tests or its venv) that lost their parent."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and fields[1] == "1" and str(ROOT) in cmdline:
+            found[int(entry.name)] = cmdline[:160]
+    return found
+
+
+def _no_orphans(session: pytest.Session) -> None:
+    """Every process a test started must be gone once the run ends: give stragglers a bounded
+    grace, then fail the run for any left (and kill them, so nothing outlives it)."""
+    left = _orphans()
+    for _ in range(100):  # polling /proc: process exit has no event to wait on (10 s bound)
+        if not left:
+            break
+        time.sleep(0.1)
+        left = _orphans()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"orphan scan: {len(left)} processes outlived the run")
+    if left:
+        for pid, cmdline in left.items():
+            if reporter is not None:
+                reporter.write_line(f"orphaned process {pid}: {cmdline}", red=True)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Every process the suite started logged into LOG_DIR; none may contain a test secret."""
     if _is_worker(session.config) or session.config.option.collectonly:
         return
+    _no_orphans(session)
     secrets = (
         {line for line in SECRETS_FILE.read_text().splitlines() if len(line) >= 8}
         if SECRETS_FILE.exists()

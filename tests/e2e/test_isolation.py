@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.harness import Gateway, children_of, stdio_fixture
+from tests.harness import FIXTURES, PYTHON, Gateway, children_of, pid_alive, stdio_fixture
 from tests.rpc import RawClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -86,3 +88,42 @@ async def test_a_crashed_isolated_session_is_replaced_and_others_are_untouched(
         assert await _text(bystander, "fx_whoami", {}) == other
         after = await _text(victim, "fx_whoami", {})
         assert after != before and after != other
+
+
+async def test_sessions_released_just_before_shutdown_leave_no_process(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    # The first process (the backend's own session) exits when its stdin closes; later ones
+    # (isolated sessions) linger and ignore SIGTERM, like a server with timers running. A
+    # session released just before the gateway stops is still in its close sequence then,
+    # and must still end with SIGKILL, not as an orphan.
+    first = tmp_path / "first-started"
+    lingering = tmp_path / "lingering.py"
+    lingering.write_text(
+        "import os, runpy, signal, sys, time\n"
+        f"first = {str(first)!r}\n"
+        "linger = os.path.exists(first)\n"
+        "open(first, 'a').close()\n"
+        "if linger:\n"
+        "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"sys.argv = [{str(FIXTURES / 'raw_stdio.py')!r}, '--scenario', 'crashy']\n"
+        f"runpy.run_path({str(FIXTURES / 'raw_stdio.py')!r}, run_name='__main__')\n"
+        "if linger:\n"
+        "    time.sleep(60)\n"
+    )
+    # Through a shell that forks it, as launchers do: killing only the shell would orphan it.
+    launch = {"command": "/bin/sh", "args": ["-c", f"{PYTHON} {lingering}; true"]}
+    gw = gateway_factory({"servers": {"fx": launch}})
+    async with aiohttp.ClientSession() as http:
+        client = await RawClient(gw.url, http).open()
+        assert await _text(client, "fx_echo", {"text": "x"}) == "x"
+        descendants = children_of(gw.process.pid)
+        async with http.delete(gw.url, headers={"Mcp-Session-Id": client.session_id or ""}) as resp:
+            assert resp.status == 200
+    gw.process.send_signal(signal.SIGTERM)
+    assert gw.process.wait(30) == 0
+    for _ in range(100):  # polling /proc: process exit has no event to wait on (10 s bound)
+        if not any(pid_alive(p) for p in descendants):
+            break
+        await asyncio.sleep(0.1)
+    assert [p for p in descendants if pid_alive(p)] == []

@@ -49,6 +49,9 @@ CHANGED_KIND: Final = {
     methods.PROMPTS_CHANGED: (catalog.PROMPTS,),
     methods.RESOURCES_CHANGED: (catalog.RESOURCES, catalog.TEMPLATES),
 }
+# Longest a stopping backend waits for its released sessions' processes to be gone: above the
+# stdio close sequence (2 s after stdin closes, 2 s after SIGTERM, then SIGKILL and reaping).
+CLOSE_ALL_S: Final = 10.0
 # A backend that stayed up this long restarts from the shortest delay again.
 HEALTHY_RESET_S: Final = 30.0
 
@@ -106,6 +109,8 @@ class Backend:
         self._pool: dict[str, _Isolated] = {}
         self._opening: dict[str, asyncio.Future[_Isolated | None]] = {}
         self._pool_tasks: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        """Isolated sessions being shut down: awaited, never abandoned, when the backend stops."""
         self.in_flight = 0
         self._credential: Credential | None = None
         self._token_http: aiohttp.ClientSession | None = None
@@ -259,6 +264,11 @@ class Backend:
         if conn is not None:
             closing.append(conn.aclose())
         await asyncio.gather(*closing, return_exceptions=True)
+        # Sessions released earlier may still be in their exit grace: cancelling their close
+        # would let the gateway exit before SIGTERM/SIGKILL, orphaning the processes. Each
+        # close is bounded (stdin, then SIGTERM, then SIGKILL), so wait for them.
+        if self._closing:
+            await asyncio.wait(self._closing, timeout=CLOSE_ALL_S)
         for task in self._pool_tasks:
             task.cancel()
         if self._credential is not None:
@@ -610,8 +620,8 @@ class Backend:
         isolated = self._pool.pop(owner, None)
         if isolated is not None:
             task = asyncio.create_task(self._close_quietly(isolated.connection))
-            self._pool_tasks.add(task)
-            task.add_done_callback(self._pool_tasks.discard)
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     @staticmethod
     async def _close_quietly(conn: Connection) -> None:
