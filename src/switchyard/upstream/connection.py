@@ -126,19 +126,18 @@ def reply_from(env: Envelope) -> Reply:
     return Reply(result=bytes(env.result) if env.result is not UNSET else b"{}")
 
 
-class MessageStream:
-    """Request/response correlation over a duplex stream of frames (stdio, legacy SSE)."""
+class ConnectionCore:
+    """What every backend connection shares: identity, close state, and answering the backend's
+    own requests (sampling, elicitation, roots) off its reader. Transports say how an answer
+    travels back."""
 
     def __init__(self, backend: str, on_notification: NotificationHandler) -> None:
         self.backend = backend
         self.facts = ServerFacts()
         self._on_notification = on_notification
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Reply]] = {}
-        self._links: dict[int, ClientLink] = {}
         self._progress = ProgressRoutes()
         self._serving: set[asyncio.Task[None]] = set()
-        self._listen_id: int | None = None
         self.declared: Any = None
         """Client capabilities to declare in `initialize`; None: what Switchyard can route."""
         self.owner: ClientLink | None = None
@@ -146,6 +145,53 @@ class MessageStream:
         self.client_timeout_s = 60.0
         self._closed = asyncio.Event()
         self._close_reason = "connection closed"
+
+    async def _send_answer(self, data: bytes) -> None:
+        """Deliver the answer to a server request; a backend that is gone is not an error."""
+        raise NotImplementedError
+
+    def _serve_server_request(
+        self,
+        request_id: int | str | None,
+        method: str,
+        params: bytes | None,
+        link: ClientLink | None,
+    ) -> None:
+        # Never block the reader on a client: the answer may take a person minutes.
+        task = asyncio.create_task(self._answer_server_request(request_id, method, params, link))
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+
+    async def _answer_server_request(
+        self,
+        request_id: int | str | None,
+        method: str,
+        params: bytes | None,
+        link: ClientLink | None,
+    ) -> None:
+        reply = await answer_server_request(method, params, link, self.client_timeout_s)
+        await self._send_answer(frame.response_bytes(frame.encode_id(request_id), reply))
+
+    def _mark_closed(self, reason: str) -> bool:
+        """Record the first close reason; False when the connection was already closed."""
+        if self._closed.is_set():
+            return False
+        self._close_reason = reason
+        self._closed.set()
+        return True
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+
+class MessageStream(ConnectionCore):
+    """Request/response correlation over a duplex stream of frames (stdio, legacy SSE)."""
+
+    def __init__(self, backend: str, on_notification: NotificationHandler) -> None:
+        super().__init__(backend, on_notification)
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._links: dict[int, ClientLink] = {}
+        self._listen_id: int | None = None
 
     async def _send(self, data: bytes) -> None:
         raise NotImplementedError
@@ -222,12 +268,7 @@ class MessageStream:
             return
         params = bytes(env.params) if env.params is not UNSET else None
         if env.id is not UNSET:
-            # Never block the reader on a client: the answer may take a person minutes.
-            task = asyncio.create_task(
-                self._serve_server_request(env.id, env.method, params, self._link_for_request())
-            )
-            self._serving.add(task)
-            task.add_done_callback(self._serving.discard)
+            self._serve_server_request(env.id, env.method, params, self._link_for_request())
             return
         if env.method == methods.PROGRESS and await self._progress.deliver(params):
             return
@@ -265,25 +306,14 @@ class MessageStream:
             return next(iter(by_client.values()))
         return self.owner if not by_client else None
 
-    async def _serve_server_request(
-        self,
-        request_id: int | str | None,
-        method: str,
-        params: bytes | None,
-        link: ClientLink | None,
-    ) -> None:
-        reply = await answer_server_request(method, params, link, self.client_timeout_s)
+    async def _send_answer(self, data: bytes) -> None:
         with contextlib.suppress(OSError, UpstreamClosed):
-            await self._send(frame.response_bytes(frame.encode_id(request_id), reply))
+            await self._send(data)
 
-    def _mark_closed(self, reason: str) -> None:
-        if self._closed.is_set():
-            return
-        self._close_reason = reason
-        self._closed.set()
+    def _mark_closed(self, reason: str) -> bool:
+        if not super()._mark_closed(reason):
+            return False
         for pending in self._pending.values():
             if not pending.done():
                 pending.set_result(unavailable(self.backend, reason))
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
+        return True

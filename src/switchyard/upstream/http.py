@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,18 +21,18 @@ from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era
 from switchyard.upstream import handshake
 from switchyard.upstream.connection import (
+    ConnectionCore,
     MessageStream,
     NotificationHandler,
     ServerFacts,
     UpstreamClosed,
-    answer_server_request,
     protocol_error,
     reply_from,
     timed_out,
     unavailable,
 )
 from switchyard.upstream.credentials import Credential, CredentialError
-from switchyard.upstream.progress import Deadline, ProgressRoutes
+from switchyard.upstream.progress import Deadline
 from switchyard.wire import frame, sse
 from switchyard.wire.frame import UNSET, Reply
 
@@ -73,28 +72,18 @@ class _NotLegacyStreamable(Exception):
     """POST initialize was refused in a way that points at the 2024-11-05 SSE transport."""
 
 
-class StreamableHttpConnection:
+class StreamableHttpConnection(ConnectionCore):
     def __init__(
         self, backend: str, settings: HttpSettings, on_notification: NotificationHandler
     ) -> None:
-        self.backend = backend
+        super().__init__(backend, on_notification)
         self.settings = settings
-        self.facts = ServerFacts()
-        self._on_notification = on_notification
         self._http = _session(settings)
-        self._ids = itertools.count(1)
         self._session_id: str | None = None
-        self._closed = asyncio.Event()
-        self._close_reason = "connection closed"
         self._stream_task: asyncio.Task[None] | None = None
         self._listen_task: asyncio.Task[None] | None = None
         self._reinit_lock = asyncio.Lock()
-        self._progress = ProgressRoutes()
-        self._serving: set[asyncio.Task[None]] = set()
-        self.owner: ClientLink | None = None
-        self.declared: Any = None
         self.credential: Credential | None = None
-        self.client_timeout_s = 60.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -149,14 +138,6 @@ class StreamableHttpConnection:
                 ):
                     pass
         await self._http.close()
-
-    def _mark_closed(self, reason: str) -> None:
-        if not self._closed.is_set():
-            self._close_reason = reason
-            self._closed.set()
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -332,9 +313,7 @@ class StreamableHttpConnection:
         params = bytes(env.params) if env.params is not UNSET else None
         if env.id is not UNSET:
             # The request arrived on this call's own stream: its client is the one to ask.
-            task = asyncio.create_task(self._serve_server_request(env.id, env.method, params, link))
-            self._serving.add(task)
-            task.add_done_callback(self._serving.discard)
+            self._serve_server_request(env.id, env.method, params, link)
         elif env.method == methods.PROGRESS and await self._progress.deliver(params):
             pass
         elif link is not None and env.method == methods.MESSAGE:
@@ -343,23 +322,8 @@ class StreamableHttpConnection:
             self._on_notification(env.method, params)
         return None
 
-    async def _serve_server_request(
-        self,
-        request_id: int | str | None,
-        method: str,
-        params: bytes | None,
-        link: ClientLink | None,
-    ) -> None:
-        reply = await answer_server_request(method, params, link, self.client_timeout_s)
-        body = frame.response_bytes(frame.encode_id(request_id), reply)
-        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, CredentialError):
-            async with self._http.post(
-                self.settings.url,
-                data=body,
-                headers=await self._request_headers(None, None),
-                timeout=aiohttp.ClientTimeout(total=10),
-            ):
-                pass
+    async def _send_answer(self, data: bytes) -> None:
+        await self._post_quietly(data, None)
 
     async def listen(self, params: bytes) -> None:
         if self._listen_task is not None:
@@ -381,7 +345,10 @@ class StreamableHttpConnection:
         await self._follow("subscriptions/listen", open_stream)
 
     async def notify(self, method: str, params: bytes | None) -> None:
-        body = frame.notification_bytes(method, params)
+        await self._post_quietly(frame.notification_bytes(method, params), method)
+
+    async def _post_quietly(self, body: bytes, method: str | None) -> None:
+        """POST a message that expects no answer (202); a backend that is gone is not an error."""
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, CredentialError):
             async with self._http.post(
                 self.settings.url,
