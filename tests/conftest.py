@@ -4,10 +4,11 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.harness import LOG_DIR, ROOT, SECRETS_FILE, Gateway, start_gateway
@@ -107,3 +108,10 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     yield start
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain client session for raw HTTP checks against a gateway."""
+    async with aiohttp.ClientSession() as session:
+        yield session

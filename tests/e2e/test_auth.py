@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +81,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory, issuer: AuthServer) -> Itera
         yield {"gw": gw, "keys": keys, "data": data}
     finally:
         gw.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def _bearer(token: str) -> dict[str, str]:

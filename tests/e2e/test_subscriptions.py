@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -55,12 +55,6 @@ class Stream:
             for event in self.buffer.split(b"\n\n")[:-1]
             for line in event.split(b"\n")
         )
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def _get_stream(http: aiohttp.ClientSession, gw: Gateway, client: RawClient) -> Stream:
