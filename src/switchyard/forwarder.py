@@ -21,6 +21,7 @@ from switchyard.routing import catalog
 from switchyard.routing.catalog import Catalog, Entry
 from switchyard.subscriptions import Push, Subscriptions
 from switchyard.upstream.backend import Backend
+from switchyard.upstream.outbound import Caller, Outbound
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
 
@@ -231,9 +232,7 @@ class Forwarder:
             caps = backend.known_capabilities.get("tasks")
             if not backend.is_up or not isinstance(caps, dict) or "list" not in caps:
                 continue
-            reply = await backend.request(
-                methods.TASKS_LIST, None, session=call.ctx.session_id, principal=call.ctx.principal
-            )
+            reply = await backend.request(_outbound(call, methods.TASKS_LIST, None))
             if reply.result is None:
                 continue
             for raw in frame.decode_array(
@@ -311,14 +310,8 @@ class Forwarder:
         # Legacy backends hear it now, in the caller's own session when isolated; modern
         # backends receive the session's level on each request instead.
         params = bytes(call.params)
-        ctx = call.ctx
         await asyncio.gather(
-            *(
-                b.set_level(
-                    params, ctx.session_id, ctx.principal, ctx.client_capabilities, ctx.session_link
-                )
-                for b in self.backends.values()
-            )
+            *(b.set_level(_outbound(call, call.method, params)) for b in self.backends.values())
         )
         return Reply(result=b"{}")
 
@@ -398,7 +391,8 @@ class Forwarder:
         call.backend, call.target = backend.name, entry.public
         facts = backend.facts
         if facts is None:
-            return await backend.request(call.method, None)  # answers "unavailable", naming it
+            # Answers "unavailable", naming the backend.
+            return await backend.request(_outbound(call, call.method, None))
         client_era = call.ctx.era
         if facts.era is Era.MODERN:
             if client_era is not Era.MODERN or call.ctx.version != facts.version:
@@ -461,16 +455,25 @@ async def _send(
     """Forward `fields` as this call's params, with everything the caller's context decides:
     the way back to the client (unless `link` stands in), and which isolated upstream session
     serves it."""
-    return await backend.request(
-        call.method,
-        frame.encode_object(fields),
+    out = _outbound(call, call.method, frame.encode_object(fields), name)
+    if link is not None:
+        out.link = link
+    return await backend.request(out)
+
+
+def _outbound(call: Call, method: str, params: bytes | None, name: str | None = None) -> Outbound:
+    """The upstream request made on this call's caller's behalf."""
+    ctx = call.ctx
+    identity = ctx.identity
+    return Outbound(
+        method,
+        params,
         name=name,
-        link=link or call.ctx.link,
-        session=call.ctx.session_id,
-        principal=call.ctx.principal,
-        client_capabilities=call.ctx.client_capabilities,
-        session_link=call.ctx.session_link,
-        subject_token=call.ctx.identity.token if call.ctx.identity is not None else None,
+        link=ctx.link,
+        caller=Caller(ctx.principal, identity.token if identity is not None else None),
+        session=ctx.session_id,
+        client_capabilities=ctx.client_capabilities,
+        session_link=ctx.session_link,
     )
 
 

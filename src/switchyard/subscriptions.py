@@ -14,6 +14,7 @@ from typing import Any
 
 from switchyard.protocol import methods
 from switchyard.upstream.backend import Backend
+from switchyard.upstream.outbound import Caller, Outbound
 from switchyard.wire import frame
 
 log = logging.getLogger("switchyard.subscriptions")
@@ -53,7 +54,12 @@ class Subscriptions:
             # The client's own upstream session subscribes; its updates come back to it alone.
             subscriber.isolated[uri] = backend.name
             await backend.request(
-                methods.SUBSCRIBE, frame.encode({"uri": uri}), session=key, principal=principal
+                Outbound(
+                    methods.SUBSCRIBE,
+                    frame.encode({"uri": uri}),
+                    caller=Caller(principal),
+                    session=key,
+                )
             )
             return
         keys = self._by_uri.setdefault(uri, set())
@@ -70,7 +76,9 @@ class Subscriptions:
             isolated = subscriber.isolated.pop(uri, None)
             backend = self._backends.get(isolated) if isolated else None
             if backend is not None:
-                await backend.request(methods.UNSUBSCRIBE, frame.encode({"uri": uri}), session=key)
+                await backend.request(
+                    Outbound(methods.UNSUBSCRIBE, frame.encode({"uri": uri}), session=key)
+                )
                 return
         keys = self._by_uri.get(uri)
         if keys is None or key not in keys:

@@ -3,6 +3,7 @@ exchanged for a backend-audience token; never the client's own credential."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,8 +13,17 @@ import aiohttp
 import jwt
 import pytest
 
+from switchyard.protocol import codes
 from tests.e2e.test_auth_server import AuthServer, client_token, start_auth_server
-from tests.harness import FIXTURES, PYTHON, Gateway, Proc, free_port, start_port_fixture
+from tests.harness import (
+    FIXTURES,
+    PYTHON,
+    Gateway,
+    Proc,
+    create_key,
+    free_port,
+    start_port_fixture,
+)
 from tests.rpc import RawClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -131,3 +141,63 @@ async def test_token_exchange_asserts_the_caller(
     )
     assert claims[0]["sub"] == "gateway"
     assert lines[0]["path"] == "/mcp"
+
+
+async def test_an_api_key_caller_never_borrows_the_gateways_identity(
+    gateway_factory: Callable[..., Gateway],
+    issuer: AuthServer,
+    backend: tuple[str, Path],
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A caller who proved who it is with an API key has no token to exchange: its call is
+    refused with a gateway error, never sent with the gateway's own service token; a JWT caller
+    on the same backend at the same time is served as itself."""
+    url, record = backend
+    data = tmp_path / "keys"
+    alice_key = create_key(data, "alice", "user")
+    port = free_port()
+    gw = gateway_factory(
+        {
+            "auth": {
+                "enabled": True,
+                "public_url": f"http://127.0.0.1:{port}",
+                "data_dir": str(data),
+                "issuers": [{"issuer": issuer.issuer, "jwks_uri": issuer.jwks_uri}],
+                "rules": [{"effect": "allow"}],
+            },
+            "servers": {
+                "web": {
+                    "url": url,
+                    "auth": {
+                        "type": "token_exchange",
+                        "token_url": f"{issuer.issuer}/token",
+                        "client_id": "gateway",
+                        "client_secret": "gateway-secret",
+                    },
+                }
+            },
+        },
+        port=port,
+    )
+    reader_token = await client_token(http, issuer, "reader", gw.url)
+    alice = await RawClient(
+        gw.url, http, extra_headers={"Authorization": f"Bearer {alice_key}"}
+    ).open()
+    reader = await RawClient(
+        gw.url, http, extra_headers={"Authorization": f"Bearer {reader_token}"}
+    ).open()
+    before = len(_tokens(record))
+    call = {"name": "web_echo", "arguments": {"text": "who am i"}}
+    refused_resp, served_resp = await asyncio.gather(
+        alice.request("tools/call", call), reader.request("tools/call", call)
+    )
+    refused, served = refused_resp.json, served_resp.json
+    assert "error" in refused, refused
+    assert refused["error"]["code"] == codes.BACKEND_PROTOCOL_ERROR
+    assert refused["error"]["data"]["source"] == "gateway"
+    assert "authenticated without one" in refused["error"]["message"]
+    assert served["result"]["content"][0]["text"] == "who am i", served
+    # Exactly one call reached the backend, and it carried the reader's identity.
+    calls = _tokens(record)[before:]
+    assert [c["sub"] for c in calls if c is not None] == ["reader"], calls

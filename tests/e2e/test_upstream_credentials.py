@@ -23,6 +23,7 @@ from switchyard.upstream.credentials import (
     TokenExchange,
     token_session,
 )
+from switchyard.upstream.outbound import Caller
 from tests.e2e.test_auth_server import (
     MCP,
     SECRETS,
@@ -155,7 +156,7 @@ async def test_a_backend_accepts_each_kind_of_credential(
         caller = await client_token(http, server, "reader", MCP)
 
         async def call(cred: Credential, subject: str | None) -> tuple[int, dict[str, str]]:
-            headers = await cred.headers(subject)
+            headers = await cred.headers(Caller("caller", subject) if subject else None)
             async with http.post(url, json={}, headers=headers, allow_redirects=False) as resp:
                 return resp.status, await resp.json()
 

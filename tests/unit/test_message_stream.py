@@ -8,6 +8,7 @@ import pytest
 
 from switchyard.protocol import codes
 from switchyard.upstream.connection import MessageStream, UpstreamClosed
+from switchyard.upstream.outbound import Outbound
 from switchyard.wire import frame
 
 pytestmark = pytest.mark.anyio
@@ -43,7 +44,7 @@ class MemoryStream(MessageStream):
 async def test_stream_mints_its_own_ids() -> None:
     stream = MemoryStream()
     task = asyncio.create_task(
-        stream.request("tools/call", b'{"name":"t","_meta":{"k":1}}', timeout=2)
+        stream.request(Outbound("tools/call", b'{"name":"t","_meta":{"k":1}}', timeout_s=2))
     )
     await stream.wait_sent(1)
     [sent] = stream.sent
@@ -62,7 +63,9 @@ async def test_stream_mints_its_own_ids() -> None:
 async def test_ids_are_unique_per_stream_even_if_clients_reuse_theirs() -> None:
     stream = MemoryStream()
     # Two clients both "using id 1": the stream never sees client ids, only its own.
-    tasks = [asyncio.create_task(stream.request("ping", None, timeout=2)) for _ in range(5)]
+    tasks = [
+        asyncio.create_task(stream.request(Outbound("ping", None, timeout_s=2))) for _ in range(5)
+    ]
     await stream.wait_sent(5)
     ids = [m["id"] for m in stream.sent]
     assert ids == [1, 2, 3, 4, 5]
@@ -74,7 +77,9 @@ async def test_ids_are_unique_per_stream_even_if_clients_reuse_theirs() -> None:
 async def test_concurrent_requests_get_their_own_replies_out_of_order() -> None:
     stream = MemoryStream()
     tasks = [
-        asyncio.create_task(stream.request("tools/call", f'{{"n":{n}}}'.encode(), timeout=2))
+        asyncio.create_task(
+            stream.request(Outbound("tools/call", f'{{"n":{n}}}'.encode(), timeout_s=2))
+        )
         for n in range(6)
     ]
     await stream.wait_sent(6)
@@ -87,7 +92,7 @@ async def test_concurrent_requests_get_their_own_replies_out_of_order() -> None:
 
 async def test_error_response_is_passed_through_raw() -> None:
     stream = MemoryStream()
-    task = asyncio.create_task(stream.request("x", None, timeout=2))
+    task = asyncio.create_task(stream.request(Outbound("x", None, timeout_s=2)))
     await stream.wait_sent(1)
     await stream._dispatch(
         b'{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"bad", "data":[1]}}'
@@ -99,7 +104,7 @@ async def test_error_response_is_passed_through_raw() -> None:
 
 async def test_response_for_unknown_id_is_dropped() -> None:
     stream = MemoryStream()
-    task = asyncio.create_task(stream.request("x", None, timeout=2))
+    task = asyncio.create_task(stream.request(Outbound("x", None, timeout_s=2)))
     await stream.wait_sent(1)
     await stream.answer(99, {"wrong": True})
     await stream.answer("1", {"wrong": True})  # a string id is not our int id 1
@@ -113,7 +118,7 @@ async def test_response_for_unknown_id_is_dropped() -> None:
 
 async def test_late_duplicate_response_is_ignored() -> None:
     stream = MemoryStream()
-    task = asyncio.create_task(stream.request("x", None, timeout=2))
+    task = asyncio.create_task(stream.request(Outbound("x", None, timeout_s=2)))
     await stream.wait_sent(1)
     await stream.answer(1, {"first": True})
     await stream.answer(1, {"second": True})
@@ -123,7 +128,7 @@ async def test_late_duplicate_response_is_ignored() -> None:
 
 async def test_timeout_returns_backend_timeout_and_cancels_upstream() -> None:
     stream = MemoryStream("slowpoke")
-    reply = await stream.request("tools/call", b"{}", timeout=0.05)
+    reply = await stream.request(Outbound("tools/call", b"{}", timeout_s=0.05))
     err = frame.decode_error(reply.error or b"")
     assert err.code == codes.BACKEND_TIMEOUT == -31001
     assert "slowpoke" in err.message
@@ -139,7 +144,7 @@ async def test_timeout_returns_backend_timeout_and_cancels_upstream() -> None:
 
 async def test_client_cancellation_cancels_upstream() -> None:
     stream = MemoryStream()
-    task = asyncio.create_task(stream.request("tools/call", b"{}", timeout=5))
+    task = asyncio.create_task(stream.request(Outbound("tools/call", b"{}", timeout_s=5)))
     await stream.wait_sent(1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -151,7 +156,9 @@ async def test_client_cancellation_cancels_upstream() -> None:
 
 async def test_mark_closed_answers_every_pending_request() -> None:
     stream = MemoryStream("github")
-    tasks = [asyncio.create_task(stream.request("ping", None, timeout=5)) for _ in range(3)]
+    tasks = [
+        asyncio.create_task(stream.request(Outbound("ping", None, timeout_s=5))) for _ in range(3)
+    ]
     await stream.wait_sent(3)
     stream._mark_closed("process exited with status 1")
     for reply in await asyncio.gather(*tasks):
@@ -167,7 +174,7 @@ async def test_mark_closed_answers_every_pending_request() -> None:
 async def test_requests_after_close_are_unavailable_without_sending() -> None:
     stream = MemoryStream("gone")
     stream._mark_closed("shut down")
-    reply = await stream.request("ping", None, timeout=1)
+    reply = await stream.request(Outbound("ping", None, timeout_s=1))
     err = frame.decode_error(reply.error or b"")
     assert err.code == codes.BACKEND_UNAVAILABLE
     assert "shut down" in err.message
@@ -179,12 +186,12 @@ async def test_requests_after_close_are_unavailable_without_sending() -> None:
 async def test_send_failure_is_unavailable() -> None:
     stream = MemoryStream("broken")
     stream.fail_with = BrokenPipeError("pipe closed")
-    reply = await stream.request("ping", None, timeout=1)
+    reply = await stream.request(Outbound("ping", None, timeout_s=1))
     err = frame.decode_error(reply.error or b"")
     assert err.code == codes.BACKEND_UNAVAILABLE
     assert "pipe closed" in err.message
     stream.fail_with = UpstreamClosed()
-    reply = await stream.request("ping", None, timeout=1)
+    reply = await stream.request(Outbound("ping", None, timeout_s=1))
     assert frame.decode_error(reply.error or b"").code == codes.BACKEND_UNAVAILABLE
     assert stream._pending == {}
 

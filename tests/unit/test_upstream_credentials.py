@@ -30,6 +30,7 @@ from switchyard.upstream.credentials import (
     TokenExchange,
     token_session,
 )
+from switchyard.upstream.outbound import Caller
 from tests.harness import FIXTURES, PYTHON, start_port_fixture
 
 pytestmark = pytest.mark.anyio
@@ -411,7 +412,7 @@ async def test_exchange_is_cached_per_caller(
         "resource": BACKEND,
     }
     assert relay.authorizations[0] == aiohttp.encode_basic_auth("gateway", SECRET)
-    b1 = (await cred.headers(bob))["Authorization"]
+    b1 = (await cred.headers(Caller("bob", bob)))["Authorization"]
     assert b1 != a1
     assert relay.count == 2
     assert cred.cached == 2
@@ -483,8 +484,11 @@ async def test_exchange_errors_carry_no_tokens(
 
 async def test_exchange_needs_the_callers_token(relay: Relay, http: aiohttp.ClientSession) -> None:
     cred = te(relay, http)
-    with pytest.raises(CredentialError, match="caller's access token"):
+    with pytest.raises(CredentialError, match="caller's OAuth access token"):
         await cred.headers(None)
+    # A caller who proved who it is without a token (an API key) has nothing to exchange.
+    with pytest.raises(CredentialError, match="authenticated without one"):
+        await cred.headers(Caller("alice", None))
     assert relay.count == 0
 
 
@@ -513,7 +517,7 @@ async def test_static_headers() -> None:
     got = await static.headers(None)
     assert got == {"X-Api-Key": "k-123", "Authorization": "Bearer svc"}
     got["X-Api-Key"] = "changed"
-    assert (await static.headers("ignored"))["X-Api-Key"] == "k-123"
+    assert (await static.headers(Caller("x", "ignored")))["X-Api-Key"] == "k-123"
     assert isinstance(static, Credential)
     assert "k-123" not in repr(static)
     with pytest.raises(ValueError, match="line break") as caught:

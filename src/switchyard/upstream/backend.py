@@ -30,6 +30,7 @@ from switchyard.upstream.connection import (
 )
 from switchyard.upstream.credentials import Credential, CredentialSpec, token_session
 from switchyard.upstream.http import HttpSettings, SseConnection, StreamableHttpConnection
+from switchyard.upstream.outbound import Outbound
 from switchyard.upstream.stdio import StdioConnection, StdioSettings
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
@@ -300,7 +301,9 @@ class Backend:
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
             params = self._list_params(conn, cursor)
-            reply = await conn.request(method, params, timeout=self.settings.list_timeout_s)
+            reply = await conn.request(
+                Outbound(method, params, timeout_s=self.settings.list_timeout_s)
+            )
             if reply.result is None:
                 err = frame.decode_error(reply.error or b'{"code":0,"message":"?"}')
                 raise RuntimeError(f"{method} failed: {err.message} ({err.code})")
@@ -383,7 +386,11 @@ class Backend:
             return
         for uri in sorted(self.subscribed):
             await conn.request(
-                methods.SUBSCRIBE, frame.encode({"uri": uri}), timeout=self.settings.timeout_s
+                Outbound(
+                    methods.SUBSCRIBE,
+                    frame.encode({"uri": uri}),
+                    timeout_s=self.settings.timeout_s,
+                )
             )
 
     def _listen_params(self, conn: Connection) -> bytes:
@@ -417,21 +424,14 @@ class Backend:
             return Reply(result=b"{}")
         method = methods.SUBSCRIBE if on else methods.UNSUBSCRIBE
         return await conn.request(
-            method, frame.encode({"uri": uri}), timeout=self.settings.timeout_s
+            Outbound(method, frame.encode({"uri": uri}), timeout_s=self.settings.timeout_s)
         )
 
     def isolates(self) -> bool:
         conn = self.connection
         return conn is not None and self.is_up and self._isolates(conn)
 
-    async def set_level(
-        self,
-        params: bytes,
-        session: str | None = None,
-        principal: str | None = None,
-        client_capabilities: Raw | None = None,
-        session_link: ClientLink | None = None,
-    ) -> Reply | None:
+    async def set_level(self, out: Outbound) -> Reply | None:
         """Forward a legacy `logging/setLevel`, to the caller's own session when isolated;
         None when this backend takes levels per request (2026-07-28) or has no logging."""
         conn = self.connection
@@ -439,32 +439,13 @@ class Backend:
             return None
         if conn.facts.era is Era.MODERN:
             return None
-        return await self.request(
-            methods.SET_LEVEL,
-            params,
-            session=session,
-            principal=principal,
-            client_capabilities=client_capabilities,
-            session_link=session_link,
-        )
+        return await self.request(out)
 
     # -- forwarding ----------------------------------------------------------------------------
 
-    async def request(
-        self,
-        method: str,
-        params: bytes | None,
-        *,
-        name: str | None = None,
-        link: ClientLink | None = None,
-        session: str | None = None,
-        principal: str | None = None,
-        client_capabilities: Raw | None = None,
-        session_link: ClientLink | None = None,
-        subject_token: str | None = None,
-    ) -> Reply:
-        """Forward one request; `session`/`principal` pick an isolated upstream session, which
-        declares `client_capabilities` and reaches `session_link` when it is opened."""
+    async def request(self, out: Outbound) -> Reply:
+        """Forward one request; its session or principal picks an isolated upstream session,
+        which declares the client's capabilities and reaches its session stream."""
         conn = self.connection
         if conn is None or not self.is_up:
             return unavailable(self.name, self.status.last_error or self.status.state)
@@ -474,58 +455,29 @@ class Backend:
                 f"backend {self.name!r} has {self.in_flight} requests in flight; retry shortly",
                 {"source": "gateway", "backend": self.name},
             )
+        out.timeout_s = self.settings.timeout_s
+        out.max_s = max(self.settings.max_request_s, self.settings.timeout_s)
         self.in_flight += 1
         try:
-            return await self._request(
-                method,
-                params,
-                conn,
-                name,
-                link,
-                session,
-                principal,
-                client_capabilities,
-                session_link,
-                subject_token,
-            )
+            return await self._request(out, conn)
         finally:
             self.in_flight -= 1
 
-    async def _request(
-        self,
-        method: str,
-        params: bytes | None,
-        conn: Connection,
-        name: str | None,
-        link: ClientLink | None,
-        session: str | None,
-        principal: str | None,
-        client_capabilities: Raw | None,
-        session_link: ClientLink | None,
-        subject_token: str | None = None,
-    ) -> Reply:
+    async def _request(self, out: Outbound, conn: Connection) -> Reply:
         isolated: _Isolated | None = None
-        owner = self.owner_for(session, principal)
+        owner = self.owner_for(out.session, out.principal)
         ephemeral = owner is None and self._isolates(conn)
         if ephemeral:
             # No session to keep it for (a 2026-07-28 caller): a session of its own, for this call.
             owner = f"call-{next(self._calls)}"
         if owner is not None and self._isolates(conn):
-            isolated = await self._isolated(owner, client_capabilities, session_link)
+            isolated = await self._isolated(owner, out.client_capabilities, out.session_link)
             if isolated is None:
                 return unavailable(self.name, "no isolated session could be opened")
             conn = isolated.connection
             isolated.busy += 1
         try:
-            return await conn.request(
-                method,
-                params,
-                timeout=self.settings.timeout_s,
-                name=name,
-                link=link,
-                max_s=max(self.settings.max_request_s, self.settings.timeout_s),
-                subject_token=subject_token,
-            )
+            return await conn.request(out)
         finally:
             if isolated is not None:
                 isolated.busy -= 1

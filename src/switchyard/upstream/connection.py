@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from switchyard.protocol import codes, methods
 from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import Era
+from switchyard.upstream.outbound import Outbound
 from switchyard.upstream.progress import Deadline, ProgressRoutes
 from switchyard.wire import frame
 from switchyard.wire.frame import UNSET, Envelope, Reply
@@ -53,17 +54,7 @@ class Connection(Protocol):
 
     async def open(self) -> None: ...
 
-    async def request(
-        self,
-        method: str,
-        params: bytes | None,
-        *,
-        timeout: float,
-        name: str | None = None,
-        link: ClientLink | None = None,
-        max_s: float | None = None,
-        subject_token: str | None = None,
-    ) -> Reply: ...
+    async def request(self, out: Outbound) -> Reply: ...
 
     async def notify(self, method: str, params: bytes | None) -> None: ...
 
@@ -196,33 +187,24 @@ class MessageStream(ConnectionCore):
     async def _send(self, data: bytes) -> None:
         raise NotImplementedError
 
-    async def request(
-        self,
-        method: str,
-        params: bytes | None,
-        *,
-        timeout: float,
-        name: str | None = None,
-        link: ClientLink | None = None,
-        max_s: float | None = None,
-        subject_token: str | None = None,
-    ) -> Reply:
+    async def request(self, out: Outbound) -> Reply:
         if self._closed.is_set():
             return unavailable(self.backend, self._close_reason)
         request_id = next(self._ids)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
+        link = out.link
         if link is not None:
             self._links[request_id] = link
-        params = self._progress.bind(params, request_id, link)
+        params = self._progress.bind(out.params, request_id, link)
         try:
-            await self._send(frame.request_bytes(str(request_id).encode(), method, params))
-            async with Deadline(timeout, max_s or timeout) as deadline:
+            await self._send(frame.request_bytes(str(request_id).encode(), out.method, params))
+            async with Deadline(out.timeout_s, out.max_s or out.timeout_s) as deadline:
                 self._progress.watch(request_id, deadline)
                 return await future
         except TimeoutError:
             await self._cancel_upstream(request_id, "timeout")
-            return timed_out(self.backend, timeout)
+            return timed_out(self.backend, out.timeout_s)
         except asyncio.CancelledError:
             await self._cancel_upstream(request_id, "client cancelled")
             raise

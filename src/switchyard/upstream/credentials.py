@@ -39,6 +39,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 
+from switchyard.upstream.outbound import Caller
+
 log = logging.getLogger("switchyard.upstream.credentials")
 
 TOKEN_EXCHANGE_GRANT: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -98,11 +100,12 @@ class CredentialError(Exception):
 class Credential(Protocol):
     """What the HTTP upstream asks, per request, for the headers that authenticate it."""
 
-    async def headers(self, subject_token: str | None) -> dict[str, str]:
+    async def headers(self, caller: Caller | None) -> dict[str, str]:
         """Headers to add to one backend request.
 
-        ``subject_token`` is the caller's own access token, already verified by the gateway,
-        or None when the caller did not authenticate with one (API key, no auth).
+        ``caller`` is whoever the request is made for (its ``token`` is the caller's own
+        access token, already verified by the gateway, or None when the caller proved who it
+        is without one); None only for the gateway's own connection-level traffic.
         """
         ...
 
@@ -127,7 +130,7 @@ class StaticHeaders:
                 raise ValueError(f"header {name!r} has a line break or NUL in its value")
         self._headers = dict(headers)
 
-    async def headers(self, subject_token: str | None = None) -> dict[str, str]:
+    async def headers(self, caller: Caller | None = None) -> dict[str, str]:
         return dict(self._headers)
 
     def invalidate(self, subject_token: str | None = None) -> None:
@@ -490,7 +493,7 @@ class ClientCredentials:
         """``Bearer <token>``, fetched once and reused until shortly before it expires."""
         return "Bearer " + await self._cache.get(self._slot, self._fetch)
 
-    async def headers(self, subject_token: str | None = None) -> dict[str, str]:
+    async def headers(self, caller: Caller | None = None) -> dict[str, str]:
         return {"Authorization": await self.header()}
 
     def invalidate(self, subject_token: str | None = None) -> None:
@@ -581,8 +584,21 @@ class TokenExchange:
 
         return "Bearer " + await self._cache.get(slot, fetch)
 
-    async def headers(self, subject_token: str | None) -> dict[str, str]:
-        return {"Authorization": await self.header(subject_token or "")}
+    async def headers(self, caller: Caller | None) -> dict[str, str]:
+        if caller is None or not caller.token:
+            # An API-key caller has no token an authorization server could exchange, and the
+            # gateway's own identity must never stand in for a caller's.
+            raise CredentialError(
+                "this backend acts on the caller's identity and needs the caller's OAuth "
+                "access token; "
+                + (
+                    "the caller authenticated without one"
+                    if caller is not None
+                    else "no caller to act for"
+                ),
+                token_url=self._endpoint.shown,
+            )
+        return {"Authorization": await self.header(caller.token)}
 
     def invalidate(self, subject_token: str | None = None) -> None:
         if subject_token is None:
@@ -634,16 +650,18 @@ def _key(subject_token: str) -> bytes:
 class CallerAssertion:
     """Token exchange for requests made on a caller's behalf; the gateway's own credentials
     (client credentials of the same client) for its connection-level traffic, which has no
-    caller: the handshake, listings, subscriptions."""
+    caller: the handshake, listings, subscriptions. Which is which is said explicitly by the
+    request (`Outbound.caller`), never inferred from a missing token: a caller without an
+    exchangeable token is refused, not served as the gateway."""
 
     def __init__(self, own: ClientCredentials, exchange: TokenExchange) -> None:
         self._own = own
         self._exchange = exchange
 
-    async def headers(self, subject_token: str | None) -> dict[str, str]:
-        if subject_token is None:
+    async def headers(self, caller: Caller | None) -> dict[str, str]:
+        if caller is None:
             return await self._own.headers(None)
-        return await self._exchange.headers(subject_token)
+        return await self._exchange.headers(caller)
 
     def invalidate(self, subject_token: str | None = None) -> None:
         if subject_token is None:

@@ -32,6 +32,7 @@ from switchyard.upstream.connection import (
     unavailable,
 )
 from switchyard.upstream.credentials import Credential, CredentialError
+from switchyard.upstream.outbound import Caller, Outbound
 from switchyard.upstream.progress import Deadline
 from switchyard.wire import frame, sse
 from switchyard.wire.frame import UNSET, Reply
@@ -95,9 +96,11 @@ class StreamableHttpConnection(ConnectionCore):
         if era in ("auto", "modern"):
             self.facts = ServerFacts(era=Era.MODERN, version=MODERN_VERSIONS[-1])
             reply = await self._post_once(
-                methods.DISCOVER,
-                handshake.discover_params(),
-                timeout=self.settings.handshake_timeout_s,
+                Outbound(
+                    methods.DISCOVER,
+                    handshake.discover_params(),
+                    timeout_s=self.settings.handshake_timeout_s,
+                )
             )
             facts = handshake.facts_from_discover(reply)
             if facts is not None:
@@ -113,9 +116,11 @@ class StreamableHttpConnection(ConnectionCore):
         self.facts = ServerFacts(era=Era.LEGACY)
         self._session_id = None
         reply = await self._post_once(
-            methods.INITIALIZE,
-            handshake.initialize_params(capabilities=self.declared),
-            timeout=self.settings.handshake_timeout_s,
+            Outbound(
+                methods.INITIALIZE,
+                handshake.initialize_params(capabilities=self.declared),
+                timeout_s=self.settings.handshake_timeout_s,
+            )
         )
         self.facts = handshake.facts_from_initialize(reply)
         await self.notify(methods.INITIALIZED, None)
@@ -156,31 +161,14 @@ class StreamableHttpConnection(ConnectionCore):
             headers["Mcp-Session-Id"] = self._session_id
         return headers
 
-    async def request(
-        self,
-        method: str,
-        params: bytes | None,
-        *,
-        timeout: float,
-        name: str | None = None,
-        link: ClientLink | None = None,
-        max_s: float | None = None,
-        subject_token: str | None = None,
-    ) -> Reply:
+    async def request(self, out: Outbound) -> Reply:
         if self._closed.is_set():
             return unavailable(self.backend, self._close_reason)
-        kw = {
-            "timeout": timeout,
-            "name": name,
-            "link": link,
-            "max_s": max_s,
-            "subject_token": subject_token,
-        }
-        reply = await self._post_once(method, params, **kw)  # type: ignore[arg-type]
+        reply = await self._post_once(out)
         if reply is _SESSION_EXPIRED:
             # A 404 means the backend never processed it: safe to re-initialize and resend.
             await self._reinitialize()
-            reply = await self._post_once(method, params, **kw)  # type: ignore[arg-type]
+            reply = await self._post_once(out)
             if reply is _SESSION_EXPIRED:
                 return unavailable(self.backend, "backend keeps rejecting its session")
         return reply
@@ -192,25 +180,16 @@ class StreamableHttpConnection(ConnectionCore):
                 log.info("backend %r: session expired; re-initializing", self.backend)
                 await asyncio.wait_for(self._legacy_handshake(), self.settings.handshake_timeout_s)
 
-    async def _post_once(
-        self,
-        method: str,
-        params: bytes | None,
-        *,
-        timeout: float,
-        name: str | None = None,
-        link: ClientLink | None = None,
-        max_s: float | None = None,
-        subject_token: str | None = None,
-    ) -> Reply:
+    async def _post_once(self, out: Outbound) -> Reply:
         request_id = next(self._ids)
-        params = self._progress.bind(params, request_id, link)
+        method, timeout = out.method, out.timeout_s
+        params = self._progress.bind(out.params, request_id, out.link)
         body = frame.request_bytes(str(request_id).encode(), method, params)
         try:
-            async with Deadline(timeout, max_s or timeout) as deadline:
+            async with Deadline(timeout, out.max_s or timeout) as deadline:
                 self._progress.watch(request_id, deadline)
-                headers = await self._request_headers(method, name, subject_token)
-                return await self._exchange(body, request_id, method, headers, link)
+                headers = await self._request_headers(method, out.name, out.caller)
+                return await self._exchange(body, request_id, method, headers, out.link)
         except TimeoutError:
             # Modern: abandoning the stream is the cancellation. Legacy: say so explicitly.
             if self.facts.era is Era.LEGACY and method != methods.INITIALIZE:
@@ -242,13 +221,13 @@ class StreamableHttpConnection(ConnectionCore):
             self._progress.unbind(request_id)
 
     async def _request_headers(
-        self, method: str | None, name: str | None, subject_token: str | None = None
+        self, method: str | None, name: str | None, caller: Caller | None = None
     ) -> dict[str, str]:
         """Headers for one request: the transport's own, then this backend's credentials (never
         anything of the client's but, where configured, its exchanged token)."""
         headers = self._headers(method, name)
         if self.credential is not None:
-            headers.update(await self.credential.headers(subject_token))
+            headers.update(await self.credential.headers(caller))
         return headers
 
     async def _exchange(
@@ -455,7 +434,9 @@ class SseConnection(MessageStream):
             )
 
         async def request(method: str, params: bytes | None) -> Reply:
-            return await self.request(method, params, timeout=self.settings.handshake_timeout_s)
+            return await self.request(
+                Outbound(method, params, timeout_s=self.settings.handshake_timeout_s)
+            )
 
         self.facts = await handshake.legacy_handshake(request, self.notify, self.declared)
 

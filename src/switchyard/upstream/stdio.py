@@ -18,6 +18,7 @@ from typing import Final
 from switchyard.protocol import methods
 from switchyard.upstream import handshake
 from switchyard.upstream.connection import MessageStream, NotificationHandler, UpstreamClosed
+from switchyard.upstream.outbound import Outbound
 from switchyard.wire.frame import Reply
 
 log = logging.getLogger("switchyard.upstream.stdio")
@@ -109,7 +110,7 @@ class StdioConnection(MessageStream):
                 if method == methods.DISCOVER
                 else self.settings.handshake_timeout_s
             )
-            return await self.request(method, params, timeout=timeout)
+            return await self.request(Outbound(method, params, timeout_s=timeout))
 
         if self.settings.era in ("auto", "modern"):
             facts = handshake.facts_from_discover(
