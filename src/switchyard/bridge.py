@@ -35,6 +35,8 @@ PARK_TTL_S: Final = 300.0
 # Notifications kept for a parked call until the client's retry; past that, the oldest go.
 MAX_HELD: Final = 256
 MAX_PARKED: Final = 1000
+# One caller's share: nobody can park so many calls that everyone else's are refused.
+MAX_PARKED_PER_CALLER: Final = 100
 
 
 @dataclass(slots=True, eq=False)
@@ -124,6 +126,23 @@ class ParkedCalls:
     def __init__(self, secret: bytes | None = None) -> None:
         self._secret = secret or secrets.token_bytes(32)
         self._calls: dict[str, ParkedCall] = {}
+        self._by_caller: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def _park(self, parked: ParkedCall) -> None:
+        self._calls[parked.id] = parked
+        self._by_caller[parked.caller] = self._by_caller.get(parked.caller, 0) + 1
+
+    def _unpark(self, call_id: str) -> ParkedCall:
+        parked = self._calls.pop(call_id)
+        left = self._by_caller[parked.caller] - 1
+        if left:
+            self._by_caller[parked.caller] = left
+        else:
+            del self._by_caller[parked.caller]
+        return parked
 
     def owns(self, fields: dict[str, Raw]) -> bool:
         raw = fields.get("requestState")
@@ -140,7 +159,9 @@ class ParkedCalls:
         """Run a backend call that may ask questions; answer or park it."""
         self.expire()
         if len(self._calls) >= MAX_PARKED:
-            return frame.error_reply(codes.INTERNAL_ERROR, "too many calls awaiting client input")
+            return _full("the gateway has too many calls awaiting client input")
+        if self._by_caller.get(caller, 0) >= MAX_PARKED_PER_CALLER:
+            return _full(f"{MAX_PARKED_PER_CALLER} of your calls already await your input")
         parked = ParkedCall(
             secrets.token_urlsafe(16), caller, capabilities, link=link, progress_token=token
         )
@@ -164,7 +185,7 @@ class ParkedCalls:
             return frame.error_reply(
                 codes.INVALID_PARAMS, "inputResponses lacks the requested input"
             )
-        del self._calls[parked.id]
+        self._unpark(parked.id)
         parked.asked = None
         parked.link = link
         parked.progress_token = token
@@ -193,7 +214,7 @@ class ParkedCalls:
         parked.asked = asked
         parked.link = None
         parked.expires = time.monotonic() + PARK_TTL_S
-        self._calls[parked.id] = parked
+        self._park(parked)
         request = {"method": asked.method}
         result = (
             b'{"resultType":"input_required","inputRequests":{'
@@ -232,7 +253,11 @@ class ParkedCalls:
     def expire(self) -> None:
         now = time.monotonic()
         for call_id in [cid for cid, p in self._calls.items() if p.expires < now]:
-            parked = self._calls.pop(call_id)
+            parked = self._unpark(call_id)
             if parked.task is not None:
                 parked.task.cancel()  # reaches the backend as notifications/cancelled
             log.info("parked call %s… expired without the client's answer", call_id[:6])
+
+
+def _full(why: str) -> Reply:
+    return frame.error_reply(codes.QUOTA_EXCEEDED, why, {"source": "gateway"})

@@ -1,8 +1,9 @@
-"""The terminal handlers: what Switchyard answers itself, and how it routes the rest.
+"""The terminal handlers: what Switchyard answers itself, and how it forwards the rest.
 
-Routing uses the catalog (public name or URI -> backend), never string splitting. Forwarded
-payloads stay raw: only the routed name is rewritten, and only the fields an era requires are
-added or removed.
+The route was resolved before the policy chain (`routing/router.py`); a terminal forwards it.
+Forwarded payloads stay raw: only the routed name is rewritten, and only the fields an era
+requires are added or removed. The forwarder keeps no state of its own: parked calls, task
+routes and subscriptions belong to the gateway and are handed in.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from typing import Any, Final
 
 import switchyard
 from switchyard.bridge import ParkedCalls
-from switchyard.policies.base import Call, Handler
+from switchyard.call import Call, Handler
 from switchyard.protocol import codes, eras, methods
 from switchyard.protocol.link import LOG_LEVELS, ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era, negotiate_handshake
 from switchyard.routing import catalog
 from switchyard.routing.catalog import Catalog, Entry
-from switchyard.subscriptions import Push, Subscriptions
+from switchyard.routing.router import Route, invalid_params, str_field, unroutable
+from switchyard.subscriptions import Subscriptions
+from switchyard.tasks import TaskRoutes
 from switchyard.upstream.backend import Backend
+from switchyard.upstream.connection import protocol_error
 from switchyard.upstream.outbound import Caller, Outbound
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
@@ -45,26 +49,24 @@ _LIST_KIND: Final = {
 _LISTED: Final = ("tools", "prompts", "resources")
 
 
-def invalid_params(message: str) -> Reply:
-    return frame.error_reply(codes.INVALID_PARAMS, message)
-
-
 class Forwarder:
     def __init__(
         self,
         backends: Mapping[str, Backend],
         current_catalog: Callable[[str | None], Catalog],
         page_size: int,
-        instructions: str | None = None,
+        instructions: str | None,
+        parked: ParkedCalls,
+        subscriptions: Subscriptions,
+        tasks: TaskRoutes,
     ) -> None:
         self.backends = backends
         self.catalog = current_catalog
         self.page_size = page_size
         self.instructions = instructions
-        self.parked = ParkedCalls()
-        self.subscriptions = Subscriptions(backends)
-        self.tasks: dict[tuple[str, str], tuple[str, Push | None]] = {}
-        """(caller, task id) -> (backend, the caller's session push): tasks route by id."""
+        self.parked = parked
+        self.subscriptions = subscriptions
+        self.tasks = tasks
 
     def terminals(self) -> dict[str, Handler]:
         return {
@@ -172,36 +174,32 @@ class Forwarder:
     # -- routed to a backend -----------------------------------------------------------------
 
     async def call_tool(self, call: Call) -> Reply:
-        return await self._named(call, catalog.TOOLS, "Unknown tool")
+        return await self._routed(call)
 
     async def get_prompt(self, call: Call) -> Reply:
-        return await self._named(call, catalog.PROMPTS, "Unknown prompt")
-
-    async def _named(self, call: Call, kind: str, unknown: str) -> Reply:
-        fields = call.fields()
-        public = _str_field(fields, "name")
-        if public is None:
-            return invalid_params(f"{call.method} requires a name")
-        entry = self.catalog(call.ctx.view).lookup(kind, public)
-        if entry is None or not call.allowed(entry):
-            return invalid_params(f"{unknown}: {public}")
-        fields["name"] = Raw(frame.encode(entry.original))
-        return await self._forward(call, entry, fields, entry.original)
+        return await self._routed(call)
 
     async def read_resource(self, call: Call) -> Reply:
+        return await self._routed(call)
+
+    async def complete(self, call: Call) -> Reply:
+        return await self._routed(call)
+
+    async def _routed(self, call: Call) -> Reply:
+        route = call.route
         fields = call.fields()
-        uri = _str_field(fields, "uri")
-        if uri is None:
-            return invalid_params("resources/read requires a uri")
-        entry = self.catalog(call.ctx.view).resource_owner(uri)
-        if entry is None or not call.allowed(entry):
-            code = (
-                codes.INVALID_PARAMS
-                if call.ctx.era is Era.MODERN
-                else codes.RESOURCE_NOT_FOUND_LEGACY
-            )
-            return frame.error_reply(code, f"Resource not found: {uri}", {"uri": uri})
-        return await self._forward(call, entry, fields, uri)
+        if route is None:
+            return unroutable(call.method, call.ctx.era, fields)
+        if call.method in (methods.TOOLS_CALL, methods.PROMPTS_GET):
+            fields["name"] = Raw(frame.encode(route.name))
+            return await self._forward(call, fields, route.name)
+        if call.method == methods.COMPLETE and route.kind == catalog.PROMPTS:
+            ref = frame.decode_object(fields["ref"])
+            ref["name"] = Raw(frame.encode(route.name))
+            fields["ref"] = Raw(frame.encode_object(ref))
+        # A read's URI is its `Mcp-Name` toward a 2026-07-28 backend.
+        uri = route.name if call.method == methods.RESOURCES_READ else None
+        return await self._forward(call, fields, uri)
 
     # -- tasks (2025-11-25) ----------------------------------------------------------------------
 
@@ -212,25 +210,29 @@ class Forwarder:
             task_id = frame.decode_str(task["taskId"])
         except (KeyError, frame.DecodeError, frame.ValidationError):
             return
-        self.tasks[(_caller(call), task_id)] = (backend.name, call.ctx.session_push)
+        ctx = call.ctx
+        owner = backend.owner_for(ctx.session_id, ctx.principal) if backend.isolates() else None
+        self.tasks.remember(ctx.caller, task_id, backend.name, owner, ctx.session_push)
 
     async def task(self, call: Call) -> Reply:
         fields = call.fields()
-        task_id = _str_field(fields, "taskId")
-        owner = self.tasks.get((_caller(call), task_id)) if task_id is not None else None
-        if task_id is None or owner is None:
+        task_id = str_field(fields, "taskId")
+        backend = self.tasks.backend_of(call.ctx.caller, task_id) if task_id else None
+        if task_id is None or backend is None:
             # Another caller's task is indistinguishable from one that does not exist.
             return invalid_params(f"Unknown task: {task_id}")
-        entry = Entry("tasks", task_id, owner[0], task_id, b"")
-        return await self._forward(call, entry, fields, None)
+        entry = Entry("tasks", task_id, backend, task_id, b"")
+        call.route = Route("tasks", backend, task_id, task_id, entry)
+        return await self._forward(call, fields, None)
 
     async def list_tasks(self, call: Call) -> Reply:
-        caller = _caller(call)
-        mine = {task_id for (who, task_id) in self.tasks if who == caller}
+        mine = self.tasks.mine(call.ctx.caller)
         listed: list[Raw] = []
         for backend in self.backends.values():
             caps = backend.known_capabilities.get("tasks")
             if not backend.is_up or not isinstance(caps, dict) or "list" not in caps:
+                continue
+            if not call.reaches(backend.name):
                 continue
             reply = await backend.request(_outbound(call, methods.TASKS_LIST, None))
             if reply.result is None:
@@ -238,40 +240,21 @@ class Forwarder:
             for raw in frame.decode_array(
                 frame.decode_object(reply.result).get("tasks", Raw(b"[]"))
             ):
-                task_id = _str_field(frame.decode_object(raw), "taskId")
+                task_id = str_field(frame.decode_object(raw), "taskId")
                 if task_id in mine:
                     listed.append(raw)
         return Reply(result=frame.encode_object({"tasks": listed}))
 
-    def task_status(self, params: bytes | None) -> None:
-        """Route a backend's `notifications/tasks/status` to the caller that owns the task."""
-        try:
-            task_id = frame.decode_str(frame.decode_object(params or b"{}")["taskId"])
-        except (KeyError, frame.DecodeError, frame.ValidationError):
-            return
-        for (_, known), (_, push) in self.tasks.items():
-            if known == task_id and push is not None:
-                push(methods.TASK_STATUS, params)
-
-    def _resource_entry(
-        self, uri: str, feature: str | None = None, view: str | None = None
-    ) -> Entry | None:
-        """The owner of `uri`: a listed resource or template, else the only backend that could
-        serve it (backends may serve URIs they never list). Ambiguity means nobody; a virtual
-        server serves only what it lists."""
-        entry = self.catalog(view).resource_owner(uri)
-        if entry is not None or view is not None:
-            return entry
+    def sole_server(self, feature: str | None) -> str | None:
+        """The only backend able to serve resources (with `feature`), for URIs nobody lists."""
         able = [
-            b
+            b.name
             for b in self.backends.values()
             if b.is_up
             and isinstance(caps := b.known_capabilities.get("resources"), dict)
             and (feature is None or caps.get(feature))
         ]
-        if len(able) != 1:
-            return None
-        return Entry(catalog.RESOURCES, uri, able[0].name, uri, b"")
+        return able[0] if len(able) == 1 else None
 
     async def subscribe(self, call: Call) -> Reply:
         return await self._subscription(call, True)
@@ -280,19 +263,14 @@ class Forwarder:
         return await self._subscription(call, False)
 
     async def _subscription(self, call: Call, on: bool) -> Reply:
-        uri = _str_field(call.fields(), "uri")
-        if uri is None:
-            return invalid_params(f"{call.method} requires a uri")
+        route = call.route
+        if route is None:
+            return unroutable(call.method, call.ctx.era, call.fields())
         key, push = call.ctx.session_id, call.ctx.session_push
         if key is None or push is None:
             return frame.error_reply(codes.METHOD_NOT_FOUND, f"{call.method} needs a session")
-        entry = self._resource_entry(uri, "subscribe", call.ctx.view)
-        if entry is None or not call.allowed(entry):
-            return frame.error_reply(
-                codes.RESOURCE_NOT_FOUND_LEGACY, f"Resource not found: {uri}", {"uri": uri}
-            )
-        backend = self.backends[entry.backend]
-        call.backend, call.target = backend.name, uri
+        backend = self.backends[route.backend]
+        uri = route.name
         if not on:
             await self.subscriptions.remove(key, uri)
             return Reply(result=b"{}")
@@ -300,48 +278,29 @@ class Forwarder:
             return frame.error_reply(
                 codes.METHOD_NOT_FOUND, f"backend {backend.name!r} offers no resource subscriptions"
             )
-        await self.subscriptions.add(key, push, uri, backend, call.ctx.principal)
-        return Reply(result=b"{}")
+        return await self.subscriptions.add(key, push, uri, backend, call.ctx.principal)
 
     async def set_level(self, call: Call) -> Reply:
-        level = _str_field(call.fields(), "level")
+        level = str_field(call.fields(), "level")
         if level not in LOG_LEVELS or call.params is None:
             return invalid_params(f"level must be one of {', '.join(LOG_LEVELS)}")
         # Legacy backends hear it now, in the caller's own session when isolated; modern
         # backends receive the session's level on each request instead.
         params = bytes(call.params)
         await asyncio.gather(
-            *(b.set_level(_outbound(call, call.method, params)) for b in self.backends.values())
+            *(
+                b.set_level(_outbound(call, call.method, params))
+                for b in self.backends.values()
+                if call.reaches(b.name)
+            )
         )
         return Reply(result=b"{}")
-
-    async def complete(self, call: Call) -> Reply:
-        fields = call.fields()
-        if "ref" not in fields:
-            return invalid_params("completion/complete requires a ref")
-        ref = frame.decode_object(fields["ref"])
-        ref_type = _str_field(ref, "type")
-        cat = self.catalog(call.ctx.view)
-        entry: Entry | None = None
-        if ref_type == "ref/prompt":
-            name = _str_field(ref, "name")
-            entry = cat.lookup(catalog.PROMPTS, name) if name is not None else None
-            if entry is not None:
-                ref["name"] = Raw(frame.encode(entry.original))
-                fields["ref"] = Raw(frame.encode_object(ref))
-        elif ref_type == "ref/resource":
-            uri = _str_field(ref, "uri")
-            if uri is not None:
-                entry = cat.lookup(catalog.TEMPLATES, uri) or cat.resource_owner(uri)
-        if entry is None or not call.allowed(entry):
-            return invalid_params("Unknown completion reference")
-        return await self._forward(call, entry, fields, None)
 
     async def _via_parking(
         self, call: Call, backend: Backend, fields: dict[str, Raw], name: str | None
     ) -> Reply:
         """A modern client's call to a legacy backend, which may ask the client mid-call."""
-        caller = call.ctx.principal or "anonymous"
+        caller = call.ctx.caller
         token = _progress_token(fields)
         if self.parked.owns(fields):
             return await self.parked.resume(caller, fields, call.ctx.link, token)
@@ -361,7 +320,10 @@ class Forwarder:
         """Drive a modern backend's `input_required` rounds with a legacy client's answers."""
         for _ in range(MAX_INPUT_ROUNDS):
             assert reply.result is not None
-            result = frame.decode_object(reply.result)
+            try:
+                result = frame.decode_object(reply.result)
+            except (frame.DecodeError, frame.ValidationError):
+                return protocol_error(backend.name, "its result is not a JSON object")
             kind = result.get("resultType")
             if kind is None or frame.decode_any(kind) != "input_required":
                 return reply
@@ -384,11 +346,9 @@ class Forwarder:
             {"source": "gateway"},
         )
 
-    async def _forward(
-        self, call: Call, entry: Entry, fields: dict[str, Raw], name: str | None
-    ) -> Reply:
-        backend = self.backends[entry.backend]
-        call.backend, call.target = backend.name, entry.public
+    async def _forward(self, call: Call, fields: dict[str, Raw], name: str | None) -> Reply:
+        assert call.route is not None
+        backend = self.backends[call.route.backend]
         facts = backend.facts
         if facts is None:
             # Answers "unavailable", naming the backend.
@@ -405,24 +365,23 @@ class Forwarder:
             reply = await self._via_parking(call, backend, fields, name)
         else:
             reply = await _send(call, backend, fields, name)
-        if (
-            client_era is Era.LEGACY
-            and facts.era is Era.MODERN
-            and reply.result is not None
-            and b'"input_required"' in reply.result
-        ):
+        if client_era is Era.LEGACY and facts.era is Era.MODERN and reply.result is not None:
+            # `_fulfil_for_legacy_client` decides on the decoded `resultType`.
             reply = await self._fulfil_for_legacy_client(call, backend, fields, name, reply)
         if (
             call.method == methods.TOOLS_CALL
             and reply.result is not None
-            and b'"taskId"' in reply.result
+            and "tasks" in facts.capabilities
         ):
             self._remember_task(call, backend, reply.result)
         if reply.result is not None and client_era is not facts.era:
-            if client_era is Era.MODERN:
-                reply.result = eras.result_for_modern(reply.result, call.method)
-            else:
-                reply.result = eras.result_for_legacy(reply.result)
+            try:
+                if client_era is Era.MODERN:
+                    reply.result = eras.result_for_modern(reply.result, call.method)
+                else:
+                    reply.result = eras.result_for_legacy(reply.result)
+            except (frame.DecodeError, frame.ValidationError):
+                return protocol_error(backend.name, "its result is not a JSON object")
         return reply
 
 
@@ -432,7 +391,7 @@ async def _ask_all(call: Call, requests: dict[str, Raw], timeout: float) -> dict
     answers: dict[str, Raw] = {}
     for key, raw in requests.items():
         request = frame.decode_object(raw)
-        method = _str_field(request, "method")
+        method = str_field(request, "method")
         if method is None or link is None:
             return frame.error_reply(
                 codes.INTERNAL_ERROR, "cannot relay the backend's input request"
@@ -478,14 +437,11 @@ def _outbound(call: Call, method: str, params: bytes | None, name: str | None = 
 
 
 def _progress_token(fields: dict[str, Raw]) -> Raw | None:
+    # Decided on the decoded `_meta`: an escaped key spells the same field.
     raw_meta = fields.get("_meta")
-    if raw_meta is None or b"progressToken" not in bytes(raw_meta):
+    if raw_meta is None:
         return None
     return frame.decode_object(raw_meta).get("progressToken")
-
-
-def _caller(call: Call) -> str:
-    return call.ctx.principal or call.ctx.session_id or "anonymous"
 
 
 def _merge(into: dict[str, Any], offer: dict[str, Any]) -> None:
@@ -495,13 +451,3 @@ def _merge(into: dict[str, Any], offer: dict[str, Any]) -> None:
             _merge(into[key], value)
         else:
             into.setdefault(key, value)
-
-
-def _str_field(fields: dict[str, Raw], key: str) -> str | None:
-    raw = fields.get(key)
-    if raw is None:
-        return None
-    try:
-        return frame.decode_str(raw)
-    except (frame.DecodeError, frame.ValidationError):
-        return None

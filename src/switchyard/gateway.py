@@ -10,15 +10,21 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from switchyard.bridge import ParkedCalls
+from switchyard.call import Identity
 from switchyard.dispatcher import Dispatcher
-from switchyard.downstream.session import SessionRegistry
+from switchyard.downstream.session import Session, SessionRegistry
 from switchyard.forwarder import Forwarder
+from switchyard.policies.access import AccessRules
 from switchyard.policies.base import PolicySpec
 from switchyard.policies.request_log import RequestLog
 from switchyard.protocol import methods
 from switchyard.protocol.link import log_wanted
 from switchyard.routing import catalog
+from switchyard.routing.router import Route, Router
 from switchyard.routing.views import ViewSpec, build_view
+from switchyard.subscriptions import Push, Subscriptions
+from switchyard.tasks import TaskRoutes
 from switchyard.upstream.backend import Backend, BackendSettings
 from switchyard.wire import frame
 
@@ -41,6 +47,9 @@ class GatewaySettings:
     session_idle_timeout_s: float = 3600.0
     max_sessions: int = 10000
     policies: tuple[PolicySpec, ...] = field(default_factory=lambda: (PolicySpec(RequestLog),))
+    access: AccessRules | None = None
+    """The access rules when authentication is on: the chain's policy and every message that
+    does not travel the chain (listen streams, out-of-call deliveries) decide by the same."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +73,24 @@ class Gateway:
             self.settings.session_idle_timeout_s, self.settings.max_sessions
         )
         self.views: dict[str, catalog.Catalog] = {v.name: catalog.Catalog() for v in plan.views}
+        # State that outlives a request is the gateway's, not the terminal's: the forwarder
+        # and dispatcher can be rebuilt at any time.
+        self.parked = ParkedCalls()
+        self.subscriptions = Subscriptions(self.backends)
+        self.tasks = TaskRoutes()
         self.forwarder = Forwarder(
-            self.backends, self.catalog_for, self.settings.page_size, self.settings.instructions
+            self.backends,
+            self.catalog_for,
+            self.settings.page_size,
+            self.settings.instructions,
+            self.parked,
+            self.subscriptions,
+            self.tasks,
         )
-        self.dispatcher = Dispatcher(self.forwarder, self.settings.policies)
-        self.subscriptions = self.forwarder.subscriptions
+        self.router = Router(self.catalog_for, self.forwarder.sole_server)
+        self.dispatcher = Dispatcher(self.forwarder, self.settings.policies, self.router)
+        self.undeliverable = 0
+        """Backend messages dropped because no single caller could be proven to own them."""
         self.sessions.on_removed = self._session_removed
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -101,7 +123,7 @@ class Gateway:
             await asyncio.sleep(min(60.0, self.settings.session_idle_timeout_s))
             if reaped := self.sessions.reap():
                 log.info("reaped %d idle sessions", reaped)
-            self.forwarder.parked.expire()
+            self.parked.expire()
             for backend in self.backends.values():
                 backend.reap_isolated()
 
@@ -140,19 +162,67 @@ class Gateway:
         if method == methods.RESOURCE_UPDATED:
             self.subscriptions.resource_updated(params, owner)
         elif method == methods.TASK_STATUS:
-            self.forwarder.task_status(params)
+            task_id = _task_id(params)
+            if task_id is None or not self.tasks.on_status(
+                backend.name, task_id, owner, method, params
+            ):
+                self._undeliverable(backend, method, "no single owner of that task")
         elif method == methods.MESSAGE:
-            if owner is not None:
-                session = self.sessions.peek(owner)
-                if session is not None and log_wanted(params, session.log_level):
-                    session.notify(method, params)
-                return
-            # A shared session's log line goes to the sessions that asked for logs.
-            for session in self.sessions.values():
+            delivered = False
+            # Only a client's own isolated session can say whose a log line outside any call
+            # is; a shared connection's belongs to nobody provably and is dropped, never
+            # broadcast to whoever asked for logs.
+            for session in self._sessions_of(owner):
                 if session.log_level is not None and log_wanted(params, session.log_level):
                     session.notify(method, params)
+                    delivered = True
+            if owner is None:
+                self._undeliverable(backend, method, "a shared connection's log line")
+            elif not delivered:
+                log.debug("backend %r: log line for %s not wanted", backend.name, owner[:8])
         else:
             log.debug("backend %r: notification %s not routed", backend.name, method)
+
+    def _sessions_of(self, owner: str | None) -> list[Session]:
+        """The sessions an isolated session's owner stands for: the session itself, or every
+        session of the principal it belongs to."""
+        if owner is None:
+            return []
+        session = self.sessions.peek(owner)
+        if session is not None:
+            return [session]
+        return [s for s in self.sessions.values() if s.principal == owner]
+
+    def _undeliverable(self, backend: Backend, method: str, why: str) -> None:
+        self.undeliverable += 1
+        log.debug("backend %r: %s dropped (%s)", backend.name, method, why)
+
+    def permits(self, identity: Identity | None, route: Route) -> bool:
+        """The access decision the chain's policy makes, for traffic outside the chain."""
+        rules = self.settings.access
+        return rules is None or identity is None or rules.permits(identity, route)
+
+    async def open_listen(
+        self,
+        key: str,
+        push: Push,
+        flags: frozenset[str],
+        uris: list[object],
+        identity: Identity | None,
+        view: str | None,
+    ) -> list[str]:
+        """A modern listen stream: each URI is routed and judged like `resources/subscribe`
+        (denied and unknown look alike), within the per-stream and per-caller bounds."""
+        wanted: list[tuple[str, Backend]] = []
+        for uri in uris:
+            if not isinstance(uri, str):
+                continue
+            route = self.router.listed_resource(uri, view)
+            if route is None or not self.permits(identity, route):
+                continue
+            wanted.append((uri, self.backends[route.backend]))
+        principal = identity.key if identity is not None else None
+        return await self.subscriptions.listen(key, push, flags, principal, wanted)
 
     def _session_removed(self, session_id: str) -> None:
         for backend in self.backends.values():
@@ -175,6 +245,13 @@ class Gateway:
         }
         ready = self.started and any(b.is_up for b in self.backends.values())
         return ready, {"ready": ready, "backends": backends}
+
+
+def _task_id(params: bytes | None) -> str | None:
+    try:
+        return frame.decode_str(frame.decode_object(params or b"{}")["taskId"])
+    except (KeyError, frame.DecodeError, frame.ValidationError):
+        return None
 
 
 def _items(cat: catalog.Catalog, kind: str) -> tuple[bytes, ...]:

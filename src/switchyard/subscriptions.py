@@ -1,26 +1,32 @@
 """Who listens for what: legacy resource subscriptions per session, modern listen streams.
 
 Upstream, each (backend, URI) is subscribed once however many clients want it, and
-unsubscribed when the last one leaves. Downstream, an update reaches only the clients
-subscribed to its URI; list changes reach every listener that asked for them.
+unsubscribed when the last one leaves; a listen stream's URIs reach each backend in one batch,
+never one re-subscription per URI. Downstream, an update reaches only the clients subscribed to
+its URI; list changes reach every listener that asked for them. Every subscriber and every
+principal holds a bounded number of URIs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-from switchyard.protocol import methods
+from switchyard.protocol import codes, methods
 from switchyard.upstream.backend import Backend
 from switchyard.upstream.outbound import Caller, Outbound
 from switchyard.wire import frame
+from switchyard.wire.frame import Reply
 
 log = logging.getLogger("switchyard.subscriptions")
 
 # Delivers one notification (method, raw params) to one subscriber; must not block.
 Push = Callable[[str, bytes | None], None]
+
+MAX_URIS_PER_SUBSCRIBER: Final = 256
+MAX_URIS_PER_PRINCIPAL: Final = 1024
 
 _LIST_FLAGS = {
     methods.TOOLS_CHANGED: "toolsListChanged",
@@ -32,6 +38,7 @@ _LIST_FLAGS = {
 @dataclass(slots=True)
 class _Subscriber:
     push: Push
+    principal: str | None = None
     uris: set[str] = field(default_factory=set)
     flags: frozenset[str] = frozenset()
     isolated: dict[str, str] = field(default_factory=dict)
@@ -44,16 +51,43 @@ class Subscriptions:
         self._subscribers: dict[str, _Subscriber] = {}
         self._by_uri: dict[str, set[str]] = {}
         self._owner: dict[str, str] = {}
+        self._per_principal: dict[str, int] = {}
+
+    def _room(self, subscriber: _Subscriber) -> bool:
+        if len(subscriber.uris) >= MAX_URIS_PER_SUBSCRIBER:
+            return False
+        held = self._per_principal.get(subscriber.principal or "", 0)
+        return held < MAX_URIS_PER_PRINCIPAL
+
+    def _hold(self, subscriber: _Subscriber, uri: str) -> None:
+        subscriber.uris.add(uri)
+        who = subscriber.principal or ""
+        self._per_principal[who] = self._per_principal.get(who, 0) + 1
+
+    def _release(self, subscriber: _Subscriber, uri: str) -> None:
+        if uri not in subscriber.uris:
+            return
+        subscriber.uris.discard(uri)
+        who = subscriber.principal or ""
+        left = self._per_principal.get(who, 1) - 1
+        if left > 0:
+            self._per_principal[who] = left
+        else:
+            self._per_principal.pop(who, None)
 
     async def add(
         self, key: str, push: Push, uri: str, backend: Backend, principal: str | None = None
-    ) -> None:
-        subscriber = self._subscribers.setdefault(key, _Subscriber(push))
-        subscriber.uris.add(uri)
+    ) -> Reply:
+        subscriber = self._subscribers.setdefault(key, _Subscriber(push, principal))
+        if uri in subscriber.uris:
+            return Reply(result=b"{}")
+        if not self._room(subscriber):
+            return _too_many()
+        self._hold(subscriber, uri)
         if backend.isolates():
             # The client's own upstream session subscribes; its updates come back to it alone.
             subscriber.isolated[uri] = backend.name
-            await backend.request(
+            reply = await backend.request(
                 Outbound(
                     methods.SUBSCRIBE,
                     frame.encode({"uri": uri}),
@@ -61,45 +95,98 @@ class Subscriptions:
                     session=key,
                 )
             )
-            return
-        keys = self._by_uri.setdefault(uri, set())
-        first = not keys
-        keys.add(key)
-        self._owner[uri] = backend.name
-        if first:
-            await backend.subscribe(uri, True)
+            return reply if reply.error is not None else Reply(result=b"{}")
+        await self._upstream(backend, [uri], key, on=True)
+        return Reply(result=b"{}")
+
+    async def _upstream(self, backend: Backend, uris: Iterable[str], key: str, on: bool) -> None:
+        """Subscribe the shared connection to whichever of `uris` nobody wanted before (or
+        unsubscribe those nobody wants any more), in one batch."""
+        changed: list[str] = []
+        for uri in uris:
+            keys = self._by_uri.setdefault(uri, set()) if on else self._by_uri.get(uri)
+            if keys is None:
+                continue
+            if on:
+                if not keys:
+                    changed.append(uri)
+                    self._owner[uri] = backend.name
+                keys.add(key)
+            elif key in keys:
+                keys.discard(key)
+                if not keys:
+                    del self._by_uri[uri]
+                    self._owner.pop(uri, None)
+                    changed.append(uri)
+        if changed:
+            await backend.subscribe_many(changed, on)
 
     async def remove(self, key: str, uri: str) -> None:
         subscriber = self._subscribers.get(key)
-        if subscriber is not None:
-            subscriber.uris.discard(uri)
-            isolated = subscriber.isolated.pop(uri, None)
-            backend = self._backends.get(isolated) if isolated else None
-            if backend is not None:
-                await backend.request(
-                    Outbound(methods.UNSUBSCRIBE, frame.encode({"uri": uri}), session=key)
-                )
-                return
-        keys = self._by_uri.get(uri)
-        if keys is None or key not in keys:
+        if subscriber is None:
             return
-        keys.discard(key)
-        if not keys:
-            del self._by_uri[uri]
-            backend = self._backends.get(self._owner.pop(uri, ""))
+        self._release(subscriber, uri)
+        isolated = subscriber.isolated.pop(uri, None)
+        if isolated is not None:
+            backend = self._backends.get(isolated)
             if backend is not None:
-                await backend.subscribe(uri, False)
+                # Only the session that subscribed hears it; none is opened just to unsubscribe.
+                await backend.request_if_open(
+                    Outbound(
+                        methods.UNSUBSCRIBE,
+                        frame.encode({"uri": uri}),
+                        caller=Caller(subscriber.principal),
+                        session=key,
+                    )
+                )
+            return
+        backend = self._backends.get(self._owner.get(uri, ""))
+        if backend is not None:
+            await self._upstream(backend, [uri], key, on=False)
 
-    def listen(self, key: str, push: Push, flags: frozenset[str]) -> None:
-        self._subscribers[key] = _Subscriber(push, flags=flags)
+    async def listen(
+        self,
+        key: str,
+        push: Push,
+        flags: frozenset[str],
+        principal: str | None = None,
+        uris: Iterable[tuple[str, Backend]] = (),
+    ) -> list[str]:
+        """Register a modern listen stream and the URIs it may watch (already routed and
+        allowed); returns those accepted, within the per-stream and per-principal bounds."""
+        subscriber = _Subscriber(push, principal, flags=flags)
+        self._subscribers[key] = subscriber
+        by_backend: dict[str, list[str]] = {}
+        for uri, backend in uris:
+            if uri in subscriber.uris or not backend.supports_subscribe:
+                continue
+            if not self._room(subscriber):
+                break
+            self._hold(subscriber, uri)
+            by_backend.setdefault(backend.name, []).append(uri)
+        for name, wanted in by_backend.items():
+            await self._upstream(self._backends[name], wanted, key, on=True)
+        return [uri for wanted in by_backend.values() for uri in wanted]
 
     async def drop(self, key: str) -> None:
         """A session or listen stream is gone: forget it and what only it wanted."""
-        subscriber = self._subscribers.pop(key, None)
+        subscriber = self._subscribers.get(key)
         if subscriber is None:
             return
+        shared: dict[str, list[str]] = {}
         for uri in list(subscriber.uris):
-            await self.remove(key, uri)
+            if uri in subscriber.isolated:
+                await self.remove(key, uri)
+                continue
+            self._release(subscriber, uri)
+            owner = self._owner.get(uri)
+            if owner is not None:
+                shared.setdefault(owner, []).append(uri)
+        for name, uris in shared.items():
+            backend = self._backends.get(name)
+            if backend is not None:
+                await self._upstream(backend, uris, key, on=False)
+        self._subscribers.pop(key, None)
 
     def resource_updated(self, params: bytes | None, owner: str | None = None) -> None:
         """Deliver an update to the subscribers of its URI; from an isolated session (`owner`),
@@ -123,3 +210,12 @@ class Subscriptions:
         for subscriber in self._subscribers.values():
             if flag in subscriber.flags:
                 subscriber.push(method, None)
+
+
+def _too_many() -> Reply:
+    return frame.error_reply(
+        codes.QUOTA_EXCEEDED,
+        f"too many resource subscriptions (at most {MAX_URIS_PER_SUBSCRIBER} per session and "
+        f"{MAX_URIS_PER_PRINCIPAL} per caller)",
+        {"source": "gateway"},
+    )

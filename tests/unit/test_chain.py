@@ -5,12 +5,19 @@ from typing import Any, ClassVar
 
 import pytest
 
+from switchyard.bridge import ParkedCalls
+from switchyard.call import API_KEYS, Identity
+from switchyard.dispatcher import Dispatcher
 from switchyard.forwarder import Forwarder
+from switchyard.policies.access import AccessControl, AccessRules, Rule
 from switchyard.policies.base import Call, Policy, PolicySpec, RequestContext, build_chain
 from switchyard.protocol import codes
 from switchyard.protocol.versions import Era
 from switchyard.routing import catalog
 from switchyard.routing.catalog import Entry, Listing
+from switchyard.routing.router import Router
+from switchyard.subscriptions import Subscriptions
+from switchyard.tasks import TaskRoutes
 from switchyard.wire import frame
 from switchyard.wire.frame import Reply
 
@@ -163,7 +170,37 @@ CATALOG = catalog.build(
 
 
 def forwarder() -> Forwarder:
-    return Forwarder(backends={}, current_catalog=lambda view: CATALOG, page_size=10)
+    return Forwarder(
+        backends={},
+        current_catalog=lambda view: CATALOG,
+        page_size=10,
+        instructions=None,
+        parked=ParkedCalls(),
+        subscriptions=Subscriptions({}),
+        tasks=TaskRoutes(),
+    )
+
+
+def dispatcher(rules: AccessRules) -> Dispatcher:
+    fwd = forwarder()
+    return Dispatcher(
+        fwd, [PolicySpec(AccessControl, rules)], Router(lambda view: CATALOG, fwd.sole_server)
+    )
+
+
+NO_SECRETS = AccessRules(
+    (
+        Rule.build(True, None, None, ["*"], ["*"], list(catalog.KINDS)),
+        Rule.build(False, None, None, ["*"], ["*secret*"], list(catalog.KINDS)),
+    )
+)
+WHO = Identity("alice", issuer=API_KEYS)
+
+
+def ctx_of(who: Identity) -> RequestContext:
+    return RequestContext(
+        era=Era.LEGACY, version="2025-06-18", transport="test", identity=who, principal=who.key
+    )
 
 
 async def test_list_filter_hides_entries_from_lists() -> None:
@@ -185,19 +222,56 @@ async def test_without_filters_everything_is_listed() -> None:
     assert names == ["a_open", "a_secret_keys", "b_other"]
 
 
-async def test_filtered_tool_is_not_callable_either() -> None:
-    handler = build_chain([PolicySpec(HideSecret)], "tools/call", forwarder().call_tool)
-    reply = await handler(make_call("tools/call", b'{"name":"a_secret_keys"}'))
-    err = frame.decode_error(reply.error or b"")
+async def test_a_denied_tool_is_refused_before_the_terminal_like_an_unknown_one() -> None:
+    d = dispatcher(NO_SECRETS)
+    denied = await d.request(ctx_of(WHO), "tools/call", frame.Raw(b'{"name":"a_secret_keys"}'))
+    unknown = await d.request(ctx_of(WHO), "tools/call", frame.Raw(b'{"name":"a_nothing"}'))
+    err = frame.decode_error(denied.error or b"")
     assert (err.code, err.message) == (codes.INVALID_PARAMS, "Unknown tool: a_secret_keys")
+    assert frame.decode_error(unknown.error or b"").code == err.code
 
 
-async def test_filtered_resource_is_not_found() -> None:
-    handler = build_chain([PolicySpec(HideSecret)], "resources/read", forwarder().read_resource)
-    reply = await handler(make_call("resources/read", b'{"uri":"mem://secret"}'))
+async def test_a_denied_resource_is_not_found() -> None:
+    d = dispatcher(NO_SECRETS)
+    reply = await d.request(ctx_of(WHO), "resources/read", frame.Raw(b'{"uri":"mem://secret"}'))
     err = frame.decode_error(reply.error or b"")
     assert err.code == codes.RESOURCE_NOT_FOUND_LEGACY
     assert err.message == "Resource not found: mem://secret"
+
+
+async def test_the_route_is_resolved_before_the_chain() -> None:
+    seen: list[tuple[str | None, str | None, str | None]] = []
+
+    class Look(Policy):
+        async def __call__(self, call: Call) -> Reply:
+            route = call.route
+            seen.append((route.backend, route.name, route.public) if route else (None,) * 3)
+            return Reply(result=b"{}")
+
+    fwd = forwarder()
+    d = Dispatcher(fwd, [PolicySpec(Look)], Router(lambda view: CATALOG, fwd.sole_server))
+    ctx = ctx_of(WHO)
+    await d.request(ctx, "tools/call", frame.Raw(b'{"name":"b_other"}'))
+    await d.request(ctx, "resources/read", frame.Raw(b'{"uri":"mem://secret"}'))
+    await d.request(ctx, "tools/call", frame.Raw(b'{"name":"nope"}'))
+    assert seen == [
+        ("b", "other", "b_other"),
+        ("a", "mem://secret", "mem://secret"),
+        (None, None, None),
+    ]
+
+
+async def test_malformed_params_get_invalid_params_not_a_crash() -> None:
+    d = dispatcher(NO_SECRETS)
+    for method, params in [
+        ("tools/call", b"[1]"),
+        ("completion/complete", b'{"ref":"x"}'),
+        ("resources/read", b'{"uri":5}'),
+        ("tools/call", b'{"name":5}'),
+    ]:
+        reply = await d.request(ctx_of(WHO), method, frame.Raw(params))
+        assert reply.error is not None, (method, params)
+        assert frame.decode_error(reply.error).code == codes.INVALID_PARAMS, (method, params)
 
 
 def test_call_allowed_requires_every_filter() -> None:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from switchyard.auth.authenticator import AuthSettings
 from switchyard.auth.jwt_verifier import IssuerConfig
+from switchyard.call import API_KEYS
 from switchyard.config.schema import (
     DESKTOP_IGNORED_KEYS,
     NAME_PATTERN,
@@ -286,8 +287,9 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
                 )
             )
     policies: tuple[PolicySpec, ...] = (PolicySpec(RequestLog),) if gw.log_requests else ()
-    if config.auth.enabled:
-        policies = (*policies, PolicySpec(AccessControl, access_rules(config)))
+    access = access_rules(config) if config.auth.enabled else None
+    if access is not None:
+        policies = (*policies, PolicySpec(AccessControl, access))
     settings = GatewaySettings(
         separator=gw.separator,
         page_size=gw.page_size,
@@ -295,6 +297,7 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
         instructions=gw.instructions,
         session_idle_timeout_s=gw.session_idle_timeout,
         policies=policies,
+        access=access,
     )
     return Plan(gateway=settings, backends=tuple(backends), views=views(config))
 
@@ -358,14 +361,29 @@ def auth_settings(config: SwitchyardConfig, host: str, port: int) -> AuthSetting
 
 
 def access_rules(config: SwitchyardConfig) -> AccessRules:
-    return AccessRules(
-        tuple(
-            Rule.build(
-                r.effect == "allow", r.principals, r.roles, r.backends, r.names, list(r.kinds)
-            )
-            for r in config.auth.rules
-        )
+    auth = config.auth
+    default = auth.default_issuer or (
+        API_KEYS if auth.api_keys or not auth.issuers else auth.issuers[0].issuer
     )
+    known = {API_KEYS, *(i.issuer for i in auth.issuers)}
+    if default not in known:
+        raise ConfigError(f"auth.default_issuer: {default!r} is neither 'api_key' nor an issuer")
+    rules = []
+    for r in auth.rules:
+        # Bare principal names belong to one issuer: another issuer's `alice` is not ours.
+        issuers = r.issuers if r.issuers is not None else ([default] if r.principals else None)
+        rules.append(
+            Rule.build(
+                r.effect == "allow",
+                r.principals,
+                r.roles,
+                r.backends,
+                r.names,
+                list(r.kinds),
+                issuers,
+            )
+        )
+    return AccessRules(tuple(rules))
 
 
 def load_plan(path: str | Path) -> tuple[Plan, SwitchyardConfig, list[str]]:

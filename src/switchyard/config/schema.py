@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -193,6 +193,15 @@ class IssuerConfigModel(BaseModel):
     algorithms: list[str] = Field(["RS256", "ES256"], description="Accepted signature algorithms.")
     roles_claim: str | None = Field("roles", description="Claim (dotted path) holding roles.")
 
+    @field_validator("issuer")
+    @classmethod
+    def _qualifiable(cls, issuer: str) -> str:
+        # A principal is `<issuer>#<subject>`: an issuer with a `#` (RFC 8414 forbids a
+        # fragment) or named like the key store would make two principals one.
+        if "#" in issuer or issuer == "api_key" or not issuer:
+            raise ValueError("an issuer is a URL without a fragment ('#'), and not 'api_key'")
+        return issuer
+
 
 class AccessRuleConfig(BaseModel):
     """One allow or deny rule; a deny rule beats every allow rule, and nothing is allowed by
@@ -202,6 +211,11 @@ class AccessRuleConfig(BaseModel):
 
     effect: Literal["allow", "deny"]
     principals: list[str] | None = Field(None, description="Caller names (globs); any if absent.")
+    issuers: list[str] | None = Field(
+        None,
+        description="Who vouches for the caller (globs over issuer URLs, or `api_key`); absent: "
+        "any issuer for a rule without `principals`, else `auth.default_issuer` only.",
+    )
     roles: list[str] | None = Field(None, description="Any of these roles; any caller if absent.")
     backends: list[str] = Field(["*"], description="Backend names (globs).")
     names: list[str] = Field(
@@ -226,6 +240,11 @@ class AuthConfig(BaseModel):
     data_dir: str | None = Field(None, description="SQLite key store folder (default ./var).")
     database_url: str | None = Field(None, description="PostgreSQL key store instead of SQLite.")
     issuers: list[IssuerConfigModel] = Field(default_factory=list)
+    default_issuer: str | None = Field(
+        None,
+        description="Whose subjects a rule's bare `principals` name: `api_key` or an issuer URL "
+        "(default: `api_key` when API keys are accepted, else the first issuer).",
+    )
     authorization_servers: list[str] = Field(
         default_factory=list, description="Advertised in protected-resource metadata."
     )

@@ -34,8 +34,9 @@ def caller() -> Identity | None:
 
 
 def caller_name() -> str | None:
+    """The qualified principal key of the caller (see `Identity.key`)."""
     identity = IDENTITY.get()
-    return identity.name if identity is not None else None
+    return identity.key if identity is not None else None
 
 
 JSON_HEADERS: Final = [(b"content-type", b"application/json")]

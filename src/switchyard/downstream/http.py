@@ -236,7 +236,7 @@ def _client_key(scope: Scope) -> str | None:
     host (all of loopback) in one bucket, so it is bounded by the per-backend limit instead."""
     identity: Identity | None = scope.get(IDENTITY_KEY)
     if identity is not None:
-        return "p:" + identity.name
+        return "p:" + identity.key
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     for name, value in headers:
         if name == b"mcp-session-id":

@@ -142,7 +142,7 @@ class StdioServer:
         if env.method == methods.SET_LEVEL and reply.result is not None and self.session:
             self.session.log_level = level_of(params)
         if env.method == methods.INITIALIZE and reply.result is not None:
-            principal = self.identity.name if self.identity else None
+            principal = self.identity.key if self.identity else None
             session = self.gateway.sessions.create("stdio", principal, self.view)
             if session is not None:
                 _adopt(session, reply, params)
@@ -178,7 +178,7 @@ class StdioServer:
                 "stdio",
                 client_capabilities=meta.get(META_CLIENT_CAPABILITIES),
                 link=self,
-                principal=self.identity.name if self.identity else None,
+                principal=self.identity.key if self.identity else None,
                 identity=self.identity,
                 view=self.view,
             )
@@ -203,7 +203,7 @@ class StdioServer:
             link=self,
             session_push=session.notify if session else None,
             session_link=session.link() if session else None,
-            principal=self.identity.name if self.identity else None,
+            principal=self.identity.key if self.identity else None,
             identity=self.identity,
             view=self.view,
             log_level=session.log_level if session else None,

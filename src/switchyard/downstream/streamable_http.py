@@ -341,7 +341,7 @@ class StreamableHttpEndpoint:
             "streamable-http",
             client_capabilities=meta[META_CLIENT_CAPABILITIES],
             link=out,
-            principal=identity.name if identity else None,
+            principal=identity.key if identity else None,
             identity=identity,
             view=current_view(),
         )
@@ -421,7 +421,7 @@ class StreamableHttpEndpoint:
             Era.LEGACY,
             "",
             "streamable-http",
-            principal=identity.name if identity else None,
+            principal=identity.key if identity else None,
             identity=identity,
             view=current_view(),
         )
@@ -548,17 +548,15 @@ class Listener:
         for flag in self._LIST_FLAGS:
             if flag in self.wanted and frame.decode_any(self.wanted[flag]) is True:
                 honoured[flag] = True
-        subscriptions = self.gateway.subscriptions
-        subscriptions.listen(self.key, self.push, frozenset(honoured))
         uris = frame.decode_any(self.wanted.get("resourceSubscriptions", Raw(b"[]")))
-        accepted: list[str] = []
-        for uri in uris if isinstance(uris, list) else ():
-            view = self.gateway.catalog_for(current_view())
-            entry = view.resource_owner(uri) if isinstance(uri, str) else None
-            backend = self.gateway.backends[entry.backend] if entry is not None else None
-            if backend is not None and backend.supports_subscribe:
-                await subscriptions.add(self.key, self.push, uri, backend)
-                accepted.append(uri)
+        accepted = await self.gateway.open_listen(
+            self.key,
+            self.push,
+            frozenset(honoured),
+            uris if isinstance(uris, list) else [],
+            caller(),
+            current_view(),
+        )
         if accepted:
             honoured["resourceSubscriptions"] = accepted
         return frame.encode(honoured)

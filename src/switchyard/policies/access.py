@@ -1,10 +1,11 @@
 """Who may see and use what: allow and deny rules over caller, backend and name, default deny.
 
-Rules match the caller by name or role, the backend by name, the item (tool, prompt, resource
-URI or template) by its backend-side name, all with case-sensitive globs: no case folding or
-Unicode normalisation that could make a denied name match something else. A deny rule beats
-every allow rule. A denied item is absent from lists, and a call to it is answered exactly like
-a call to one that does not exist.
+Rules match the caller by issuer, name or role, the backend by name, the item (tool, prompt,
+resource URI or template) by its backend-side name, all with case-sensitive globs: no case
+folding or Unicode normalisation that could make a denied name match something else. A deny
+rule beats every allow rule. A denied item is absent from lists, and a call to it is answered
+exactly like a call to one that does not exist. A resource is judged by the URI asked for,
+whichever listed resource or template routes it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import translate
 
-from switchyard.policies.base import Call, Identity, Policy
+from switchyard.call import Call, Identity
+from switchyard.policies.base import Policy
+from switchyard.routing import catalog
 from switchyard.routing.catalog import Entry
+from switchyard.routing.router import Route, unroutable
 from switchyard.wire.frame import Reply
 
 
@@ -31,6 +35,9 @@ class Rule:
     backends: re.Pattern[str]
     names: re.Pattern[str]
     kinds: frozenset[str]
+    issuers: re.Pattern[str] | None = None
+    whole_backend: bool = False
+    """Names every item of every kind: a deny rule like this shuts the backend off entirely."""
 
     @classmethod
     def build(
@@ -41,6 +48,7 @@ class Rule:
         backends: Sequence[str],
         names: Sequence[str],
         kinds: Sequence[str],
+        issuers: Sequence[str] | None = None,
     ) -> Rule:
         return cls(
             allow,
@@ -49,17 +57,24 @@ class Rule:
             _patterns(backends),
             _patterns(names),
             frozenset(kinds),
+            _patterns(issuers) if issuers is not None else None,
+            "*" in names and frozenset(kinds) >= frozenset(catalog.KINDS),
         )
 
-    def matches(self, who: Identity, entry: Entry) -> bool:
+    def applies_to(self, who: Identity, backend: str) -> bool:
+        if self.issuers is not None and self.issuers.fullmatch(who.issuer) is None:
+            return False
         if self.principals is not None and self.principals.fullmatch(who.name) is None:
             return False
         if self.roles is not None and self.roles.isdisjoint(who.roles):
             return False
+        return self.backends.fullmatch(backend) is not None
+
+    def matches(self, who: Identity, kind: str, backend: str, name: str) -> bool:
         return (
-            entry.kind in self.kinds
-            and self.backends.fullmatch(entry.backend) is not None
-            and self.names.fullmatch(entry.original) is not None
+            kind in self.kinds
+            and self.names.fullmatch(name) is not None
+            and self.applies_to(who, backend)
         )
 
 
@@ -67,18 +82,38 @@ class Rule:
 class AccessRules:
     rules: tuple[Rule, ...]
 
-    def allows(self, who: Identity, entry: Entry) -> bool:
+    def decide(self, who: Identity, kind: str, backend: str, name: str) -> bool:
         allowed = False
         for rule in self.rules:
-            if rule.matches(who, entry):
+            if rule.matches(who, kind, backend, name):
                 if not rule.allow:
                     return False
                 allowed = True
         return allowed
 
+    def allows(self, who: Identity, entry: Entry) -> bool:
+        """A listed item, judged by its backend-side name (a template by its template)."""
+        return self.decide(who, entry.kind, entry.backend, entry.original)
+
+    def permits(self, who: Identity, route: Route) -> bool:
+        """A routed request, judged by what it asks for: a resource by its URI."""
+        return self.decide(who, route.kind, route.backend, route.name)
+
+    def may_reach(self, who: Identity, backend: str) -> bool:
+        """Whether any item of `backend` could be allowed to `who`: a caller who may use
+        nothing of a backend never makes it start, subscribe or change its log level."""
+        reachable = False
+        for rule in self.rules:
+            if rule.applies_to(who, backend):
+                if not rule.allow and rule.whole_backend:
+                    return False
+                reachable = reachable or rule.allow
+        return reachable
+
 
 class AccessControl(Policy):
-    """Attaches the caller's view to every call; the router and list handlers apply it."""
+    """Denies a routed request the caller may not make, with the answer an unknown one gets;
+    hides from lists what the caller may not see."""
 
     settings: AccessRules
 
@@ -86,5 +121,9 @@ class AccessControl(Policy):
         who = call.ctx.identity
         if who is not None:
             rules = self.settings
+            route = call.route
+            if route is not None and not rules.permits(who, route):
+                return unroutable(call.method, call.ctx.era, call.fields())
             call.add_list_filter(lambda entry: rules.allows(who, entry))
+            call.reachable = lambda backend: rules.may_reach(who, backend)
         return await self.next(call)

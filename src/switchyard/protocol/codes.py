@@ -22,3 +22,7 @@ BACKEND_PROTOCOL_ERROR: Final = -31002
 RESULT_TOO_LARGE: Final = -31003
 CLIENT_TIMEOUT: Final = -31004
 BACKEND_BUSY: Final = -31005
+GATEWAY_ERROR: Final = -31006
+"""The gateway failed in a way nobody expected; the request was not (fully) handled."""
+QUOTA_EXCEEDED: Final = -31007
+"""The caller's share of a shared table (parked calls, tasks, isolated sessions) is used up."""

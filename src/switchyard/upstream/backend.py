@@ -427,6 +427,35 @@ class Backend:
             Outbound(method, frame.encode({"uri": uri}), timeout_s=self.settings.timeout_s)
         )
 
+    async def subscribe_many(self, uris: list[str], on: bool) -> None:
+        """Start (or stop) receiving updates of several URIs: a modern backend's listen stream
+        is reopened once for the whole batch, not once per URI."""
+        changed = [uri for uri in uris if on != (uri in self.subscribed)]
+        if not changed:
+            return
+        conn = self.connection
+        if conn is not None and self.is_up and conn.facts.era is Era.MODERN:
+            if on:
+                self.subscribed.update(changed)
+            else:
+                self.subscribed.difference_update(changed)
+            await conn.listen(self._listen_params(conn))
+            return
+        for uri in changed:
+            await self.subscribe(uri, on)
+
+    async def request_if_open(self, out: Outbound) -> Reply | None:
+        """Forward to the caller's isolated session only if it has one: an unsubscribe or a
+        log level never opens (or spawns) a session just to be delivered. None: nothing sent."""
+        conn = self.connection
+        if conn is None or not self.is_up:
+            return None
+        if self._isolates(conn):
+            owner = self.owner_for(out.session, out.principal)
+            if owner is None or owner not in self._pool:
+                return None
+        return await self.request(out)
+
     def isolates(self) -> bool:
         conn = self.connection
         return conn is not None and self.is_up and self._isolates(conn)
