@@ -27,7 +27,7 @@ help:
 	@echo "make install  - .venv (package + dev group, frozen from uv.lock) and $(NODE_DIR) (npm ci)"
 	@echo "make run      - serve the bundled demo config on http://127.0.0.1:8080"
 	@echo "make test     - pytest -n auto (PYTEST_ARGS=... to add arguments)"
-	@echo "make lint     - ruff check, ruff format --check, mypy"
+	@echo "make lint     - ruff check, ruff format --check, mypy, lint-imports (the layering)"
 	@echo "make bench    - bench/run.py"
 	@echo "make clean    - remove .venv, node_modules and caches"
 
@@ -64,6 +64,7 @@ lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(VENV)/bin/python bench/run.py

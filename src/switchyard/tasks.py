@@ -117,7 +117,7 @@ class MemoryTaskStore:
 
 class TaskRoutes:
     def __init__(self, store: TaskStore | None = None) -> None:
-        self.store: TaskStore = store or MemoryTaskStore()
+        self.store: TaskStore = store if store is not None else MemoryTaskStore()
         self.dropped = 0
         """Status notifications no single caller could be proven to own."""
 

@@ -14,7 +14,7 @@ from switchyard.auth.jwt_verifier import AuthError, IssuerConfig, JwtVerifier, e
 from switchyard.auth.key_store import ApiKeyVerifier, KeyStore, open_key_store
 from switchyard.auth.keys import KEY_TAG
 from switchyard.auth.resource_metadata import ProtectedResource
-from switchyard.policies.base import Identity
+from switchyard.call import Identity
 
 log = logging.getLogger("switchyard.auth")
 
@@ -121,7 +121,13 @@ class Authenticator:
             status = 503 if exc.temporary else exc.status
             return Refusal(status, exc.www_authenticate(resource.metadata_url), exc.description)
         return Identity(
-            claims.subject, claims.roles, dict(claims.attributes), claims.scopes, "jwt", token
+            claims.subject,
+            claims.roles,
+            dict(claims.attributes),
+            claims.scopes,
+            "jwt",
+            token,
+            issuer=claims.issuer,
         )
 
     async def aclose(self) -> None:
