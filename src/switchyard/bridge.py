@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from switchyard.protocol import codes, methods
 from switchyard.protocol.link import CAPABILITY_FOR, ClientLink
@@ -122,27 +122,72 @@ def _declares(capabilities: Raw | None, name: str) -> bool:
         return False
 
 
-class ParkedCalls:
-    def __init__(self, secret: bytes | None = None) -> None:
-        self._secret = secret or secrets.token_bytes(32)
+class ParkedStore(Protocol):
+    """Where parked calls wait: in memory today. A parked call's backend session lives in one
+    process, so a shared store would hold the records and route a retry to their owner."""
+
+    def __len__(self) -> int: ...
+
+    def put(self, parked: ParkedCall) -> None: ...
+
+    def get(self, call_id: str) -> ParkedCall | None: ...
+
+    def take(self, call_id: str) -> ParkedCall | None: ...
+
+    def held_by(self, caller: str) -> int: ...
+
+    def expired(self, now: float) -> list[str]: ...
+
+    def values(self) -> list[ParkedCall]: ...
+
+
+class MemoryParkedStore:
+    def __init__(self) -> None:
         self._calls: dict[str, ParkedCall] = {}
         self._by_caller: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._calls)
 
-    def _park(self, parked: ParkedCall) -> None:
+    def put(self, parked: ParkedCall) -> None:
         self._calls[parked.id] = parked
         self._by_caller[parked.caller] = self._by_caller.get(parked.caller, 0) + 1
 
-    def _unpark(self, call_id: str) -> ParkedCall:
-        parked = self._calls.pop(call_id)
+    def get(self, call_id: str) -> ParkedCall | None:
+        return self._calls.get(call_id)
+
+    def take(self, call_id: str) -> ParkedCall | None:
+        parked = self._calls.pop(call_id, None)
+        if parked is None:
+            return None
         left = self._by_caller[parked.caller] - 1
         if left:
             self._by_caller[parked.caller] = left
         else:
             del self._by_caller[parked.caller]
         return parked
+
+    def held_by(self, caller: str) -> int:
+        return self._by_caller.get(caller, 0)
+
+    def expired(self, now: float) -> list[str]:
+        return [cid for cid, p in self._calls.items() if p.expires < now]
+
+    def values(self) -> list[ParkedCall]:
+        return list(self._calls.values())
+
+
+class ParkedCalls:
+    def __init__(self, secret: bytes | None = None, store: ParkedStore | None = None) -> None:
+        self._secret = secret or secrets.token_bytes(32)
+        self._store: ParkedStore = store if store is not None else MemoryParkedStore()
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def tasks(self) -> list[asyncio.Task[Reply]]:
+        """The backend calls still parked (for shutdown)."""
+        return [p.task for p in self._store.values() if p.task is not None]
 
     def owns(self, fields: dict[str, Raw]) -> bool:
         raw = fields.get("requestState")
@@ -158,9 +203,9 @@ class ParkedCalls:
     ) -> Reply:
         """Run a backend call that may ask questions; answer or park it."""
         self.expire()
-        if len(self._calls) >= MAX_PARKED:
+        if len(self._store) >= MAX_PARKED:
             return _full("the gateway has too many calls awaiting client input")
-        if self._by_caller.get(caller, 0) >= MAX_PARKED_PER_CALLER:
+        if self._store.held_by(caller) >= MAX_PARKED_PER_CALLER:
             return _full(f"{MAX_PARKED_PER_CALLER} of your calls already await your input")
         parked = ParkedCall(
             secrets.token_urlsafe(16), caller, capabilities, link=link, progress_token=token
@@ -185,7 +230,7 @@ class ParkedCalls:
             return frame.error_reply(
                 codes.INVALID_PARAMS, "inputResponses lacks the requested input"
             )
-        self._unpark(parked.id)
+        self._store.take(parked.id)
         parked.asked = None
         parked.link = link
         parked.progress_token = token
@@ -214,7 +259,7 @@ class ParkedCalls:
         parked.asked = asked
         parked.link = None
         parked.expires = time.monotonic() + PARK_TTL_S
-        self._park(parked)
+        self._store.put(parked)
         request = {"method": asked.method}
         result = (
             b'{"resultType":"input_required","inputRequests":{'
@@ -247,14 +292,14 @@ class ParkedCalls:
             return None
         if not hmac.compare_digest(expected, given) or time.monotonic() > float(expires):
             return None
-        parked = self._calls.get(call_id)
+        parked = self._store.get(call_id)
         return parked if parked is not None and parked.caller == caller else None
 
     def expire(self) -> None:
         now = time.monotonic()
-        for call_id in [cid for cid, p in self._calls.items() if p.expires < now]:
-            parked = self._unpark(call_id)
-            if parked.task is not None:
+        for call_id in self._store.expired(now):
+            parked = self._store.take(call_id)
+            if parked is not None and parked.task is not None:
                 parked.task.cancel()  # reaches the backend as notifications/cancelled
             log.info("parked call %s… expired without the client's answer", call_id[:6])
 

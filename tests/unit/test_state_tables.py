@@ -74,7 +74,6 @@ async def test_parked_calls_have_a_per_caller_share() -> None:
     alice = await parked.start("alice", caps, None, asks)
     assert alice.result is not None and b"input_required" in alice.result
     assert len(parked) == MAX_PARKED_PER_CALLER + 1
-    for call in list(parked._calls.values()):
-        assert call.task is not None
-        call.task.cancel()
+    for task in parked.tasks():
+        task.cancel()
     await asyncio.sleep(0)
