@@ -242,3 +242,41 @@ async def test_a_shared_backends_log_lines_reach_nobody_they_do_not_provably_bel
         if who == "carol":
             assert [m["method"] for m in seen] == ["notifications/tools/list_changed"]
         stream.resp.close()
+
+
+async def test_a_caller_denied_a_backend_never_starts_or_touches_it(
+    gateway_factory: Callable[..., Gateway], http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """`logging/setLevel` fans out to every backend, but not to one the caller may use nothing
+    of: carol's never opens a session (a process) of the chat backend; alice's does."""
+    data = tmp_path / "keys"
+    keys = {who: create_key(data, who, "user") for who in ("alice", "carol")}
+    starts = tmp_path / "starts"
+    port = free_port()
+    rules = [
+        {"effect": "allow", "principals": ["alice"]},
+        {"effect": "allow", "principals": ["carol"], "backends": ["fx"]},
+    ]
+    chat = {
+        "command": PYTHON,
+        "args": [str(FIXTURES / "chatty_stdio.py")],
+        "env": {"FIXTURE_STARTS_FILE": str(starts)},
+        "isolation": "per_session",
+    }
+    gw = gateway_factory(
+        {
+            "auth": _auth(port, data, rules),
+            "servers": {"chat": chat, "fx": stdio_fixture("crashy")},
+        },
+        port=port,
+    )
+    gw.wait_backend("chat")
+    assert len(starts.read_text().split()) == 1  # the backend's own connection
+    carol = await _as(gw, http, keys["carol"]).open()
+    assert await carol.result("logging/setLevel", {"level": "debug"}) == {}
+    denied = (await carol.request("tools/call", {"name": "chat_shout", "arguments": {}})).json
+    assert denied["error"]["code"] == -32602
+    assert len(starts.read_text().split()) == 1, "carol's requests started the chat backend"
+    alice = await _as(gw, http, keys["alice"]).open()
+    assert await alice.result("logging/setLevel", {"level": "debug"}) == {}
+    assert len(starts.read_text().split()) == 2  # alice's own isolated session
