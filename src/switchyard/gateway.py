@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from switchyard.dispatcher import Dispatcher
-from switchyard.downstream.session import SessionRegistry
+from switchyard.downstream.session import SessionLimits, SessionRegistry
 from switchyard.forwarder import Forwarder
 from switchyard.policies.base import PolicySpec
 from switchyard.policies.request_log import RequestLog
@@ -40,6 +40,7 @@ class GatewaySettings:
     instructions: str | None = None
     session_idle_timeout_s: float = 3600.0
     max_sessions: int = 10000
+    sessions: SessionLimits = field(default_factory=SessionLimits)
     policies: tuple[PolicySpec, ...] = field(default_factory=lambda: (PolicySpec(RequestLog),))
 
 
@@ -61,7 +62,9 @@ class Gateway:
         }
         self.catalog = catalog.Catalog()
         self.sessions = SessionRegistry(
-            self.settings.session_idle_timeout_s, self.settings.max_sessions
+            self.settings.session_idle_timeout_s,
+            self.settings.max_sessions,
+            limits=self.settings.sessions,
         )
         self.views: dict[str, catalog.Catalog] = {v.name: catalog.Catalog() for v in plan.views}
         self.forwarder = Forwarder(
@@ -98,7 +101,13 @@ class Gateway:
 
     async def _reap_sessions(self) -> None:
         while True:
-            await asyncio.sleep(min(60.0, self.settings.session_idle_timeout_s))
+            await asyncio.sleep(
+                min(
+                    60.0,
+                    self.settings.session_idle_timeout_s,
+                    self.settings.sessions.max_lifetime_s,
+                )
+            )
             if reaped := self.sessions.reap():
                 log.info("reaped %d idle sessions", reaped)
             self.forwarder.parked.expire()

@@ -6,6 +6,7 @@ Session ids are 256-bit CSPRNG tokens minted by Switchyard; a backend's ids neve
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import secrets
@@ -25,6 +26,74 @@ log = logging.getLogger("switchyard.sessions")
 
 # Messages queued for a client that is not reading; past this a slow client loses the oldest.
 OUTBOX_LIMIT: Final = 1024
+
+
+class OutboxClosed(Exception):
+    """The session ended: its stream has nothing more to carry."""
+
+
+class Outbox(asyncio.Queue[bytes]):
+    """Messages queued for one session's stream (one reader at a time).
+
+    Closing it ends the stream reading it: `get` raises `OutboxClosed`, so a session closed by
+    its lifetime (or deleted) does not keep a stream open.
+    """
+
+    def __init__(self, limit: int = OUTBOX_LIMIT) -> None:
+        super().__init__()
+        self.limit = limit
+        self._items: collections.deque[bytes] = collections.deque()
+        self._ready = asyncio.Event()
+        self.closed = False
+        self.dropped = 0
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return len(self._items) >= self.limit
+
+    def offer(self, message: bytes) -> bool:
+        """Queue `message`, dropping the oldest past the limit; False if it was not queued."""
+        if self.closed:
+            return False
+        if self.full():
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append(message)
+        self._ready.set()
+        return True
+
+    def put_nowait(self, item: bytes) -> None:
+        self.offer(item)
+
+    async def put(self, item: bytes) -> None:
+        self.offer(item)
+
+    def get_nowait(self) -> bytes:
+        if not self._items:
+            if self.closed:
+                raise OutboxClosed
+            raise asyncio.QueueEmpty
+        item = self._items.popleft()
+        if not self._items:
+            self._ready.clear()
+        return item
+
+    async def get(self) -> bytes:
+        while not self._items:
+            if self.closed:
+                raise OutboxClosed
+            await self._ready.wait()
+        return self.get_nowait()
+
+    def close(self) -> None:
+        self.closed = True
+        self._items.clear()
+        self._ready.set()
 
 
 class InflightRequests:
@@ -143,18 +212,25 @@ class Session:
     """The caller that opened it; the id means nothing in anyone else's hands."""
     view: str | None = None
     """The endpoint (virtual server) it was opened on; elsewhere it is unknown."""
-    outbox: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT))
+    outbox: Outbox = field(default_factory=lambda: Outbox())
     stream_open: bool = False
     requests: InflightRequests = field(default_factory=lambda: InflightRequests())
     outgoing: ClientRequests = field(default_factory=lambda: ClientRequests())
     created: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
+    owner: str | None = None
+    """The key its registry counts it against (see `owner_key`)."""
+    closed: bool = False
+
+    def close(self) -> None:
+        """The session ended: its stream ends too, and nothing more is queued for it."""
+        self.closed = True
+        self.outbox.close()
 
     def push(self, message: bytes) -> None:
         if self.outbox.full():
-            self.outbox.get_nowait()
             log.warning("session %s…: outbox full; dropped its oldest message", self.id[:8])
-        self.outbox.put_nowait(message)
+        self.outbox.offer(message)
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
@@ -192,11 +268,50 @@ class SessionLink:
         return await s.outgoing.ask(s._push, s.client_capabilities, method, params, timeout)
 
 
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """How many legacy sessions may exist, for whom, and for how long."""
+
+    max_sessions: int = 10000
+    max_per_principal: int = 100
+    """Per authenticated caller; with authentication off, per peer address."""
+    idle_timeout_s: float = 3600.0
+    max_lifetime_s: float = 86400.0
+    """A session is closed this long after it opened, even with a stream attached."""
+    high_water: float = 0.9
+    """Past this share of `max_sessions`, each owner is held to a fair share of the table."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRefusal:
+    """Why a new session was not opened: an HTTP status and a JSON-RPC error to answer with."""
+
+    status: int
+    code: int
+    message: str
+
+
 class SessionRegistry:
-    def __init__(self, idle_timeout_s: float = 3600.0, max_sessions: int = 10000) -> None:
+    def __init__(
+        self,
+        idle_timeout_s: float = 3600.0,
+        max_sessions: int = 10000,
+        *,
+        limits: SessionLimits | None = None,
+    ) -> None:
+        base = limits or SessionLimits()
+        self.limits = SessionLimits(
+            max_sessions=max_sessions,
+            max_per_principal=base.max_per_principal,
+            idle_timeout_s=idle_timeout_s,
+            max_lifetime_s=base.max_lifetime_s,
+            high_water=base.high_water,
+        )
         self.idle_timeout_s = idle_timeout_s
         self.max_sessions = max_sessions
         self._sessions: dict[str, Session] = {}
+        self._owned: dict[str, int] = {}
+        """Open sessions per owner key (principal, or peer address without authentication)."""
         self.on_removed: Callable[[str], None] | None = None
         """Told the id of every session that ends (deleted, closed or reaped)."""
 
@@ -204,15 +319,70 @@ class SessionRegistry:
         return len(self._sessions)
 
     def create(
-        self, transport: str, principal: str | None = None, view: str | None = None
+        self,
+        transport: str,
+        principal: str | None = None,
+        view: str | None = None,
+        *,
+        peer: str | None = None,
     ) -> Session | None:
-        if len(self._sessions) >= self.max_sessions:
+        """A new session, or None when a limit refuses it (`open` says which)."""
+        opened = self.open(transport, principal, view, peer=peer)
+        return opened if isinstance(opened, Session) else None
+
+    def open(
+        self,
+        transport: str,
+        principal: str | None = None,
+        view: str | None = None,
+        *,
+        peer: str | None = None,
+    ) -> Session | SessionRefusal:
+        """A new session for `principal` (or, with authentication off, `peer`), unless that owner
+        is at its cap or the table is full with no one over their fair share to make room."""
+        owner = owner_key(principal, peer)
+        limits = self.limits
+        if len(self._sessions) >= limits.max_sessions * limits.high_water:
             self.reap()
-            if len(self._sessions) >= self.max_sessions:
-                return None
+        held = self._owned.get(owner, 0) if owner is not None else 0
+        if owner is not None and held >= limits.max_per_principal:
+            return SessionRefusal(
+                429,
+                codes.SESSION_LIMIT,
+                f"Too many sessions for this caller (at most {limits.max_per_principal}); "
+                "close one (DELETE) first",
+            )
+        if len(self._sessions) >= limits.max_sessions * limits.high_water:
+            # Near the cap, nobody may grow past a fair share, so one owner's load cannot shut
+            # out a newcomer; at the cap, a newcomer's session takes the place of the oldest
+            # idle session of whoever holds the most beyond their share.
+            share = self._fair_share(owner)
+            if held >= share:
+                return _TABLE_FULL
+            if len(self._sessions) >= limits.max_sessions and not self._evict_beyond(share):
+                return _TABLE_FULL
         session = Session(secrets.token_urlsafe(32), transport, principal=principal, view=view)
+        session.owner = owner
         self._sessions[session.id] = session
+        if owner is not None:
+            self._owned[owner] = held + 1
         return session
+
+    def _fair_share(self, owner: str | None) -> int:
+        # Counting one owner more than there are keeps a share free for whoever comes next.
+        owners = len(self._owned) + (1 if owner in self._owned else 2)
+        return max(1, self.limits.max_sessions // owners)
+
+    def _evict_beyond(self, share: int) -> bool:
+        largest = max(self._owned.items(), key=lambda item: item[1], default=None)
+        if largest is None or largest[1] <= share:
+            return False
+        theirs = [s for s in self._sessions.values() if s.owner == largest[0]]
+        # Prefer a session no stream is reading; then the one seen longest ago.
+        victim = min(theirs, key=lambda s: (s.stream_open, s.last_seen))
+        log.warning("session table full: closed a session of an owner above its fair share")
+        self.remove(victim.id)
+        return True
 
     def get(
         self, session_id: str, principal: str | None = None, view: str | None = None
@@ -221,6 +391,9 @@ class SessionRegistry:
         caller's session id, or one from another endpoint, is answered like an unknown one."""
         session = self._sessions.get(session_id)
         if session is None or session.principal != principal or session.view != view:
+            return None
+        if self._expired(session, time.monotonic()):
+            self.remove(session_id)
             return None
         session.touch()
         return session
@@ -231,12 +404,26 @@ class SessionRegistry:
 
     def remove(self, session_id: str) -> Session | None:
         session = self._sessions.pop(session_id, None)
-        if session is not None and self.on_removed is not None:
+        if session is None:
+            return None
+        owner = session.owner
+        if owner is not None:
+            left = self._owned.get(owner, 1) - 1
+            if left > 0:
+                self._owned[owner] = left
+            else:
+                self._owned.pop(owner, None)
+        session.close()
+        if self.on_removed is not None:
             self.on_removed(session_id)
         return session
 
     def values(self) -> list[Session]:
         return list(self._sessions.values())
+
+    def count_for(self, principal: str | None, peer: str | None = None) -> int:
+        owner = owner_key(principal, peer)
+        return self._owned.get(owner, 0) if owner is not None else 0
 
     def broadcast(self, message: bytes) -> None:
         """Queue a notification for every initialized session (list changes)."""
@@ -244,11 +431,30 @@ class SessionRegistry:
             if session.initialized:
                 session.push(message)
 
+    def _expired(self, session: Session, now: float) -> bool:
+        if now - session.created >= self.limits.max_lifetime_s:
+            return True
+        return not session.stream_open and now - session.last_seen >= self.limits.idle_timeout_s
+
     def reap(self) -> int:
-        cutoff = time.monotonic() - self.idle_timeout_s
-        idle = [
-            sid for sid, s in self._sessions.items() if s.last_seen < cutoff and not s.stream_open
-        ]
-        for sid in idle:
+        """Close sessions idle past the idle timeout (unless a stream is reading them) and every
+        session past its lifetime, streamed or not."""
+        now = time.monotonic()
+        ended = [sid for sid, s in self._sessions.items() if self._expired(s, now)]
+        for sid in ended:
             self.remove(sid)
-        return len(idle)
+        return len(ended)
+
+
+_TABLE_FULL: Final = SessionRefusal(
+    503, codes.SESSION_LIMIT, "Too many sessions on this gateway; retry later"
+)
+
+
+def owner_key(principal: str | None, peer: str | None) -> str | None:
+    """Whom a session counts against: its authenticated caller, else its peer address."""
+    if principal is not None:
+        return "principal:" + principal
+    if peer is not None:
+        return "peer:" + peer
+    return None

@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import Final
 
-from switchyard.downstream.session import ClientRequests, InflightRequests, Session
+from switchyard.downstream.session import ClientRequests, InflightRequests, OutboxClosed, Session
 from switchyard.downstream.streamable_http import _adopt, level_of
 from switchyard.gateway import Gateway
 from switchyard.policies.base import Identity, RequestContext
@@ -89,10 +89,19 @@ class StdioServer:
                 await self._writer.drain()
 
     async def _drain_outbox(self) -> None:
-        await self._session_ready.wait()
         while True:
-            assert self.session is not None
-            await self._write(await self.session.outbox.get())
+            await self._session_ready.wait()
+            session = self.session
+            assert session is not None
+            try:
+                message = await session.outbox.get()
+            except OutboxClosed:
+                # The session ended (its lifetime); a new `initialize` opens another.
+                if self.session is session:
+                    self.session = None
+                    self._session_ready.clear()
+                continue
+            await self._write(message)
 
     async def _handle(self, line: bytes) -> None:
         if line.lstrip()[:1] == b"[":
@@ -146,6 +155,7 @@ class StdioServer:
             session = self.gateway.sessions.create("stdio", principal, self.view)
             if session is not None:
                 _adopt(session, reply, params)
+                session.stream_open = True  # stdout is this session's stream, always attached
                 if self.session is not None:
                     self.gateway.sessions.remove(self.session.id)
                 self.session = session
