@@ -123,3 +123,74 @@ def test_idle_sessions_are_reaped_but_streamed_ones_only_at_their_lifetime() -> 
     streamed.stream_open = True
     assert reg.reap() == 1
     assert reg.peek(idle.id) is None and reg.peek(streamed.id) is streamed
+
+
+def _session(reg: SessionRegistry, principal: str, attached: bool = True) -> Session:
+    session = opened(reg, principal)
+    session.stream_open = attached
+    session.initialized = True
+    return session
+
+
+def bounded(per_session: int, budget: int = 1 << 30, detached: int = 1024) -> SessionRegistry:
+    limits = SessionLimits(
+        outbox_bytes=per_session, detached_outbox_bytes=detached, outbox_budget_bytes=budget
+    )
+    return SessionRegistry(3600.0, 100, limits=limits)
+
+
+def test_an_outbox_is_bounded_in_bytes_and_a_slow_reader_loses_the_oldest() -> None:
+    reg = bounded(per_session=10_000)
+    alice = _session(reg, "alice")
+    for i in range(10):
+        assert alice.push(bytes([65 + i]) * 3000)
+    assert alice.outbox.size <= 10_000
+    kept = [alice.outbox.get_nowait() for _ in range(alice.outbox.qsize())]
+    assert [m[:1] for m in kept] == [b"H", b"I", b"J"]  # the newest, in order
+    assert alice.outbox.dropped == 7 and reg.budget.dropped == 7
+    assert reg.budget.used == 0  # what was read gave its bytes back
+
+
+def test_one_message_larger_than_the_bound_is_still_queued_alone() -> None:
+    reg = bounded(per_session=1000)
+    alice = _session(reg, "alice")
+    alice.push(b"x" * 10)
+    assert alice.push(b"y" * 5000)
+    assert alice.outbox.qsize() == 1 and alice.outbox.size == 5000
+
+
+def test_the_gateway_wide_budget_bounds_every_outbox_together() -> None:
+    reg = bounded(per_session=10_000, budget=12_000)
+    alice, bob, carol = (_session(reg, name) for name in ("alice", "bob", "carol"))
+    assert alice.push(b"a" * 5000) and bob.push(b"b" * 5000)
+    assert not carol.push(b"c" * 5000)  # nothing of carol's own to drop: refused, counted
+    assert carol.outbox.dropped == 1 and reg.budget.used == 10_000
+    assert alice.push(b"A" * 5000)  # alice makes room from her own backlog, not bob's
+    assert bob.outbox.qsize() == 1 and alice.outbox.qsize() == 1
+    reg.remove(bob.id)
+    assert reg.budget.used == 5000  # a closed session gives its bytes back
+    assert carol.push(b"c" * 5000)
+
+
+def test_a_session_without_a_stream_drops_pushes_beyond_a_small_bound() -> None:
+    reg = bounded(per_session=1 << 20, detached=1000)
+    idle = _session(reg, "alice", attached=False)
+    accepted = sum(idle.push(b"z" * 300) for _ in range(100))
+    assert accepted == 3 and idle.outbox.size == 900
+    assert idle.outbox.dropped == 97
+    idle.stream_open = True
+    assert idle.push(b"z" * 300)  # once a stream reads it, the full bound applies
+
+
+def test_a_broadcast_is_stored_once_for_every_session() -> None:
+    reg = bounded(per_session=1 << 20)
+    sessions = [_session(reg, f"p{i}") for i in range(5)]
+    reg.broadcast(b'{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}')
+    queued = [s.outbox.get_nowait() for s in sessions]
+    assert all(q is queued[0] for q in queued)
+    params = b'{"level":"info","data":"' + b"x" * 4096 + b'"}'
+    for s in sessions:
+        s.notify("notifications/message", params)
+    lines = [s.outbox.get_nowait() for s in sessions]
+    assert all(line is lines[0] for line in lines)
+    assert lines[0].endswith(params + b"}")

@@ -301,6 +301,8 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
             max_per_principal=gw.limits.max_sessions_per_principal,
             idle_timeout_s=gw.session_idle_timeout,
             max_lifetime_s=gw.session_max_lifetime,
+            outbox_bytes=gw.limits.session_outbox_bytes,
+            outbox_budget_bytes=gw.limits.outbox_budget,
         ),
         policies=policies,
     )

@@ -40,6 +40,16 @@ class LimitsConfig(BaseModel):
         description="Legacy sessions one caller may hold (per peer address without "
         "authentication; 429 beyond).",
     )
+    session_outbox_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=65536,
+        description="Bytes queued for one legacy session's stream; past it the oldest go.",
+    )
+    outbox_budget: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes queued for all sessions' streams together; past it pushes are dropped.",
+    )
     max_json_depth: int = Field(64, ge=2, description="Nesting depth of a message (-32600).")
     max_json_string_bytes: int = Field(1048576, ge=1024, description="Bytes of one string.")
     max_json_array_items: int = Field(10000, ge=1, description="Items of one array.")

@@ -24,25 +24,54 @@ from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
 
 log = logging.getLogger("switchyard.sessions")
 
-# Messages queued for a client that is not reading; past this a slow client loses the oldest.
+# Queued for a count-bounded consumer elsewhere (listen streams): past this the oldest goes.
 OUTBOX_LIMIT: Final = 1024
+# What one session's stream may have queued: past this the oldest messages are dropped. One
+# message larger than this is still queued alone, so a large answer is never lost.
+OUTBOX_BYTES: Final = 4 * 1024 * 1024
+# What a session may keep queued while no stream reads it: pushes beyond are dropped.
+DETACHED_OUTBOX_BYTES: Final = 64 * 1024
+# Every session's queued bytes together.
+OUTBOX_BUDGET_BYTES: Final = 256 * 1024 * 1024
 
 
 class OutboxClosed(Exception):
     """The session ended: its stream has nothing more to carry."""
 
 
-class Outbox(asyncio.Queue[bytes]):
-    """Messages queued for one session's stream (one reader at a time).
+class ByteBudget:
+    """Bytes queued across every outbox of a gateway, against one ceiling."""
 
-    Closing it ends the stream reading it: `get` raises `OutboxClosed`, so a session closed by
-    its lifetime (or deleted) does not keep a stream open.
+    __slots__ = ("dropped", "limit", "used")
+
+    def __init__(self, limit: int = OUTBOX_BUDGET_BYTES) -> None:
+        self.limit = limit
+        self.used = 0
+        self.dropped = 0
+        """Messages dropped, gateway-wide, because an outbox or the budget was full."""
+
+
+class Outbox(asyncio.Queue[bytes]):
+    """Messages queued for one session's stream (one reader at a time), bounded in bytes.
+
+    Messages are stored by reference: a notification broadcast to many sessions is one `bytes`
+    object however many outboxes hold it. Closing the outbox ends the stream reading it: `get`
+    raises `OutboxClosed`, so a session closed by its lifetime (or deleted) keeps no stream open.
     """
 
-    def __init__(self, limit: int = OUTBOX_LIMIT) -> None:
+    def __init__(
+        self,
+        limit_bytes: int = OUTBOX_BYTES,
+        detached_bytes: int = DETACHED_OUTBOX_BYTES,
+        budget: ByteBudget | None = None,
+    ) -> None:
         super().__init__()
-        self.limit = limit
+        self.limit_bytes = limit_bytes
+        self.detached_bytes = detached_bytes
+        self.budget = budget or ByteBudget()
         self._items: collections.deque[bytes] = collections.deque()
+        self.size = 0
+        """Bytes queued here now."""
         self._ready = asyncio.Event()
         self.closed = False
         self.dropped = 0
@@ -54,18 +83,55 @@ class Outbox(asyncio.Queue[bytes]):
         return not self._items
 
     def full(self) -> bool:
-        return len(self._items) >= self.limit
+        return self.size >= self.limit_bytes
 
-    def offer(self, message: bytes) -> bool:
-        """Queue `message`, dropping the oldest past the limit; False if it was not queued."""
+    def offer(self, message: bytes, attached: bool = True) -> bool:
+        """Queue `message`; False if it was dropped (counted) instead.
+
+        With a stream attached the oldest messages make room for it; without one, what is
+        queued is kept and the new message dropped past the small detached bound, so a session
+        nobody reads cannot hoard. The gateway-wide budget applies either way.
+        """
         if self.closed:
             return False
-        if self.full():
-            self._items.popleft()
-            self.dropped += 1
+        n = len(message)
+        if attached:
+            while self._items and self.size + n > self.limit_bytes:
+                self._drop_oldest()
+        elif self.size + n > self.detached_bytes:
+            return self._refuse()
+        budget = self.budget
+        while self._items and budget.used + n > budget.limit:
+            self._drop_oldest()
+        if budget.used + n > budget.limit:
+            return self._refuse()
         self._items.append(message)
+        self.size += n
+        budget.used += n
         self._ready.set()
         return True
+
+    def _drop_oldest(self) -> None:
+        self._take()
+        self._count_drop()
+
+    def _refuse(self) -> bool:
+        self._count_drop()
+        return False
+
+    def _count_drop(self) -> None:
+        if not self.dropped:
+            log.warning("a session's outbox is full: dropping messages its client is not reading")
+        self.dropped += 1
+        self.budget.dropped += 1
+
+    def _take(self) -> bytes:
+        item = self._items.popleft()
+        self.size -= len(item)
+        self.budget.used -= len(item)
+        if not self._items:
+            self._ready.clear()
+        return item
 
     def put_nowait(self, item: bytes) -> None:
         self.offer(item)
@@ -78,21 +144,20 @@ class Outbox(asyncio.Queue[bytes]):
             if self.closed:
                 raise OutboxClosed
             raise asyncio.QueueEmpty
-        item = self._items.popleft()
-        if not self._items:
-            self._ready.clear()
-        return item
+        return self._take()
 
     async def get(self) -> bytes:
         while not self._items:
             if self.closed:
                 raise OutboxClosed
             await self._ready.wait()
-        return self.get_nowait()
+        return self._take()
 
     def close(self) -> None:
+        """Drop what is queued (giving its bytes back to the budget) and end the reader."""
         self.closed = True
-        self._items.clear()
+        while self._items:
+            self._take()
         self._ready.set()
 
 
@@ -213,6 +278,7 @@ class Session:
     view: str | None = None
     """The endpoint (virtual server) it was opened on; elsewhere it is unknown."""
     outbox: Outbox = field(default_factory=lambda: Outbox())
+    """Replaced by the registry with one bounded by its settings and shared budget."""
     stream_open: bool = False
     requests: InflightRequests = field(default_factory=lambda: InflightRequests())
     outgoing: ClientRequests = field(default_factory=lambda: ClientRequests())
@@ -227,10 +293,9 @@ class Session:
         self.closed = True
         self.outbox.close()
 
-    def push(self, message: bytes) -> None:
-        if self.outbox.full():
-            log.warning("session %s…: outbox full; dropped its oldest message", self.id[:8])
-        self.outbox.offer(message)
+    def push(self, message: bytes) -> bool:
+        """Queue a message for this session's stream; False if it was dropped (counted)."""
+        return self.outbox.offer(message, self.stream_open)
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
@@ -240,7 +305,7 @@ class Session:
 
     def notify(self, method: str, params: bytes | None) -> None:
         """Queue a notification on this session's stream."""
-        self.push(frame.notification_bytes(method, params))
+        self.push(_shared_notification(method, params))
 
     def link(self) -> SessionLink:
         """A link that reaches this client through its stream (HTTP+SSE, or the GET stream)."""
@@ -280,6 +345,12 @@ class SessionLimits:
     """A session is closed this long after it opened, even with a stream attached."""
     high_water: float = 0.9
     """Past this share of `max_sessions`, each owner is held to a fair share of the table."""
+    outbox_bytes: int = OUTBOX_BYTES
+    """Bytes one session's stream may have queued."""
+    detached_outbox_bytes: int = DETACHED_OUTBOX_BYTES
+    """Bytes a session may keep queued while no stream reads it."""
+    outbox_budget_bytes: int = OUTBOX_BUDGET_BYTES
+    """Bytes queued across all sessions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +377,11 @@ class SessionRegistry:
             idle_timeout_s=idle_timeout_s,
             max_lifetime_s=base.max_lifetime_s,
             high_water=base.high_water,
+            outbox_bytes=base.outbox_bytes,
+            detached_outbox_bytes=base.detached_outbox_bytes,
+            outbox_budget_bytes=base.outbox_budget_bytes,
         )
+        self.budget = ByteBudget(self.limits.outbox_budget_bytes)
         self.idle_timeout_s = idle_timeout_s
         self.max_sessions = max_sessions
         self._sessions: dict[str, Session] = {}
@@ -361,7 +436,10 @@ class SessionRegistry:
                 return _TABLE_FULL
             if len(self._sessions) >= limits.max_sessions and not self._evict_beyond(share):
                 return _TABLE_FULL
-        session = Session(secrets.token_urlsafe(32), transport, principal=principal, view=view)
+        outbox = Outbox(limits.outbox_bytes, limits.detached_outbox_bytes, self.budget)
+        session = Session(
+            secrets.token_urlsafe(32), transport, principal=principal, view=view, outbox=outbox
+        )
         session.owner = owner
         self._sessions[session.id] = session
         if owner is not None:
@@ -458,3 +536,19 @@ def owner_key(principal: str | None, peer: str | None) -> str | None:
     if peer is not None:
         return "peer:" + peer
     return None
+
+
+_last_notification: tuple[str, bytes | None, bytes] | None = None
+
+
+def _shared_notification(method: str, params: bytes | None) -> bytes:
+    """The notification's bytes, built once when the same params go to session after session:
+    a line fanned out to many sessions is one object in all their outboxes, not a copy each."""
+    global _last_notification
+    last = _last_notification
+    if last is not None and last[1] is params and last[0] == method:
+        return last[2]
+    message = frame.notification_bytes(method, params)
+    # Holding `params` keeps its id from being reused by another object while cached.
+    _last_notification = (method, params, message)
+    return message
