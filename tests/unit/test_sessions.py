@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -194,3 +195,18 @@ def test_a_broadcast_is_stored_once_for_every_session() -> None:
     lines = [s.outbox.get_nowait() for s in sessions]
     assert all(line is lines[0] for line in lines)
     assert lines[0].endswith(params + b"}")
+
+
+async def test_a_request_to_a_client_whose_queue_is_full_is_answered_at_once() -> None:
+    reg = bounded(per_session=1 << 20, detached=1000)
+    idle = _session(reg, "alice", attached=False)
+    idle.client_capabilities = None
+    while idle.push(b"n" * 100):
+        pass
+    link = idle.link()
+    await link.notify("notifications/progress", b'{"progress":1}')  # dropped, never waits
+    async with asyncio.timeout(1.0):
+        reply = await link.ask("ping", None, timeout=60.0)
+    assert reply.error is not None
+    error = json.loads(reply.error)
+    assert error["code"] == codes.CLIENT_BACKLOGGED and error["data"] == {"source": "gateway"}

@@ -35,6 +35,10 @@ DETACHED_OUTBOX_BYTES: Final = 64 * 1024
 OUTBOX_BUDGET_BYTES: Final = 256 * 1024 * 1024
 
 
+class Undeliverable(Exception):
+    """A message for a client could not be queued (it is not reading, or its queue is full)."""
+
+
 class OutboxClosed(Exception):
     """The session ended: its stream has nothing more to carry."""
 
@@ -218,12 +222,14 @@ class ClientRequests:
 
     async def ask(
         self,
-        write: Callable[[bytes], Awaitable[None]],
+        write: Callable[[bytes], Awaitable[object]],
         capabilities: Raw | None,
         method: str,
         params: bytes | None,
         timeout: float,
     ) -> Reply:
+        """Send the request with `write` and await the client's answer. `write` raises
+        `Undeliverable` when it cannot queue it: that is answered at once, not timed out."""
         needed = CAPABILITY_FOR.get(method)
         if needed is not None and not has_capability(capabilities, needed):
             return frame.error_reply(
@@ -235,6 +241,12 @@ class ClientRequests:
         try:
             await write(frame.request_bytes(str(request_id).encode(), method, params))
             return await asyncio.wait_for(future, timeout)
+        except Undeliverable:
+            return frame.error_reply(
+                codes.CLIENT_BACKLOGGED,
+                f"{method} could not be delivered: the client is not reading",
+                {"source": "gateway"},
+            )
         except TimeoutError:
             return frame.error_reply(
                 codes.CLIENT_TIMEOUT,
@@ -301,7 +313,8 @@ class Session:
         self.last_seen = time.monotonic()
 
     async def _push(self, message: bytes) -> None:
-        self.push(message)
+        if not self.push(message):
+            raise Undeliverable
 
     def notify(self, method: str, params: bytes | None) -> None:
         """Queue a notification on this session's stream."""
@@ -313,7 +326,11 @@ class Session:
 
 
 class SessionLink:
-    """Notifications and server->client requests delivered on a session's own stream."""
+    """Notifications and server->client requests delivered on a session's own stream.
+
+    Called from backend readers: it only queues (bounded), never waits for the client, so a
+    client that stops reading cannot stall a backend shared with others.
+    """
 
     __slots__ = ("session",)
 

@@ -7,12 +7,19 @@ names a modern revision is served statelessly, as on HTTP.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import sys
 from typing import Final
 
-from switchyard.downstream.session import ClientRequests, InflightRequests, OutboxClosed, Session
+from switchyard.downstream.session import (
+    ClientRequests,
+    InflightRequests,
+    OutboxClosed,
+    Session,
+    Undeliverable,
+)
 from switchyard.downstream.streamable_http import _adopt, level_of
 from switchyard.gateway import Gateway
 from switchyard.policies.base import Identity, RequestContext
@@ -32,6 +39,64 @@ from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
 log = logging.getLogger("switchyard.stdio")
 
 MAX_LINE_BYTES: Final = 4 * 1024 * 1024
+# What may wait for a client that is not reading stdout before notifications are dropped.
+STDOUT_QUEUE_BYTES: Final = 4 * 1024 * 1024
+
+
+class StdoutQueue:
+    """Lines waiting for stdout, written in order by one writer task.
+
+    Notifications and server->client requests arrive from backend readers shared with other
+    work: `offer` never waits, and past the byte bound refuses (the caller drops and counts).
+    Answers and errors come from the client's own request tasks: `put` waits for room and never
+    drops, so a client that stops reading stalls only its own requests.
+    """
+
+    def __init__(self, limit_bytes: int = STDOUT_QUEUE_BYTES) -> None:
+        self.limit_bytes = limit_bytes
+        self.size = 0
+        self.dropped = 0
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.emptied = asyncio.Event()
+        """Set while nothing is queued (the writer has taken every line)."""
+        self.emptied.set()
+
+    def offer(self, line: bytes) -> bool:
+        if self.size + len(line) > self.limit_bytes and self._lines:
+            if not self.dropped:
+                log.warning("the client is not reading stdout: dropping notifications")
+            self.dropped += 1
+            return False
+        self._append(line)
+        return True
+
+    async def put(self, line: bytes) -> None:
+        while self.size >= self.limit_bytes:
+            await self._room.wait()
+        self._append(line)
+
+    def _append(self, line: bytes) -> None:
+        self._lines.append(line)
+        self.size += len(line)
+        self._ready.set()
+        self.emptied.clear()
+        if self.size >= self.limit_bytes:
+            self._room.clear()
+
+    async def get(self) -> bytes:
+        while not self._lines:
+            self._ready.clear()
+            await self._ready.wait()
+        line = self._lines.popleft()
+        self.size -= len(line)
+        if self.size < self.limit_bytes:
+            self._room.set()
+        if not self._lines:
+            self.emptied.set()
+        return line
 
 
 class StdioServer:
@@ -45,7 +110,7 @@ class StdioServer:
         """The caller, established once from the environment's API key (authentication on)."""
         self.session: Session | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._write_lock = asyncio.Lock()
+        self.stdout = StdoutQueue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session_ready = asyncio.Event()
         self.requests = InflightRequests()
@@ -61,6 +126,7 @@ class StdioServer:
         )
         self._writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         outbox = asyncio.create_task(self._drain_outbox())
+        writer = asyncio.create_task(self._write_stdout())
         try:
             while True:
                 try:
@@ -76,17 +142,32 @@ class StdioServer:
                     await self._handle(line)
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=5.0)
+            await self._flush(5.0)
         finally:
-            outbox.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await outbox
+            for task in (outbox, writer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _write(self, data: bytes) -> None:
+        """Queue an answer for stdout, waiting for room (never dropped)."""
+        await self.stdout.put(data + b"\n")
+
+    async def _write_stdout(self) -> None:
         assert self._writer is not None
-        async with self._write_lock:
-            self._writer.write(data + b"\n")
+        while True:
+            self._writer.write(await self.stdout.get())
             with contextlib.suppress(ConnectionError):
                 await self._writer.drain()
+
+    async def _flush(self, timeout: float) -> None:
+        """Give the writer a bounded time to empty the queue before the process ends."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.stdout.emptied.wait()
+                assert self._writer is not None
+                with contextlib.suppress(ConnectionError):
+                    await self._writer.drain()
 
     async def _drain_outbox(self) -> None:
         while True:
@@ -167,13 +248,18 @@ class StdioServer:
         return self.session.id if self.session is not None else "stdio"
 
     async def notify(self, method: str, params: bytes | None) -> None:
+        # Reached from backend readers: queue and return, never wait for the client.
         level = self.session.log_level if self.session is not None else None
         if method != methods.MESSAGE or log_wanted(params, level):
-            await self._write(frame.notification_bytes(method, params))
+            self.stdout.offer(frame.notification_bytes(method, params) + b"\n")
 
     async def ask(self, method: str, params: bytes | None, timeout: float) -> Reply:
         capabilities = self.session.client_capabilities if self.session is not None else None
-        return await self.outgoing.ask(self._write, capabilities, method, params, timeout)
+        return await self.outgoing.ask(self._offer, capabilities, method, params, timeout)
+
+    async def _offer(self, data: bytes) -> None:
+        if not self.stdout.offer(data + b"\n"):
+            raise Undeliverable
 
     def _context(self, method: str, params: Raw | None) -> tuple[RequestContext, Reply | None]:
         meta: dict[str, Raw] | None = None

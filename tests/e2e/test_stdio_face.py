@@ -1,0 +1,154 @@
+"""`switchyard stdio`: the gateway on its own stdin/stdout, driven as a raw JSON-RPC client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness import BIN, log_path, stdio_fixture
+from tests.rpc import LEGACY
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+WAIT_S = 30.0
+
+
+class StdioClient:
+    """One `switchyard stdio` process; the test decides when (and whether) to read its stdout."""
+
+    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
+        self.process = process
+        self.log = log
+        self.ids = iter(range(1, 1_000_000))
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> int:
+        request_id = next(self.ids)
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        await self.send(message)
+        return request_id
+
+    async def read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        async with asyncio.timeout(WAIT_S):
+            line = await self.process.stdout.readline()
+        assert line, f"switchyard stdio closed stdout:\n{self.log.read_text()[-3000:]}"
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    async def until_answer(self, request_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Read until the answer to `request_id`; returns it and everything read before it."""
+        before: list[dict[str, Any]] = []
+        while True:
+            message = await self.read()
+            if message.get("id") == request_id and "method" not in message:
+                return message, before
+            before.append(message)
+
+    async def initialize(self) -> None:
+        request_id = await self.request(
+            "initialize",
+            {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "t"}},
+        )
+        answer, _ = await self.until_answer(request_id)
+        assert "result" in answer, answer
+        await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+
+@asynccontextmanager
+async def stdio_gateway(
+    tmp: Path, config: dict[str, Any], env: dict[str, str] | None = None
+) -> AsyncIterator[StdioClient]:
+    config_path = tmp / "stdio.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    log = log_path("stdio-face")
+    process = await asyncio.create_subprocess_exec(
+        str(BIN / "switchyard"),
+        "stdio",
+        "--config",
+        str(config_path),
+        "--log-file",
+        str(log),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+        # Small, so an unread stdout backs up into the gateway rather than into this reader.
+        limit=256 * 1024,
+    )
+    client = StdioClient(process, log)
+    try:
+        yield client
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                async with asyncio.timeout(15):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+def _has_content(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
+async def _wait_for_file(path: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(_has_content, path):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_a_client_that_stops_reading_stdout_never_stalls_the_backend_reader(
+    tmp_path: Path,
+) -> None:
+    # The backend writes far more progress than every pipe and queue between it and an
+    # unread stdout hold; the gateway must keep reading it (dropping what the client
+    # cannot take) so the backend finishes, and later answers still get through.
+    count, size = 400, 32 * 1024
+    done = tmp_path / "flood-done"
+    config = {
+        # A small upstream line limit keeps the gateway's own read buffer from absorbing it all.
+        "gateway": {"max_message_bytes": 256 * 1024},
+        "servers": {"fx": stdio_fixture("chatty", isolation="shared")},
+    }
+    async with stdio_gateway(tmp_path, config) as client:
+        await client.initialize()
+        flood = await client.request(
+            "tools/call",
+            {
+                "name": "fx_flood",
+                "arguments": {"count": count, "size": size, "done_file": str(done)},
+                "_meta": {"progressToken": "flood"},
+            },
+        )
+        # Not reading stdout from here on.
+        assert await _wait_for_file(done, WAIT_S), "the backend was stalled by an unread stdout"
+        echo = await client.request(
+            "tools/call", {"name": "fx_echo", "arguments": {"text": "still here"}}
+        )
+        answer, before = await client.until_answer(echo)
+        assert answer["result"]["content"][0]["text"] == "still here"
+        answers = [m for m in before if m.get("id") == flood and "method" not in m]
+        assert len(answers) == 1 and answers[0]["result"]["content"][0]["text"] == "flooded 400"
+        progress = [m for m in before if m.get("method") == "notifications/progress"]
+        assert all(m["params"]["progressToken"] == "flood" for m in progress)
+        assert 0 < len(progress) < count  # what an unread stdout could not take was dropped
