@@ -161,6 +161,7 @@ class LegacySseEndpoint:
                 principal=session.principal,
                 identity=identity,
                 view=view,
+                request_id=id_raw,
             )
             reply = await session.requests.run(
                 id_raw, self.gateway.dispatcher.request(ctx, method, params)

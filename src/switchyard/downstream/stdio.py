@@ -221,6 +221,7 @@ class StdioServer:
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
         params = env.params if env.params is not UNSET else None
         ctx, refusal = self._context(env.method, params)
+        ctx.request_id = id_raw
         if refusal is not None:
             await self._write(frame.response_bytes(id_raw, refusal))
             return

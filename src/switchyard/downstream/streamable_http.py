@@ -345,6 +345,7 @@ class StreamableHttpEndpoint:
             principal=identity.name if identity else None,
             identity=identity,
             view=current_view(),
+            request_id=id_raw,
         )
         params_raw = env.params if env.params is not UNSET else None
         watch = DisconnectWatch(receive)
@@ -404,6 +405,7 @@ class StreamableHttpEndpoint:
             principal=session.principal,
             identity=caller(),
             view=current_view(),
+            request_id=id_raw,
         )
         params_raw = env.params if env.params is not UNSET else None
         reply = await session.requests.run(
@@ -425,6 +427,7 @@ class StreamableHttpEndpoint:
             principal=identity.name if identity else None,
             identity=identity,
             view=current_view(),
+            request_id=id_raw,
         )
         params_raw = env.params if env.params is not UNSET else None
         reply = await self.gateway.dispatcher.request(ctx, methods.INITIALIZE, params_raw)

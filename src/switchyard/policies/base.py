@@ -58,6 +58,8 @@ class RequestContext:
     """The level the client set with `logging/setLevel` (legacy sessions)."""
     view: str | None = None
     """The virtual server the request came through; None: the full gateway."""
+    request_id: bytes | None = None
+    """The request's JSON-RPC id as encoded on the wire (for the access log)."""
 
 
 @dataclass(slots=True)
@@ -69,6 +71,8 @@ class Call:
     backend: str | None = None
     target: str | None = None
     list_filters: list[ListFilter] | None = None
+    denied: bool = False
+    """A filter refused an entry this call looked up (for a list: hid one)."""
     _fields: dict[str, Raw] | None = None
 
     def fields(self) -> dict[str, Raw]:
@@ -78,7 +82,10 @@ class Call:
         return self._fields
 
     def allowed(self, entry: Entry) -> bool:
-        return self.list_filters is None or all(f(entry) for f in self.list_filters)
+        if self.list_filters is None or all(f(entry) for f in self.list_filters):
+            return True
+        self.denied = True
+        return False
 
     def add_list_filter(self, allowed: ListFilter) -> None:
         """Hide list entries `allowed` rejects (and make them uncallable by name)."""
