@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness import BIN, log_path, stdio_fixture
+from switchyard.auth import keys
+from tests.harness import BIN, create_key, keys_cli, log_path, stdio_fixture
 from tests.rpc import LEGACY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -85,7 +87,7 @@ async def stdio_gateway(
         str(log),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
         env=env,
         # Small, so an unread stdout backs up into the gateway rather than into this reader.
         limit=256 * 1024,
@@ -152,3 +154,40 @@ async def test_a_client_that_stops_reading_stdout_never_stalls_the_backend_reade
         progress = [m for m in before if m.get("method") == "notifications/progress"]
         assert all(m["params"]["progressToken"] == "flood" for m in progress)
         assert 0 < len(progress) < count  # what an unread stdout could not take was dropped
+
+
+async def test_a_revoked_key_is_refused_by_a_running_stdio_process_which_then_exits(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "keys"
+    key = create_key(data, "alice", "user")
+    parsed = keys.parse(key)
+    assert parsed is not None
+    config = {
+        "auth": {"enabled": True, "data_dir": str(data), "rules": [{"effect": "allow"}]},
+        "servers": {"fx": stdio_fixture("chatty", isolation="shared")},
+    }
+    env = {**os.environ, "SWITCHYARD_API_KEY": key}
+    async with stdio_gateway(tmp_path, config, env) as client:
+        await client.initialize()
+        answer, _ = await client.until_answer(await client.request("tools/list"))
+        assert [t["name"] for t in answer["result"]["tools"]] == ["fx_echo", "fx_flood"]
+        keys_cli("revoke", parsed.prefix, "--data-dir", str(data))
+        revoked_at = time.monotonic()
+        refusal: dict[str, Any] | None = None
+        while refusal is None and time.monotonic() - revoked_at < WAIT_S:
+            answer, _ = await client.until_answer(await client.request("ping"))
+            if "error" in answer:
+                refusal = answer
+            else:
+                await asyncio.sleep(0.25)
+        assert refusal is not None, "the revoked key kept working"
+        assert time.monotonic() - revoked_at < 10.0  # checked again every 5 s
+        assert refusal["error"]["code"] == -32600
+        assert "Authentication failed" in refusal["error"]["message"]
+        async with asyncio.timeout(WAIT_S):
+            status = await client.process.wait()
+            assert client.process.stderr is not None
+            stderr = await client.process.stderr.read()
+        assert status != 0
+        assert b"SWITCHYARD_API_KEY" in stderr and b"exiting" in stderr

@@ -11,6 +11,8 @@ import collections
 import contextlib
 import logging
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from switchyard.downstream.session import (
@@ -39,6 +41,13 @@ from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
 log = logging.getLogger("switchyard.stdio")
 
 MAX_LINE_BYTES: Final = 4 * 1024 * 1024
+# How often the caller's credential is checked again: a revoked or expired API key stops
+# working within this (plus the key cache's few seconds at most).
+REVERIFY_S: Final = 5.0
+
+Reverify = Callable[[], Awaitable[str | None]]
+"""Checks the process's credential again: why it is no longer good, or None."""
+
 # What may wait for a client that is not reading stdout before notifications are dropped.
 STDOUT_QUEUE_BYTES: Final = 4 * 1024 * 1024
 
@@ -101,9 +110,19 @@ class StdoutQueue:
 
 class StdioServer:
     def __init__(
-        self, gateway: Gateway, view: str | None = None, identity: Identity | None = None
+        self,
+        gateway: Gateway,
+        view: str | None = None,
+        identity: Identity | None = None,
+        *,
+        reverify: Reverify | None = None,
     ) -> None:
         self.gateway = gateway
+        self.reverify = reverify
+        self.refused: str | None = None
+        """Why the credential stopped being good; the process then refuses requests and ends."""
+        self._verified_at = time.monotonic()
+        self._verify_lock = asyncio.Lock()
         self.view = view
         """The virtual server this process serves (None: the full gateway)."""
         self.identity = identity
@@ -127,6 +146,7 @@ class StdioServer:
         self._writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         outbox = asyncio.create_task(self._drain_outbox())
         writer = asyncio.create_task(self._write_stdout())
+        watch = asyncio.create_task(self._watch_credential())
         try:
             while True:
                 try:
@@ -140,14 +160,43 @@ class StdioServer:
                     break
                 if line.strip():
                     await self._handle(line)
-            if self._tasks:
+                if self.refused is not None:
+                    break
+            if self._tasks and self.refused is None:
                 await asyncio.wait(self._tasks, timeout=5.0)
             await self._flush(5.0)
         finally:
+            for task in (watch, *self._tasks) if self.refused is not None else (watch,):
+                task.cancel()
             for task in (outbox, writer):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _credential_refused(self, every: float = REVERIFY_S) -> bool:
+        """Whether the caller's credential is no longer good, checking it again when the last
+        check is `every` seconds old."""
+        if self.refused is not None:
+            return True
+        if self.reverify is None or time.monotonic() - self._verified_at < every:
+            return False
+        async with self._verify_lock:
+            if time.monotonic() - self._verified_at >= every and self.refused is None:
+                try:
+                    self.refused = await self.reverify()
+                except Exception:  # the store is down: not the caller's fault; retry later
+                    log.exception("could not re-verify the API key")
+                self._verified_at = time.monotonic()
+        return self.refused is not None
+
+    async def _watch_credential(self) -> None:
+        """Check the credential between requests too, so an idle process learns of it."""
+        if self.reverify is None:
+            return
+        while self.refused is None:
+            await asyncio.sleep(REVERIFY_S)
+            if await self._credential_refused():
+                log.warning("the API key is no longer valid (%s): refusing requests", self.refused)
 
     async def _write(self, data: bytes) -> None:
         """Queue an answer for stdout, waiting for room (never dropped)."""
@@ -211,6 +260,11 @@ class StdioServer:
             return
         if env.id is None or env.jsonrpc != "2.0":
             await self._write(_error(b"null", codes.INVALID_REQUEST, "Invalid JSON-RPC request"))
+            return
+        if await self._credential_refused():
+            id_raw = frame.encode_id(env.id)
+            message = f"Authentication failed: {self.refused}"
+            await self._write(_error(id_raw, codes.INVALID_REQUEST, message))
             return
         task = asyncio.create_task(self._request(env))
         self._tasks.add(task)
