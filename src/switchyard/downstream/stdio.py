@@ -10,6 +10,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -26,12 +27,14 @@ from switchyard.downstream.streamable_http import _adopt, level_of
 from switchyard.gateway import Gateway
 from switchyard.policies.base import Identity, RequestContext
 from switchyard.protocol import codes, methods
-from switchyard.protocol.link import log_wanted
+from switchyard.protocol.link import LOG_LEVELS, log_wanted
 from switchyard.protocol.versions import (
     HANDSHAKE_VERSIONS,
     LATEST_HANDSHAKE,
     META_CLIENT_CAPABILITIES,
+    META_LOG_LEVEL,
     META_PROTOCOL_VERSION,
+    META_SUBSCRIPTION_ID,
     MODERN_VERSIONS,
     Era,
 )
@@ -41,6 +44,8 @@ from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
 log = logging.getLogger("switchyard.stdio")
 
 MAX_LINE_BYTES: Final = 4 * 1024 * 1024
+# Resource URIs one listen request may subscribe to; the rest are not honoured.
+MAX_LISTEN_URIS: Final = 100
 # How often the caller's credential is checked again: a revoked or expired API key stops
 # working within this (plus the key cache's few seconds at most).
 REVERIFY_S: Final = 5.0
@@ -108,6 +113,80 @@ class StdoutQueue:
         return line
 
 
+class StdioListener:
+    """One 2026-07-28 listen request on stdio: what it asked for, delivered tagged with its id.
+
+    Resource subscriptions go through the policy chain as `resources/subscribe` (with this
+    listener as the subscriber), so they meet the same access rules, audit record and "denied
+    is unknown" answer as a legacy subscription.
+    """
+
+    _LIST_FLAGS = ("toolsListChanged", "promptsListChanged", "resourcesListChanged")
+
+    def __init__(self, server: StdioServer, request_id: object) -> None:
+        self.server = server
+        self.key = f"listen-{secrets.token_hex(8)}"
+        self.meta = frame.encode({META_SUBSCRIPTION_ID: request_id})
+
+    async def open(self, ctx: RequestContext, wanted: dict[str, Raw]) -> dict[str, object]:
+        """Register; returns the subset of the request that will be honoured."""
+        honoured: dict[str, object] = {}
+        for flag in self._LIST_FLAGS:
+            with contextlib.suppress(frame.DecodeError):
+                if flag in wanted and frame.decode_any(wanted[flag]) is True:
+                    honoured[flag] = True
+        gateway = self.server.gateway
+        gateway.subscriptions.listen(self.key, self.push, frozenset(honoured))
+        try:
+            uris = frame.decode_any(wanted.get("resourceSubscriptions", Raw(b"[]")))
+        except frame.DecodeError:
+            uris = []
+        accepted: list[str] = []
+        for uri in uris[:MAX_LISTEN_URIS] if isinstance(uris, list) else ():
+            if not isinstance(uri, str):
+                continue
+            sub_ctx = RequestContext(
+                Era.LEGACY,
+                ctx.version,
+                "stdio",
+                session_id=self.key,
+                session_push=self.push,
+                principal=ctx.principal,
+                identity=ctx.identity,
+                view=ctx.view,
+                request_id=ctx.request_id,
+            )
+            reply = await gateway.dispatcher.request(
+                sub_ctx, methods.SUBSCRIBE, Raw(frame.encode({"uri": uri}))
+            )
+            if reply.error is None:
+                accepted.append(uri)
+        if accepted:
+            honoured["resourceSubscriptions"] = accepted
+        return honoured
+
+    def tagged(self, method: str, params: bytes | None) -> bytes:
+        fields = frame.decode_object(params) if params else {}
+        meta = frame.decode_object(fields["_meta"]) if "_meta" in fields else {}
+        meta.update(frame.decode_object(self.meta))
+        fields["_meta"] = Raw(frame.encode_object(meta))
+        return frame.notification_bytes(method, frame.encode_object(fields)) + b"\n"
+
+    def push(self, method: str, params: bytes | None) -> None:
+        try:
+            line = self.tagged(method, params)
+        except (frame.DecodeError, frame.ValidationError):
+            return  # a backend's malformed params: nothing to tag
+        self.server.stdout.offer(line)
+
+    def farewell(self) -> Reply:
+        """The listen request's answer, once the gateway ends it."""
+        return Reply(result=b'{"resultType":"complete","_meta":' + self.meta + b"}")
+
+    async def close(self) -> None:
+        await self.server.gateway.subscriptions.drop(self.key)
+
+
 class StdioServer:
     def __init__(
         self,
@@ -123,6 +202,8 @@ class StdioServer:
         """Why the credential stopped being good; the process then refuses requests and ends."""
         self._verified_at = time.monotonic()
         self._verify_lock = asyncio.Lock()
+        self._closing = asyncio.Event()
+        """Set when stdin ends: open listen requests are answered and end."""
         self.view = view
         """The virtual server this process serves (None: the full gateway)."""
         self.identity = identity
@@ -162,6 +243,7 @@ class StdioServer:
                     await self._handle(line)
                 if self.refused is not None:
                     break
+            self._closing.set()
             if self._tasks and self.refused is None:
                 await asyncio.wait(self._tasks, timeout=5.0)
             await self._flush(5.0)
@@ -279,9 +361,12 @@ class StdioServer:
         if refusal is not None:
             await self._write(frame.response_bytes(id_raw, refusal))
             return
-        reply = await self.requests.run(
-            id_raw, self.gateway.dispatcher.request(ctx, env.method, params)
-        )
+        if ctx.era is Era.MODERN and env.method == methods.LISTEN:
+            reply = await self.requests.run(id_raw, self._listen(ctx, env.id, params))
+        else:
+            reply = await self.requests.run(
+                id_raw, self.gateway.dispatcher.request(ctx, env.method, params)
+            )
         if reply is None:
             return  # cancelled by the client: no answer is owed
         if env.method == methods.SET_LEVEL and reply.result is not None and self.session:
@@ -297,6 +382,25 @@ class StdioServer:
                 self.session = session
                 self._session_ready.set()
         await self._write(frame.response_bytes(id_raw, reply))
+
+    async def _listen(self, ctx: RequestContext, request_id: object, params: Raw | None) -> Reply:
+        """2026-07-28 `subscriptions/listen`: acknowledge what will be honoured, then deliver it
+        on stdout tagged with the request's id, until the client cancels it or stdin ends."""
+        try:
+            fields = frame.decode_object(params) if params is not None else {}
+            wanted = frame.decode_object(fields["notifications"])
+        except (KeyError, frame.DecodeError, frame.ValidationError):
+            return frame.error_reply(codes.INVALID_PARAMS, "notifications must be an object")
+        listener = StdioListener(self, request_id)
+        try:
+            honoured = await listener.open(ctx, wanted)
+            self.stdout.offer(
+                listener.tagged(methods.ACKNOWLEDGED, frame.encode({"notifications": honoured}))
+            )
+            await self._closing.wait()
+        finally:
+            await listener.close()
+        return listener.farewell()
 
     @property
     def client(self) -> str:
@@ -323,12 +427,13 @@ class StdioServer:
                 meta = frame.decode_object(frame.decode_object(params)["_meta"])
         if meta is not None and META_PROTOCOL_VERSION in meta and method != methods.INITIALIZE:
             version = frame.decode_any(meta[META_PROTOCOL_VERSION])
+            level, bad_level = _log_level(meta)
             ctx = RequestContext(
                 Era.MODERN,
                 str(version),
                 "stdio",
                 client_capabilities=meta.get(META_CLIENT_CAPABILITIES),
-                link=self,
+                link=RequestLink(self, level),
                 principal=self.identity.name if self.identity else None,
                 identity=self.identity,
                 view=self.view,
@@ -342,6 +447,11 @@ class StdioServer:
             if META_CLIENT_CAPABILITIES not in meta:
                 return ctx, frame.error_reply(
                     codes.INVALID_PARAMS, f"params._meta must carry {META_CLIENT_CAPABILITIES!r}"
+                )
+            if bad_level:
+                return ctx, frame.error_reply(
+                    codes.INVALID_PARAMS,
+                    f"params._meta {META_LOG_LEVEL!r} must be one of {', '.join(LOG_LEVELS)}",
                 )
             return ctx, None
         session = self.session
@@ -359,6 +469,43 @@ class StdioServer:
             view=self.view,
             log_level=session.log_level if session else None,
         ), None
+
+
+class RequestLink:
+    """The way back to one 2026-07-28 request's client: its log lines only if the request
+    opted in with `logLevel` (and at or above it); everything else as the process's link."""
+
+    __slots__ = ("level", "server")
+
+    def __init__(self, server: StdioServer, level: str | None) -> None:
+        self.server = server
+        self.level = level
+
+    @property
+    def client(self) -> str:
+        # One per request, as on HTTP: a log line is attributed to a request, never guessed
+        # among several of this client's requests in flight.
+        return f"stdio-request-{id(self)}"
+
+    async def notify(self, method: str, params: bytes | None) -> None:
+        if method == methods.MESSAGE and (self.level is None or not log_wanted(params, self.level)):
+            return  # 2026-07-28: no log lines for a request that did not ask, or below its level
+        self.server.stdout.offer(frame.notification_bytes(method, params) + b"\n")
+
+    async def ask(self, method: str, params: bytes | None, timeout: float) -> Reply:
+        return await self.server.ask(method, params, timeout)
+
+
+def _log_level(meta: dict[str, Raw]) -> tuple[str | None, bool]:
+    """A modern request's `logLevel` opt-in, and whether it was malformed."""
+    raw = meta.get(META_LOG_LEVEL)
+    if raw is None:
+        return None, False
+    try:
+        level = frame.decode_any(raw)
+    except frame.DecodeError:
+        return None, True
+    return (level, False) if level in LOG_LEVELS else (None, True)
 
 
 def _error(id_raw: bytes, code: int, message: str) -> bytes:
