@@ -75,6 +75,8 @@ class RequestContext:
     """The level the client set with `logging/setLevel` (legacy sessions)."""
     view: str | None = None
     """The virtual server the request came through; None: the full gateway."""
+    request_id: bytes | None = None
+    """The request's JSON-RPC id as encoded on the wire (for the access log)."""
 
     @property
     def caller(self) -> str:
@@ -92,6 +94,8 @@ class Call:
     route: Route | None = None
     """Where the request goes; resolved before the chain (None: answered locally, or unknown)."""
     list_filters: list[ListFilter] | None = None
+    denied: bool = False
+    """A policy refused this call's target (or, for a list, hid an entry from it)."""
     reachable: Callable[[str], bool] | None = None
     """Which backends the caller may reach at all (None: every one): traffic fanned out to
     every backend (`logging/setLevel`, `tasks/list`) skips the others, never starting them."""
@@ -115,7 +119,10 @@ class Call:
         return self.reachable is None or self.reachable(backend)
 
     def allowed(self, entry: Entry) -> bool:
-        return self.list_filters is None or all(f(entry) for f in self.list_filters)
+        if self.list_filters is None or all(f(entry) for f in self.list_filters):
+            return True
+        self.denied = True
+        return False
 
     def add_list_filter(self, allowed: ListFilter) -> None:
         """Hide list entries `allowed` rejects."""

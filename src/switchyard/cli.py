@@ -143,10 +143,10 @@ def _stdio(plan: object, config: object, server: str | None) -> int:
 
     import uvloop
 
-    from switchyard.auth.authenticator import Refusal, open_authenticator
+    from switchyard.auth.authenticator import Authenticator, Refusal, open_authenticator
     from switchyard.config.load import auth_settings
     from switchyard.config.schema import SwitchyardConfig
-    from switchyard.downstream.stdio import StdioServer
+    from switchyard.downstream.stdio import Reverify, StdioServer
     from switchyard.gateway import Gateway, Plan
     from switchyard.policies.base import Identity
 
@@ -155,36 +155,52 @@ def _stdio(plan: object, config: object, server: str | None) -> int:
         print(f"switchyard: no virtual server named {server!r}", file=sys.stderr)  # noqa: T201
         return 2
 
-    async def identify() -> Identity | None:
-        """With authentication on, the one caller of this process: $SWITCHYARD_API_KEY's."""
+    async def identify() -> tuple[Identity | None, Authenticator | None, Reverify | None]:
+        """With authentication on, the one caller of this process: $SWITCHYARD_API_KEY's, and
+        a check that the key is still good (the authenticator stays open for it)."""
         if not config.auth.enabled:
-            return None
+            return None, None, None
         authenticator = await open_authenticator(auth_settings(config, "127.0.0.1", 0))
+        key = os.environ.get("SWITCHYARD_API_KEY", "")
+        headers = [(b"authorization", f"Bearer {key}".encode())] if key else []
+        resource = authenticator.resource_for(server)
+
+        async def reverify() -> str | None:
+            """Why the key is no longer good; None while it is (or the store cannot say)."""
+            outcome = await authenticator.authenticate(headers, b"", resource)
+            if isinstance(outcome, Refusal) and outcome.status < 500:
+                return outcome.message
+            return None
+
         try:
-            key = os.environ.get("SWITCHYARD_API_KEY", "")
-            headers = [(b"authorization", f"Bearer {key}".encode())] if key else []
-            outcome = await authenticator.authenticate(
-                headers, b"", authenticator.resource_for(server)
-            )
-        finally:
+            outcome = await authenticator.authenticate(headers, b"", resource)
+            if isinstance(outcome, Refusal):
+                raise SystemExit(f"switchyard: {outcome.message} ($SWITCHYARD_API_KEY)")
+            roles = next((v.roles for v in plan.views if v.name == server), None)
+            if roles is not None and roles.isdisjoint(outcome.roles):
+                raise SystemExit(
+                    f"switchyard: virtual server {server!r} needs one of roles {sorted(roles)}"
+                )
+        except BaseException:
             await authenticator.aclose()
-        if isinstance(outcome, Refusal):
-            raise SystemExit(f"switchyard: {outcome.message} ($SWITCHYARD_API_KEY)")
-        roles = next((v.roles for v in plan.views if v.name == server), None)
-        if roles is not None and roles.isdisjoint(outcome.roles):
-            raise SystemExit(
-                f"switchyard: virtual server {server!r} needs one of roles {sorted(roles)}"
-            )
-        return outcome
+            raise
+        return outcome, authenticator, reverify
 
     async def run() -> None:
-        identity = await identify()
+        identity, authenticator, reverify = await identify()
         gateway = Gateway(plan)
-        await gateway.start()
         try:
-            await StdioServer(gateway, server, identity).serve()
+            await gateway.start()
+            stdio = StdioServer(gateway, server, identity, reverify=reverify)
+            try:
+                await stdio.serve()
+            finally:
+                await gateway.stop()
         finally:
-            await gateway.stop()
+            if authenticator is not None:
+                await authenticator.aclose()
+        if stdio.refused is not None:
+            raise SystemExit(f"switchyard: {stdio.refused} ($SWITCHYARD_API_KEY); exiting")
 
     uvloop.run(run())
     return 0

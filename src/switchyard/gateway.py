@@ -13,7 +13,7 @@ from typing import Any
 from switchyard.bridge import ParkedCalls
 from switchyard.call import Identity
 from switchyard.dispatcher import Dispatcher
-from switchyard.downstream.session import Session, SessionRegistry
+from switchyard.downstream.session import Session, SessionLimits, SessionRegistry
 from switchyard.forwarder import Forwarder
 from switchyard.policies.access import AccessRules
 from switchyard.policies.base import PolicySpec
@@ -46,6 +46,7 @@ class GatewaySettings:
     instructions: str | None = None
     session_idle_timeout_s: float = 3600.0
     max_sessions: int = 10000
+    sessions: SessionLimits = field(default_factory=SessionLimits)
     policies: tuple[PolicySpec, ...] = field(default_factory=lambda: (PolicySpec(RequestLog),))
     access: AccessRules | None = None
     """The access rules when authentication is on: the chain's policy and every message that
@@ -70,7 +71,9 @@ class Gateway:
         }
         self.catalog = catalog.Catalog()
         self.sessions = SessionRegistry(
-            self.settings.session_idle_timeout_s, self.settings.max_sessions
+            self.settings.session_idle_timeout_s,
+            self.settings.max_sessions,
+            limits=self.settings.sessions,
         )
         self.views: dict[str, catalog.Catalog] = {v.name: catalog.Catalog() for v in plan.views}
         # State that outlives a request is the gateway's, not the terminal's: the forwarder
@@ -120,7 +123,13 @@ class Gateway:
 
     async def _reap_sessions(self) -> None:
         while True:
-            await asyncio.sleep(min(60.0, self.settings.session_idle_timeout_s))
+            await asyncio.sleep(
+                min(
+                    60.0,
+                    self.settings.session_idle_timeout_s,
+                    self.settings.sessions.max_lifetime_s,
+                )
+            )
             if reaped := self.sessions.reap():
                 log.info("reaped %d idle sessions", reaped)
             self.parked.expire()

@@ -26,6 +26,7 @@ from switchyard.config.schema import (
     ServerConfig,
     SwitchyardConfig,
 )
+from switchyard.downstream.session import SessionLimits
 from switchyard.gateway import GatewaySettings, Plan
 from switchyard.policies.access import AccessControl, AccessRules, Rule
 from switchyard.policies.base import PolicySpec
@@ -296,6 +297,15 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
         startup_wait_s=gw.startup_wait,
         instructions=gw.instructions,
         session_idle_timeout_s=gw.session_idle_timeout,
+        max_sessions=gw.limits.max_sessions,
+        sessions=SessionLimits(
+            max_sessions=gw.limits.max_sessions,
+            max_per_principal=gw.limits.max_sessions_per_principal,
+            idle_timeout_s=gw.session_idle_timeout,
+            max_lifetime_s=gw.session_max_lifetime,
+            outbox_bytes=gw.limits.session_outbox_bytes,
+            outbox_budget_bytes=gw.limits.outbox_budget,
+        ),
         policies=policies,
         access=access,
     )

@@ -31,6 +31,25 @@ class LimitsConfig(BaseModel):
         ge=16 * 1024 * 1024,
         description="Bytes of memory the gateway may use: past 90%, new requests get 503.",
     )
+    max_sessions: int = Field(
+        10000, ge=1, description="Legacy sessions open at once, gateway-wide (503 beyond)."
+    )
+    max_sessions_per_principal: int = Field(
+        100,
+        ge=1,
+        description="Legacy sessions one caller may hold (per peer address without "
+        "authentication; 429 beyond).",
+    )
+    session_outbox_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=65536,
+        description="Bytes queued for one legacy session's stream; past it the oldest go.",
+    )
+    outbox_budget: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes queued for all sessions' streams together; past it pushes are dropped.",
+    )
     max_json_depth: int = Field(64, ge=2, description="Nesting depth of a message (-32600).")
     max_json_string_bytes: int = Field(1048576, ge=1024, description="Bytes of one string.")
     max_json_array_items: int = Field(10000, ge=1, description="Items of one array.")
@@ -96,6 +115,11 @@ class GatewayConfig(BaseModel):
     )
     session_idle_timeout: float = Field(
         3600.0, gt=0, description="Seconds before an idle legacy session is forgotten."
+    )
+    session_max_lifetime: float = Field(
+        86400.0,
+        gt=0,
+        description="Seconds after which a legacy session is closed, even with a stream open.",
     )
     log_requests: bool = Field(True, description="Log one line per request with its timing.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig)

@@ -25,6 +25,14 @@ VIEW: ContextVar[str | None] = ContextVar("switchyard_view", default=None)
 """The virtual server a request came through (None: the full gateway)."""
 
 
+PEER: ContextVar[str | None] = ContextVar("switchyard_peer", default=None)
+"""The client's address (ASGI `client` host), which new sessions count against without auth."""
+
+
+def current_peer() -> str | None:
+    return PEER.get()
+
+
 def current_view() -> str | None:
     return VIEW.get()
 

@@ -11,6 +11,7 @@ from switchyard.auth.authenticator import Authenticator, AuthSettings, Refusal, 
 from switchyard.downstream.asgi import (
     IDENTITY,
     IDENTITY_KEY,
+    PEER,
     VIEW,
     ASGIApp,
     Receive,
@@ -97,6 +98,7 @@ class HttpApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         headers: list[tuple[bytes, bytes]] = scope["headers"]
+        PEER.set(scope["client"][0] if scope.get("client") else None)
         if len(headers) > self.settings.max_headers or (
             sum(len(k) + len(v) for k, v in headers) > self.settings.max_header_bytes
         ):

@@ -15,12 +15,14 @@ from switchyard.downstream.asgi import (
     Send,
     caller,
     caller_name,
+    current_peer,
     current_view,
     header,
     respond,
     respond_json,
 )
 from switchyard.downstream.inbound import error_json, read_message
+from switchyard.downstream.session import SessionRefusal
 from switchyard.downstream.streamable_http import ScopeGate, _adopt, level_of, pump
 from switchyard.gateway import Gateway
 from switchyard.policies.base import RequestContext
@@ -55,9 +57,12 @@ class LegacySseEndpoint:
         if scope["method"] != "GET":
             await respond(send, 405, headers=[(b"allow", b"GET")])
             return
-        session = self.gateway.sessions.create("sse", caller_name(), current_view())
-        if session is None:
-            await respond_json(send, 503, error_json(codes.INTERNAL_ERROR, "Too many sessions"))
+        session = self.gateway.sessions.open(
+            "sse", caller_name(), current_view(), peer=current_peer()
+        )
+        if isinstance(session, SessionRefusal):
+            body = error_json(session.code, session.message, data={"source": "gateway"})
+            await respond_json(send, session.status, body)
             return
         session.version = "2024-11-05"
         session.stream_open = True
@@ -156,6 +161,7 @@ class LegacySseEndpoint:
                 principal=session.principal,
                 identity=identity,
                 view=view,
+                request_id=id_raw,
             )
             reply = await session.requests.run(
                 id_raw, self.gateway.dispatcher.request(ctx, method, params)

@@ -23,13 +23,14 @@ from switchyard.downstream.asgi import (
     Send,
     caller,
     caller_name,
+    current_peer,
     current_view,
     header,
     respond,
     respond_json,
 )
 from switchyard.downstream.inbound import error_json, read_message
-from switchyard.downstream.session import OUTBOX_LIMIT, Session
+from switchyard.downstream.session import OUTBOX_LIMIT, OutboxClosed, Session, SessionRefusal
 from switchyard.gateway import Gateway
 from switchyard.policies.base import Identity, RequestContext
 from switchyard.protocol import codes, methods
@@ -344,6 +345,7 @@ class StreamableHttpEndpoint:
             principal=identity.key if identity else None,
             identity=identity,
             view=current_view(),
+            request_id=id_raw,
         )
         params_raw = env.params if env.params is not UNSET else None
         watch = DisconnectWatch(receive)
@@ -403,6 +405,7 @@ class StreamableHttpEndpoint:
             principal=session.principal,
             identity=caller(),
             view=current_view(),
+            request_id=id_raw,
         )
         params_raw = env.params if env.params is not UNSET else None
         reply = await session.requests.run(
@@ -424,17 +427,19 @@ class StreamableHttpEndpoint:
             principal=identity.key if identity else None,
             identity=identity,
             view=current_view(),
+            request_id=id_raw,
         )
         params_raw = env.params if env.params is not UNSET else None
         reply = await self.gateway.dispatcher.request(ctx, methods.INITIALIZE, params_raw)
         if reply.result is None:
             await respond_json(send, 200, frame.response_bytes(id_raw, reply))
             return
-        session = self.gateway.sessions.create("streamable-http", caller_name(), current_view())
-        if session is None:
-            await respond_json(
-                send, 503, error_json(codes.INTERNAL_ERROR, "Too many sessions", id_raw)
-            )
+        session = self.gateway.sessions.open(
+            "streamable-http", caller_name(), current_view(), peer=current_peer()
+        )
+        if isinstance(session, SessionRefusal):
+            body = error_json(session.code, session.message, id_raw, {"source": "gateway"})
+            await respond_json(send, session.status, body)
             return
         _adopt(session, reply, params_raw)
         await respond_json(
@@ -650,6 +655,8 @@ async def pump(
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if getter in done:
+                if isinstance(getter.exception(), OutboxClosed):
+                    break  # the session ended (deleted, expired): so does its stream
                 event = sse.format_event(getter.result(), "message")
                 await send({"type": "http.response.body", "body": event, "more_body": True})
                 continue

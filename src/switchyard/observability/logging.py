@@ -1,4 +1,5 @@
-"""Logging setup: one line per record on stderr or a file, cheap enough for a line per request.
+"""Logging setup: one line per record on stderr or a file, cheap enough for a line per request;
+the access log writes one JSON object per line (see `write_decision`).
 
 A write per record costs a system call; under load that was a measurable share of a request's
 CPU. Records are buffered and flushed every FLUSH_S, and at once for warnings and errors so a
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import sys
 import threading
@@ -54,11 +56,14 @@ class BufferedHandler(logging.StreamHandler[TextIO]):
 
 
 class AccessLog:
-    """One line per request, written straight to the log stream.
+    """One JSON object per line per request, written straight to the log stream.
 
-    An access log line built through `logging` costs a LogRecord, a handler chain and a
-    formatter per request; this writes the same line format for a fraction of that. Disabled
-    (free) until `setup` runs with the `switchyard.requests` logger at INFO or below.
+    Every field a client or backend can influence (method, target, ids, names) is a JSON
+    string: JSON encoding with `ensure_ascii` escapes CR, LF, ANSI escapes and every other
+    control or line-separating character, so no value can end a record or start a forged one.
+    Each field is length-capped. Building a record through `logging` would cost a LogRecord, a
+    handler chain and a formatter per request; this writes the line directly. Disabled (free)
+    until `setup` runs with the `switchyard.requests` logger at INFO or below.
     """
 
     NAME: Final = "switchyard.requests"
@@ -66,25 +71,90 @@ class AccessLog:
     def __init__(self) -> None:
         self.enabled = False
         self._handler: BufferedHandler | None = None
-        self._formatter = LineFormatter()
 
     def attach(self, handler: BufferedHandler) -> None:
         self._handler = handler
         self.enabled = logging.getLogger(self.NAME).isEnabledFor(logging.INFO)
 
-    def write(self, message: str) -> None:
+    def write_record(self, record: dict[str, object]) -> None:
         handler = self._handler
         if handler is None:
             return
-        now = time.time()
-        second = int(now)
-        fmt = self._formatter
-        if second != fmt._second:
-            fmt._second = second
-            fmt._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        line = f"{fmt._stamp},{int((now - second) * 1000):03d} INFO {self.NAME}: {message}\n"
+        line = json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"
         with handler.lock or threading.Lock(), contextlib.suppress(OSError, ValueError):
             handler.stream.write(line)
+
+
+# Longest method name kept whole (no MCP method comes near it); other fields get FIELD_CHARS.
+METHOD_CHARS: Final = 128
+FIELD_CHARS: Final = 512
+DECISIONS: Final = frozenset({"allow", "deny", "error"})
+
+
+def capped(value: str | None, limit: int = FIELD_CHARS) -> str | None:
+    """`value` cut to `limit` characters, marked with how many more there were."""
+    if value is None or len(value) <= limit:
+        return value
+    return f"{value[:limit]}…[+{len(value) - limit} chars]"
+
+
+def _timestamp(now: float) -> str:
+    second = int(now)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{stamp}.{int((now - second) * 1000):03d}Z"
+
+
+def write_decision(
+    *,
+    decision: str,
+    outcome: str | int,
+    method: str | None = None,
+    request_id: bytes | None = None,
+    principal: str | None = None,
+    via: str | None = None,
+    issuer: str | None = None,
+    view: str | None = None,
+    face: str | None = None,
+    era: str | None = None,
+    backend: str | None = None,
+    target: str | None = None,
+    latency_ms: float | None = None,
+    status: int | None = None,
+    reason: str | None = None,
+) -> None:
+    """Write one access record: what was asked, by whom, and what the gateway decided.
+
+    `decision` is `allow`, `deny` or `error`; `outcome` is `ok`, a JSON-RPC error code,
+    `isError` (a tool result flagged as an error) or, for a refusal before any JSON-RPC
+    handling, whatever the caller names (with the HTTP `status`). `request_id` is the
+    JSON-RPC id as it appeared on the wire (encoded JSON). Free when access logging is off.
+    """
+    if not access_log.enabled:
+        return
+    record: dict[str, object] = {
+        "ts": _timestamp(time.time()),
+        "logger": AccessLog.NAME,
+        "id": capped(request_id.decode("utf-8", "replace")) if request_id is not None else None,
+        "principal": capped(principal),
+        "via": capped(via),
+        "view": capped(view),
+        "face": capped(face),
+        "era": capped(era),
+        "method": capped(method, METHOD_CHARS),
+        "backend": capped(backend),
+        "target": capped(target),
+        "decision": decision if decision in DECISIONS else "error",
+        "outcome": outcome if isinstance(outcome, int) else capped(outcome),
+    }
+    if issuer is not None:
+        record["issuer"] = capped(issuer)
+    if status is not None:
+        record["status"] = status
+    if reason is not None:
+        record["reason"] = capped(reason)
+    if latency_ms is not None:
+        record["latency_ms"] = round(latency_ms, 3)
+    access_log.write_record(record)
 
 
 access_log = AccessLog()

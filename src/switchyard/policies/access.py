@@ -123,6 +123,7 @@ class AccessControl(Policy):
             rules = self.settings
             route = call.route
             if route is not None and not rules.permits(who, route):
+                call.denied = True
                 return unroutable(call.method, call.ctx.era, call.fields())
             call.add_list_filter(lambda entry: rules.allows(who, entry))
             call.reachable = lambda backend: rules.may_reach(who, backend)

@@ -24,5 +24,9 @@ CLIENT_TIMEOUT: Final = -31004
 BACKEND_BUSY: Final = -31005
 GATEWAY_ERROR: Final = -31006
 """The gateway failed in a way nobody expected; the request was not (fully) handled."""
-QUOTA_EXCEEDED: Final = -31007
-"""The caller's share of a shared table (parked calls, tasks, isolated sessions) is used up."""
+SESSION_LIMIT: Final = -31010
+"""A caller (or the gateway) holds as many legacy sessions as it may."""
+CLIENT_BACKLOGGED: Final = -31011
+"""The client is not reading: a backend's request to it could not even be queued."""
+QUOTA_EXCEEDED: Final = -31012
+"""The caller's share of a shared table (parked calls, tasks, subscriptions) is used up."""

@@ -1,0 +1,100 @@
+"""The access log: one JSON record per request that no client-chosen byte can split or forge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.harness import Gateway, create_key, free_port, start_gateway
+from tests.rpc import RawClient
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+FORGED = "2030-01-01 00:00:00,000 WARNING switchyard.auth: FORGED RECORD principal=admin"
+METHOD_CHARS = 128
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("access-log")
+    data = tmp / "keys"
+    keys = {name: create_key(data, name, "user") for name in ("alice", "carol")}
+    port = free_port()
+    config = {
+        "auth": {
+            "enabled": True,
+            "public_url": f"http://127.0.0.1:{port}",
+            "data_dir": str(data),
+            "rules": [{"effect": "allow", "principals": ["alice"]}],
+        },
+        "servers": {"clock": {"command": "switchyard", "args": ["demo", "clock"]}},
+    }
+    gw = start_gateway(config, tmp, port=port)
+    try:
+        gw.wait_backend("clock")
+        yield {"gw": gw, "keys": keys}
+    finally:
+        gw.stop()
+
+
+async def _open(gw: Gateway, http: aiohttp.ClientSession, key: str) -> RawClient:
+    return await RawClient(gw.url, http, extra_headers={"Authorization": f"Bearer {key}"}).open()
+
+
+async def _records(gw: Gateway, marker: str, timeout: float = 10.0) -> list[str]:
+    """Every log line mentioning `marker`, once at least one is there (the log is buffered)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = await asyncio.to_thread(gw.log_text)
+        lines = [line for line in text.splitlines() if marker in line]
+        if lines:
+            return lines
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no log line with {marker!r}:\n{gw.log_text()[-3000:]}")
+
+
+async def test_a_hostile_method_name_yields_exactly_one_escaped_capped_json_record(
+    setup: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    gw: Gateway = setup["gw"]
+    alice = await _open(gw, http, setup["keys"]["alice"])
+    method = "x\r\n" + FORGED + "\x1b[31m\r\n\u2028" + "y" * 200_000
+    resp = await alice.request(method, request_id="hostile-1")
+    assert resp.status == 200 and resp.json["error"]["code"] == -32601
+    lines = await _records(gw, "FORGED")
+    assert len(lines) == 1, lines  # no line of its own: the CR/LF never reached the log raw
+    record = json.loads(lines[0])
+    expected = method[:METHOD_CHARS] + f"…[+{len(method) - METHOD_CHARS} chars]"
+    assert record["method"] == expected
+    assert record["id"] == '"hostile-1"'
+    assert record["principal"] == "alice" and record["via"] == "api_key"
+    assert record["face"] == "streamable-http" and record["era"] == "legacy"
+    assert record["decision"] == "allow" and record["outcome"] == -32601
+    assert isinstance(record["latency_ms"], float)
+    text = gw.log_text()
+    assert "\x1b" not in text and "\u2028" not in text
+    assert not any(line.startswith("2030-01-01") for line in text.splitlines())
+
+
+async def test_a_denied_call_is_recorded_with_its_principal_and_decision(
+    setup: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    gw: Gateway = setup["gw"]
+    carol = await _open(gw, http, setup["keys"]["carol"])
+    alice = await _open(gw, http, setup["keys"]["alice"])
+    tools = await alice.list_all("tools/list", "tools")
+    name = tools[0]["name"]
+    resp = await carol.request("tools/call", {"name": name, "arguments": {}}, "carol-2")
+    [denied] = [json.loads(line) for line in await _records(gw, "carol-2")]
+    assert denied["principal"] == "carol" and denied["decision"] == "deny"
+    assert denied["method"] == "tools/call" and denied["outcome"] == resp.json["error"]["code"]
+    resp = await alice.request("tools/call", {"name": name, "arguments": {}}, "alice-2")
+    [allowed] = [json.loads(line) for line in await _records(gw, "alice-2")]
+    assert allowed["principal"] == "alice" and allowed["decision"] == "allow"
+    assert allowed["backend"] == "clock" and allowed["target"] == name
