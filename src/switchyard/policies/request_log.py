@@ -59,7 +59,6 @@ def _outcome(call: Call, reply: Reply) -> str | int:
 def _write(call: Call, decision: str, outcome: str | int) -> None:
     ctx = call.ctx
     identity = ctx.identity
-    route = call.route
     write_decision(
         decision=decision,
         outcome=outcome,
@@ -72,6 +71,6 @@ def _write(call: Call, decision: str, outcome: str | int) -> None:
         face=ctx.transport,
         era=ctx.era.value,
         backend=call.backend,
-        target=route.name if route is not None else None,
+        target=call.target,
         latency_ms=(time.perf_counter() - call.started) * 1000.0,
     )
