@@ -19,7 +19,7 @@ import aiohttp
 from switchyard.protocol import codes, methods
 from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era
-from switchyard.upstream import handshake
+from switchyard.upstream import decoded_body, handshake
 from switchyard.upstream.connection import (
     ConnectionCore,
     MessageStream,
@@ -44,7 +44,6 @@ EVENT_STREAM: Final = "text/event-stream"
 ACCEPT_BOTH: Final = f"{JSON}, {EVENT_STREAM}"
 # Reconnect pacing for the legacy GET notification stream.
 STREAM_RETRY_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
-READ_CHUNK: Final = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +63,7 @@ def _session(settings: HttpSettings) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s),
-        auto_decompress=True,
+        auto_decompress=False,  # inflated by `decoded_body`, within the size limit
         skip_auto_headers=("User-Agent",),
     )
 
@@ -149,6 +148,7 @@ class StreamableHttpConnection(ConnectionCore):
     def _headers(self, method: str | None, name: str | None) -> dict[str, str]:
         headers = dict(self.settings.headers)
         headers["Accept"] = ACCEPT_BOTH
+        headers["Accept-Encoding"] = decoded_body.ACCEPT_ENCODING
         headers["Content-Type"] = JSON
         if self.facts.version:
             headers["MCP-Protocol-Version"] = self.facts.version
@@ -248,7 +248,7 @@ class StreamableHttpConnection(ConnectionCore):
                 return _SESSION_EXPIRED
             if ctype.startswith(EVENT_STREAM) and resp.status < 300:
                 return await self._read_stream(resp, request_id, link)
-            data = await _read_bounded(resp, self.settings.max_message_bytes)
+            data = await decoded_body.read(resp, self.settings.max_message_bytes)
             if ctype.startswith(JSON) and data:
                 try:
                     env = frame.peek(data)
@@ -266,7 +266,7 @@ class StreamableHttpConnection(ConnectionCore):
         self, resp: aiohttp.ClientResponse, request_id: int, link: ClientLink | None
     ) -> Reply:
         parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
-        async for chunk in resp.content.iter_any():
+        async for chunk in decoded_body.chunks(resp):
             for event in parser.feed(chunk):
                 if event.event != "message" or not event.data:
                     continue
@@ -362,7 +362,7 @@ class StreamableHttpConnection(ConnectionCore):
                         return
                     attempt = 0
                     parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
-                    async for chunk in resp.content.iter_any():
+                    async for chunk in decoded_body.chunks(resp):
                         for event in parser.feed(chunk):
                             if event.event == "message" and event.data:
                                 await self._on_stream_message(event.data, None, None)
@@ -375,22 +375,6 @@ class StreamableHttpConnection(ConnectionCore):
 
 
 _SESSION_EXPIRED: Final = Reply(error=b'{"code":-31002,"message":"session expired"}')
-
-
-async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    declared = resp.content_length
-    if declared is not None:
-        if declared > limit:
-            raise sse.TooLarge(f"response of {declared} bytes exceeds the {limit}-byte limit")
-        return await resp.read()  # the length is known and within bounds
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise sse.TooLarge(f"response exceeds the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _header_value(value: str) -> str:
@@ -445,14 +429,18 @@ class SseConnection(MessageStream):
         try:
             async with self._http.get(
                 self.settings.url,
-                headers={**self.settings.headers, "Accept": EVENT_STREAM},
+                headers={
+                    **self.settings.headers,
+                    "Accept": EVENT_STREAM,
+                    "Accept-Encoding": decoded_body.ACCEPT_ENCODING,
+                },
                 allow_redirects=False,
             ) as resp:
                 if resp.status != 200:
                     reason = f"SSE stream refused with HTTP {resp.status}"
                     return
                 parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
-                async for chunk in resp.content.iter_any():
+                async for chunk in decoded_body.chunks(resp):
                     for event in parser.feed(chunk):
                         if event.event == "endpoint":
                             self._endpoint = self._resolve_endpoint(event.data.decode().strip())

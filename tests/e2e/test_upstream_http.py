@@ -1,0 +1,93 @@
+"""A misbehaving Streamable HTTP backend (tests/fixtures/servers/hostile_http.py) costs only the
+request it misbehaves on: compressed bombs, expired sessions, streams that end early."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from switchyard.protocol import codes
+from tests.harness import FIXTURES, PYTHON, Gateway, Proc, start_port_fixture
+from tests.rpc import RawClient
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+BOMB_MIB = 48
+LIMIT = 1024 * 1024
+
+
+@pytest.fixture
+def hostile() -> Iterator[tuple[Proc, str]]:
+    proc, port = start_port_fixture(
+        [PYTHON, str(FIXTURES / "hostile_http.py"), "--port", "0", "--bomb-mib", str(BOMB_MIB)],
+        "hostile-http",
+    )
+    try:
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        proc.stop()
+
+
+def config(base: str, **server: Any) -> dict[str, Any]:
+    return {
+        "gateway": {"max_message_bytes": LIMIT},
+        "servers": {
+            "web": {
+                "url": f"{base}/mcp",
+                "type": "streamable-http",
+                "isolation": "shared",
+                **server,
+            }
+        },
+    }
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+async def call(client: RawClient, name: str, request_id: int = 1, **args: Any) -> Any:
+    resp = await client.request("tools/call", {"name": name, "arguments": args}, request_id)
+    assert resp.status == 200, (resp.status, resp.body[:300])
+    return resp.json
+
+
+@pytest.mark.parametrize("tool", ["web_bomb_json", "web_bomb_sse"])
+async def test_a_gzip_bomb_fails_its_request_without_inflating_the_gateway(
+    gateway_factory: Callable[..., Gateway], hostile: tuple[Proc, str], tool: str
+) -> None:
+    _, base = hostile
+    gw = gateway_factory(config(base))
+    gw.wait_backend("web")
+    async with aiohttp.ClientSession() as http:
+        client = await RawClient(gw.url, http).open()
+        assert (await call(client, "web_echo", text="warm"))["result"]["content"][0]["text"]
+        before = peak_rss_kib(gw.process.pid)
+        answer = await call(client, tool, request_id=2)
+        grown_mib = (peak_rss_kib(gw.process.pid) - before) / 1024
+        assert "result" not in answer, "the decompressed body was forwarded"
+        assert answer["error"]["code"] == codes.RESULT_TOO_LARGE
+        assert answer["error"]["data"]["source"] == "gateway"
+        assert grown_mib < 16, f"peak RSS grew {grown_mib:.1f} MiB for a {BOMB_MIB} MiB bomb"
+        # Only that request failed: the connection still serves the next one.
+        echo = await call(client, "web_echo", request_id=3, text="after")
+        assert echo["result"]["content"][0]["text"] == "after"
+    assert gw.readyz()["backends"]["web"]["restarts"] == 0
+
+
+async def stats(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    async with http.get(f"{base}/control/stats") as resp:
+        return json.loads(await resp.read())  # type: ignore[no-any-return]
+
+
+async def control(http: aiohttp.ClientSession, base: str, action: str, **query: Any) -> None:
+    async with http.post(f"{base}/control/{action}", params=query) as resp:
+        assert resp.status == 204
