@@ -185,6 +185,8 @@ class StreamableHttpConnection(ConnectionCore):
         method, timeout = out.method, out.timeout_s
         params = self._progress.bind(out.params, request_id, out.link)
         body = frame.request_bytes(str(request_id).encode(), method, params)
+        if out.link is not None:
+            self._links[request_id] = out.link
         try:
             async with Deadline(timeout, out.max_s or timeout) as deadline:
                 self._progress.watch(request_id, deadline)
@@ -218,6 +220,7 @@ class StreamableHttpConnection(ConnectionCore):
         except (aiohttp.ClientError, ValueError) as exc:
             return protocol_error(self.backend, str(exc) or type(exc).__name__)
         finally:
+            self._links.pop(request_id, None)
             self._progress.unbind(request_id)
 
     async def _request_headers(
@@ -291,14 +294,16 @@ class StreamableHttpConnection(ConnectionCore):
             return None
         params = bytes(env.params) if env.params is not UNSET else None
         if env.id is not UNSET:
-            # The request arrived on this call's own stream: its client is the one to ask.
-            self._serve_server_request(env.id, env.method, params, link)
+            # On a call's own stream its client is the one to ask; on the GET stream (no
+            # request) only a client this connection provably serves.
+            target = link if request_id is not None else self._unrelated_link()
+            self._serve_server_request(env.id, env.method, params, target)
         elif env.method == methods.PROGRESS and await self._progress.deliver(params):
             pass
         elif link is not None and env.method == methods.MESSAGE:
             await link.notify(env.method, params)  # a log message on this request's own stream
         else:
-            self._on_notification(env.method, params)
+            await self._unrelated_notification(env.method, params)
         return None
 
     async def _send_answer(self, data: bytes) -> None:
