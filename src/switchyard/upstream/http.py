@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -145,7 +146,9 @@ class StreamableHttpConnection(ConnectionCore):
 
     # -- requests ----------------------------------------------------------------------------
 
-    def _headers(self, method: str | None, name: str | None) -> dict[str, str]:
+    def _headers(
+        self, method: str | None, name: str | None, extra: tuple[tuple[str, str], ...] = ()
+    ) -> dict[str, str]:
         headers = dict(self.settings.headers)
         headers["Accept"] = ACCEPT_BOTH
         headers["Accept-Encoding"] = decoded_body.ACCEPT_ENCODING
@@ -157,6 +160,9 @@ class StreamableHttpConnection(ConnectionCore):
                 headers["Mcp-Method"] = method
             if name is not None:
                 headers["Mcp-Name"] = _header_value(name)
+            for key, value in extra:
+                _check_param_header(key, value)
+                headers[key] = value
         elif self._session_id is not None:
             headers["Mcp-Session-Id"] = self._session_id
         return headers
@@ -190,7 +196,9 @@ class StreamableHttpConnection(ConnectionCore):
         try:
             async with Deadline(timeout, out.max_s or timeout) as deadline:
                 self._progress.watch(request_id, deadline)
-                headers = await self._request_headers(method, out.name, out.caller)
+                headers = await self._request_headers(
+                    method, out.name, out.caller, out.extra_headers
+                )
                 return await self._exchange(body, request_id, method, headers, out.link)
         except TimeoutError:
             # Modern: abandoning the stream is the cancellation. Legacy: say so explicitly.
@@ -211,6 +219,12 @@ class StreamableHttpConnection(ConnectionCore):
         except CredentialError as exc:
             code = codes.BACKEND_UNAVAILABLE if exc.temporary else codes.BACKEND_PROTOCOL_ERROR
             return frame.error_reply(code, str(exc), {"source": "gateway", "backend": self.backend})
+        except HeaderRefused as exc:
+            return frame.error_reply(
+                codes.INVALID_PARAMS,
+                f"request not sent to backend {self.backend!r}: {exc}",
+                {"source": "gateway", "backend": self.backend},
+            )
         except sse.TooLarge as exc:
             return frame.error_reply(
                 codes.RESULT_TOO_LARGE,
@@ -224,11 +238,15 @@ class StreamableHttpConnection(ConnectionCore):
             self._progress.unbind(request_id)
 
     async def _request_headers(
-        self, method: str | None, name: str | None, caller: Caller | None = None
+        self,
+        method: str | None,
+        name: str | None,
+        caller: Caller | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> dict[str, str]:
         """Headers for one request: the transport's own, then this backend's credentials (never
         anything of the client's but, where configured, its exchanged token)."""
-        headers = self._headers(method, name)
+        headers = self._headers(method, name, extra)
         if self.credential is not None:
             headers.update(await self.credential.headers(caller))
         return headers
@@ -380,6 +398,23 @@ class StreamableHttpConnection(ConnectionCore):
 
 
 _SESSION_EXPIRED: Final = Reply(error=b'{"code":-31002,"message":"session expired"}')
+
+
+class HeaderRefused(ValueError):
+    """A parameter header that would not travel intact: refused, never sent."""
+
+
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+PARAM_PREFIX: Final = "mcp-param-"
+
+
+def _check_param_header(key: str, value: str) -> None:
+    # A CR or LF would end the header and start another one (or the body) of the backend's
+    # choosing; the encoder must have base64'd such values already.
+    if not key.lower().startswith(PARAM_PREFIX) or not _TOKEN.fullmatch(key):
+        raise HeaderRefused(f"{key!r} is not an Mcp-Param-* header name")
+    if not value.isascii() or any((c < " " and c != "\t") or c == "\x7f" for c in value):
+        raise HeaderRefused(f"header {key} has a value that is not plain ASCII text")
 
 
 def _header_value(value: str) -> str:
