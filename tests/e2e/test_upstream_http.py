@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from switchyard.protocol import codes
-from tests.harness import FIXTURES, PYTHON, Gateway, Proc, start_port_fixture
+from tests.harness import FIXTURES, PYTHON, Gateway, Proc, free_port, start_port_fixture
 from tests.rpc import RawClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -91,3 +91,45 @@ async def stats(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
 async def control(http: aiohttp.ClientSession, base: str, action: str, **query: Any) -> None:
     async with http.post(f"{base}/control/{action}", params=query) as resp:
         assert resp.status == 204
+
+
+async def test_no_upstream_client_session_is_left_unclosed(
+    gateway_factory: Callable[..., Gateway], hostile: tuple[Proc, str]
+) -> None:
+    _, base = hostile
+    sse_proc, sse_port = start_port_fixture(
+        [PYTHON, str(FIXTURES / "sdk_sse.py"), "--port", "0", "--name", "old"], "unclosed-sse"
+    )
+    try:
+        gw = gateway_factory(
+            {
+                "servers": {
+                    # Transport detection: Streamable HTTP wins, the SSE candidate is never opened.
+                    "fresh": {"url": f"{base}/mcp"},
+                    # Streamable HTTP fails its handshake, then SSE is used.
+                    "old": {"url": f"http://127.0.0.1:{sse_port}/sse"},
+                    # Every candidate fails, again and again.
+                    "dead": {"url": f"http://127.0.0.1:{free_port()}/mcp"},
+                }
+            }
+        )
+        gw.wait_backend("fresh")
+        gw.wait_backend("old")
+        async with aiohttp.ClientSession() as http:
+            for _ in range(2):
+                client = await RawClient(gw.url, http).open()
+                # Each call opens an isolated upstream session for this client's session ...
+                echo = await call(client, "fresh_echo", text="one")
+                assert echo["result"]["content"][0]["text"] == "one"
+                echo = await call(client, "old_echo", request_id=2, text="two")
+                assert echo["result"]["content"][0]["text"] == "two"
+                # ... released when the client ends its session.
+                async with http.delete(gw.url, headers=client.headers()) as resp:
+                    assert resp.status in (200, 204)
+        assert gw.readyz()["backends"]["dead"]["state"] == "down"
+    finally:
+        sse_proc.stop()
+    assert gw.stop() == 0
+    log = gw.log_text()
+    assert "Unclosed client session" not in log
+    assert "Unclosed connector" not in log

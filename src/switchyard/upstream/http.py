@@ -69,6 +69,28 @@ def _session(settings: HttpSettings) -> aiohttp.ClientSession:
     )
 
 
+class _Pool:
+    """A connection's aiohttp session, made on first use: a candidate that is never opened (a
+    transport probe that lost, a spare isolation candidate) then has nothing left unclosed."""
+
+    def __init__(self, settings: HttpSettings) -> None:
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def get(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            if self._closed:
+                raise UpstreamClosed("connection closed")
+            self._session = _session(self._settings)
+        return self._session
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+
+
 class _NotLegacyStreamable(Exception):
     """POST initialize was refused in a way that points at the 2024-11-05 SSE transport."""
 
@@ -79,12 +101,16 @@ class StreamableHttpConnection(ConnectionCore):
     ) -> None:
         super().__init__(backend, on_notification)
         self.settings = settings
-        self._http = _session(settings)
+        self._pool = _Pool(settings)
         self._session_id: str | None = None
         self._stream_task: asyncio.Task[None] | None = None
         self._listen_task: asyncio.Task[None] | None = None
         self._reinit_lock = asyncio.Lock()
         self.credential: Credential | None = None
+
+    @property
+    def _http(self) -> aiohttp.ClientSession:
+        return self._pool.get()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -142,7 +168,7 @@ class StreamableHttpConnection(ConnectionCore):
                     timeout=aiohttp.ClientTimeout(total=2),
                 ):
                     pass
-        await self._http.close()
+        await self._pool.close()
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -213,7 +239,7 @@ class StreamableHttpConnection(ConnectionCore):
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.notify(methods.CANCELLED, cancel))
             raise
-        except (aiohttp.ClientConnectionError, OSError) as exc:
+        except (aiohttp.ClientConnectionError, OSError, UpstreamClosed) as exc:
             self._mark_closed(f"connection failed: {exc}")
             return unavailable(self.backend, f"connection failed: {type(exc).__name__}")
         except CredentialError as exc:
@@ -351,7 +377,9 @@ class StreamableHttpConnection(ConnectionCore):
 
     async def _post_quietly(self, body: bytes, method: str | None) -> None:
         """POST a message that expects no answer (202); a backend that is gone is not an error."""
-        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, CredentialError):
+        with contextlib.suppress(
+            aiohttp.ClientError, OSError, TimeoutError, CredentialError, UpstreamClosed
+        ):
             async with self._http.post(
                 self.settings.url,
                 data=body,
@@ -389,7 +417,13 @@ class StreamableHttpConnection(ConnectionCore):
                         for event in parser.feed(chunk):
                             if event.event == "message" and event.data:
                                 await self._on_stream_message(event.data, None, None)
-            except (aiohttp.ClientError, OSError, ValueError, CredentialError) as exc:
+            except (
+                aiohttp.ClientError,
+                OSError,
+                ValueError,
+                CredentialError,
+                UpstreamClosed,
+            ) as exc:
                 log.debug("backend %r: %s dropped: %s", self.backend, label, exc)
             delay = STREAM_RETRY_S[min(attempt, len(STREAM_RETRY_S) - 1)]
             attempt += 1
@@ -434,10 +468,14 @@ class SseConnection(MessageStream):
     ) -> None:
         super().__init__(backend, on_notification)
         self.settings = settings
-        self._http = _session(settings)
+        self._pool = _Pool(settings)
         self._endpoint: str | None = None
         self._endpoint_ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def _http(self) -> aiohttp.ClientSession:
+        return self._pool.get()
 
     async def open(self) -> None:
         self._reader = asyncio.create_task(self._read(), name=f"{self.backend}-sse")
@@ -487,7 +525,7 @@ class SseConnection(MessageStream):
                             self._endpoint_ready.set()
                         elif event.event == "message" and event.data:
                             await self._dispatch(event.data)
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError, UpstreamClosed) as exc:
             reason = f"SSE stream failed: {type(exc).__name__}"
         finally:
             self._mark_closed(reason)
@@ -521,4 +559,4 @@ class SseConnection(MessageStream):
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
-        await self._http.close()
+        await self._pool.close()
