@@ -3,6 +3,7 @@ request it misbehaves on: compressed bombs, expired sessions, streams that end e
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,3 +134,70 @@ async def test_no_upstream_client_session_is_left_unclosed(
     log = gw.log_text()
     assert "Unclosed client session" not in log
     assert "Unclosed connector" not in log
+
+
+async def wait_stats(
+    http: aiohttp.ClientSession, base: str, key: str, value: int, timeout: float = 10.0
+) -> dict[str, Any]:
+    """Poll the fixture's counters until `key` reaches `value` (bounded)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            got = await stats(http, base)
+            if got[key] >= value:
+                return got
+            await asyncio.sleep(0.02)
+
+
+async def test_an_expired_session_is_renewed_once_for_all_concurrent_requests(
+    gateway_factory: Callable[..., Gateway], hostile: tuple[Proc, str]
+) -> None:
+    _, base = hostile
+    gw = gateway_factory(config(base))
+    gw.wait_backend("web")
+    async with aiohttp.ClientSession() as http:
+        clients = [await RawClient(gw.url, http).open() for _ in range(8)]
+        assert (await call(clients[0], "web_echo", text="warm"))["result"]
+        before = await stats(http, base)
+        assert before["initializes"] == 1
+        # The backend forgets its sessions; its next initialize takes a while.
+        await control(http, base, "expire", init_delay_ms=600)
+        first = [
+            asyncio.create_task(call(c, "web_echo", i, text=f"first-{i}"))
+            for i, c in enumerate(clients[:4])
+        ]
+        # Once the renewal is under way, more requests arrive.
+        await wait_stats(http, base, "initializes", 2)
+        second = [
+            asyncio.create_task(call(c, "web_echo", i, text=f"second-{i}"))
+            for i, c in enumerate(clients[4:])
+        ]
+        answers = await asyncio.wait_for(asyncio.gather(*first, *second), 20)
+        texts = [a.get("result", a)["content"][0]["text"] for a in answers]
+        assert texts == [f"first-{i}" for i in range(4)] + [f"second-{i}" for i in range(4)]
+        after = await stats(http, base)
+        assert after["initializes"] == 2  # exactly one re-initialization
+        assert after["sessionless"] == 0  # nothing went out without a session meanwhile
+        await wait_stats(http, base, "deleted_count", 1)  # the superseded session is ended
+    assert gw.readyz()["backends"]["web"]["restarts"] == 0
+
+
+async def test_a_failed_renewal_fails_the_request_and_restarts_the_backend(
+    gateway_factory: Callable[..., Gateway], hostile: tuple[Proc, str]
+) -> None:
+    _, base = hostile
+    gw = gateway_factory(config(base))
+    gw.wait_backend("web")
+    async with aiohttp.ClientSession() as http:
+        client = await RawClient(gw.url, http).open()
+        assert (await call(client, "web_echo", text="warm"))["result"]
+        await control(http, base, "expire")
+        await control(http, base, "refuse-init")
+        answer = await call(client, "web_echo", 2, text="lost")
+        assert answer["error"]["code"] == codes.BACKEND_UNAVAILABLE
+        assert answer["error"]["data"]["source"] == "gateway"
+        gw.wait_backend("web", "down")
+        await control(http, base, "allow-init")
+        gw.wait_backend("web", "up")
+        assert gw.readyz()["backends"]["web"]["restarts"] >= 1
+        answer = await call(client, "web_echo", 3, text="back")
+        assert answer["result"]["content"][0]["text"] == "back"

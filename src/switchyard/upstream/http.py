@@ -105,7 +105,9 @@ class StreamableHttpConnection(ConnectionCore):
         self._session_id: str | None = None
         self._stream_task: asyncio.Task[None] | None = None
         self._listen_task: asyncio.Task[None] | None = None
-        self._reinit_lock = asyncio.Lock()
+        self._reinit: asyncio.Task[bool] | None = None
+        """The re-initialization under way after the backend forgot our session, if any."""
+        self._deleting: set[asyncio.Task[None]] = set()
         self.credential: Credential | None = None
 
     @property
@@ -136,11 +138,12 @@ class StreamableHttpConnection(ConnectionCore):
                 raise handshake.HandshakeFailed(
                     "backend does not speak 2026-07-28 (server/discover failed)"
                 )
+        self.facts = ServerFacts(era=Era.LEGACY)
         await self._legacy_handshake()
 
     async def _legacy_handshake(self) -> None:
-        self.facts = ServerFacts(era=Era.LEGACY)
-        self._session_id = None
+        # The session id in use stays until the answer brings its successor: a request sent
+        # meanwhile carries the old one (and is retried), never none at all.
         reply = await self._post_once(
             Outbound(
                 methods.INITIALIZE,
@@ -155,7 +158,7 @@ class StreamableHttpConnection(ConnectionCore):
 
     async def aclose(self) -> None:
         self._mark_closed("gateway closed the connection")
-        for task in (self._stream_task, self._listen_task):
+        for task in (self._stream_task, self._listen_task, self._reinit, *self._deleting):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -179,7 +182,7 @@ class StreamableHttpConnection(ConnectionCore):
         headers["Accept"] = ACCEPT_BOTH
         headers["Accept-Encoding"] = decoded_body.ACCEPT_ENCODING
         headers["Content-Type"] = JSON
-        if self.facts.version:
+        if self.facts.version and method != methods.INITIALIZE:
             headers["MCP-Protocol-Version"] = self.facts.version
         if self.facts.era is Era.MODERN:
             if method is not None:
@@ -189,28 +192,75 @@ class StreamableHttpConnection(ConnectionCore):
             for key, value in extra:
                 _check_param_header(key, value)
                 headers[key] = value
-        elif self._session_id is not None:
+        elif self._session_id is not None and method != methods.INITIALIZE:
             headers["Mcp-Session-Id"] = self._session_id
         return headers
 
     async def request(self, out: Outbound) -> Reply:
+        for attempt in range(2):
+            if self._reinit is not None and not self._reinit.done():
+                await _outcome(self._reinit)  # a new session is on its way: wait for it
+            if self._closed.is_set():
+                return unavailable(self.backend, self._close_reason)
+            try:
+                return await self._post_once(out)
+            except _SessionExpired as expired:
+                # A 404 means the backend never processed it: safe to re-initialize and resend.
+                if attempt == 1 or not await self._reinitialize(expired.session_id):
+                    break
         if self._closed.is_set():
             return unavailable(self.backend, self._close_reason)
-        reply = await self._post_once(out)
-        if reply is _SESSION_EXPIRED:
-            # A 404 means the backend never processed it: safe to re-initialize and resend.
-            await self._reinitialize()
-            reply = await self._post_once(out)
-            if reply is _SESSION_EXPIRED:
-                return unavailable(self.backend, "backend keeps rejecting its session")
-        return reply
+        return unavailable(self.backend, "backend keeps rejecting its session")
 
-    async def _reinitialize(self) -> None:
-        stale = self._session_id
-        async with self._reinit_lock:
-            if self._session_id == stale:
-                log.info("backend %r: session expired; re-initializing", self.backend)
-                await asyncio.wait_for(self._legacy_handshake(), self.settings.handshake_timeout_s)
+    async def _reinitialize(self, stale: str) -> bool:
+        """Replace the session `stale` once, however many requests found it expired; True
+        when a live session is there to retry with."""
+        if self._closed.is_set():
+            return False
+        task = self._reinit
+        if task is None or task.done():
+            if self._session_id != stale:
+                return True  # already replaced since that request went out
+            task = asyncio.create_task(self._renew_session(stale), name=f"{self.backend}-reinit")
+            self._reinit = task
+        return await _outcome(task)
+
+    async def _renew_session(self, stale: str) -> bool:
+        log.info("backend %r: session expired; re-initializing", self.backend)
+        try:
+            await asyncio.wait_for(self._legacy_handshake(), self.settings.handshake_timeout_s)
+        except Exception as exc:  # whatever the failure, this connection is done for
+            why = str(exc) or type(exc).__name__
+            reason = f"re-initializing after the session expired failed: {why}"
+            log.warning("backend %r: %s", self.backend, reason)
+            self._mark_closed(reason)  # supervision restarts the backend
+            return False
+        if self._session_id != stale:
+            self._delete_session(stale)
+        if self._stream_task is not None:
+            # The GET stream belonged to the old session; the backend has dropped it.
+            self._stream_task.cancel()
+            self._stream_task = asyncio.create_task(self._listen(), name=f"{self.backend}-get")
+        return True
+
+    def _delete_session(self, session_id: str) -> None:
+        """Tell the backend a superseded session is over (it may still hold its state)."""
+
+        async def delete() -> None:
+            headers = await self._request_headers(None, None)
+            headers["Mcp-Session-Id"] = session_id
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, UpstreamClosed):
+                async with self._http.delete(
+                    self.settings.url,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=5),
+                ):
+                    pass
+
+        task = asyncio.create_task(delete())
+        self._deleting.add(task)
+        task.add_done_callback(self._deleting.discard)
 
     async def _post_once(self, out: Outbound) -> Reply:
         request_id = next(self._ids)
@@ -291,8 +341,9 @@ class StreamableHttpConnection(ConnectionCore):
             ctype = resp.headers.get("Content-Type", "")
             if method == methods.INITIALIZE and resp.status < 300:
                 self._session_id = resp.headers.get("Mcp-Session-Id")
-            if resp.status == 404 and self.facts.era is Era.LEGACY and self._session_id is not None:
-                return _SESSION_EXPIRED
+            sent_with = headers.get("Mcp-Session-Id")
+            if resp.status == 404 and self.facts.era is Era.LEGACY and sent_with is not None:
+                raise _SessionExpired(sent_with)
             if ctype.startswith(EVENT_STREAM) and resp.status < 300:
                 return await self._read_stream(resp, request_id, link)
             data = await decoded_body.read(resp, self.settings.max_message_bytes)
@@ -431,7 +482,18 @@ class StreamableHttpConnection(ConnectionCore):
                 await asyncio.wait_for(self._closed.wait(), delay)
 
 
-_SESSION_EXPIRED: Final = Reply(error=b'{"code":-31002,"message":"session expired"}')
+async def _outcome(task: asyncio.Task[bool]) -> bool:
+    """Wait for a shared task without letting one waiter's cancellation cancel it for all."""
+    await asyncio.wait({task})
+    return not task.cancelled() and task.exception() is None and task.result()
+
+
+class _SessionExpired(Exception):
+    """The backend no longer knows the session a request was sent with (HTTP 404)."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.session_id = session_id
 
 
 class HeaderRefused(ValueError):
