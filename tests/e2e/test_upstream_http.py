@@ -201,3 +201,21 @@ async def test_a_failed_renewal_fails_the_request_and_restarts_the_backend(
         assert gw.readyz()["backends"]["web"]["restarts"] >= 1
         answer = await call(client, "web_echo", 3, text="back")
         assert answer["result"]["content"][0]["text"] == "back"
+
+
+async def test_a_response_stream_cut_after_its_priming_event_is_resumed(
+    gateway_factory: Callable[..., Gateway], hostile: tuple[Proc, str]
+) -> None:
+    _, base = hostile  # the fixture's priming events ask for `retry: 500`
+    gw = gateway_factory(config(base))
+    gw.wait_backend("web")
+    async with aiohttp.ClientSession() as http:
+        client = await RawClient(gw.url, http).open()
+        answer = await call(client, "web_resume")
+        assert answer["result"]["content"][0]["text"] == "resumed"
+        [resume] = (await stats(http, base))["resumes"]
+    # The GET named the priming event's id (the fixture only answers that one) ...
+    assert resume["last_event_id"].startswith("ev-")
+    assert resume["session"] is not None
+    # ... and came no sooner than the backend asked.
+    assert resume["after_s"] >= 0.5

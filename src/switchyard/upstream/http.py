@@ -45,6 +45,12 @@ EVENT_STREAM: Final = "text/event-stream"
 ACCEPT_BOTH: Final = f"{JSON}, {EVENT_STREAM}"
 # Reconnect pacing for the legacy GET notification stream.
 STREAM_RETRY_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
+# Resuming a response stream the backend ended before answering: the wait when it names
+# none (SSE `retry:`), the longest wait it may ask for, and how many times.
+DEFAULT_RETRY_S: Final = 1.0
+MIN_RETRY_S: Final = 0.1
+MAX_RETRY_S: Final = 5.0
+MAX_RESUMES: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +281,7 @@ class StreamableHttpConnection(ConnectionCore):
                 headers = await self._request_headers(
                     method, out.name, out.caller, out.extra_headers
                 )
-                return await self._exchange(body, request_id, method, headers, out.link)
+                return await self._exchange(body, request_id, method, headers, out.link, out.caller)
         except TimeoutError:
             # Modern: abandoning the stream is the cancellation. Legacy: say so explicitly.
             if self.facts.era is Era.LEGACY and method != methods.INITIALIZE:
@@ -334,6 +340,7 @@ class StreamableHttpConnection(ConnectionCore):
         method: str,
         headers: dict[str, str],
         link: ClientLink | None,
+        caller: Caller | None = None,
     ) -> Reply:
         async with self._http.post(
             self.settings.url, data=body, headers=headers, allow_redirects=False
@@ -345,32 +352,74 @@ class StreamableHttpConnection(ConnectionCore):
             if resp.status == 404 and self.facts.era is Era.LEGACY and sent_with is not None:
                 raise _SessionExpired(sent_with)
             if ctype.startswith(EVENT_STREAM) and resp.status < 300:
-                return await self._read_stream(resp, request_id, link)
-            data = await decoded_body.read(resp, self.settings.max_message_bytes)
-            if ctype.startswith(JSON) and data:
-                try:
-                    env = frame.peek(data)
-                except (frame.DecodeError, frame.ValidationError):
-                    return protocol_error(self.backend, f"invalid JSON body (HTTP {resp.status})")
-                if env.is_response:
-                    return reply_from(env)
-            return frame.error_reply(
-                codes.BACKEND_PROTOCOL_ERROR if resp.status < 500 else codes.BACKEND_UNAVAILABLE,
-                f"backend {self.backend!r} answered HTTP {resp.status} without a JSON-RPC response",
-                {"source": "gateway", "backend": self.backend, "status": resp.status},
-            )
+                outcome = await self._read_stream(resp, request_id, link)
+            else:
+                return await self._json_answer(resp, ctype)
+        if isinstance(outcome, Reply):
+            return outcome
+        return await self._resume(outcome, request_id, link, caller)
+
+    async def _json_answer(self, resp: aiohttp.ClientResponse, ctype: str) -> Reply:
+        data = await decoded_body.read(resp, self.settings.max_message_bytes)
+        if ctype.startswith(JSON) and data:
+            try:
+                env = frame.peek(data)
+            except (frame.DecodeError, frame.ValidationError):
+                return protocol_error(self.backend, f"invalid JSON body (HTTP {resp.status})")
+            if env.is_response:
+                return reply_from(env)
+        return frame.error_reply(
+            codes.BACKEND_PROTOCOL_ERROR if resp.status < 500 else codes.BACKEND_UNAVAILABLE,
+            f"backend {self.backend!r} answered HTTP {resp.status} without a JSON-RPC response",
+            {"source": "gateway", "backend": self.backend, "status": resp.status},
+        )
 
     async def _read_stream(
         self, resp: aiohttp.ClientResponse, request_id: int, link: ClientLink | None
-    ) -> Reply:
+    ) -> Reply | _Cut:
+        """The answer on a response stream, or where the stream was cut off without one."""
         parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
+        last_id: str | None = None
         async for chunk in decoded_body.chunks(resp):
             for event in parser.feed(chunk):
+                last_id = event.id if event.id is not None else last_id
                 if event.event != "message" or not event.data:
-                    continue
+                    continue  # a priming event: an id to resume from, no message
                 reply = await self._on_stream_message(event.data, request_id, link)
                 if reply is not None:
                     return reply
+        return _Cut(last_id, parser.retry_ms)
+
+    async def _resume(
+        self, cut: _Cut, request_id: int, link: ClientLink | None, caller: Caller | None
+    ) -> Reply:
+        """The backend ended a response stream before answering, having given it an event id:
+        wait as long as it asked (bounded), then GET the rest with `Last-Event-ID`. The
+        request's own deadline keeps running throughout."""
+        for _ in range(MAX_RESUMES):
+            if cut.last_event_id is None:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), _retry_delay(cut.retry_ms))
+            if self._closed.is_set():
+                return unavailable(self.backend, self._close_reason)
+            headers = await self._request_headers(None, None, caller)
+            headers["Accept"] = EVENT_STREAM
+            headers["Last-Event-ID"] = cut.last_event_id
+            async with self._http.get(
+                self.settings.url, headers=headers, allow_redirects=False
+            ) as resp:
+                if resp.status != 200 or not resp.headers.get("Content-Type", "").startswith(
+                    EVENT_STREAM
+                ):
+                    return protocol_error(
+                        self.backend, f"resuming its response stream failed (HTTP {resp.status})"
+                    )
+                outcome = await self._read_stream(resp, request_id, link)
+            if isinstance(outcome, Reply):
+                return outcome
+            retry_ms = outcome.retry_ms if outcome.retry_ms is not None else cut.retry_ms
+            cut = _Cut(outcome.last_event_id or cut.last_event_id, retry_ms)
         return protocol_error(self.backend, "response stream ended without an answer")
 
     async def _on_stream_message(
@@ -414,7 +463,7 @@ class StreamableHttpConnection(ConnectionCore):
     async def _listen_stream(self, params: bytes) -> None:
         """2026-07-28 `subscriptions/listen`: one long-lived POST, reopened if it drops."""
 
-        async def open_stream() -> Any:
+        async def open_stream(last_event_id: str | None) -> Any:
             body = frame.request_bytes(str(next(self._ids)).encode(), methods.LISTEN, params)
             headers = await self._request_headers(methods.LISTEN, None)
             return self._http.post(
@@ -443,19 +492,26 @@ class StreamableHttpConnection(ConnectionCore):
     async def _listen(self) -> None:
         """The legacy GET stream: backend notifications outside any request (list_changed)."""
 
-        async def open_stream() -> Any:
+        async def open_stream(last_event_id: str | None) -> Any:
             headers = {**await self._request_headers(None, None), "Accept": EVENT_STREAM}
+            if last_event_id is not None:
+                headers["Last-Event-ID"] = last_event_id  # resume where the stream broke off
             return self._http.get(self.settings.url, headers=headers, allow_redirects=False)
 
         await self._follow("GET stream", open_stream)
 
-    async def _follow(self, label: str, open_stream: Callable[[], Awaitable[Any]]) -> None:
-        """Read a long-lived SSE stream of backend notifications, reopening it with backoff
-        while the connection lives; a backend that refuses the stream is not asked again."""
+    async def _follow(
+        self, label: str, open_stream: Callable[[str | None], Awaitable[Any]]
+    ) -> None:
+        """Read a long-lived SSE stream of backend notifications, reopening it while the
+        connection lives (after the backend's `retry:` if it gave one, else with backoff, and
+        from the last event id seen); a backend that refuses the stream is not asked again."""
         attempt = 0
+        last_id: str | None = None
+        retry_ms: int | None = None
         while not self._closed.is_set():
             try:
-                async with await open_stream() as resp:
+                async with await open_stream(last_id) as resp:
                     is_stream = resp.headers.get("Content-Type", "").startswith(EVENT_STREAM)
                     if resp.status != 200 or not is_stream:
                         log.info(
@@ -464,10 +520,14 @@ class StreamableHttpConnection(ConnectionCore):
                         return
                     attempt = 0
                     parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
-                    async for chunk in decoded_body.chunks(resp):
-                        for event in parser.feed(chunk):
-                            if event.event == "message" and event.data:
-                                await self._on_stream_message(event.data, None, None)
+                    try:
+                        async for chunk in decoded_body.chunks(resp):
+                            for event in parser.feed(chunk):
+                                last_id = event.id if event.id is not None else last_id
+                                if event.event == "message" and event.data:
+                                    await self._on_stream_message(event.data, None, None)
+                    finally:
+                        retry_ms = parser.retry_ms if parser.retry_ms is not None else retry_ms
             except (
                 aiohttp.ClientError,
                 OSError,
@@ -476,10 +536,28 @@ class StreamableHttpConnection(ConnectionCore):
                 UpstreamClosed,
             ) as exc:
                 log.debug("backend %r: %s dropped: %s", self.backend, label, exc)
-            delay = STREAM_RETRY_S[min(attempt, len(STREAM_RETRY_S) - 1)]
+            if retry_ms is not None:
+                delay = _retry_delay(retry_ms)
+            else:
+                delay = STREAM_RETRY_S[min(attempt, len(STREAM_RETRY_S) - 1)]
             attempt += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), delay)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    """A response stream that ended without the answer."""
+
+    last_event_id: str | None
+    retry_ms: int | None
+
+
+def _retry_delay(retry_ms: int | None) -> float:
+    """How long to wait before reconnecting: what the backend asked, within reason."""
+    if retry_ms is None:
+        return DEFAULT_RETRY_S
+    return min(max(retry_ms / 1000, MIN_RETRY_S), MAX_RETRY_S)
 
 
 async def _outcome(task: asyncio.Task[bool]) -> bool:
