@@ -11,6 +11,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import ListRootsResult, Root
 
 from switchyard.protocol import codes
 from tests.harness import FIXTURES, PYTHON, Gateway, Proc, free_port, start_port_fixture
@@ -219,3 +222,47 @@ async def test_a_response_stream_cut_after_its_priming_event_is_resumed(
     assert resume["session"] is not None
     # ... and came no sooner than the backend asked.
     assert resume["after_s"] >= 0.5
+
+
+def roots_of(owner: str) -> Callable[[Any], Any]:
+    async def roots(ctx: Any) -> ListRootsResult:
+        asked.append(owner)
+        return ListRootsResult(roots=[Root(uri=f"file:///{owner}")])
+
+    return roots
+
+
+asked: list[str] = []
+
+
+async def test_a_get_stream_request_reaches_only_the_client_whose_session_it_is(
+    gateway_factory: Callable[..., Gateway], hostile: tuple[Proc, str]
+) -> None:
+    _, base = hostile
+    gw = gateway_factory(
+        {
+            "servers": {
+                "own": {"url": f"{base}/mcp", "type": "streamable-http"},  # per_session
+                "all": {"url": f"{base}/mcp", "type": "streamable-http", "isolation": "shared"},
+            }
+        }
+    )
+    gw.wait_backend("own")
+    gw.wait_backend("all")
+    asked.clear()
+
+    async def ask(owner: str, tool: str) -> str:
+        transport = streamable_http_client(gw.url)
+        async with Client(transport, mode="legacy", list_roots_callback=roots_of(owner)) as c:
+            result = await asyncio.wait_for(c.call_tool(tool, {}), 20)
+            return str(result.content[0].text)  # type: ignore[union-attr]
+
+    # Each client's own upstream session: the backend's GET-stream request is theirs alone.
+    texts = await asyncio.gather(ask("alice", "own_roots_via_get"), ask("bob", "own_roots_via_get"))
+    assert texts == ["file:///alice", "file:///bob"]
+    assert sorted(asked) == ["alice", "bob"]
+    # One session shared by everyone: nobody can be proven to be the one asked.
+    asked.clear()
+    text = await ask("carol", "all_roots_via_get")
+    assert text.startswith("refused:")
+    assert asked == []
