@@ -114,7 +114,10 @@ async def test_owner_gets_what_arrives_between_calls() -> None:
     await stream._dispatch(SAMPLING)
     [answer] = await answers(stream)
     assert answer["result"] == {"answered-by": "alice"}
-    assert alice_session.notified == ["notifications/message"]
+    assert alice_session.asked == ["sampling/createMessage"]
+    # A log line goes to the isolated session's own handler, which applies its log level.
+    assert [m for m, _ in stream.notifications] == ["notifications/message"]
+    assert stream.unattributed == 0
 
 
 async def test_exclusive_stream_without_a_link_leaves_it_to_its_owner_handler() -> None:

@@ -170,11 +170,12 @@ class ConnectionCore:
         if method not in CLIENT_NOTIFICATIONS:
             self._on_notification(method, params)
             return
-        link = self._unrelated_link()
-        if link is not None:
-            await link.notify(method, params)
-        elif self.exclusive:
-            self._on_notification(method, params)  # an isolated session's handler knows its owner
+        if self.exclusive:
+            for link in self._links.values():
+                await link.notify(method, params)  # its caller, on the stream it is reading
+                return
+            # Between calls: the isolated session's handler knows its owner and its log level.
+            self._on_notification(method, params)
         else:
             self.unattributed += 1
             log.debug(
