@@ -154,8 +154,9 @@ async def test_parked_call_state_is_signed_and_bound(gateway: Gateway) -> None:
         # Its own isolated session declared only this client's (empty) capabilities: the
         # backend itself refuses to ask.
         ("l", "Client did not declare the form elicitation capability"),
-        # A shared session declares what Switchyard can route; Switchyard answers for the client.
-        ("ls", "The client does not support elicitation/create"),
+        # A shared session cannot prove which client a stdio backend's request is for: the
+        # gateway refuses it rather than ask whichever client happens to be calling.
+        ("ls", "no single client to route this request to"),
     ],
 )
 async def test_a_client_without_the_capability_gets_an_error_not_a_hang(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import hashlib
 import hmac
 import json
@@ -114,6 +115,9 @@ class KeyServer:
 
     def __init__(self) -> None:
         self.docs: dict[str, Any] = {}
+        self.gzipped: dict[str, bytes] = {}
+        """Served gzip'd whatever the request asked for, as a careless server would."""
+        self.encodings: list[str | None] = []
         self.hits: Counter[str] = Counter()
         self.runner: web.AppRunner | None = None
         self.port = 0
@@ -137,6 +141,10 @@ class KeyServer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         self.hits[name] += 1
+        self.encodings.append(request.headers.get("Accept-Encoding"))
+        if name in self.gzipped:
+            headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+            return web.Response(body=gzip.compress(self.gzipped[name]), headers=headers)
         if name == "redirect":
             raise web.HTTPFound("/jwks")
         if name not in self.docs:
@@ -490,6 +498,23 @@ async def test_jwks_skips_unusable_keys(keys: KeyServer, http: aiohttp.ClientSes
     with pytest.raises(AuthError):
         await verifier.verify(hs256_with(b"s" * 32, claims()), AUD)
     await verifier.aclose()
+
+
+async def test_jwks_is_bounded_after_decompression(
+    keys: KeyServer, http: aiohttp.ClientSession
+) -> None:
+    document = json.dumps({"keys": [public_jwk(RSA1, "k1")]}).encode()
+    keys.gzipped["small"] = document
+    # 48 MiB of padding inflated from ~50 KB on the wire: refused, not read whole.
+    keys.gzipped["bomb"] = document[:-1] + b', "pad": "' + b"x" * (48 * 1024 * 1024) + b'"}'
+    small = JwtVerifier([IssuerConfig(ISS, jwks_uri=keys.url("small"))], http)
+    assert (await small.verify(sign(claims()), AUD)).subject == "alice"
+    bomb = JwtVerifier([IssuerConfig(ISS, jwks_uri=keys.url("bomb"))], http)
+    with pytest.raises(AuthError) as caught:
+        await bomb.verify(sign(claims()), AUD)
+    assert caught.value.temporary
+    assert keys.hits["bomb"] >= 1
+    assert set(keys.encodings) == {"identity"}
 
 
 async def test_prefetch_and_own_session(keys: KeyServer) -> None:

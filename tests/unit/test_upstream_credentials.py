@@ -8,6 +8,7 @@ delay, fail, or answer in ways no well-behaved AS would, for the error paths.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import time
@@ -525,3 +526,36 @@ async def test_static_headers() -> None:
     assert "secret" not in str(caught.value).replace("X-Api-Key", "")
     with pytest.raises(ValueError, match="invalid header name"):
         StaticHeaders({"Bad Name": "v"})
+
+
+@pytest.mark.parametrize(
+    ("token", "outcome"),
+    [
+        (b"t" * 1000, "ok"),  # a server may compress although asked not to: still readable
+        (b"t" * (48 * 1024 * 1024), "larger than 64 KiB"),  # 48 MiB of token in ~50 KB of gzip
+    ],
+)
+async def test_token_answers_are_bounded_after_decompression(
+    http: aiohttp.ClientSession, token: bytes, outcome: str
+) -> None:
+    seen: list[str | None] = []
+    body = gzip.compress(b'{"access_token": "' + token + b'", "token_type": "Bearer"}')
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Accept-Encoding"))
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        return web.Response(body=body, headers=headers)
+
+    app = web.Application()
+    app.router.add_post("/token", handler)
+    runner, base = await serve(app)
+    try:
+        cred = ClientCredentials(f"{base}/token", "gateway", SECRET, BACKEND, "mcp:read", http)
+        if outcome == "ok":
+            assert await cred.header() == "Bearer " + token.decode()
+        else:
+            with pytest.raises(CredentialError, match=outcome):
+                await cred.header()
+    finally:
+        await runner.cleanup()
+    assert seen == ["identity"]

@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, HMACAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from switchyard.auth.resource_metadata import www_authenticate
+from switchyard.upstream import decoded_body
+from switchyard.wire.sse import TooLarge
 
 log = logging.getLogger("switchyard.auth.jwt")
 
@@ -549,26 +551,26 @@ class JwtVerifier:
 
     async def _fetch(self, uri: str, timeout_s: float) -> tuple[_Key, ...]:
         session = await self._session()
-        body = bytearray()
         try:
             async with session.get(
                 uri,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
-                headers={"Accept": "application/jwk-set+json, application/json"},
+                headers={
+                    "Accept": "application/jwk-set+json, application/json",
+                    "Accept-Encoding": decoded_body.ACCEPT_ENCODING,
+                },
+                auto_decompress=False,
             ) as resp:
                 if resp.status != 200:
                     raise _FetchError(f"HTTP {resp.status}")
-                if resp.content_length is not None and resp.content_length > MAX_JWKS_BYTES:
-                    raise _FetchError("JWKS document too large")
-                async for chunk in resp.content.iter_chunked(65536):
-                    body += chunk
-                    if len(body) > MAX_JWKS_BYTES:
-                        raise _FetchError("JWKS document too large")
-        except (aiohttp.ClientError, TimeoutError) as exc:
+                body = await decoded_body.read(resp, MAX_JWKS_BYTES)
+        except TooLarge:
+            raise _FetchError("JWKS document too large") from None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise _FetchError(f"{type(exc).__name__}: {exc}") from None
         try:
-            document = _json_object(bytes(body))
+            document = _json_object(body)
         except (ValueError, RecursionError) as exc:
             raise _FetchError(f"JWKS is not a JSON object: {exc}") from None
         entries = document.get("keys")

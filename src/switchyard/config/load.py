@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from switchyard.auth.authenticator import AuthSettings
 from switchyard.auth.jwt_verifier import IssuerConfig
 from switchyard.call import API_KEYS
+from switchyard.config.allowed_urls import PatternError, UrlPattern, redacted
 from switchyard.config.schema import (
     DESKTOP_IGNORED_KEYS,
     NAME_PATTERN,
@@ -179,8 +180,17 @@ def _check_allowed(
             raise ConfigError(
                 f"{where}.command: {settings.command!r} is not in gateway.allowed_backends.commands"
             )
-    elif not any(fnmatchcase(settings.url, g) for g in allowed.urls):
-        raise ConfigError(f"{where}.url: {settings.url!r} is not in gateway.allowed_backends.urls")
+    else:
+        patterns = []
+        for i, glob in enumerate(allowed.urls):
+            try:
+                patterns.append(UrlPattern.parse(glob))
+            except (PatternError, ValueError) as exc:
+                raise ConfigError(f"gateway.allowed_backends.urls[{i}]: {exc}") from None
+        if not any(p.matches(settings.url) for p in patterns):
+            # As written, and redacted: the resolved URL may carry ${VAR} secrets.
+            shown = redacted(written or settings.url)
+            raise ConfigError(f"{where}.url: {shown!r} is not in gateway.allowed_backends.urls")
 
 
 def _credentials(
@@ -250,7 +260,7 @@ def _backend(
             max_message_bytes=max_msg,
         )
     if config is not None:
-        _check_allowed(where, transport, config, server.command)
+        _check_allowed(where, transport, config, server.command or server.url)
     credentials = _credentials(where, server, transport)
     return BackendSettings(
         name=name,

@@ -565,6 +565,7 @@ class Backend:
         conn = self._candidates(lambda m, p: self._isolated_notification(owner, m, p))[0]
         conn.client_timeout_s = self.settings.timeout_s
         conn.owner = session_link
+        conn.exclusive_owner = owner
         # One client's session: it offers the backend exactly what that client supports.
         conn.declared = frame.decode_any(capabilities) if capabilities is not None else {}
         try:

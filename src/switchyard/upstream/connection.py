@@ -12,7 +12,7 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from switchyard.protocol import codes, methods
 from switchyard.protocol.link import ClientLink
@@ -26,6 +26,8 @@ log = logging.getLogger("switchyard.upstream")
 
 # Called with (method, raw params) for every notification a backend sends outside a request.
 NotificationHandler = Callable[[str, bytes | None], None]
+# Notifications that concern the client a request was made for, never the backend as a whole.
+CLIENT_NOTIFICATIONS: Final = frozenset({methods.MESSAGE})
 
 
 class UpstreamClosed(Exception):
@@ -47,6 +49,8 @@ class Connection(Protocol):
     facts: ServerFacts
     owner: ClientLink | None
     """Set when the connection serves one client: server requests outside calls go there."""
+    exclusive_owner: str | None
+    """The session or principal key a connection serves alone; None: shared."""
     declared: Any
     """Client capabilities to declare in a legacy `initialize` (None: the routable set)."""
     client_timeout_s: float
@@ -132,10 +136,53 @@ class ConnectionCore:
         self.declared: Any = None
         """Client capabilities to declare in `initialize`; None: what Switchyard can route."""
         self.owner: ClientLink | None = None
-        """Set when this connection serves one client only: every server request goes there."""
+        """Set when this connection serves one client only: its session stream, where messages
+        that name no request reach it."""
+        self.exclusive_owner: str | None = None
+        """The session or principal key this connection serves alone (an isolated session);
+        None: shared, so a message that names no request belongs to nobody provably."""
         self.client_timeout_s = 60.0
+        self.unattributed = 0
+        """Client-bound notifications dropped because no client could be proven theirs."""
+        self._links: dict[int, ClientLink] = {}
+        """The way back to the client of each request in flight, by upstream id."""
         self._closed = asyncio.Event()
         self._close_reason = "connection closed"
+
+    @property
+    def exclusive(self) -> bool:
+        return self.exclusive_owner is not None or self.owner is not None
+
+    def _unrelated_link(self) -> ClientLink | None:
+        """The client a message that names no request of ours belongs to. Only a connection
+        that serves one owner can tell: any request in flight (the stream its client is
+        reading for sure), else the owner's session stream. A shared connection cannot: the
+        client that happens to be calling is not the one the backend meant."""
+        if not self.exclusive:
+            return None
+        for link in self._links.values():
+            return link
+        return self.owner
+
+    async def _unrelated_notification(self, method: str, params: bytes | None) -> None:
+        """A notification that names no request: backend-wide ones (list changes, resource
+        updates) go to the handler; one meant for a client only to a provable client."""
+        if method not in CLIENT_NOTIFICATIONS:
+            self._on_notification(method, params)
+            return
+        if self.exclusive:
+            for link in self._links.values():
+                await link.notify(method, params)  # its caller, on the stream it is reading
+                return
+            # Between calls: the isolated session's handler knows its owner and its log level.
+            self._on_notification(method, params)
+        else:
+            self.unattributed += 1
+            log.debug(
+                "backend %r: %s outside any request on a shared connection; dropped",
+                self.backend,
+                method,
+            )
 
     async def _send_answer(self, data: bytes) -> None:
         """Deliver the answer to a server request; a backend that is gone is not an error."""
@@ -181,7 +228,6 @@ class MessageStream(ConnectionCore):
     def __init__(self, backend: str, on_notification: NotificationHandler) -> None:
         super().__init__(backend, on_notification)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
-        self._links: dict[int, ClientLink] = {}
         self._listen_id: int | None = None
 
     async def _send(self, data: bytes) -> None:
@@ -249,17 +295,13 @@ class MessageStream(ConnectionCore):
         if env.method is UNSET:
             return
         params = bytes(env.params) if env.params is not UNSET else None
+        # A duplex stream never says which request a message belongs to.
         if env.id is not UNSET:
-            self._serve_server_request(env.id, env.method, params, self._link_for_request())
+            self._serve_server_request(env.id, env.method, params, self._unrelated_link())
             return
         if env.method == methods.PROGRESS and await self._progress.deliver(params):
             return
-        if env.method == methods.MESSAGE and self._links:
-            link = self._link_for_request()
-            if link is not None:
-                await link.notify(env.method, params)  # a log line of the call in flight
-                return
-        self._on_notification(env.method, params)
+        await self._unrelated_notification(env.method, params)
 
     async def listen(self, params: bytes) -> None:
         previous = self._listen_id
@@ -279,14 +321,6 @@ class MessageStream(ConnectionCore):
         params = frame.encode({"requestId": request_id})
         with contextlib.suppress(OSError, UpstreamClosed):
             await self._send(frame.notification_bytes(methods.CANCELLED, params))
-
-    def _link_for_request(self) -> ClientLink | None:
-        """The client a server request belongs to: the only client with requests in flight
-        (its live stream), else the owner of an isolated connection. Several: nobody knows."""
-        by_client = {link.client: link for link in self._links.values()}
-        if len(by_client) == 1:
-            return next(iter(by_client.values()))
-        return self.owner if not by_client else None
 
     async def _send_answer(self, data: bytes) -> None:
         with contextlib.suppress(OSError, UpstreamClosed):

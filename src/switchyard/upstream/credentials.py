@@ -39,7 +39,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 
+from switchyard.upstream import decoded_body
 from switchyard.upstream.outbound import Caller
+from switchyard.wire.sse import TooLarge
 
 log = logging.getLogger("switchyard.upstream.credentials")
 
@@ -331,7 +333,11 @@ class _Endpoint:
         return text
 
     async def request(self, form: list[tuple[str, str]], *, hide: tuple[str, ...]) -> _Issued:
-        headers = {"Authorization": self._authorization, "Accept": "application/json"}
+        headers = {
+            "Authorization": self._authorization,
+            "Accept": "application/json",
+            "Accept-Encoding": decoded_body.ACCEPT_ENCODING,
+        }
         try:
             async with self._http.post(
                 self.url,
@@ -339,13 +345,16 @@ class _Endpoint:
                 headers=headers,
                 allow_redirects=False,
                 timeout=self._timeout,
+                auto_decompress=False,
             ) as resp:
                 status = resp.status
-                body = await _read_bounded(resp)
+                body = await decoded_body.read(resp, MAX_RESPONSE_BYTES)
         except TimeoutError:
             raise self._fail("no answer in time", temporary=True) from None
-        except _TooLarge:
+        except TooLarge:
             raise self._fail("answer larger than 64 KiB", temporary=True) from None
+        except ValueError:
+            raise self._fail("answer with an undecodable body", temporary=True) from None
         except (aiohttp.ClientError, OSError) as exc:
             # Only the exception's type: its text may echo request details.
             raise self._fail(f"unreachable ({type(exc).__name__})", temporary=True) from None
@@ -420,23 +429,6 @@ def _lifetime(value: Any) -> float | None:
     return float(value)
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:
-    if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await resp.content.read(16384):
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def token_session(*, limit: int = 16) -> aiohttp.ClientSession:
     """An aiohttp session fit for token requests: no cookies kept, no environment proxies.
 
@@ -448,6 +440,7 @@ def token_session(*, limit: int = 16) -> aiohttp.ClientSession:
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None),
         trust_env=False,
+        auto_decompress=False,
     )
 
 

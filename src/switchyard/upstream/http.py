@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -19,7 +20,7 @@ import aiohttp
 from switchyard.protocol import codes, methods
 from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era
-from switchyard.upstream import handshake
+from switchyard.upstream import decoded_body, handshake
 from switchyard.upstream.connection import (
     ConnectionCore,
     MessageStream,
@@ -44,7 +45,12 @@ EVENT_STREAM: Final = "text/event-stream"
 ACCEPT_BOTH: Final = f"{JSON}, {EVENT_STREAM}"
 # Reconnect pacing for the legacy GET notification stream.
 STREAM_RETRY_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
-READ_CHUNK: Final = 65536
+# Resuming a response stream the backend ended before answering: the wait when it names
+# none (SSE `retry:`), the longest wait it may ask for, and how many times.
+DEFAULT_RETRY_S: Final = 1.0
+MIN_RETRY_S: Final = 0.1
+MAX_RETRY_S: Final = 5.0
+MAX_RESUMES: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +70,31 @@ def _session(settings: HttpSettings) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s),
-        auto_decompress=True,
+        auto_decompress=False,  # inflated by `decoded_body`, within the size limit
         skip_auto_headers=("User-Agent",),
     )
+
+
+class _Pool:
+    """A connection's aiohttp session, made on first use: a candidate that is never opened (a
+    transport probe that lost, a spare isolation candidate) then has nothing left unclosed."""
+
+    def __init__(self, settings: HttpSettings) -> None:
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def get(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            if self._closed:
+                raise UpstreamClosed("connection closed")
+            self._session = _session(self._settings)
+        return self._session
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
 
 
 class _NotLegacyStreamable(Exception):
@@ -79,12 +107,18 @@ class StreamableHttpConnection(ConnectionCore):
     ) -> None:
         super().__init__(backend, on_notification)
         self.settings = settings
-        self._http = _session(settings)
+        self._pool = _Pool(settings)
         self._session_id: str | None = None
         self._stream_task: asyncio.Task[None] | None = None
         self._listen_task: asyncio.Task[None] | None = None
-        self._reinit_lock = asyncio.Lock()
+        self._reinit: asyncio.Task[bool] | None = None
+        """The re-initialization under way after the backend forgot our session, if any."""
+        self._deleting: set[asyncio.Task[None]] = set()
         self.credential: Credential | None = None
+
+    @property
+    def _http(self) -> aiohttp.ClientSession:
+        return self._pool.get()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -110,11 +144,12 @@ class StreamableHttpConnection(ConnectionCore):
                 raise handshake.HandshakeFailed(
                     "backend does not speak 2026-07-28 (server/discover failed)"
                 )
+        self.facts = ServerFacts(era=Era.LEGACY)
         await self._legacy_handshake()
 
     async def _legacy_handshake(self) -> None:
-        self.facts = ServerFacts(era=Era.LEGACY)
-        self._session_id = None
+        # The session id in use stays until the answer brings its successor: a request sent
+        # meanwhile carries the old one (and is retried), never none at all.
         reply = await self._post_once(
             Outbound(
                 methods.INITIALIZE,
@@ -129,7 +164,7 @@ class StreamableHttpConnection(ConnectionCore):
 
     async def aclose(self) -> None:
         self._mark_closed("gateway closed the connection")
-        for task in (self._stream_task, self._listen_task):
+        for task in (self._stream_task, self._listen_task, self._reinit, *self._deleting):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -142,54 +177,111 @@ class StreamableHttpConnection(ConnectionCore):
                     timeout=aiohttp.ClientTimeout(total=2),
                 ):
                     pass
-        await self._http.close()
+        await self._pool.close()
 
     # -- requests ----------------------------------------------------------------------------
 
-    def _headers(self, method: str | None, name: str | None) -> dict[str, str]:
+    def _headers(
+        self, method: str | None, name: str | None, extra: tuple[tuple[str, str], ...] = ()
+    ) -> dict[str, str]:
         headers = dict(self.settings.headers)
         headers["Accept"] = ACCEPT_BOTH
+        headers["Accept-Encoding"] = decoded_body.ACCEPT_ENCODING
         headers["Content-Type"] = JSON
-        if self.facts.version:
+        if self.facts.version and method != methods.INITIALIZE:
             headers["MCP-Protocol-Version"] = self.facts.version
         if self.facts.era is Era.MODERN:
             if method is not None:
                 headers["Mcp-Method"] = method
             if name is not None:
                 headers["Mcp-Name"] = _header_value(name)
-        elif self._session_id is not None:
+            for key, value in extra:
+                _check_param_header(key, value)
+                headers[key] = value
+        elif self._session_id is not None and method != methods.INITIALIZE:
             headers["Mcp-Session-Id"] = self._session_id
         return headers
 
     async def request(self, out: Outbound) -> Reply:
+        for attempt in range(2):
+            if self._reinit is not None and not self._reinit.done():
+                await _outcome(self._reinit)  # a new session is on its way: wait for it
+            if self._closed.is_set():
+                return unavailable(self.backend, self._close_reason)
+            try:
+                return await self._post_once(out)
+            except _SessionExpired as expired:
+                # A 404 means the backend never processed it: safe to re-initialize and resend.
+                if attempt == 1 or not await self._reinitialize(expired.session_id):
+                    break
         if self._closed.is_set():
             return unavailable(self.backend, self._close_reason)
-        reply = await self._post_once(out)
-        if reply is _SESSION_EXPIRED:
-            # A 404 means the backend never processed it: safe to re-initialize and resend.
-            await self._reinitialize()
-            reply = await self._post_once(out)
-            if reply is _SESSION_EXPIRED:
-                return unavailable(self.backend, "backend keeps rejecting its session")
-        return reply
+        return unavailable(self.backend, "backend keeps rejecting its session")
 
-    async def _reinitialize(self) -> None:
-        stale = self._session_id
-        async with self._reinit_lock:
-            if self._session_id == stale:
-                log.info("backend %r: session expired; re-initializing", self.backend)
-                await asyncio.wait_for(self._legacy_handshake(), self.settings.handshake_timeout_s)
+    async def _reinitialize(self, stale: str) -> bool:
+        """Replace the session `stale` once, however many requests found it expired; True
+        when a live session is there to retry with."""
+        if self._closed.is_set():
+            return False
+        task = self._reinit
+        if task is None or task.done():
+            if self._session_id != stale:
+                return True  # already replaced since that request went out
+            task = asyncio.create_task(self._renew_session(stale), name=f"{self.backend}-reinit")
+            self._reinit = task
+        return await _outcome(task)
+
+    async def _renew_session(self, stale: str) -> bool:
+        log.info("backend %r: session expired; re-initializing", self.backend)
+        try:
+            await asyncio.wait_for(self._legacy_handshake(), self.settings.handshake_timeout_s)
+        except Exception as exc:  # whatever the failure, this connection is done for
+            why = str(exc) or type(exc).__name__
+            reason = f"re-initializing after the session expired failed: {why}"
+            log.warning("backend %r: %s", self.backend, reason)
+            self._mark_closed(reason)  # supervision restarts the backend
+            return False
+        if self._session_id != stale:
+            self._delete_session(stale)
+        if self._stream_task is not None:
+            # The GET stream belonged to the old session; the backend has dropped it.
+            self._stream_task.cancel()
+            self._stream_task = asyncio.create_task(self._listen(), name=f"{self.backend}-get")
+        return True
+
+    def _delete_session(self, session_id: str) -> None:
+        """Tell the backend a superseded session is over (it may still hold its state)."""
+
+        async def delete() -> None:
+            headers = await self._request_headers(None, None)
+            headers["Mcp-Session-Id"] = session_id
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, UpstreamClosed):
+                async with self._http.delete(
+                    self.settings.url,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=5),
+                ):
+                    pass
+
+        task = asyncio.create_task(delete())
+        self._deleting.add(task)
+        task.add_done_callback(self._deleting.discard)
 
     async def _post_once(self, out: Outbound) -> Reply:
         request_id = next(self._ids)
         method, timeout = out.method, out.timeout_s
         params = self._progress.bind(out.params, request_id, out.link)
         body = frame.request_bytes(str(request_id).encode(), method, params)
+        if out.link is not None:
+            self._links[request_id] = out.link
         try:
             async with Deadline(timeout, out.max_s or timeout) as deadline:
                 self._progress.watch(request_id, deadline)
-                headers = await self._request_headers(method, out.name, out.caller)
-                return await self._exchange(body, request_id, method, headers, out.link)
+                headers = await self._request_headers(
+                    method, out.name, out.caller, out.extra_headers
+                )
+                return await self._exchange(body, request_id, method, headers, out.link, out.caller)
         except TimeoutError:
             # Modern: abandoning the stream is the cancellation. Legacy: say so explicitly.
             if self.facts.era is Era.LEGACY and method != methods.INITIALIZE:
@@ -203,12 +295,18 @@ class StreamableHttpConnection(ConnectionCore):
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.notify(methods.CANCELLED, cancel))
             raise
-        except (aiohttp.ClientConnectionError, OSError) as exc:
+        except (aiohttp.ClientConnectionError, OSError, UpstreamClosed) as exc:
             self._mark_closed(f"connection failed: {exc}")
             return unavailable(self.backend, f"connection failed: {type(exc).__name__}")
         except CredentialError as exc:
             code = codes.BACKEND_UNAVAILABLE if exc.temporary else codes.BACKEND_PROTOCOL_ERROR
             return frame.error_reply(code, str(exc), {"source": "gateway", "backend": self.backend})
+        except HeaderRefused as exc:
+            return frame.error_reply(
+                codes.INVALID_PARAMS,
+                f"request not sent to backend {self.backend!r}: {exc}",
+                {"source": "gateway", "backend": self.backend},
+            )
         except sse.TooLarge as exc:
             return frame.error_reply(
                 codes.RESULT_TOO_LARGE,
@@ -218,14 +316,19 @@ class StreamableHttpConnection(ConnectionCore):
         except (aiohttp.ClientError, ValueError) as exc:
             return protocol_error(self.backend, str(exc) or type(exc).__name__)
         finally:
+            self._links.pop(request_id, None)
             self._progress.unbind(request_id)
 
     async def _request_headers(
-        self, method: str | None, name: str | None, caller: Caller | None = None
+        self,
+        method: str | None,
+        name: str | None,
+        caller: Caller | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> dict[str, str]:
         """Headers for one request: the transport's own, then this backend's credentials (never
         anything of the client's but, where configured, its exchanged token)."""
-        headers = self._headers(method, name)
+        headers = self._headers(method, name, extra)
         if self.credential is not None:
             headers.update(await self.credential.headers(caller))
         return headers
@@ -237,6 +340,7 @@ class StreamableHttpConnection(ConnectionCore):
         method: str,
         headers: dict[str, str],
         link: ClientLink | None,
+        caller: Caller | None = None,
     ) -> Reply:
         async with self._http.post(
             self.settings.url, data=body, headers=headers, allow_redirects=False
@@ -244,35 +348,78 @@ class StreamableHttpConnection(ConnectionCore):
             ctype = resp.headers.get("Content-Type", "")
             if method == methods.INITIALIZE and resp.status < 300:
                 self._session_id = resp.headers.get("Mcp-Session-Id")
-            if resp.status == 404 and self.facts.era is Era.LEGACY and self._session_id is not None:
-                return _SESSION_EXPIRED
+            sent_with = headers.get("Mcp-Session-Id")
+            if resp.status == 404 and self.facts.era is Era.LEGACY and sent_with is not None:
+                raise _SessionExpired(sent_with)
             if ctype.startswith(EVENT_STREAM) and resp.status < 300:
-                return await self._read_stream(resp, request_id, link)
-            data = await _read_bounded(resp, self.settings.max_message_bytes)
-            if ctype.startswith(JSON) and data:
-                try:
-                    env = frame.peek(data)
-                except (frame.DecodeError, frame.ValidationError):
-                    return protocol_error(self.backend, f"invalid JSON body (HTTP {resp.status})")
-                if env.is_response:
-                    return reply_from(env)
-            return frame.error_reply(
-                codes.BACKEND_PROTOCOL_ERROR if resp.status < 500 else codes.BACKEND_UNAVAILABLE,
-                f"backend {self.backend!r} answered HTTP {resp.status} without a JSON-RPC response",
-                {"source": "gateway", "backend": self.backend, "status": resp.status},
-            )
+                outcome = await self._read_stream(resp, request_id, link)
+            else:
+                return await self._json_answer(resp, ctype)
+        if isinstance(outcome, Reply):
+            return outcome
+        return await self._resume(outcome, request_id, link, caller)
+
+    async def _json_answer(self, resp: aiohttp.ClientResponse, ctype: str) -> Reply:
+        data = await decoded_body.read(resp, self.settings.max_message_bytes)
+        if ctype.startswith(JSON) and data:
+            try:
+                env = frame.peek(data)
+            except (frame.DecodeError, frame.ValidationError):
+                return protocol_error(self.backend, f"invalid JSON body (HTTP {resp.status})")
+            if env.is_response:
+                return reply_from(env)
+        return frame.error_reply(
+            codes.BACKEND_PROTOCOL_ERROR if resp.status < 500 else codes.BACKEND_UNAVAILABLE,
+            f"backend {self.backend!r} answered HTTP {resp.status} without a JSON-RPC response",
+            {"source": "gateway", "backend": self.backend, "status": resp.status},
+        )
 
     async def _read_stream(
         self, resp: aiohttp.ClientResponse, request_id: int, link: ClientLink | None
-    ) -> Reply:
+    ) -> Reply | _Cut:
+        """The answer on a response stream, or where the stream was cut off without one."""
         parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
-        async for chunk in resp.content.iter_any():
+        last_id: str | None = None
+        async for chunk in decoded_body.chunks(resp):
             for event in parser.feed(chunk):
+                last_id = event.id if event.id is not None else last_id
                 if event.event != "message" or not event.data:
-                    continue
+                    continue  # a priming event: an id to resume from, no message
                 reply = await self._on_stream_message(event.data, request_id, link)
                 if reply is not None:
                     return reply
+        return _Cut(last_id, parser.retry_ms)
+
+    async def _resume(
+        self, cut: _Cut, request_id: int, link: ClientLink | None, caller: Caller | None
+    ) -> Reply:
+        """The backend ended a response stream before answering, having given it an event id:
+        wait as long as it asked (bounded), then GET the rest with `Last-Event-ID`. The
+        request's own deadline keeps running throughout."""
+        for _ in range(MAX_RESUMES):
+            if cut.last_event_id is None:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), _retry_delay(cut.retry_ms))
+            if self._closed.is_set():
+                return unavailable(self.backend, self._close_reason)
+            headers = await self._request_headers(None, None, caller)
+            headers["Accept"] = EVENT_STREAM
+            headers["Last-Event-ID"] = cut.last_event_id
+            async with self._http.get(
+                self.settings.url, headers=headers, allow_redirects=False
+            ) as resp:
+                if resp.status != 200 or not resp.headers.get("Content-Type", "").startswith(
+                    EVENT_STREAM
+                ):
+                    return protocol_error(
+                        self.backend, f"resuming its response stream failed (HTTP {resp.status})"
+                    )
+                outcome = await self._read_stream(resp, request_id, link)
+            if isinstance(outcome, Reply):
+                return outcome
+            retry_ms = outcome.retry_ms if outcome.retry_ms is not None else cut.retry_ms
+            cut = _Cut(outcome.last_event_id or cut.last_event_id, retry_ms)
         return protocol_error(self.backend, "response stream ended without an answer")
 
     async def _on_stream_message(
@@ -291,14 +438,16 @@ class StreamableHttpConnection(ConnectionCore):
             return None
         params = bytes(env.params) if env.params is not UNSET else None
         if env.id is not UNSET:
-            # The request arrived on this call's own stream: its client is the one to ask.
-            self._serve_server_request(env.id, env.method, params, link)
+            # On a call's own stream its client is the one to ask; on the GET stream (no
+            # request) only a client this connection provably serves.
+            target = link if request_id is not None else self._unrelated_link()
+            self._serve_server_request(env.id, env.method, params, target)
         elif env.method == methods.PROGRESS and await self._progress.deliver(params):
             pass
         elif link is not None and env.method == methods.MESSAGE:
             await link.notify(env.method, params)  # a log message on this request's own stream
         else:
-            self._on_notification(env.method, params)
+            await self._unrelated_notification(env.method, params)
         return None
 
     async def _send_answer(self, data: bytes) -> None:
@@ -314,7 +463,7 @@ class StreamableHttpConnection(ConnectionCore):
     async def _listen_stream(self, params: bytes) -> None:
         """2026-07-28 `subscriptions/listen`: one long-lived POST, reopened if it drops."""
 
-        async def open_stream() -> Any:
+        async def open_stream(last_event_id: str | None) -> Any:
             body = frame.request_bytes(str(next(self._ids)).encode(), methods.LISTEN, params)
             headers = await self._request_headers(methods.LISTEN, None)
             return self._http.post(
@@ -328,7 +477,9 @@ class StreamableHttpConnection(ConnectionCore):
 
     async def _post_quietly(self, body: bytes, method: str | None) -> None:
         """POST a message that expects no answer (202); a backend that is gone is not an error."""
-        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, CredentialError):
+        with contextlib.suppress(
+            aiohttp.ClientError, OSError, TimeoutError, CredentialError, UpstreamClosed
+        ):
             async with self._http.post(
                 self.settings.url,
                 data=body,
@@ -341,19 +492,26 @@ class StreamableHttpConnection(ConnectionCore):
     async def _listen(self) -> None:
         """The legacy GET stream: backend notifications outside any request (list_changed)."""
 
-        async def open_stream() -> Any:
+        async def open_stream(last_event_id: str | None) -> Any:
             headers = {**await self._request_headers(None, None), "Accept": EVENT_STREAM}
+            if last_event_id is not None:
+                headers["Last-Event-ID"] = last_event_id  # resume where the stream broke off
             return self._http.get(self.settings.url, headers=headers, allow_redirects=False)
 
         await self._follow("GET stream", open_stream)
 
-    async def _follow(self, label: str, open_stream: Callable[[], Awaitable[Any]]) -> None:
-        """Read a long-lived SSE stream of backend notifications, reopening it with backoff
-        while the connection lives; a backend that refuses the stream is not asked again."""
+    async def _follow(
+        self, label: str, open_stream: Callable[[str | None], Awaitable[Any]]
+    ) -> None:
+        """Read a long-lived SSE stream of backend notifications, reopening it while the
+        connection lives (after the backend's `retry:` if it gave one, else with backoff, and
+        from the last event id seen); a backend that refuses the stream is not asked again."""
         attempt = 0
+        last_id: str | None = None
+        retry_ms: int | None = None
         while not self._closed.is_set():
             try:
-                async with await open_stream() as resp:
+                async with await open_stream(last_id) as resp:
                     is_stream = resp.headers.get("Content-Type", "").startswith(EVENT_STREAM)
                     if resp.status != 200 or not is_stream:
                         log.info(
@@ -362,35 +520,75 @@ class StreamableHttpConnection(ConnectionCore):
                         return
                     attempt = 0
                     parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
-                    async for chunk in resp.content.iter_any():
-                        for event in parser.feed(chunk):
-                            if event.event == "message" and event.data:
-                                await self._on_stream_message(event.data, None, None)
-            except (aiohttp.ClientError, OSError, ValueError, CredentialError) as exc:
+                    try:
+                        async for chunk in decoded_body.chunks(resp):
+                            for event in parser.feed(chunk):
+                                last_id = event.id if event.id is not None else last_id
+                                if event.event == "message" and event.data:
+                                    await self._on_stream_message(event.data, None, None)
+                    finally:
+                        retry_ms = parser.retry_ms if parser.retry_ms is not None else retry_ms
+            except (
+                aiohttp.ClientError,
+                OSError,
+                ValueError,
+                CredentialError,
+                UpstreamClosed,
+            ) as exc:
                 log.debug("backend %r: %s dropped: %s", self.backend, label, exc)
-            delay = STREAM_RETRY_S[min(attempt, len(STREAM_RETRY_S) - 1)]
+            if retry_ms is not None:
+                delay = _retry_delay(retry_ms)
+            else:
+                delay = STREAM_RETRY_S[min(attempt, len(STREAM_RETRY_S) - 1)]
             attempt += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), delay)
 
 
-_SESSION_EXPIRED: Final = Reply(error=b'{"code":-31002,"message":"session expired"}')
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    """A response stream that ended without the answer."""
+
+    last_event_id: str | None
+    retry_ms: int | None
 
 
-async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    declared = resp.content_length
-    if declared is not None:
-        if declared > limit:
-            raise sse.TooLarge(f"response of {declared} bytes exceeds the {limit}-byte limit")
-        return await resp.read()  # the length is known and within bounds
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise sse.TooLarge(f"response exceeds the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _retry_delay(retry_ms: int | None) -> float:
+    """How long to wait before reconnecting: what the backend asked, within reason."""
+    if retry_ms is None:
+        return DEFAULT_RETRY_S
+    return min(max(retry_ms / 1000, MIN_RETRY_S), MAX_RETRY_S)
+
+
+async def _outcome(task: asyncio.Task[bool]) -> bool:
+    """Wait for a shared task without letting one waiter's cancellation cancel it for all."""
+    await asyncio.wait({task})
+    return not task.cancelled() and task.exception() is None and task.result()
+
+
+class _SessionExpired(Exception):
+    """The backend no longer knows the session a request was sent with (HTTP 404)."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.session_id = session_id
+
+
+class HeaderRefused(ValueError):
+    """A parameter header that would not travel intact: refused, never sent."""
+
+
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+PARAM_PREFIX: Final = "mcp-param-"
+
+
+def _check_param_header(key: str, value: str) -> None:
+    # A CR or LF would end the header and start another one (or the body) of the backend's
+    # choosing; the encoder must have base64'd such values already.
+    if not key.lower().startswith(PARAM_PREFIX) or not _TOKEN.fullmatch(key):
+        raise HeaderRefused(f"{key!r} is not an Mcp-Param-* header name")
+    if not value.isascii() or any((c < " " and c != "\t") or c == "\x7f" for c in value):
+        raise HeaderRefused(f"header {key} has a value that is not plain ASCII text")
 
 
 def _header_value(value: str) -> str:
@@ -410,10 +608,14 @@ class SseConnection(MessageStream):
     ) -> None:
         super().__init__(backend, on_notification)
         self.settings = settings
-        self._http = _session(settings)
+        self._pool = _Pool(settings)
         self._endpoint: str | None = None
         self._endpoint_ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def _http(self) -> aiohttp.ClientSession:
+        return self._pool.get()
 
     async def open(self) -> None:
         self._reader = asyncio.create_task(self._read(), name=f"{self.backend}-sse")
@@ -445,21 +647,25 @@ class SseConnection(MessageStream):
         try:
             async with self._http.get(
                 self.settings.url,
-                headers={**self.settings.headers, "Accept": EVENT_STREAM},
+                headers={
+                    **self.settings.headers,
+                    "Accept": EVENT_STREAM,
+                    "Accept-Encoding": decoded_body.ACCEPT_ENCODING,
+                },
                 allow_redirects=False,
             ) as resp:
                 if resp.status != 200:
                     reason = f"SSE stream refused with HTTP {resp.status}"
                     return
                 parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)
-                async for chunk in resp.content.iter_any():
+                async for chunk in decoded_body.chunks(resp):
                     for event in parser.feed(chunk):
                         if event.event == "endpoint":
                             self._endpoint = self._resolve_endpoint(event.data.decode().strip())
                             self._endpoint_ready.set()
                         elif event.event == "message" and event.data:
                             await self._dispatch(event.data)
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError, UpstreamClosed) as exc:
             reason = f"SSE stream failed: {type(exc).__name__}"
         finally:
             self._mark_closed(reason)
@@ -493,4 +699,4 @@ class SseConnection(MessageStream):
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
-        await self._http.close()
+        await self._pool.close()

@@ -30,6 +30,9 @@ class Outbound:
     params: bytes | None
     name: str | None = None
     """The routed name (tool, prompt) in the backend's own terms: the `Mcp-Name` header."""
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    """`Mcp-Param-*` headers for a 2026-07-28 HTTP backend, already encoded (a value that is
+    not plain ASCII is carried base64); never sent to a legacy backend."""
     link: ClientLink | None = None
     """The way back to the client for this request's notifications and server requests."""
     caller: Caller | None = None

@@ -15,10 +15,11 @@ import signal
 from dataclasses import dataclass, field
 from typing import Final
 
-from switchyard.protocol import methods
+from switchyard.protocol import codes, methods
 from switchyard.upstream import handshake
 from switchyard.upstream.connection import MessageStream, NotificationHandler, UpstreamClosed
 from switchyard.upstream.outbound import Outbound
+from switchyard.wire import frame
 from switchyard.wire.frame import Reply
 
 log = logging.getLogger("switchyard.upstream.stdio")
@@ -29,6 +30,9 @@ TERM_GRACE_S: Final = 2.0
 # A legacy server may ignore `server/discover` instead of answering it; don't wait long.
 DISCOVER_TIMEOUT_S: Final = 5.0
 STDERR_LINE_MAX: Final = 4096
+# How much of an oversize message is kept to find out which request it answers.
+OVERSIZE_HEAD: Final = 4096
+DISCARD_CHUNK: Final = 65536
 # Variables a child inherits from the gateway; everything else must be configured explicitly.
 INHERITED_ENV: Final = (
     "HOME",
@@ -139,19 +143,28 @@ class StdioConnection(MessageStream):
         assert self.process is not None and self.process.stdout is not None
         stdout = self.process.stdout
         reason = "process exited"
+        # The start of a message over the size limit while the rest of it is being skipped.
+        oversize: bytes | None = None
         try:
             while True:
                 try:
                     line = await stdout.readuntil(b"\n")
                 except asyncio.IncompleteReadError as exc:
-                    if exc.partial.strip():
+                    if oversize is not None:
+                        self._refuse_oversize(oversize)
+                    elif exc.partial.strip():
                         await self._dispatch(exc.partial)
                     break
-                except asyncio.LimitOverrunError:
-                    reason = "backend sent a message over the size limit"
-                    log.error("backend %r: %s; restarting it", self.backend, reason)
-                    break
-                if line.strip():
+                except asyncio.LimitOverrunError as exc:
+                    # Skip what cannot be this line's end, never holding more than the limit;
+                    # the next newline ends the message and the reader carries on after it.
+                    head = await _discard(stdout, exc.consumed)
+                    oversize = head if oversize is None else oversize
+                    continue
+                if oversize is not None:
+                    self._refuse_oversize(oversize)  # `line` was its tail
+                    oversize = None
+                elif line.strip():
                     await self._dispatch(line)
         except OSError as exc:
             reason = f"stdout failed: {exc}"
@@ -160,6 +173,31 @@ class StdioConnection(MessageStream):
             if self.process.returncode is not None:
                 code = self.process.returncode
             self._mark_closed(reason if code is None else f"{reason} (exit code {code})")
+
+    def _refuse_oversize(self, head: bytes) -> None:
+        """A message over the size limit fails only the request it answers, when its start
+        names one of ours; anything else of that size is dropped."""
+        limit = self.settings.max_message_bytes
+        response_id = oversize_response_id(head)
+        pending = self._pending.get(response_id) if isinstance(response_id, int) else None
+        if pending is None or pending.done():
+            log.warning(
+                "backend %r sent a message over the %d-byte limit; dropped", self.backend, limit
+            )
+            return
+        log.warning(
+            "backend %r answered request %d with more than %d bytes; refused",
+            self.backend,
+            response_id,
+            limit,
+        )
+        pending.set_result(
+            frame.error_reply(
+                codes.RESULT_TOO_LARGE,
+                f"backend {self.backend!r} sent a result over the {limit}-byte limit",
+                {"source": "gateway", "backend": self.backend},
+            )
+        )
 
     async def _read_stderr(self) -> None:
         assert self.process is not None and self.process.stderr is not None
@@ -217,3 +255,107 @@ class StdioConnection(MessageStream):
     def _kill_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
+
+
+async def _discard(stdout: asyncio.StreamReader, count: int) -> bytes:
+    """Drop `count` buffered bytes a chunk at a time; return the first `OVERSIZE_HEAD`."""
+    head = bytearray()
+    while count > 0:
+        chunk = await stdout.read(min(count, DISCARD_CHUNK))
+        if not chunk:
+            break
+        if len(head) < OVERSIZE_HEAD:
+            head += chunk[: OVERSIZE_HEAD - len(head)]
+        count -= len(chunk)
+    return bytes(head)
+
+
+_WHITESPACE: Final = b" \t\r\n"
+
+
+def oversize_response_id(head: bytes) -> int | str | None:
+    """The `id` of the response whose message starts with `head` (the rest is cut off), if
+    the head shows it: a top-level `id` member and a top-level `result` or `error` member,
+    both complete. Each token is decoded as JSON; nested members never count."""
+    i, n = 0, len(head)
+
+    def skip_ws(at: int) -> int:
+        while at < n and head[at] in _WHITESPACE:
+            at += 1
+        return at
+
+    def string_end(at: int) -> int:
+        """Index after the string that starts at `at` (a quote), or -1 if cut off."""
+        at += 1
+        while at < n:
+            c = head[at]
+            if c == 0x5C:  # backslash: skip the escaped byte
+                at += 2
+                continue
+            if c == 0x22:
+                return at + 1
+            at += 1
+        return -1
+
+    i = skip_ws(i)
+    if i >= n or head[i] != 0x7B:  # {
+        return None
+    i += 1
+    depth, expect_key = 1, True
+    found_id: int | str | None = None
+    is_response = False
+    while i < n:
+        c = head[i]
+        if c in _WHITESPACE:
+            i += 1
+        elif c == 0x22:  # a string: a key of the top-level object, or some value
+            end = string_end(i)
+            if end < 0:
+                break
+            if depth == 1 and expect_key:
+                try:
+                    key = frame.decode_any(head[i:end])
+                except frame.DecodeError:
+                    return None
+                i = skip_ws(end)
+                if i >= n or head[i] != 0x3A:  # :
+                    break
+                i = skip_ws(i + 1)
+                expect_key = False
+                if key in ("result", "error"):
+                    is_response = True
+                elif key == "method":
+                    return None  # a request or notification of the backend's, not an answer
+                elif key == "id":
+                    start = i
+                    if i < n and head[i] == 0x22:
+                        i = string_end(i)
+                        if i < 0:
+                            break
+                    else:
+                        while i < n and head[i] not in b",} \t\r\n":
+                            i += 1
+                        if i >= n:
+                            break  # the number may go on past the cut
+                    try:
+                        value = frame.decode_any(head[start:i])
+                    except frame.DecodeError:
+                        return None
+                    if isinstance(value, int | str) and not isinstance(value, bool):
+                        found_id = value
+            else:
+                i = end
+        elif c in b"{[":
+            depth += 1
+            i += 1
+        elif c in b"}]":
+            depth -= 1
+            i += 1
+        elif c == 0x2C and depth == 1:  # ,
+            expect_key = True
+            i += 1
+        else:
+            i += 1
+        if found_id is not None and is_response:
+            return found_id
+    return None

@@ -40,6 +40,7 @@ class Parser:
     _event: str = ""
     _id: str | None = None
     _size: int = 0
+    retry_ms: int | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:
         self._buffer += chunk
@@ -73,3 +74,5 @@ class Parser:
                 self._event = value.decode("utf-8", "replace")
             elif name == b"id":
                 self._id = value.decode("utf-8", "replace")
+            elif name == b"retry" and value.isdigit():
+                self.retry_ms = int(value)  # the reconnection time the server asks for
