@@ -8,13 +8,12 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from switchyard.routing import names
-from switchyard.routing.uri_template import compile_template
+from switchyard.routing.uri_template import Stops, UriTemplate, compile_template
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw
 
@@ -56,7 +55,7 @@ class InvalidCursor(ValueError):
 class Catalog:
     entries: dict[str, tuple[Entry, ...]] = field(default_factory=lambda: dict.fromkeys(KINDS, ()))
     by_name: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
-    template_patterns: tuple[tuple[re.Pattern[str], Entry], ...] = ()
+    template_patterns: tuple[tuple[UriTemplate, Entry], ...] = ()
 
     def lookup(self, kind: str, public: str) -> Entry | None:
         return self.by_name[kind].get(public)
@@ -66,8 +65,9 @@ class Catalog:
         exact = self.by_name[RESOURCES].get(uri)
         if exact is not None:
             return exact
+        stops = Stops(uri)
         for pattern, entry in self.template_patterns:
-            if pattern.fullmatch(uri):
+            if pattern.matches(uri, stops):
                 return entry
         return None
 
@@ -113,7 +113,7 @@ def build(listings: Iterable[Listing], sep: str) -> Catalog:
     entries: dict[str, list[Entry]] = {k: [] for k in KINDS}
     by_name: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
     seen: dict[str, set[tuple[str, str]]] = {k: set() for k in KINDS}
-    patterns: list[tuple[re.Pattern[str], Entry]] = []
+    patterns: list[tuple[UriTemplate, Entry]] = []
     for listing in listings:
         for kind in (TOOLS, PROMPTS):
             for item in listing.items.get(kind, ()):

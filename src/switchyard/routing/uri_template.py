@@ -1,33 +1,214 @@
-"""RFC 6570 URI templates, matched (not expanded) to find which backend owns a URI."""
+"""RFC 6570 URI templates, matched (not expanded) to find which backend owns a URI.
+
+A template compiles to a sequence of literal text and *runs*: an expression matches a run of
+characters from a class, optionally introduced by its operator's lead character. Matching walks
+that sequence once, carrying the set of reachable URI positions as sorted intervals, so its cost
+is linear in the URI's length whatever the URI's shape (no regex backtracking). URIs longer than
+`MAX_URI_CHARS` match no template at all.
+
+What each expression matches (the URIs its expansions can produce):
+
+- `{x}` (simple): any run without `/`, `?` or `#`.
+- `{+x}` (reserved): any run, slashes included.
+- `{#x}` (fragment): nothing, or `#` and any run.
+- `{.x}`, `{;x}` (label, path parameter): nothing, or `.`/`;` and a run without `/`, `?`, `#`.
+- `{/x}` (path segments): nothing, or `/` and a run without `?` or `#`.
+- `{?x}`, `{&x}` (query, continuation): nothing, or `?`/`&` and a run without `#`.
+
+Literal text must match exactly.
+"""
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Final
+
+MAX_URI_CHARS: Final = 8192
+"""A URI longer than this (in characters) matches no template."""
 
 _EXPR: Final = re.compile(r"\{([^}]*)\}")
 
+# operator -> (lead characters, characters a run may not contain)
+_OPERATORS: Final[dict[str, tuple[str, str]]] = {
+    "": ("", "/?#"),
+    "+": ("", ""),
+    "#": ("#", ""),
+    ".": (".", "/?#"),
+    ";": (";", "/?#"),
+    "/": ("/", "?#"),
+    "?": ("?&", "#"),
+    "&": ("?&", "#"),
+}
 
-def compile_template(template: str) -> re.Pattern[str]:
-    """A regex that matches the URIs the template can produce.
 
-    Simple and `.`/`;`/`?`/`&` expressions match one segment; reserved (`+`) and fragment (`#`)
-    expressions may span slashes. Literal text must match exactly.
-    """
-    out: list[str] = []
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One expression: `lead` empty means a bare run (possibly empty); otherwise nothing, or one
+    lead character followed by a run. A lead character is never one a run excludes."""
+
+    lead: str
+    excluded: str
+    lead_pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def spans_segments(self) -> bool:
+        return "/" not in self.excluded
+
+
+Token = str | Run
+Interval = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class UriTemplate:
+    template: str
+    tokens: tuple[Token, ...]
+    prefix: str
+    """The literal text before the first expression."""
+    suffix: str
+    """The literal text after the last expression (the whole template if it has none)."""
+    expressions: int
+
+    @property
+    def literal_chars(self) -> int:
+        return sum(len(t) for t in self.tokens if isinstance(t, str))
+
+    @property
+    def spanning_expressions(self) -> int:
+        return sum(1 for t in self.tokens if isinstance(t, Run) and t.spans_segments)
+
+    def matches(self, uri: str, stops: Stops | None = None) -> bool:
+        """Whether some expansion of the template is exactly `uri`. `stops` may be shared
+        across templates matched against the same URI."""
+        n = len(uri)
+        if n > MAX_URI_CHARS:
+            return False
+        if not self.expressions:
+            return uri == self.template
+        # Prefix and suffix are separate literal tokens here, so they may not overlap.
+        if (
+            len(self.prefix) + len(self.suffix) > n
+            or not uri.startswith(self.prefix)
+            or not uri.endswith(self.suffix)
+        ):
+            return False
+        stops = stops if stops is not None else Stops(uri)
+        reach: list[Interval] = [(0, 0)]
+        for token in self.tokens:
+            if isinstance(token, str):
+                reach = _literal_step(uri, reach, token)
+            else:
+                reach = _run_step(uri, reach, token, stops)
+            if not reach:
+                return False
+        return reach[-1][1] == n
+
+
+class Stops:
+    """Per URI: the positions of the characters each run class stops at, found once."""
+
+    __slots__ = ("_positions", "uri")
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._positions: dict[str, list[int]] = {}
+
+    def next_stop(self, excluded: str, at: int) -> int:
+        """The first position >= `at` holding a character of `excluded`, else the URI's end."""
+        if not excluded:
+            return len(self.uri)
+        positions = self._positions.get(excluded)
+        if positions is None:
+            chars = frozenset(excluded)
+            positions = [i for i, c in enumerate(self.uri) if c in chars]
+            self._positions[excluded] = positions
+        k = bisect_left(positions, at)
+        return positions[k] if k < len(positions) else len(self.uri)
+
+
+def _literal_step(uri: str, reach: list[Interval], literal: str) -> list[Interval]:
+    out: list[Interval] = []
+    size = len(literal)
+    for start, end in reach:
+        i = uri.find(literal, start, end + size)
+        while i >= 0:
+            out.append((i + size, i + size))
+            i = uri.find(literal, i + 1, end + size)
+    return out
+
+
+def _run_step(uri: str, reach: list[Interval], run: Run, stops: Stops) -> list[Interval]:
+    lead = run.lead_pattern
+    if lead is None:
+        # From any reachable p, a run reaches up to the next stop; for an interval, from its
+        # start to the stop after its end.
+        return _merge((start, stops.next_stop(run.excluded, end)) for start, end in reach)
+    entered: list[Interval] = []
+    for start, end in reach:
+        at = start
+        while at <= end:
+            found = lead.search(uri, at, end + 1)
+            if found is None:
+                break
+            p = found.start() + 1
+            stop = stops.next_stop(run.excluded, p)
+            entered.append((p, stop))
+            # A lead character before `stop` opens a run inside [p, stop]; the one at `stop`
+            # is a character runs exclude, never a lead.
+            at = stop + 1
+    return _merge(_sorted_union(reach, entered))
+
+
+def _sorted_union(a: list[Interval], b: list[Interval]) -> Iterator[Interval]:
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if a[i] <= b[j]:
+            yield a[i]
+            i += 1
+        else:
+            yield b[j]
+            j += 1
+    yield from a[i:]
+    yield from b[j:]
+
+
+def _merge(intervals: Iterator[Interval] | list[Interval]) -> list[Interval]:
+    out: list[Interval] = []
+    for start, end in intervals:
+        if out and start <= out[-1][1] + 1:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def compile_template(template: str) -> UriTemplate:
+    """Parse a template into literal text and runs; adjacent literals are joined."""
+    tokens: list[Token] = []
     pos = 0
     for m in _EXPR.finditer(template):
-        out.append(re.escape(template[pos : m.start()]))
+        _add_literal(tokens, template[pos : m.start()])
         body = m.group(1)
-        op = body[:1] if body[:1] in "+#./;?&" else ""
-        if op in ("+", "#"):
-            out.append(("\\#" if op == "#" else "") + ".*")
-        elif op in ("?", "&"):
-            out.append("(?:[?&][^#]*)?")
-        elif op in (".", ";", "/"):
-            out.append(f"(?:\\{op}[^/?#]*)*")
-        else:
-            out.append("[^/?#]*")
+        op = body[:1] if body[:1] in _OPERATORS else ""
+        lead, excluded = _OPERATORS[op]
+        pattern = re.compile("[" + re.escape(lead) + "]") if lead else None
+        tokens.append(Run(lead, excluded, pattern))
         pos = m.end()
-    out.append(re.escape(template[pos:]))
-    return re.compile("".join(out))
+    _add_literal(tokens, template[pos:])
+    prefix = tokens[0] if tokens and isinstance(tokens[0], str) else ""
+    suffix = tokens[-1] if tokens and isinstance(tokens[-1], str) else ""
+    expressions = sum(1 for t in tokens if isinstance(t, Run))
+    return UriTemplate(template, tuple(tokens), prefix, suffix, expressions)
+
+
+def _add_literal(tokens: list[Token], text: str) -> None:
+    if not text:
+        return
+    if tokens and isinstance(tokens[-1], str):
+        tokens[-1] += text
+    else:
+        tokens.append(text)
