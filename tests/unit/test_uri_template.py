@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from switchyard.routing import catalog
 from switchyard.routing.catalog import Listing
-from switchyard.routing.uri_template import MAX_URI_CHARS, compile_template
+from switchyard.routing.uri_template import MAX_URI_CHARS, compile_template, overlaps
 from switchyard.wire.frame import Raw
 
 
@@ -276,3 +276,52 @@ def test_uris_over_the_limit_match_no_template() -> None:
     pattern = compile_template("u://{+x}")
     assert pattern.matches("u://" + "a" * (MAX_URI_CHARS - 4))
     assert not pattern.matches("u://" + "a" * (MAX_URI_CHARS - 3))
+
+
+# -- overlap and specificity ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("{+x}", "notes://{id}", True),
+        ("notes://{id}", "notes://{+p}", True),
+        ("notes://{id}", "files://{id}", False),
+        ("x://{a}.txt", "x://{b}.png", False),
+        ("x://{a}.txt", "x://{b}{.ext}", True),
+        ("x://{a}/b", "x://{a}", False),  # a simple expression never holds a slash
+        ("x://{+a}/b", "x://{a}", False),  # the first always ends in "/b", the second can't
+        ("x://a{?q}", "x://a{#f}", True),  # both match "x://a"
+        ("x://a{?q}", "x://a?q=1#f", False),
+        ("x://a{?q}{#f}", "x://a?q=1#f", True),
+        ("x://{a}", "x://{b}", True),
+        ("x://{a}z", "x://{b}y", False),
+        ("x://{/p}", "x://a/b", False),  # {/p} cannot follow "//" with "a" directly
+        ("x:/{/p}", "x://a/b", True),
+        ("lit://one", "lit://one", True),
+        ("lit://one", "lit://two", False),
+    ],
+)
+def test_overlap(a: str, b: str, expected: bool) -> None:
+    ta, tb = compile_template(a), compile_template(b)
+    assert overlaps(ta, tb) is expected
+    assert overlaps(tb, ta) is expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    a=st.sampled_from(TEMPLATES),
+    b=st.sampled_from(TEMPLATES),
+    uri=st.text(alphabet="ab./;?&#=,", max_size=8).map(lambda t: "u://" + t),
+)
+def test_a_uri_both_match_means_they_overlap(a: str, b: str, uri: str) -> None:
+    if matches(a, uri) and matches(b, uri):
+        assert overlaps(compile_template(a), compile_template(b))
+
+
+def test_specificity_orders_prefix_then_spanning_then_literals() -> None:
+    ordered = sorted(
+        ["{+x}", "f://{+x}", "f://{x}", "f://d/{+x}", "f://{x}.txt", "f://{x}{/y}"],
+        key=lambda t: compile_template(t).specificity,
+    )
+    assert ordered == ["f://d/{+x}", "f://{x}.txt", "f://{x}", "f://{+x}", "f://{x}{/y}", "{+x}"]

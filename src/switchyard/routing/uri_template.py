@@ -80,6 +80,12 @@ class UriTemplate:
     def spanning_expressions(self) -> int:
         return sum(1 for t in self.tokens if isinstance(t, Run) and t.spans_segments)
 
+    @property
+    def specificity(self) -> tuple[int, int, int]:
+        """Sort key, most specific first: the longer literal prefix, then fewer expressions
+        that may span `/` (`{+x}`, `{#x}`, `{/x}`), then more literal characters."""
+        return (-len(self.prefix), self.spanning_expressions, -self.literal_chars)
+
     def matches(self, uri: str, stops: Stops | None = None) -> bool:
         """Whether some expansion of the template is exactly `uri`. `stops` may be shared
         across templates matched against the same URI."""
@@ -212,3 +218,65 @@ def _add_literal(tokens: list[Token], text: str) -> None:
         tokens[-1] += text
     else:
         tokens.append(text)
+
+
+# -- overlap ----------------------------------------------------------------------------------
+
+State = tuple[int, int]
+"""(token index, offset): the offset within a literal, or for a run 0 before it (its lead not
+yet seen) and 1 inside it. (len(tokens), 0) accepts."""
+
+
+def overlaps(a: UriTemplate, b: UriTemplate) -> bool:
+    """Whether some URI matches both templates (ignoring the length limit).
+
+    Explores the product of the two templates' automata over the characters that matter to
+    either (their literal, lead and stop characters) plus one standing for every other."""
+    if not (a.prefix.startswith(b.prefix) or b.prefix.startswith(a.prefix)):
+        return False
+    if not (a.suffix.endswith(b.suffix) or b.suffix.endswith(a.suffix)):
+        return False
+    special: set[str] = set()
+    for template in (a, b):
+        for token in template.tokens:
+            special.update(token if isinstance(token, str) else token.lead + token.excluded)
+    other = next(chr(c) for c in range(1, 0x110000) if chr(c) not in special)
+    alphabet = [*special, other]
+    start = [(x, y) for x in _closure(a, (0, 0)) for y in _closure(b, (0, 0))]
+    seen = set(start)
+    frontier = list(start)
+    end_a, end_b = (len(a.tokens), 0), (len(b.tokens), 0)
+    while frontier:
+        x, y = frontier.pop()
+        if x == end_a and y == end_b:
+            return True
+        for char in alphabet:
+            for nx in _step(a, x, char):
+                for ny in _step(b, y, char):
+                    if (nx, ny) not in seen:
+                        seen.add((nx, ny))
+                        frontier.append((nx, ny))
+    return False
+
+
+def _closure(template: UriTemplate, state: State) -> list[State]:
+    out = [state]
+    i, k = state
+    while i < len(template.tokens) and isinstance(template.tokens[i], Run):
+        i, k = i + 1, 0  # any run may end (or be skipped) without consuming anything
+        out.append((i, k))
+    return out
+
+
+def _step(template: UriTemplate, state: State, char: str) -> list[State]:
+    i, k = state
+    if i == len(template.tokens):
+        return []
+    token = template.tokens[i]
+    if isinstance(token, str):
+        if token[k] != char:
+            return []
+        return _closure(template, (i, k + 1) if k + 1 < len(token) else (i + 1, 0))
+    if k == 0 and token.lead:
+        return _closure(template, (i, 1)) if char in token.lead else []
+    return _closure(template, (i, 1)) if char not in token.excluded else []
