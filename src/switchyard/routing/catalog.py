@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from switchyard.protocol import param_headers
 from switchyard.routing import names
 from switchyard.routing.uri_template import Stops, UriTemplate, compile_template, overlaps
 from switchyard.wire import frame
@@ -219,6 +220,12 @@ def _named_entry(
             name,
         )
         return None
+    if kind == TOOLS:
+        reason = param_headers.invalid_reason(item)
+        if reason is not None:
+            # A 2026-07-28 client must drop such a tool; so does every client here.
+            log.warning("backend %r: tool %r left out: %s", backend, name, reason)
+            return None
     public = names.public_name(listing.prefix, sep, name)
     if names.LLM_SAFE.fullmatch(public) is None:
         aliased = names.alias(listing.prefix, sep, backend, name)
