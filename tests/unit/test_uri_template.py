@@ -185,7 +185,21 @@ TEMPLATES = [
     "u://{x}{&y}{#z}",
     "{x}",
     "{+a}a{b}a",
+    # each expression must run to the next literal's first character: the possessive regex
+    "u://{x}/{y}",
+    "u://{x}?{+y}",
+    "u://a{?q}#{x}",
+    "u://{x}.{y}{#z}",
+    "u://{+x}",
+    "u://a/{x}{/p}",
 ]
+
+
+def test_plain_templates_use_the_possessive_regex() -> None:
+    assert compile_template("u://{x}/{y}").plain is not None
+    assert compile_template("u://a{?q}#{x}").plain is not None
+    assert compile_template("f://{name}{.ext}").plain is None
+    assert compile_template("u://{+a}/b").plain is None
 
 
 @settings(max_examples=400, deadline=None)

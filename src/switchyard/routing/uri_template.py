@@ -30,6 +30,7 @@ MAX_URI_CHARS: Final = 8192
 """A URI longer than this (in characters) matches no template."""
 
 _EXPR: Final = re.compile(r"\{([^}]*)\}")
+_STOP_PATTERNS: dict[str, re.Pattern[str]] = {}
 
 # operator -> (lead characters, characters a run may not contain)
 _OPERATORS: Final[dict[str, tuple[str, str]]] = {
@@ -71,6 +72,10 @@ class UriTemplate:
     suffix: str
     """The literal text after the last expression (the whole template if it has none)."""
     expressions: int
+    plain: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    """For a template where every expression must run to the first character it stops at (the
+    next literal starts with one, or the URI ends): the same language as a regex whose every
+    quantifier is possessive, so it never backtracks."""
 
     @property
     def literal_chars(self) -> int:
@@ -94,6 +99,8 @@ class UriTemplate:
             return False
         if not self.expressions:
             return uri == self.template
+        if self.plain is not None:
+            return self.plain.fullmatch(uri) is not None
         # Prefix and suffix are separate literal tokens here, so they may not overlap.
         if (
             len(self.prefix) + len(self.suffix) > n
@@ -128,8 +135,10 @@ class Stops:
             return len(self.uri)
         positions = self._positions.get(excluded)
         if positions is None:
-            chars = frozenset(excluded)
-            positions = [i for i, c in enumerate(self.uri) if c in chars]
+            stops = _STOP_PATTERNS.get(excluded)
+            if stops is None:
+                stops = _STOP_PATTERNS[excluded] = re.compile("[" + re.escape(excluded) + "]")
+            positions = [m.start() for m in stops.finditer(self.uri)]
             self._positions[excluded] = positions
         k = bisect_left(positions, at)
         return positions[k] if k < len(positions) else len(self.uri)
@@ -208,7 +217,27 @@ def compile_template(template: str) -> UriTemplate:
     prefix = tokens[0] if tokens and isinstance(tokens[0], str) else ""
     suffix = tokens[-1] if tokens and isinstance(tokens[-1], str) else ""
     expressions = sum(1 for t in tokens if isinstance(t, Run))
-    return UriTemplate(template, tuple(tokens), prefix, suffix, expressions)
+    plain = _possessive(tokens)
+    return UriTemplate(template, tuple(tokens), prefix, suffix, expressions, plain)
+
+
+def _possessive(tokens: list[Token]) -> re.Pattern[str] | None:
+    """The possessive regex for `tokens`, or None unless every run is followed by the end or by
+    a literal whose first character the run stops at and (for a lead) is not a lead: then a run
+    can only end where a possessive quantifier ends it."""
+    out: list[str] = []
+    for i, token in enumerate(tokens):
+        if isinstance(token, str):
+            out.append(re.escape(token))
+            continue
+        after = tokens[i + 1] if i + 1 < len(tokens) else None
+        if after is not None and (
+            not isinstance(after, str) or after[0] not in token.excluded or after[0] in token.lead
+        ):
+            return None
+        run = f"[^{re.escape(token.excluded)}]*+" if token.excluded else ".*+"
+        out.append(f"(?:[{re.escape(token.lead)}]{run})?+" if token.lead else run)
+    return re.compile("".join(out), re.DOTALL)
 
 
 def _add_literal(tokens: list[Token], text: str) -> None:
