@@ -4,6 +4,7 @@ reading would refuse."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -193,3 +194,17 @@ def test_typical_messages_are_decided_by_the_fast_pass_alone(
     monkeypatch.setattr(strict, "_exact", slow)
     strict.check(json.dumps(message).encode(), JsonLimits())
     strict.check(json.dumps(message, indent=2, ensure_ascii=False).encode(), JsonLimits())
+
+
+def test_a_refusal_keeps_nothing_of_the_body_alive() -> None:
+    big = b'{"a":[1,2,3],"text":"' + b"z" * (2 * 1024 * 1024) + b'"}'
+    tracemalloc.start()
+    try:
+        with pytest.raises(Refused) as refused:
+            strict.check(big, JsonLimits())
+        assert refused.value.code == INVALID
+        del refused
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 256 * 1024

@@ -124,7 +124,9 @@ def _walk(value: tuple[Any, ...] | list[Any], limits: JsonLimits, *, strings: bo
         limits.max_object_keys,
         limits.max_array_items,
     )
-    breach: Refused | None = None
+    # The breach as (code, message): an exception kept in a local would, through its traceback,
+    # keep this frame and the whole parsed body alive until the next garbage collection.
+    breach: tuple[int, str] | None = None
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -132,23 +134,23 @@ def _walk(value: tuple[Any, ...] | list[Any], limits: JsonLimits, *, strings: bo
             if len(dict(item)) != len(item):
                 raise Refused(PARSE, f"Parse error: duplicate key {_duplicate(item)!r}")
             if breach is None and len(item) > max_keys:
-                breach = Refused(INVALID, f"Invalid Request: an object over {max_keys} keys")
+                breach = (INVALID, f"Invalid Request: an object over {max_keys} keys")
             children: Any = [child for _, child in item]
             if strings and breach is None:
                 breach = _long_string([key for key, _ in item], limits)
         else:
             if breach is None and len(item) > max_items:
-                breach = Refused(INVALID, f"Invalid Request: an array over {max_items} items")
+                breach = (INVALID, f"Invalid Request: an array over {max_items} items")
             children = item
         if breach is None and depth >= max_depth:
-            breach = Refused(INVALID, f"Invalid Request: nesting deeper than {max_depth}")
+            breach = (INVALID, f"Invalid Request: nesting deeper than {max_depth}")
         if strings and breach is None:
             breach = _long_string(children, limits)
         stack.extend(
             (child, depth + 1) for child in children if type(child) is tuple or type(child) is list
         )
     if breach is not None:
-        raise breach
+        raise Refused(*breach)
 
 
 def _duplicate(pairs: tuple[tuple[str, Any], ...]) -> str:
@@ -160,7 +162,7 @@ def _duplicate(pairs: tuple[tuple[str, Any], ...]) -> str:
     raise AssertionError("no duplicate")
 
 
-def _long_string(items: Any, limits: JsonLimits) -> Refused | None:
+def _long_string(items: Any, limits: JsonLimits) -> tuple[int, str] | None:
     limit = limits.max_string_bytes
     for item in items:
         if (
@@ -168,5 +170,5 @@ def _long_string(items: Any, limits: JsonLimits) -> Refused | None:
             and len(item) > limit // 4
             and len(item.encode("utf-8", "surrogatepass")) > limit
         ):
-            return Refused(INVALID, f"Invalid Request: a string over {limit} bytes")
+            return (INVALID, f"Invalid Request: a string over {limit} bytes")
     return None
