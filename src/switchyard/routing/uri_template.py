@@ -3,7 +3,9 @@
 A template compiles to a sequence of literal text and *runs*: an expression matches a run of
 characters from a class, optionally introduced by its operator's lead character. Matching walks
 that sequence once, carrying the set of reachable URI positions as sorted intervals, so its cost
-is linear in the URI's length whatever the URI's shape (no regex backtracking). URIs longer than
+is linear in the URI's length whatever the URI's shape (no regex backtracking). A template whose
+every expression must run up to a fixed stop character (the common case, `a://{x}/{y}`) uses a
+regex with possessive quantifiers instead, which never backtracks either. URIs longer than
 `MAX_URI_CHARS` match no template at all.
 
 What each expression matches (the URIs its expansions can produce):
@@ -30,7 +32,7 @@ MAX_URI_CHARS: Final = 8192
 """A URI longer than this (in characters) matches no template."""
 
 _EXPR: Final = re.compile(r"\{([^}]*)\}")
-_STOP_PATTERNS: dict[str, re.Pattern[str]] = {}
+_STOP_PATTERNS: Final[dict[str, re.Pattern[str]]] = {}  # one per operator class, filled lazily
 
 # operator -> (lead characters, characters a run may not contain)
 _OPERATORS: Final[dict[str, tuple[str, str]]] = {
