@@ -437,7 +437,7 @@ def test_exact_resource_wins_over_template() -> None:
     assert cat.resource_owner("file:///other").backend == "tpl"  # type: ignore[union-attr]
 
 
-def test_first_matching_template_wins() -> None:
+def test_the_most_specific_template_wins_over_configuration_order() -> None:
     cat = catalog.build(
         [
             listing("a", templates=(item(uriTemplate="mem://{+key}", name="a"),)),
@@ -445,7 +445,88 @@ def test_first_matching_template_wins() -> None:
         ],
         "_",
     )
-    assert cat.resource_owner("mem://k").backend == "a"  # type: ignore[union-attr]
+    # {key} cannot span a slash, {+key} can: the narrower one serves what both match.
+    assert cat.resource_owner("mem://k").backend == "b"  # type: ignore[union-attr]
+    assert cat.resource_owner("mem://k/deeper").backend == "a"  # type: ignore[union-attr]
+
+
+def _owner(cat: Catalog, uri: str) -> str | None:
+    entry = cat.resource_owner(uri)
+    return None if entry is None else entry.backend
+
+
+def test_a_catch_all_template_listed_first_does_not_shadow_later_backends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cat = catalog.build(
+        [
+            listing("greedy", templates=(item(uriTemplate="{+anything}", name="g"),)),
+            listing("notes", templates=(item(uriTemplate="notes://{id}", name="n"),)),
+            listing("files", templates=(item(uriTemplate="file:///docs/{+path}", name="f"),)),
+            listing("root", templates=(item(uriTemplate="file:///{+path}", name="r"),)),
+        ],
+        "_",
+    )
+    assert _owner(cat, "notes://7") == "notes"
+    assert _owner(cat, "file:///docs/a/b.txt") == "files"  # the longer literal prefix
+    assert _owner(cat, "file:///etc/x") == "root"
+    assert _owner(cat, "other://x") == "greedy"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("'notes://{id}'" in w and "'notes'" in w and "'greedy'" in w for w in warnings)
+    assert any("'file:///docs/{+path}'" in w and "'root'" in w for w in warnings)
+    assert not any("'notes://{id}'" in w and "file:///" in w for w in warnings)
+
+
+def test_a_listed_resource_beats_any_template() -> None:
+    cat = catalog.build(
+        [
+            listing("tpl", templates=(item(uriTemplate="file:///docs/{name}", name="t"),)),
+            listing("exact", resources=(item(uri="file:///docs/special", name="s"),)),
+        ],
+        "_",
+    )
+    assert _owner(cat, "file:///docs/special") == "exact"
+    assert _owner(cat, "file:///docs/plain") == "tpl"
+
+
+def test_equally_specific_templates_go_to_the_first_backend(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cat = catalog.build(
+        [
+            listing("a", templates=(item(uriTemplate="x://{a}.txt", name="a"),)),
+            listing("b", templates=(item(uriTemplate="x://{b}.txt", name="b"),)),
+            listing("c", templates=(item(uriTemplate="x://{c}.png", name="c"),)),
+        ],
+        "_",
+    )
+    assert _owner(cat, "x://1.txt") == "a"
+    assert _owner(cat, "x://1.png") == "c"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "'x://{a}.txt'" in warnings[0] and "'x://{b}.txt'" in warnings[0]
+
+
+def test_templates_of_one_backend_may_overlap_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    catalog.build(
+        [listing("a", templates=(item(uriTemplate="y://{+p}"), item(uriTemplate="y://{p}")))],
+        "_",
+    )
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_views_keep_the_specificity_order() -> None:
+    from switchyard.routing.views import Selector, ViewSpec, build_view
+
+    full = catalog.build(
+        [
+            listing("greedy", templates=(item(uriTemplate="{+anything}", name="g"),)),
+            listing("notes", templates=(item(uriTemplate="notes://{id}", name="n"),)),
+        ],
+        "_",
+    )
+    view = build_view(full, ViewSpec("v", (Selector.build(catalog.TEMPLATES, ["*"], ["*"]),)))
+    assert _owner(view, "notes://7") == "notes"
 
 
 def test_duplicate_uri_across_backends_goes_to_the_first() -> None:

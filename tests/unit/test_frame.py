@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from switchyard.wire import frame
 from switchyard.wire.frame import UNSET, Raw, Reply
@@ -197,3 +200,108 @@ def test_reply_helpers() -> None:
 def test_decode_error_keeps_data() -> None:
     err = frame.decode_error(b'{"code":-1,"message":"m","data":{"k":"v"}}')
     assert (err.code, err.message, err.data) == (-1, "m", {"k": "v"})
+
+
+# -- line breaks never survive into spliced frames -----------------------------------------
+
+_WS = st.text(alphabet=" \t\r\n", max_size=3)
+
+
+@st.composite
+def _spelled(draw: st.DrawFn, value: Any) -> str:
+    """`value` as JSON with arbitrary whitespace between tokens and arbitrarily escaped string
+    characters (keys included)."""
+    if isinstance(value, dict):
+        items = [
+            draw(_WS) + draw(_spelled(k)) + draw(_WS) + ":" + draw(_WS) + draw(_spelled(v))
+            for k, v in value.items()
+        ]
+        return "{" + ",".join(items) + draw(_WS) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(draw(_WS) + draw(_spelled(v)) for v in value) + draw(_WS) + "]"
+    if isinstance(value, str):
+        escape = draw(st.lists(st.booleans(), min_size=len(value), max_size=len(value)))
+        body = "".join(
+            f"\\u{ord(c):04x}" if e and ord(c) < 0x10000 else json.dumps(c)[1:-1]
+            for c, e in zip(value, escape, strict=True)
+        )
+        return '"' + body + '"'
+    return json.dumps(value)
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSON, data=st.data())
+def test_spliced_frames_never_carry_raw_line_breaks(value: Any, data: st.DataObject) -> None:
+    spelled = data.draw(_spelled(value))
+    ws = data.draw(_WS)
+    response = f'{ws}{{"jsonrpc":"2.0",{ws}"id":{ws}7,"result":{ws}{spelled}{ws}}}{ws}'.encode()
+    env = frame.peek(response)
+    out = frame.response_bytes(frame.encode_id(env.id), Reply(result=bytes(env.result)))
+    assert b"\n" not in out
+    assert b"\r" not in out
+    assert json.loads(out) == {"jsonrpc": "2.0", "id": 7, "result": value}
+
+    error = {"code": -1, "message": "m", "data": value}
+    failed = f'{{"jsonrpc":"2.0","id":7,{ws}"error":{data.draw(_spelled(error))}}}'.encode()
+    env = frame.peek(failed)
+    out = frame.response_bytes(b"7", Reply(error=bytes(env.error)))
+    assert b"\n" not in out
+    assert b"\r" not in out
+    assert json.loads(out)["error"] == error
+
+    note = f'{{"jsonrpc":"2.0",{ws}"method":"n","params":{ws}{spelled}}}\n'.encode()
+    env = frame.peek(note)
+    params = bytes(env.params)
+    assert b"\n" not in params
+    assert b"\r" not in params
+    assert json.loads(frame.notification_bytes("n", params))["params"] == value
+    # one level down, as forwarding code decodes params and results
+    if isinstance(value, dict):
+        for k, raw in frame.decode_object(env.params).items():
+            assert b"\n" not in bytes(raw)
+            assert frame.decode_any(raw) == value[k]
+
+
+def test_pretty_printed_frame_cannot_smuggle_a_second_frame() -> None:
+    forged = b'{"jsonrpc":"2.0","id":99,"result":{"content":[{"type":"text","text":"FORGED"}]}}'
+    body = (
+        b'{\n  "jsonrpc": "2.0",\n  "id": 2,\n  "result": {"content": [], "x": {"a":\n'
+        + forged
+        + b"\n}}}\n"
+    )
+    env = frame.peek(body)
+    line = frame.response_bytes(frame.encode_id(env.id), Reply(result=bytes(env.result)))
+    assert line.count(b"\n") == 0
+    assert json.loads(line)["id"] == 2
+    assert json.loads(line)["result"]["x"]["a"] == json.loads(forged)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc":"2.0","id":1,"result":{"a":"x\ny"}}',
+        b'{"jsonrpc":"2.0","id":1,"result":{"a":"x\ry"}}',
+        b'{"jsonrpc":"2.0","id":1,"result":{"a\n":1}}',
+    ],
+)
+def test_raw_line_breaks_inside_strings_stay_invalid(body: bytes) -> None:
+    with pytest.raises(frame.DecodeError):
+        frame.peek(body)
+
+
+def test_compact_frames_are_sliced_verbatim() -> None:
+    data = b'{"jsonrpc":"2.0","id":1,"result":{ "a" :\t1.50 }}\n'
+    assert bytes(frame.peek(data).result) == b'{ "a" :\t1.50 }'

@@ -177,3 +177,25 @@ def test_format_event_round_trips(payloads: list[tuple[bytes, str | None, str | 
     for ev, (data, event, event_id) in zip(events, payloads, strict=True):
         last_id = event_id if event_id is not None else last_id
         assert ev == Event(event or "message", data, last_id)
+
+
+def test_format_event_writes_one_data_line_per_payload_line() -> None:
+    out = format_event(b'{"a":\n1,\r\n"b":\r2}', event="message")
+    assert out == b'event: message\ndata: {"a":\ndata: 1,\ndata: "b":\ndata: 2}\n\n'
+    [event] = Parser().feed(out)
+    assert event.data == b'{"a":\n1,\n"b":\n2}'
+
+
+def test_a_payload_line_cannot_forge_an_event_or_field() -> None:
+    out = format_event(b'x\n\nevent: forged\ndata: {"id":99}\n\n')
+    events = Parser().feed(out)
+    assert len(events) == 1
+    assert events[0].event == "message"
+    assert events[0].data == b'x\n\nevent: forged\ndata: {"id":99}\n\n'
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=200))
+def test_any_payload_round_trips_with_line_breaks_as_lf(data: bytes) -> None:
+    [event] = Parser().feed(format_event(data, event="message"))
+    assert event.data == data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")

@@ -8,13 +8,13 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from switchyard.protocol import param_headers
 from switchyard.routing import names
-from switchyard.routing.uri_template import compile_template
+from switchyard.routing.uri_template import Stops, UriTemplate, compile_template, overlaps
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw
 
@@ -56,18 +56,25 @@ class InvalidCursor(ValueError):
 class Catalog:
     entries: dict[str, tuple[Entry, ...]] = field(default_factory=lambda: dict.fromkeys(KINDS, ()))
     by_name: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
-    template_patterns: tuple[tuple[re.Pattern[str], Entry], ...] = ()
+    template_patterns: tuple[tuple[UriTemplate, Entry], ...] = ()
+    """Kept most specific first (see `UriTemplate.specificity`), then in the order given."""
+
+    def __post_init__(self) -> None:
+        ordered = sorted(self.template_patterns, key=lambda pair: pair[0].specificity)
+        object.__setattr__(self, "template_patterns", tuple(ordered))
 
     def lookup(self, kind: str, public: str) -> Entry | None:
         return self.by_name[kind].get(public)
 
     def resource_owner(self, uri: str) -> Entry | None:
-        """The entry owning `uri`: an exact resource first, then the first matching template."""
+        """The entry owning `uri`: a listed resource first, then the most specific matching
+        template (configuration order among equals)."""
         exact = self.by_name[RESOURCES].get(uri)
         if exact is not None:
             return exact
+        stops = Stops(uri)
         for pattern, entry in self.template_patterns:
-            if pattern.fullmatch(uri):
+            if pattern.matches(uri, stops):
                 return entry
         return None
 
@@ -113,7 +120,7 @@ def build(listings: Iterable[Listing], sep: str) -> Catalog:
     entries: dict[str, list[Entry]] = {k: [] for k in KINDS}
     by_name: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
     seen: dict[str, set[tuple[str, str]]] = {k: set() for k in KINDS}
-    patterns: list[tuple[re.Pattern[str], Entry]] = []
+    patterns: list[tuple[UriTemplate, Entry]] = []
     for listing in listings:
         for kind in (TOOLS, PROMPTS):
             for item in listing.items.get(kind, ()):
@@ -130,11 +137,55 @@ def build(listings: Iterable[Listing], sep: str) -> Catalog:
                 by_name[kind][entry.public] = entry
                 if kind == TEMPLATES:
                     patterns.append((compile_template(entry.public), entry))
-    return Catalog(
+    cat = Catalog(
         entries={k: tuple(v) for k, v in entries.items()},
         by_name=by_name,
         template_patterns=tuple(patterns),
     )
+    _warn_overlaps(cat.template_patterns)
+    return cat
+
+
+# Overlap checks run on every rebuild: bounded so that a backend listing thousands of (or huge)
+# templates cannot stall it.
+MAX_OVERLAP_PAIRS: Final = 1_000
+MAX_OVERLAP_TEMPLATE_CHARS: Final = 512
+
+
+def _warn_overlaps(patterns: Sequence[tuple[UriTemplate, Entry]]) -> None:
+    """One warning per pair of backends whose templates overlap (some URI matches both), naming
+    the first such templates; the more specific of a pair serves the URIs both match."""
+    checkable = [p for p in patterns if len(p[0].template) <= MAX_OVERLAP_TEMPLATE_CHARS]
+    found: dict[tuple[str, str], tuple[str, str, int]] = {}
+    budget = MAX_OVERLAP_PAIRS
+    for i, (first, owner) in enumerate(checkable):
+        for second, other in checkable[i + 1 :]:
+            if owner.backend == other.backend:
+                continue
+            budget -= 1
+            if budget < 0:
+                log.warning(
+                    "too many resource templates to check them all for overlaps; routing "
+                    "still prefers the most specific"
+                )
+                break
+            if overlaps(first, second):
+                key = (owner.backend, other.backend)
+                example = found.get(key, (first.template, second.template, 0))
+                found[key] = (example[0], example[1], example[2] + 1)
+        if budget < 0:
+            break
+    for (winner, loser), (first_t, second_t, count) in found.items():
+        log.warning(
+            "resource templates overlap: %r of backend %r and %r of backend %r (%d such pairs); "
+            "a URI both match is routed to the more specific, here %r",
+            first_t,
+            winner,
+            second_t,
+            loser,
+            count,
+            winner,
+        )
 
 
 def _item_key(kind: str, backend: str, item: dict[str, Raw]) -> str | None:
@@ -169,6 +220,12 @@ def _named_entry(
             name,
         )
         return None
+    if kind == TOOLS:
+        reason = param_headers.invalid_reason(item)
+        if reason is not None:
+            # A 2026-07-28 client must drop such a tool; so does every client here.
+            log.warning("backend %r: tool %r left out: %s", backend, name, reason)
+            return None
     public = names.public_name(listing.prefix, sep, name)
     if names.LLM_SAFE.fullmatch(public) is None:
         aliased = names.alias(listing.prefix, sep, backend, name)

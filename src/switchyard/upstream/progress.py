@@ -56,25 +56,46 @@ class Deadline:
         self._scope.reschedule(min(self._loop.time() + self.timeout, self._hard))
 
 
+def progress_token(fields: dict[str, Raw]) -> Raw | None:
+    """The progress token in a request's params (decoded one level), as the sender wrote its
+    value; None without one. Keys count as decoded, so an escaped spelling is still found. A
+    `_meta` that is not an object carries no token."""
+    raw_meta = fields.get("_meta")
+    meta = _object(raw_meta) if raw_meta is not None else None
+    return meta.get("progressToken") if meta is not None else None
+
+
+def _object(raw: bytes | Raw) -> dict[str, Raw] | None:
+    try:
+        return frame.decode_object(raw)
+    except (frame.DecodeError, frame.ValidationError):
+        return None
+
+
 class ProgressRoutes:
     def __init__(self) -> None:
         self._routes: dict[int, _Route] = {}
 
     def bind(self, params: bytes | None, token: int, link: ClientLink | None) -> bytes | None:
-        """Swap the client's progress token for ours; params unchanged if there is none."""
-        if link is None or params is None or b'"progressToken"' not in params:
+        """Swap the client's progress token for ours; params unchanged if there is none.
+
+        Decided on the decoded `_meta` keys, however the sender spelled them: a token that
+        reached a shared backend unchanged could name another client's request. Without a link
+        the token is still replaced, and progress for it goes nowhere."""
+        if params is None:
             return params
-        fields = frame.decode_object(params)
+        fields = _object(params)
+        if fields is None:
+            return params
         raw_meta = fields.get("_meta")
-        if raw_meta is None:
+        meta = _object(raw_meta) if raw_meta is not None else None
+        if meta is None or "progressToken" not in meta:
             return params
-        meta = frame.decode_object(raw_meta)
-        client_token = meta.get("progressToken")
-        if client_token is None:
-            return params
+        client_token = meta["progressToken"]
         meta["progressToken"] = Raw(str(token).encode())
         fields["_meta"] = Raw(frame.encode_object(meta))
-        self._routes[token] = _Route(link, client_token)
+        if link is not None:
+            self._routes[token] = _Route(link, client_token)
         return frame.encode_object(fields)
 
     def watch(self, token: int, deadline: Deadline) -> None:

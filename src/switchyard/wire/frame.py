@@ -58,13 +58,36 @@ DecodeError = msgspec.DecodeError
 ValidationError = msgspec.ValidationError
 
 
+# JSON allows CR and LF only as whitespace between tokens (a string must escape them), so in a
+# valid frame each can become a space without changing what the frame means, or its length.
+_LINE_BREAKS_TO_SPACES: Final = bytes.maketrans(b"\r\n", b"  ")
+_TRAILING_SPACE: Final = frozenset(b" \t\r\n")
+
+
 def peek(data: bytes) -> Envelope:
     """Decode the envelope only. Raises `msgspec.DecodeError` on invalid JSON (invalid UTF-8
-    included) or `msgspec.ValidationError` on a wrong shape."""
+    included) or `msgspec.ValidationError` on a wrong shape.
+
+    Every `Raw` slice of the result is free of raw CR and LF, whatever whitespace the sender
+    used: slices are spliced into newline-delimited and SSE-framed output, where a raw line break
+    would end the frame early (or let a sender forge one)."""
     try:
-        return _envelope_decoder.decode(data)
+        env = _envelope_decoder.decode(data)
+        if _has_line_break(data):
+            # Validated as sent above (a raw break inside a string is refused there); only now
+            # may the breaks become spaces.
+            env = _envelope_decoder.decode(data.translate(_LINE_BREAKS_TO_SPACES))
+        return env
     except UnicodeDecodeError as exc:
         raise msgspec.DecodeError(f"invalid UTF-8: {exc.reason}") from None
+
+
+def _has_line_break(data: bytes) -> bool:
+    # A line-framed reader hands over its frame's own terminator: that one is no concern.
+    end = len(data)
+    while end and data[end - 1] in _TRAILING_SPACE:
+        end -= 1
+    return data.find(b"\n", 0, end) >= 0 or data.find(b"\r", 0, end) >= 0
 
 
 def encode(value: Any) -> bytes:

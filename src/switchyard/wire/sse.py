@@ -25,8 +25,13 @@ def format_event(data: bytes, event: str | None = None, event_id: str | None = N
         parts.append(b"id: " + event_id.encode() + b"\n")
     if event is not None:
         parts.append(b"event: " + event.encode() + b"\n")
-    # Frames never contain raw newlines (JSON escapes them), so one data line suffices.
-    parts.append(b"data: " + data + b"\n\n")
+    if b"\n" in data or b"\r" in data:
+        # One data line per line of the payload: a reader joins them back with LF.
+        for line in data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
+            parts.append(b"data: " + line + b"\n")
+        parts.append(b"\n")
+    else:
+        parts.append(b"data: " + data + b"\n\n")
     return b"".join(parts)
 
 
