@@ -191,7 +191,12 @@ class ParkedCalls:
 
     def owns(self, fields: dict[str, Raw]) -> bool:
         raw = fields.get("requestState")
-        return raw is not None and bytes(raw).startswith(b'"' + STATE_PREFIX.encode())
+        if raw is None:
+            return False
+        try:
+            return frame.decode_str(raw).startswith(STATE_PREFIX)
+        except (frame.DecodeError, frame.ValidationError):
+            return False
 
     async def start(
         self,

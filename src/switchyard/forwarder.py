@@ -26,6 +26,7 @@ from switchyard.tasks import TaskRoutes
 from switchyard.upstream.backend import Backend
 from switchyard.upstream.connection import protocol_error
 from switchyard.upstream.outbound import Caller, Outbound
+from switchyard.upstream.progress import progress_token
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
 
@@ -301,7 +302,7 @@ class Forwarder:
     ) -> Reply:
         """A modern client's call to a legacy backend, which may ask the client mid-call."""
         caller = call.ctx.caller
-        token = _progress_token(fields)
+        token = progress_token(fields)
         if self.parked.owns(fields):
             return await self.parked.resume(caller, fields, call.ctx.link, token)
         fields.pop("inputResponses", None)
@@ -434,14 +435,6 @@ def _outbound(call: Call, method: str, params: bytes | None, name: str | None = 
         client_capabilities=ctx.client_capabilities,
         session_link=ctx.session_link,
     )
-
-
-def _progress_token(fields: dict[str, Raw]) -> Raw | None:
-    # Decided on the decoded `_meta`: an escaped key spells the same field.
-    raw_meta = fields.get("_meta")
-    if raw_meta is None:
-        return None
-    return frame.decode_object(raw_meta).get("progressToken")
 
 
 def _merge(into: dict[str, Any], offer: dict[str, Any]) -> None:

@@ -222,7 +222,7 @@ async def _say(client: StdioClient, level: str | None) -> tuple[int, list[str]]:
 async def test_a_modern_request_gets_log_lines_only_when_it_opts_in_at_its_level(
     tmp_path: Path,
 ) -> None:
-    config = {"servers": {"fx": stdio_fixture("chatty", isolation="shared")}}
+    config = {"servers": {"fx": stdio_fixture("chatty", isolation="per_principal")}}
     async with (
         stdio_gateway(tmp_path / "a", config) as quiet,
         stdio_gateway(tmp_path / "b", config) as chatty,
@@ -238,7 +238,7 @@ async def test_a_modern_request_gets_log_lines_only_when_it_opts_in_at_its_level
 
 
 async def test_a_malformed_log_level_is_invalid_params(tmp_path: Path) -> None:
-    config = {"servers": {"fx": stdio_fixture("chatty", isolation="shared")}}
+    config = {"servers": {"fx": stdio_fixture("chatty", isolation="per_principal")}}
     async with stdio_gateway(tmp_path, config) as client:
         meta = {**MODERN_META, "io.modelcontextprotocol/logLevel": 5}
         answer, _ = await client.until_answer(

@@ -407,7 +407,7 @@ class StdioServer:
 
     def _context(self, method: str, params: Raw | None) -> tuple[RequestContext, Reply | None]:
         meta: dict[str, Raw] | None = None
-        if params is not None and b"io.modelcontextprotocol/protocolVersion" in bytes(params):
+        if params is not None:
             with contextlib.suppress(frame.DecodeError, frame.ValidationError, KeyError):
                 meta = frame.decode_object(frame.decode_object(params)["_meta"])
         if meta is not None and META_PROTOCOL_VERSION in meta and method != methods.INITIALIZE:

@@ -47,9 +47,11 @@ def params_for_modern(
 def params_for_legacy(params: dict[str, Raw]) -> dict[str, Raw]:
     """Drop the modern envelope keys a legacy backend would not understand."""
     raw_meta = params.get("_meta")
-    if raw_meta is None or b"io.modelcontextprotocol/" not in bytes(raw_meta):
+    if raw_meta is None:
         return params
     meta = frame.decode_object(raw_meta)
+    if MODERN_META_KEYS.isdisjoint(meta):
+        return params
     for key in MODERN_META_KEYS:
         meta.pop(key, None)
     if meta:
@@ -62,12 +64,9 @@ def params_for_legacy(params: dict[str, Raw]) -> dict[str, Raw]:
 def result_for_modern(result: bytes, method: str) -> bytes:
     """Add what a 2026-07-28 client requires to a result from a legacy backend."""
     needs_cache = method in methods.CACHEABLE
-    if b'"resultType"' in result and (not needs_cache or b'"ttlMs"' in result):
-        obj = frame.decode_object(result)
-        if "resultType" in obj and (not needs_cache or "ttlMs" in obj):
-            return result
-    else:
-        obj = frame.decode_object(result)
+    obj = frame.decode_object(result)
+    if "resultType" in obj and (not needs_cache or "ttlMs" in obj):
+        return result
     obj.setdefault("resultType", _COMPLETE)
     if needs_cache:
         obj.setdefault("ttlMs", Raw(b"0"))
@@ -77,8 +76,6 @@ def result_for_modern(result: bytes, method: str) -> bytes:
 
 def result_for_legacy(result: bytes) -> bytes:
     """Strip modern-only fields so a legacy client sees a result of its own era."""
-    if b'"resultType"' not in result and b'"ttlMs"' not in result:
-        return result
     obj = frame.decode_object(result)
     if not _MODERN_RESULT_KEYS.intersection(obj):
         return result
@@ -89,10 +86,12 @@ def result_for_legacy(result: bytes) -> bytes:
 
 def untagged(params: bytes | None) -> bytes | None:
     """A notification's params without the upstream hop's listen-stream tag."""
-    if params is None or META_SUBSCRIPTION_ID.encode() not in params:
+    if params is None:
         return params
     fields = frame.decode_object(params)
     meta = frame.decode_object(fields["_meta"]) if "_meta" in fields else {}
+    if META_SUBSCRIPTION_ID not in meta:
+        return params
     meta.pop(META_SUBSCRIPTION_ID, None)
     if meta:
         fields["_meta"] = Raw(frame.encode_object(meta))
