@@ -195,7 +195,7 @@ async def test_modern_requests_are_validated_against_their_headers(
         and body["error"]["data"]["requested"] == "2099-01-01"
     )
     # Unknown methods are 404 with -32601; legacy-only methods are unknown here.
-    for method in ("nope/nothing", "initialize", "ping"):
+    for method in ("nope/nothing", "initialize", "logging/setLevel"):
         req = {"jsonrpc": "2.0", "id": 3, "method": method, "params": {"_meta": MODERN_META}}
         status, _, body = await _post(
             http, gateway.url, req, **{"MCP-Protocol-Version": MODERN, "Mcp-Method": method}
@@ -237,3 +237,16 @@ async def test_modern_name_header_may_be_base64(
     )
     result = await client.result("tools/call", {"name": "fx_echo", "arguments": {"text": "b64"}})
     assert result["content"][0]["text"] == "b64"
+
+
+async def test_ping_is_answered_in_each_era_with_that_eras_result(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    modern = await RawClient(gateway.url, http, era="modern").request("ping", request_id=5)
+    assert (modern.status, modern.json) == (
+        200,
+        {"jsonrpc": "2.0", "id": 5, "result": {"resultType": "complete"}},
+    )
+    legacy = await RawClient(gateway.url, http).open()
+    answer = await legacy.request("ping", request_id=6)
+    assert (answer.status, answer.json) == (200, {"jsonrpc": "2.0", "id": 6, "result": {}})
