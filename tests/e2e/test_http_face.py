@@ -250,3 +250,12 @@ async def test_ping_is_answered_in_each_era_with_that_eras_result(
     legacy = await RawClient(gateway.url, http).open()
     answer = await legacy.request("ping", request_id=6)
     assert (answer.status, answer.json) == (200, {"jsonrpc": "2.0", "id": 6, "result": {}})
+
+
+async def test_readyz_without_authentication_lists_the_backends(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{gateway.base}/readyz") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["ready"] is True and body["backends"]["fx"]["state"] == "up"

@@ -407,3 +407,22 @@ async def test_r_e2_no_permissive_cors(world: World, http: aiohttp.ClientSession
     ) as resp:
         assert resp.status == 200
         assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+async def test_readyz_shows_backend_details_only_to_an_authenticated_caller(
+    world: World, http: aiohttp.ClientSession
+) -> None:
+    url = f"{world.gw.base}/readyz"
+    for headers in ({}, {"Authorization": "Bearer sy_not-a-real-key"}):
+        async with http.get(url, headers=headers) as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"ready": True}
+            assert "WWW-Authenticate" not in resp.headers
+    # Any valid credential, even one no rule allows anything, sees the details.
+    for who in ("nobody", "user"):
+        auth = {"Authorization": f"Bearer {world.keys[who]}"}
+        async with http.get(url, headers=auth) as resp:
+            body = await resp.json()
+        assert body["ready"] is True
+        assert body["backends"]["web"]["state"] == "up"
+        assert body["backends"]["web"]["era"] in ("legacy", "modern")

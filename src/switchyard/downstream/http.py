@@ -155,10 +155,23 @@ class HttpApp:
         elif path == "/healthz":
             await respond_json(send, 200, b'{"status":"ok"}')
         elif path == "/readyz":
-            ready, body = self.gateway.readiness()
-            await respond_json(send, 200 if ready else 503, frame.encode(body))
+            await self._readyz(scope, send, view)
         else:
             await respond(send, 404, b"Not Found", [(b"content-type", b"text/plain")])
+
+    async def _readyz(self, scope: Scope, send: Send, view: str | None) -> None:
+        """Readiness for probes. With authentication on, backend details (names, states, their
+        error text) are for callers with a valid credential; everyone else learns only whether
+        the gateway is ready."""
+        ready, body = self.gateway.readiness()
+        authenticator = self.authenticator
+        if authenticator is not None:
+            outcome = await authenticator.authenticate(
+                scope["headers"], scope.get("query_string", b""), authenticator.resource_for(view)
+            )
+            if isinstance(outcome, Refusal):
+                body = {"ready": ready}
+        await respond_json(send, 200 if ready else 503, frame.encode(body))
 
     def _view_route(self, path: str) -> tuple[str, str] | None:
         """`/servers/<name>/<rest>` (or its well-known metadata path): the view and the path
