@@ -127,6 +127,16 @@ async def test_sdk_client_legacy_sse(gateway: Gateway, repo: Path) -> None:
         await _exercise(client, repo)
 
 
+async def test_sdk_client_default_mode_sse_falls_back_to_the_handshake(
+    gateway: Gateway, repo: Path
+) -> None:
+    # The 2024-11-05 transport serves only the handshake era: the client's discover probe must
+    # lead it to `initialize`, and every listing then validates.
+    async with Client(sse_client(f"{gateway.base}/sse")) as client:
+        assert client.protocol_version != "2026-07-28"
+        await _exercise(client, repo)
+
+
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_sdk_client_spawning_switchyard_stdio(
     gateway: Gateway, repo: Path, mode: str

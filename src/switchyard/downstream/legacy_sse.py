@@ -139,6 +139,14 @@ class LegacySseEndpoint:
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
         params = env.params if env.params is not UNSET else None
 
+        if method == methods.DISCOVER:
+            # This transport is 2024-11-05 only: a client probing for 2026-07-28 must learn that it
+            # is unknown here and fall back to `initialize`, never adopt an era this face cannot
+            # serve.
+            unknown = frame.error_reply(codes.METHOD_NOT_FOUND, f"Method not found: {method}")
+            session.push(frame.response_bytes(id_raw, unknown))
+            return
+
         identity = caller()
         view = current_view()
 
