@@ -3,6 +3,8 @@ and time, one message (no batches), strict JSON. Anything else is answered here.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable
 from typing import Final
 
 from switchyard.downstream.asgi import (
@@ -17,8 +19,50 @@ from switchyard.downstream.asgi import (
 )
 from switchyard.protocol import codes
 from switchyard.wire import frame, strict
+from switchyard.wire.frame import Reply
+
+log = logging.getLogger("switchyard.http")
 
 CLOSE: Final = [(b"connection", b"close")]
+GATEWAY: Final = {"source": "gateway"}
+
+
+def gateway_error(message: str = "Internal gateway error") -> Reply:
+    return frame.error_reply(codes.GATEWAY_ERROR, message, GATEWAY)
+
+
+def malformed_params(params: frame.Raw | None) -> str | None:
+    """Why `params` cannot be a request's params (it and its `_meta` must be objects), or None.
+
+    Checked at the door so no handler has to, and so a `_meta` the gateway would never look
+    into is refused the same way as one it does. Costs one shallow decode of the params (values
+    stay raw slices)."""
+    if params is None:
+        return None
+    try:
+        fields = frame.decode_object(params)
+        if "_meta" in fields:
+            frame.decode_object(fields["_meta"])
+    except frame.DecodeError:
+        return "params and params._meta must be objects"
+    return None
+
+
+async def settle(method: str, work: Awaitable[Reply]) -> Reply:
+    """The one reply an accepted request is owed, whatever happens while it is served.
+
+    Handlers decode the client's params lazily, so a field of the wrong shape (`params` an array,
+    `_meta` a string, `ref` a number ...) surfaces as a msgspec validation error deep inside one:
+    that is the client's mistake, `-32602`. Anything else is the gateway's own failure, answered
+    with a gateway error rather than a dropped request or an HTTP 500. Cancellation passes through.
+    """
+    try:
+        return await work
+    except frame.DecodeError as exc:  # ValidationError included
+        return frame.error_reply(codes.INVALID_PARAMS, f"Invalid params for {method}: {exc}")
+    except Exception:
+        log.exception("request %r failed inside the gateway", method[:64])
+        return gateway_error()
 
 
 def error_json(code: int, message: str, request_id: bytes = b"null", data: object = None) -> bytes:

@@ -20,7 +20,13 @@ from switchyard.downstream.asgi import (
     respond,
     respond_json,
 )
-from switchyard.downstream.inbound import error_json, read_message
+from switchyard.downstream.inbound import (
+    error_json,
+    gateway_error,
+    malformed_params,
+    read_message,
+    settle,
+)
 from switchyard.downstream.streamable_http import ScopeGate, _adopt, level_of, pump
 from switchyard.gateway import Gateway
 from switchyard.policies.base import RequestContext
@@ -139,6 +145,10 @@ class LegacySseEndpoint:
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
         params = env.params if env.params is not UNSET else None
 
+        malformed = malformed_params(params)
+        if malformed is not None:
+            session.push(error_json(codes.INVALID_PARAMS, malformed, id_raw))
+            return
         if method == methods.DISCOVER:
             # This transport is 2024-11-05 only: a client probing for 2026-07-28 must learn that it
             # is unknown here and fall back to `initialize`, never adopt an era this face cannot
@@ -166,14 +176,19 @@ class LegacySseEndpoint:
                 view=view,
             )
             reply = await session.requests.run(
-                id_raw, self.gateway.dispatcher.request(ctx, method, params)
+                id_raw, settle(method, self.gateway.dispatcher.request(ctx, method, params))
             )
             if reply is None:
                 return  # cancelled by the client: no answer is owed
-            if method == methods.SET_LEVEL and reply.result is not None:
-                session.log_level = level_of(params)
-            if method == methods.INITIALIZE and reply.result is not None:
-                _adopt(session, reply, params)
+            try:
+                if method == methods.SET_LEVEL and reply.result is not None:
+                    session.log_level = level_of(params)
+                if method == methods.INITIALIZE and reply.result is not None:
+                    _adopt(session, reply, params)
+            except Exception:
+                # Nothing else will ever answer this request on the stream: answer it here.
+                log.exception("recording what %r negotiated failed", method[:64])
+                reply = gateway_error()
             session.push(frame.response_bytes(id_raw, reply))
 
         task = asyncio.create_task(answer())

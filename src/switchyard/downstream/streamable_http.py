@@ -28,7 +28,7 @@ from switchyard.downstream.asgi import (
     respond,
     respond_json,
 )
-from switchyard.downstream.inbound import error_json, read_message
+from switchyard.downstream.inbound import error_json, malformed_params, read_message, settle
 from switchyard.downstream.session import OUTBOX_LIMIT, Session
 from switchyard.gateway import Gateway
 from switchyard.policies.base import Identity, RequestContext
@@ -333,7 +333,16 @@ class StreamableHttpEndpoint:
             )
             return
         raw_level = meta.get(META_LOG_LEVEL)
-        out = PostReply(send, log_level=frame.decode_str(raw_level) if raw_level else None)
+        try:
+            log_level = frame.decode_str(raw_level) if raw_level is not None else None
+        except frame.DecodeError:
+            await respond_json(
+                send,
+                400,
+                error_json(codes.INVALID_PARAMS, f"{META_LOG_LEVEL} must be a string", id_raw),
+            )
+            return
+        out = PostReply(send, log_level=log_level)
         identity = caller()
         ctx = RequestContext(
             Era.MODERN,
@@ -348,7 +357,9 @@ class StreamableHttpEndpoint:
         params_raw = env.params if env.params is not UNSET else None
         watch = DisconnectWatch(receive)
         try:
-            reply = await self.gateway.dispatcher.request(ctx, env.method, params_raw)
+            reply = await settle(
+                env.method, self.gateway.dispatcher.request(ctx, env.method, params_raw)
+            )
         except asyncio.CancelledError:
             if not watch.disconnected:
                 raise
@@ -389,6 +400,11 @@ class StreamableHttpEndpoint:
             return
         assert isinstance(env.method, str)
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
+        params_raw = env.params if env.params is not UNSET else None
+        malformed = malformed_params(params_raw)
+        if malformed is not None:
+            await respond_json(send, 200, error_json(codes.INVALID_PARAMS, malformed, id_raw), None)
+            return
         out = PostReply(send, session)
         ctx = RequestContext(
             Era.LEGACY,
@@ -404,9 +420,8 @@ class StreamableHttpEndpoint:
             identity=caller(),
             view=current_view(),
         )
-        params_raw = env.params if env.params is not UNSET else None
         reply = await session.requests.run(
-            id_raw, self.gateway.dispatcher.request(ctx, env.method, params_raw)
+            id_raw, settle(env.method, self.gateway.dispatcher.request(ctx, env.method, params_raw))
         )
         if env.method == methods.SET_LEVEL and reply is not None and reply.result is not None:
             session.log_level = level_of(params_raw)
@@ -426,7 +441,9 @@ class StreamableHttpEndpoint:
             view=current_view(),
         )
         params_raw = env.params if env.params is not UNSET else None
-        reply = await self.gateway.dispatcher.request(ctx, methods.INITIALIZE, params_raw)
+        reply = await settle(
+            methods.INITIALIZE, self.gateway.dispatcher.request(ctx, methods.INITIALIZE, params_raw)
+        )
         if reply.result is None:
             await respond_json(send, 200, frame.response_bytes(id_raw, reply))
             return

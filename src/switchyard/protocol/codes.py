@@ -22,3 +22,5 @@ BACKEND_PROTOCOL_ERROR: Final = -31002
 RESULT_TOO_LARGE: Final = -31003
 CLIENT_TIMEOUT: Final = -31004
 BACKEND_BUSY: Final = -31005
+GATEWAY_ERROR: Final = -31006
+"""An unexpected failure inside Switchyard while serving a request (a bug, never the client's)."""
