@@ -6,10 +6,12 @@ import asyncio
 import json
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.e2e.test_http_sse_face import sse_client
 from tests.harness import (
     FIXTURES,
     PYTHON,
@@ -241,6 +243,9 @@ async def test_over_its_memory_budget_the_gateway_sheds_new_requests(
     assert answer is not None and answer.status == 503 and answer.headers["Retry-After"] == "1"
     async with http.get(f"{gw.base}/healthz") as resp:
         assert resp.status == 200
+    # Opening an HTTP+SSE stream is shed the same way.
+    async with http.get(f"{gw.base}/sse", headers={"Accept": "text/event-stream"}) as resp:
+        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
 
 
 async def test_memory_amplification_stays_under_100x_the_input(
@@ -266,3 +271,60 @@ async def test_memory_amplification_stays_under_100x_the_input(
     assert peak - baseline < 100 * len(payload), (baseline, peak)
     # Far under the bar in practice: a few copies of one request, not of all twenty.
     assert peak - baseline < 20 * len(payload), (baseline, peak)
+
+
+def _sleep(request_id: int, ms: int) -> dict[str, Any]:
+    params = {"name": "fx_sleep", "arguments": {"ms": ms}}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+def _echo(request_id: int) -> dict[str, Any]:
+    params = {"name": "fx_echo", "arguments": {"text": f"b{request_id}"}}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+async def test_messages_work_counts_against_its_client_until_answered(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    async with sse_client(http, gateway) as greedy, sse_client(http, gateway) as other:
+        # Six slow calls against a limit of four: all accepted (202), two refused on the stream.
+        accepted = await asyncio.gather(*(greedy.post(_sleep(i, 1500)) for i in range(6)))
+        assert [r.status for r in accepted] == [202] * 6
+        # Meanwhile, another client's calls are neither refused nor queued behind them.
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(*(other.post(_echo(100 + i)) for i in range(2)))
+        for i in range(2):
+            echoed = await other.answer(100 + i, timeout=1.0)
+            assert echoed["result"]["content"][0]["text"] == f"b{100 + i}"
+        assert asyncio.get_running_loop().time() - started < 1.0
+        refused = [await greedy.answer(i) for i in range(6)]
+        errors = [a for a in refused if "error" in a]
+        assert len(errors) == 2, refused
+        for error in errors:
+            assert error["error"]["code"] == -31007
+            assert error["error"]["data"] == {"source": "gateway", "retryAfter": 1}
+        assert sum(1 for a in refused if "result" in a) == 4
+        # Answered work frees its slots: the same client is served again.
+        again = await greedy.post(_echo(50))
+        assert again.status == 202 and "result" in await greedy.answer(50)
+
+
+async def test_a_closed_sse_sessions_work_is_cancelled(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    async with sse_client(http, gateway) as leaving:
+        for i in range(4):
+            assert (await leaving.post(_sleep(i, 60_000))).status == 202
+    # The backend takes six at a time: four abandoned calls still running would refuse most of
+    # these. Bounded wait for the gateway to see the stream close.
+    async with sse_client(http, gateway) as b, sse_client(http, gateway) as c:
+        codes: list[int] = []
+        for attempt in range(50):
+            ids = [1000 + attempt * 10 + i for i in range(3)]
+            await asyncio.gather(*(b.post(_sleep(i, 200)) for i in ids))
+            await asyncio.gather(*(c.post(_sleep(i, 200)) for i in ids))
+            answers = [await b.answer(i) for i in ids] + [await c.answer(i) for i in ids]
+            codes = [a.get("error", {}).get("code", 0) for a in answers]
+            if codes == [0] * 6:
+                break
+        assert codes == [0] * 6

@@ -5,9 +5,11 @@ endpoint; each POSTed message is accepted with 202 and answered on the stream.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from urllib.parse import parse_qs
 
+from switchyard.downstream.admission import ADMISSION_KEY, Admission
 from switchyard.downstream.asgi import (
     SSE_HEADERS,
     Receive,
@@ -55,7 +57,8 @@ class LegacySseEndpoint:
         self.scope_gate: ScopeGate | None = None
         self.shutting_down = shutting_down
         self.messages_path = messages_path
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[str, set[asyncio.Task[None]]] = {}
+        """Each session's detached request tasks: they end with its stream."""
 
     async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "GET":
@@ -84,6 +87,9 @@ class LegacySseEndpoint:
         finally:
             session.stream_open = False
             self.gateway.sessions.remove(session.id)
+            # Nobody can read these answers any more: stop the work and free its slots.
+            for task in self._tasks.pop(session.id, set()):
+                task.cancel()
 
     async def message(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -145,6 +151,11 @@ class LegacySseEndpoint:
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
         params = env.params if env.params is not UNSET else None
 
+        admission: Admission | None = scope.get(ADMISSION_KEY)
+        if admission is not None and admission.refusal is not None:
+            # The POST is already answered: the refusal travels like any answer, by id.
+            session.push(frame.response_bytes(id_raw, admission.refusal))
+            return
         malformed = malformed_params(params)
         if malformed is not None:
             session.push(error_json(codes.INVALID_PARAMS, malformed, id_raw))
@@ -159,8 +170,16 @@ class LegacySseEndpoint:
 
         identity = caller()
         view = current_view()
+        release = admission.lease.detach() if admission and admission.lease else None
 
         async def answer() -> None:
+            try:
+                await serve()
+            finally:
+                if release is not None:
+                    release()  # answered (queued), cancelled or failed: the slot is free
+
+        async def serve() -> None:
             ctx = RequestContext(
                 Era.LEGACY,
                 session.version,
@@ -191,6 +210,18 @@ class LegacySseEndpoint:
                 reply = gateway_error()
             session.push(frame.response_bytes(id_raw, reply))
 
+        if not session.stream_open:
+            if release is not None:
+                release()
+            return  # the stream closed meanwhile: no one would read the answer
         task = asyncio.create_task(answer())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks = self._tasks.setdefault(session.id, set())
+        tasks.add(task)
+        task.add_done_callback(functools.partial(self._forget, session.id))
+
+    def _forget(self, session_id: str, task: asyncio.Task[None]) -> None:
+        tasks = self._tasks.get(session_id)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._tasks[session_id]

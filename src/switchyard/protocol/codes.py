@@ -24,3 +24,7 @@ CLIENT_TIMEOUT: Final = -31004
 BACKEND_BUSY: Final = -31005
 GATEWAY_ERROR: Final = -31006
 """An unexpected failure inside Switchyard while serving a request (a bug, never the client's)."""
+CLIENT_BUSY: Final = -31007
+"""The client already has `max_in_flight_per_client` requests open."""
+OVERLOADED: Final = -31008
+"""The gateway is past its memory shedding threshold and takes no new requests for now."""
