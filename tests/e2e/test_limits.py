@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -328,3 +329,57 @@ async def test_a_closed_sse_sessions_work_is_cancelled(
             if codes == [0] * 6:
                 break
         assert codes == [0] * 6
+
+
+def _post_whole_body_then_read(gw: Gateway, body: bytes | Iterator[bytes]) -> tuple[int, Any]:
+    """What a client that writes its entire request before reading gets (http.client does)."""
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    try:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        }
+        conn.request(
+            "POST", "/mcp", body=body, headers=headers, encode_chunked=not isinstance(body, bytes)
+        )
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_a_client_sending_an_oversized_body_in_one_go_reads_the_413(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    gw = gateway_factory({"servers": {"fx": stdio_fixture("crashy")}})
+    five_mib = (
+        b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"' + b"y" * (5 << 20) + b'"}}'
+    )
+    status, answer = _post_whole_body_then_read(gw, five_mib)
+    assert (status, answer["error"]["code"]) == (413, -32600)
+    chunks = (five_mib[i : i + 65536] for i in range(0, len(five_mib), 65536))
+    status, answer = _post_whole_body_then_read(gw, chunks)
+    assert (status, answer["error"]["code"]) == (413, -32600)
+
+
+async def test_an_endless_oversized_body_is_cut_off(gateway: Gateway) -> None:
+    _reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write((_head(gateway, "Transfer-Encoding: chunked\r\n") + "\r\n").encode())
+    chunk = b"%x\r\n" % 65536 + b"x" * 65536 + b"\r\n"
+    sent = 0
+    cut_off = False
+    started = asyncio.get_running_loop().time()
+    try:
+        # The drain gives up after its byte or time budget; 10 s bounds the test.
+        while asyncio.get_running_loop().time() - started < 10:
+            writer.write(chunk)
+            await asyncio.wait_for(writer.drain(), 10)
+            sent += len(chunk)
+    except ConnectionError:
+        cut_off = True
+    finally:
+        writer.close()
+    assert cut_off
+    # Cut off long before the client would stop: a bounded few times the 64 KiB limit, plus
+    # what the kernel buffers on both ends.
+    assert sent < 64 * 1024 * 1024

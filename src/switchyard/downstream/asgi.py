@@ -89,6 +89,30 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+async def drain(receive: Receive, max_bytes: int, timeout: float) -> bool:
+    """Read and discard the rest of a refused request's body, up to `max_bytes` and `timeout`.
+
+    A client that sends its whole body before reading (most HTTP libraries) only sees an early
+    answer if the connection is not closed under its feet: closing with unread bytes makes the
+    kernel reset it, and the client reads ECONNRESET instead of the 413. True if the body ended
+    within the bounds; False once a bound is hit (the caller closes the connection anyway).
+    """
+    taken = 0
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return False
+                taken += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return True
+                if taken > max_bytes:
+                    return False
+    except TimeoutError:
+        return False
+
+
 async def respond(
     send: Send,
     status: int,

@@ -13,6 +13,7 @@ from switchyard.downstream.asgi import (
     ClientGone,
     Receive,
     Send,
+    drain,
     header,
     read_body,
     respond_json,
@@ -24,6 +25,9 @@ from switchyard.wire.frame import Reply
 log = logging.getLogger("switchyard.http")
 
 CLOSE: Final = [(b"connection", b"close")]
+# How much of an oversized body is read and dropped before the 413, and for how long at most.
+DRAIN_FACTOR: Final = 4
+DRAIN_TIMEOUT_S: Final = 5.0
 GATEWAY: Final = {"source": "gateway"}
 
 
@@ -79,12 +83,19 @@ async def read_message(
 ) -> bytes | None:
     """The body of one acceptable JSON-RPC message, or None once the refusal is sent."""
     length = header(headers, b"content-length")
+    declared = int(length) if length and length.isdigit() else None
     try:
-        body = await read_body(
-            receive, max_bytes, int(length) if length and length.isdigit() else None, timeout_s
-        )
+        body = await read_body(receive, max_bytes, declared, timeout_s)
     except BodyTooLarge:
-        # The unread rest of the body must never be parsed as a next request: close.
+        # Take in (and drop) a bounded rest of the body first, so a client still sending reads
+        # the 413 instead of a reset; past the bounds it is cut off. The connection closes
+        # either way: an unread rest must never be parsed as a next request.
+        budget = DRAIN_FACTOR * max_bytes
+        # A client waiting for `100 Continue` has sent nothing yet: asking for the body would
+        # only invite it.
+        waiting = (header(headers, b"expect") or "").lower() == "100-continue"
+        if not waiting and (declared is None or declared <= budget):
+            await drain(receive, budget, min(DRAIN_TIMEOUT_S, timeout_s))
         body = error_json(codes.INVALID_REQUEST, "Request body too large")
         await respond_json(send, 413, body, CLOSE)
         return None
