@@ -142,8 +142,21 @@ async def test_malformed_messages_get_jsonrpc_errors_never_500(
 async def test_transport_header_rules(gateway: Gateway, http: aiohttp.ClientSession) -> None:
     got, _, _ = await _post(http, gateway.url, INIT, **{"Content-Type": "text/plain"})
     assert got == 415
-    got, _, _ = await _post(http, gateway.url, INIT, Accept="text/html")
-    assert got == 406
+    # Either answer kind may come back, so a POST must accept both (wildcards count).
+    for accept, status in (
+        ("text/html", 406),
+        ("application/json", 406),
+        ("text/event-stream", 406),
+        ("", 406),
+        ("application/json, text/event-stream", 200),
+        ("text/event-stream;q=0.9, Application/JSON;q=1", 200),
+        ("*/*", 200),
+        ("application/*, text/*", 200),
+    ):
+        got, _, body = await _post(http, gateway.url, INIT, Accept=accept)
+        assert got == status, accept
+        if status == 406:
+            assert body["error"]["code"] == -32600
     got, _, _ = await _post(http, gateway.url, json.dumps({**INIT, "pad": "x" * 70000}).encode())
     assert got == 413
     async with http.put(gateway.url) as resp:
@@ -259,3 +272,15 @@ async def test_readyz_without_authentication_lists_the_backends(
         assert resp.status == 200
         body = await resp.json()
     assert body["ready"] is True and body["backends"]["fx"]["state"] == "up"
+
+
+async def test_modern_tool_arguments_must_be_an_object(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    client = RawClient(gateway.url, http, era="modern")
+    for arguments in (["x"], "x", 3):
+        answer = await client.request(
+            "tools/call", {"name": "fx_echo", "arguments": arguments}, request_id=12
+        )
+        assert answer.status == 400
+        assert (answer.json["id"], answer.json["error"]["code"]) == (12, -32602)

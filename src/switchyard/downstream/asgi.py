@@ -143,5 +143,19 @@ def header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     return None
 
 
+def accepted_types(headers: list[tuple[bytes, bytes]]) -> tuple[bool, bool]:
+    """Whether `Accept` admits (JSON, an event stream). Media-type parameters (q too) are
+    ignored and `*/*`, `application/*`, `text/*` count, as the official SDK servers do."""
+    types = set()
+    for name, value in headers:
+        if name == b"accept":
+            for item in value.decode("latin-1").split(","):
+                types.add(item.split(";", 1)[0].strip().lower())
+    anything = "*/*" in types
+    json_ok = anything or "application/json" in types or "application/*" in types
+    sse_ok = anything or "text/event-stream" in types or "text/*" in types
+    return json_ok, sse_ok
+
+
 def count(headers: list[tuple[bytes, bytes]], name: bytes) -> int:
     return sum(1 for k, _ in headers if k == name)

@@ -28,3 +28,5 @@ CLIENT_BUSY: Final = -31007
 """The client already has `max_in_flight_per_client` requests open."""
 OVERLOADED: Final = -31008
 """The gateway is past its memory shedding threshold and takes no new requests for now."""
+CLIENT_UNREACHABLE: Final = -31009
+"""A backend's server->client request cannot be delivered to the client it names."""
