@@ -21,7 +21,7 @@ from tests.harness import (
     start_gateway,
     stdio_fixture,
 )
-from tests.rpc import RawClient, Response
+from tests.rpc import MODERN, MODERN_META, RawClient, Response
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -383,3 +383,36 @@ async def test_an_endless_oversized_body_is_cut_off(gateway: Gateway) -> None:
     # Cut off long before the client would stop: a bounded few times the 64 KiB limit, plus
     # what the kernel buffers on both ends.
     assert sent < 64 * 1024 * 1024
+
+
+async def test_a_client_that_stops_reading_its_stream_never_stalls_the_backend(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    # A 2026-07-28 call whose progress turns its answer into a stream, from a client that never
+    # reads: 16 MiB of progress from the shared backend, far past any socket buffer.
+    params = {
+        "name": "fx_flood",
+        "arguments": {"count": 2000, "size": 8192},
+        "_meta": {**MODERN_META, "progressToken": "flood"},
+    }
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
+        "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+        f"MCP-Protocol-Version: {MODERN}\r\nMcp-Method: tools/call\r\nMcp-Name: fx_flood\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    _reader, stalled = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        stalled.write(head.encode() + body.encode())
+        await stalled.drain()
+        # Another client of the same backend keeps being served promptly, again and again.
+        other = await RawClient(gateway.url, http).open()
+        for i in range(5):
+            echoed = await asyncio.wait_for(
+                other.result("tools/call", {"name": "fx_echo", "arguments": {"text": f"e{i}"}}),
+                5,
+            )
+            assert echoed["content"][0]["text"] == f"e{i}"
+    finally:
+        stalled.close()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
+import logging
 import secrets
 from collections.abc import Callable
 from typing import Final, Protocol
@@ -48,7 +50,11 @@ from switchyard.protocol.versions import (
 from switchyard.wire import frame, sse, strict
 from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
 
+log = logging.getLogger("switchyard.http")
+
 KEEPALIVE_S: Final = 15.0
+STREAM_QUEUE_BYTES: Final = 1024 * 1024
+"""Bytes queued for one POST's stream that its client has not read yet; past it, drops."""
 DISCONNECT_WATCH_S: Final = 0.5
 _ALLOW: Final = [(b"allow", b"GET, POST, DELETE")]
 _ALLOW_POST: Final = [(b"allow", b"POST")]
@@ -115,9 +121,27 @@ ScopeGate = Callable[[Identity | None, str], ScopeRefusal | None]
 
 class PostReply:
     """One POST's answer: a JSON body, unless a message for the client comes first; then an SSE
-    stream carrying notifications and server->client requests and, last, the response."""
+    stream carrying notifications and server->client requests and, last, the response.
 
-    __slots__ = ("extra", "log_level", "send", "session", "streaming")
+    Messages for the client are reached from a backend connection's reader, shared by every
+    client of that backend, so they never wait on this client's socket: they go into a queue
+    bounded in bytes, which a writer task of this response drains. A client that stops reading
+    loses further notifications (counted in `dropped`), and a backend's request to it is
+    answered with an error; the backend's reader moves on either way.
+    """
+
+    __slots__ = (
+        "_queue",
+        "_queued_bytes",
+        "_ready",
+        "_writer",
+        "dropped",
+        "extra",
+        "log_level",
+        "send",
+        "session",
+        "streaming",
+    )
 
     def __init__(
         self, send: Send, session: Session | None = None, log_level: str | None = None
@@ -128,18 +152,41 @@ class PostReply:
         """Modern: the request's `logLevel` opt-in (None: no log lines at all)."""
         self.extra: list[tuple[bytes, bytes]] | None = None
         self.streaming = False
+        self.dropped = 0
+        self._queue: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self._queued_bytes = 0
+        self._ready = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def client(self) -> str:
         return self.session.id if self.session is not None else f"post-{id(self)}"
 
-    async def _event(self, message: bytes) -> None:
-        if not self.streaming:
-            self.streaming = True
-            headers = SSE_HEADERS if self.extra is None else [*SSE_HEADERS, *self.extra]
-            await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+    def _has_room(self, size: int) -> bool:
+        # An empty queue takes any one message, so a large one still reaches a reading client.
+        return self._queued_bytes == 0 or self._queued_bytes + size <= STREAM_QUEUE_BYTES
+
+    def _enqueue(self, message: bytes, last: bool = False) -> None:
         event = sse.format_event(message, "message")
-        await self.send({"type": "http.response.body", "body": event, "more_body": True})
+        self._queue.append((event, last))
+        self._queued_bytes += len(event)
+        self._ready.set()
+        if self._writer is None:
+            self.streaming = True
+            self._writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        headers = SSE_HEADERS if self.extra is None else [*SSE_HEADERS, *self.extra]
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+        while True:
+            while not self._queue:
+                self._ready.clear()
+                await self._ready.wait()
+            event, last = self._queue.popleft()
+            await self.send({"type": "http.response.body", "body": event, "more_body": not last})
+            self._queued_bytes -= len(event)
+            if last:
+                return
 
     async def notify(self, method: str, params: bytes | None) -> None:
         if method == methods.MESSAGE:
@@ -148,7 +195,13 @@ class PostReply:
                     return
             elif self.log_level is None or not log_wanted(params, self.log_level):
                 return  # 2026-07-28: log lines only to a request that asked, at its level
-        await self._event(frame.notification_bytes(method, params))
+        message = frame.notification_bytes(method, params)
+        if not self._has_room(len(message)):
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning("%s: the client is not reading its stream; dropping", self.client)
+            return
+        self._enqueue(message)
 
     async def ask(self, method: str, params: bytes | None, timeout: float) -> Reply:
         session = self.session
@@ -159,16 +212,33 @@ class PostReply:
                 f"{method}: the client has no back-channel (2026-07-28)",
                 {"source": "gateway"},
             )
+        # A client already losing notifications is not reading: its answer would never come.
+        if self.dropped or not self._has_room(len(params or b"") + 64):
+            return frame.error_reply(
+                codes.CLIENT_UNREACHABLE,
+                f"{method}: the client is not reading its stream",
+                {"source": "gateway"},
+            )
         return await session.outgoing.ask(
-            self._event, session.client_capabilities, method, params, timeout
+            self._push, session.client_capabilities, method, params, timeout
         )
 
+    async def _push(self, message: bytes) -> None:
+        self._enqueue(message)
+
     async def finish(self, body: bytes) -> None:
-        if self.streaming:
-            event = sse.format_event(body, "message")
-            await self.send({"type": "http.response.body", "body": event, "more_body": False})
-        else:
+        writer = self._writer
+        if writer is None:
             await respond_json(self.send, 200, body, self.extra)
+            return
+        self._enqueue(body, last=True)
+        with contextlib.suppress(OSError):  # the client left: nobody to answer
+            await writer
+
+    def abandon(self) -> None:
+        """Stop writing, if the answer was not finished (the request was cancelled or failed)."""
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
 
 
 class StreamableHttpEndpoint:
@@ -377,6 +447,7 @@ class StreamableHttpEndpoint:
                 env.method, self.gateway.dispatcher.request(ctx, env.method, params_raw)
             )
         except asyncio.CancelledError:
+            out.abandon()
             if not watch.disconnected:
                 raise
             # 2026-07-28: the client closing its stream is the cancellation; no answer is owed.
@@ -436,9 +507,14 @@ class StreamableHttpEndpoint:
             identity=caller(),
             view=current_view(),
         )
-        reply = await session.requests.run(
-            id_raw, settle(env.method, self.gateway.dispatcher.request(ctx, env.method, params_raw))
-        )
+        try:
+            reply = await session.requests.run(
+                id_raw,
+                settle(env.method, self.gateway.dispatcher.request(ctx, env.method, params_raw)),
+            )
+        except BaseException:
+            out.abandon()  # shutting down: the stream's writer goes with the request
+            raise
         if env.method == methods.SET_LEVEL and reply is not None and reply.result is not None:
             session.log_level = level_of(params_raw)
         # A cancelled request is answered with -32800 only because an HTTP POST needs an
