@@ -120,6 +120,8 @@ async def test_sdk_client_modern_streamable_http(gateway: Gateway, repo: Path) -
     async with Client(gateway.url) as client:
         assert client.protocol_version == "2026-07-28"
         await _exercise(client, repo)
+        # SDK clients still ping after negotiating 2026-07-28; the answer must validate.
+        await client.send_ping()
 
 
 async def test_sdk_client_legacy_sse(gateway: Gateway, repo: Path) -> None:
