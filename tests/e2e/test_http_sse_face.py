@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.harness import Gateway, start_gateway, stdio_fixture
+from tests.harness import FIXTURES, PYTHON, Gateway, start_gateway, stdio_fixture
 from tests.rpc import MODERN_META, RawClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -27,12 +27,19 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "servers": {
             "fx": stdio_fixture("crashy", isolation="shared"),
             "rich": stdio_fixture("rich", isolation="shared"),
+            # A legacy SDK backend whose tools ask the client: parked calls for modern callers.
+            "l": {
+                "command": PYTHON,
+                "args": [str(FIXTURES / "sdk_stdio.py"), "--name", "l"],
+                "era": "legacy",
+            },
         },
     }
     gw = start_gateway(config, tmp_path_factory.mktemp("sseface"))
     try:
         gw.wait_backend("fx")
         gw.wait_backend("rich")
+        gw.wait_backend("l")
         yield gw
     finally:
         gw.stop()
@@ -203,3 +210,26 @@ async def test_a_legacy_session_over_streamable_http_is_untouched_by_a_malformed
     assert bad.json["error"]["code"] == -32602
     good = await client.result("tools/call", ECHO, request_id=2)
     assert good["content"][0]["text"] == "x"
+
+
+async def test_input_responses_of_the_wrong_shape_are_invalid_params(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    client = RawClient(gateway.url, http, era="modern")
+    caps = {"io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}}}
+    first = await client.result(
+        "tools/call", {"name": "l_introduce", "arguments": {}, "_meta": caps}
+    )
+    assert first["resultType"] == "input_required"
+    resumed = {
+        "name": "l_introduce",
+        "arguments": {},
+        "requestState": first["requestState"],
+        "_meta": caps,
+    }
+    for wrong in (1, ["x"], "x"):
+        answer = await client.request(
+            "tools/call", {**resumed, "inputResponses": wrong}, request_id=31
+        )
+        assert answer.status == 200, answer.body
+        assert (answer.json["id"], answer.json["error"]["code"]) == (31, -32602)
