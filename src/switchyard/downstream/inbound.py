@@ -63,7 +63,7 @@ async def settle(method: str, work: Awaitable[Reply]) -> Reply:
     try:
         return await work
     except frame.DecodeError as exc:  # ValidationError included
-        return frame.error_reply(codes.INVALID_PARAMS, f"Invalid params for {method}: {exc}")
+        return frame.error_reply(codes.INVALID_PARAMS, f"Invalid params for {method[:64]}: {exc}")
     except Exception:
         log.exception("request %r failed inside the gateway", method[:64])
         return gateway_error()
