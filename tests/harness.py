@@ -73,9 +73,12 @@ def log_path(name: str) -> Path:
     return LOG_DIR / f"{safe}-{os.getpid()}-{time.monotonic_ns()}.log"
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def http_get(
+    url: str, timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -114,6 +117,8 @@ class Proc:
 class Gateway(Proc):
     port: int
     config_path: Path
+    probe_key: str | None = None
+    """With authentication on, the API key `readyz()` shows to see backend details."""
 
     @property
     def base(self) -> str:
@@ -124,7 +129,8 @@ class Gateway(Proc):
         return f"{self.base}/mcp"
 
     def readyz(self) -> dict[str, Any]:
-        _, body = http_get(f"{self.base}/readyz")
+        auth = {"Authorization": f"Bearer {self.probe_key}"} if self.probe_key else None
+        _, body = http_get(f"{self.base}/readyz", headers=auth)
         return json.loads(body)  # type: ignore[no-any-return]
 
     def wait_backend(self, name: str, state: str = "up", timeout: float = 30.0) -> dict[str, Any]:
@@ -149,6 +155,11 @@ def start_gateway(
     port: int | None = None,
 ) -> Gateway:
     port = port or free_port()
+    auth = config.get("auth") or {}
+    probe_key = None
+    if auth.get("enabled") and auth.get("api_keys", True) and auth.get("data_dir"):
+        # Backend details on /readyz are for authenticated callers only.
+        probe_key = create_key(Path(auth["data_dir"]), "readyz-probe", "probe")
     config_path = tmp / f"switchyard-{port}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log = log_path(f"gateway-{port}")
@@ -168,7 +179,7 @@ def start_gateway(
         stdout=subprocess.DEVNULL,
         stderr=log.open("ab"),
     )
-    gw = Gateway(process, log, port, config_path)
+    gw = Gateway(process, log, port, config_path, probe_key)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -22,7 +22,7 @@ log = logging.getLogger("switchyard.dispatcher")
 
 # Methods that exist only in one era; the other era answers "method not found".
 LEGACY_ONLY = frozenset(
-    {methods.INITIALIZE, methods.PING, methods.SET_LEVEL, methods.SUBSCRIBE, methods.UNSUBSCRIBE}
+    {methods.INITIALIZE, methods.SET_LEVEL, methods.SUBSCRIBE, methods.UNSUBSCRIBE}
 )
 
 

@@ -154,7 +154,9 @@ class Forwarder:
         return Reply(result=frame.encode(result))
 
     async def ping(self, call: Call) -> Reply:
-        return Reply(result=b"{}")
+        # SDK clients still ping after negotiating 2026-07-28, where every result is typed.
+        modern = call.ctx.era is Era.MODERN
+        return Reply(result=b'{"resultType":"complete"}' if modern else b"{}")
 
     async def list(self, call: Call) -> Reply:
         kind = _LIST_KIND[call.method]

@@ -120,10 +120,22 @@ async def test_sdk_client_modern_streamable_http(gateway: Gateway, repo: Path) -
     async with Client(gateway.url) as client:
         assert client.protocol_version == "2026-07-28"
         await _exercise(client, repo)
+        # SDK clients still ping after negotiating 2026-07-28; the answer must validate.
+        await client.send_ping()
 
 
 async def test_sdk_client_legacy_sse(gateway: Gateway, repo: Path) -> None:
     async with Client(sse_client(f"{gateway.base}/sse"), mode="legacy") as client:
+        await _exercise(client, repo)
+
+
+async def test_sdk_client_default_mode_sse_falls_back_to_the_handshake(
+    gateway: Gateway, repo: Path
+) -> None:
+    # The 2024-11-05 transport serves only the handshake era: the client's discover probe must
+    # lead it to `initialize`, and every listing then validates.
+    async with Client(sse_client(f"{gateway.base}/sse")) as client:
+        assert client.protocol_version != "2026-07-28"
         await _exercise(client, repo)
 
 

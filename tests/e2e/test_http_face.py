@@ -142,8 +142,21 @@ async def test_malformed_messages_get_jsonrpc_errors_never_500(
 async def test_transport_header_rules(gateway: Gateway, http: aiohttp.ClientSession) -> None:
     got, _, _ = await _post(http, gateway.url, INIT, **{"Content-Type": "text/plain"})
     assert got == 415
-    got, _, _ = await _post(http, gateway.url, INIT, Accept="text/html")
-    assert got == 406
+    # Either answer kind may come back, so a POST must accept both (wildcards count).
+    for accept, status in (
+        ("text/html", 406),
+        ("application/json", 406),
+        ("text/event-stream", 406),
+        ("", 406),
+        ("application/json, text/event-stream", 200),
+        ("text/event-stream;q=0.9, Application/JSON;q=1", 200),
+        ("*/*", 200),
+        ("application/*, text/*", 200),
+    ):
+        got, _, body = await _post(http, gateway.url, INIT, Accept=accept)
+        assert got == status, accept
+        if status == 406:
+            assert body["error"]["code"] == -32600
     got, _, _ = await _post(http, gateway.url, json.dumps({**INIT, "pad": "x" * 70000}).encode())
     assert got == 413
     async with http.put(gateway.url) as resp:
@@ -195,7 +208,7 @@ async def test_modern_requests_are_validated_against_their_headers(
         and body["error"]["data"]["requested"] == "2099-01-01"
     )
     # Unknown methods are 404 with -32601; legacy-only methods are unknown here.
-    for method in ("nope/nothing", "initialize", "ping"):
+    for method in ("nope/nothing", "initialize", "logging/setLevel"):
         req = {"jsonrpc": "2.0", "id": 3, "method": method, "params": {"_meta": MODERN_META}}
         status, _, body = await _post(
             http, gateway.url, req, **{"MCP-Protocol-Version": MODERN, "Mcp-Method": method}
@@ -237,3 +250,37 @@ async def test_modern_name_header_may_be_base64(
     )
     result = await client.result("tools/call", {"name": "fx_echo", "arguments": {"text": "b64"}})
     assert result["content"][0]["text"] == "b64"
+
+
+async def test_ping_is_answered_in_each_era_with_that_eras_result(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    modern = await RawClient(gateway.url, http, era="modern").request("ping", request_id=5)
+    assert (modern.status, modern.json) == (
+        200,
+        {"jsonrpc": "2.0", "id": 5, "result": {"resultType": "complete"}},
+    )
+    legacy = await RawClient(gateway.url, http).open()
+    answer = await legacy.request("ping", request_id=6)
+    assert (answer.status, answer.json) == (200, {"jsonrpc": "2.0", "id": 6, "result": {}})
+
+
+async def test_readyz_without_authentication_lists_the_backends(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{gateway.base}/readyz") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["ready"] is True and body["backends"]["fx"]["state"] == "up"
+
+
+async def test_modern_tool_arguments_must_be_an_object(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    client = RawClient(gateway.url, http, era="modern")
+    for arguments in (["x"], "x", 3):
+        answer = await client.request(
+            "tools/call", {"name": "fx_echo", "arguments": arguments}, request_id=12
+        )
+        assert answer.status == 400
+        assert (answer.json["id"], answer.json["error"]["code"]) == (12, -32602)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.e2e.test_http_sse_face import sse_client
 from tests.harness import (
     FIXTURES,
     PYTHON,
@@ -18,7 +21,7 @@ from tests.harness import (
     start_gateway,
     stdio_fixture,
 )
-from tests.rpc import RawClient, Response
+from tests.rpc import MODERN, MODERN_META, RawClient, Response
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -241,6 +244,9 @@ async def test_over_its_memory_budget_the_gateway_sheds_new_requests(
     assert answer is not None and answer.status == 503 and answer.headers["Retry-After"] == "1"
     async with http.get(f"{gw.base}/healthz") as resp:
         assert resp.status == 200
+    # Opening an HTTP+SSE stream is shed the same way.
+    async with http.get(f"{gw.base}/sse", headers={"Accept": "text/event-stream"}) as resp:
+        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
 
 
 async def test_memory_amplification_stays_under_100x_the_input(
@@ -266,3 +272,147 @@ async def test_memory_amplification_stays_under_100x_the_input(
     assert peak - baseline < 100 * len(payload), (baseline, peak)
     # Far under the bar in practice: a few copies of one request, not of all twenty.
     assert peak - baseline < 20 * len(payload), (baseline, peak)
+
+
+def _sleep(request_id: int, ms: int) -> dict[str, Any]:
+    params = {"name": "fx_sleep", "arguments": {"ms": ms}}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+def _echo(request_id: int) -> dict[str, Any]:
+    params = {"name": "fx_echo", "arguments": {"text": f"b{request_id}"}}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+async def test_messages_work_counts_against_its_client_until_answered(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    async with sse_client(http, gateway) as greedy, sse_client(http, gateway) as other:
+        # Six slow calls against a limit of four: all accepted (202), two refused on the stream.
+        accepted = await asyncio.gather(*(greedy.post(_sleep(i, 1500)) for i in range(6)))
+        assert [r.status for r in accepted] == [202] * 6
+        # Meanwhile, another client's calls are neither refused nor queued behind them.
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(*(other.post(_echo(100 + i)) for i in range(2)))
+        for i in range(2):
+            echoed = await other.answer(100 + i, timeout=1.0)
+            assert echoed["result"]["content"][0]["text"] == f"b{100 + i}"
+        assert asyncio.get_running_loop().time() - started < 1.0
+        refused = [await greedy.answer(i) for i in range(6)]
+        errors = [a for a in refused if "error" in a]
+        assert len(errors) == 2, refused
+        for error in errors:
+            assert error["error"]["code"] == -31007
+            assert error["error"]["data"] == {"source": "gateway", "retryAfter": 1}
+        assert sum(1 for a in refused if "result" in a) == 4
+        # Answered work frees its slots: the same client is served again.
+        again = await greedy.post(_echo(50))
+        assert again.status == 202 and "result" in await greedy.answer(50)
+
+
+async def test_a_closed_sse_sessions_work_is_cancelled(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    async with sse_client(http, gateway) as leaving:
+        for i in range(4):
+            assert (await leaving.post(_sleep(i, 60_000))).status == 202
+    # The backend takes six at a time: four abandoned calls still running would refuse most of
+    # these. Bounded wait for the gateway to see the stream close.
+    async with sse_client(http, gateway) as b, sse_client(http, gateway) as c:
+        codes: list[int] = []
+        for attempt in range(50):
+            ids = [1000 + attempt * 10 + i for i in range(3)]
+            await asyncio.gather(*(b.post(_sleep(i, 200)) for i in ids))
+            await asyncio.gather(*(c.post(_sleep(i, 200)) for i in ids))
+            answers = [await b.answer(i) for i in ids] + [await c.answer(i) for i in ids]
+            codes = [a.get("error", {}).get("code", 0) for a in answers]
+            if codes == [0] * 6:
+                break
+        assert codes == [0] * 6
+
+
+def _post_whole_body_then_read(gw: Gateway, body: bytes | Iterator[bytes]) -> tuple[int, Any]:
+    """What a client that writes its entire request before reading gets (http.client does)."""
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    try:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        }
+        conn.request(
+            "POST", "/mcp", body=body, headers=headers, encode_chunked=not isinstance(body, bytes)
+        )
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_a_client_sending_an_oversized_body_in_one_go_reads_the_413(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    gw = gateway_factory({"servers": {"fx": stdio_fixture("crashy")}})
+    five_mib = (
+        b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"' + b"y" * (5 << 20) + b'"}}'
+    )
+    status, answer = _post_whole_body_then_read(gw, five_mib)
+    assert (status, answer["error"]["code"]) == (413, -32600)
+    chunks = (five_mib[i : i + 65536] for i in range(0, len(five_mib), 65536))
+    status, answer = _post_whole_body_then_read(gw, chunks)
+    assert (status, answer["error"]["code"]) == (413, -32600)
+
+
+async def test_an_endless_oversized_body_is_cut_off(gateway: Gateway) -> None:
+    _reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write((_head(gateway, "Transfer-Encoding: chunked\r\n") + "\r\n").encode())
+    chunk = b"%x\r\n" % 65536 + b"x" * 65536 + b"\r\n"
+    sent = 0
+    cut_off = False
+    started = asyncio.get_running_loop().time()
+    try:
+        # The drain gives up after its byte or time budget; 10 s bounds the test.
+        while asyncio.get_running_loop().time() - started < 10:
+            writer.write(chunk)
+            await asyncio.wait_for(writer.drain(), 10)
+            sent += len(chunk)
+    except ConnectionError:
+        cut_off = True
+    finally:
+        writer.close()
+    assert cut_off
+    # Cut off long before the client would stop: a bounded few times the 64 KiB limit, plus
+    # what the kernel buffers on both ends.
+    assert sent < 64 * 1024 * 1024
+
+
+async def test_a_client_that_stops_reading_its_stream_never_stalls_the_backend(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    # A 2026-07-28 call whose progress turns its answer into a stream, from a client that never
+    # reads: 16 MiB of progress from the shared backend, far past any socket buffer.
+    params = {
+        "name": "fx_flood",
+        "arguments": {"count": 2000, "size": 8192},
+        "_meta": {**MODERN_META, "progressToken": "flood"},
+    }
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
+        "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+        f"MCP-Protocol-Version: {MODERN}\r\nMcp-Method: tools/call\r\nMcp-Name: fx_flood\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    _reader, stalled = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        stalled.write(head.encode() + body.encode())
+        await stalled.drain()
+        # Another client of the same backend keeps being served promptly, again and again.
+        other = await RawClient(gateway.url, http).open()
+        for i in range(5):
+            echoed = await asyncio.wait_for(
+                other.result("tools/call", {"name": "fx_echo", "arguments": {"text": f"e{i}"}}),
+                5,
+            )
+            assert echoed["content"][0]["text"] == f"e{i}"
+    finally:
+        stalled.close()

@@ -252,6 +252,30 @@ CASES = [
     ),
     Case(
         "R-C3",
+        "Accept with JSON but no event stream",
+        _call("web_echo"),
+        status=406,
+        code=-32600,
+        extra=(("Accept", "application/json"),),
+    ),
+    Case(
+        "R-C3",
+        "Accept with an event stream but no JSON",
+        _call("web_echo"),
+        status=406,
+        code=-32600,
+        extra=(("Accept", "text/event-stream"),),
+    ),
+    Case(
+        "R-C1",
+        "tools/call arguments not an object",
+        _call("web_echo", arguments=["x"]),
+        status=400,
+        code=-32602,
+        extra=(("Mcp-Method", "tools/call"), ("Mcp-Name", "web_echo")),
+    ),
+    Case(
+        "R-C3",
         "not application/json",
         _call("web_echo"),
         status=415,
@@ -407,3 +431,22 @@ async def test_r_e2_no_permissive_cors(world: World, http: aiohttp.ClientSession
     ) as resp:
         assert resp.status == 200
         assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+async def test_readyz_shows_backend_details_only_to_an_authenticated_caller(
+    world: World, http: aiohttp.ClientSession
+) -> None:
+    url = f"{world.gw.base}/readyz"
+    for headers in ({}, {"Authorization": "Bearer sy_not-a-real-key"}):
+        async with http.get(url, headers=headers) as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"ready": True}
+            assert "WWW-Authenticate" not in resp.headers
+    # Any valid credential, even one no rule allows anything, sees the details.
+    for who in ("nobody", "user"):
+        auth = {"Authorization": f"Bearer {world.keys[who]}"}
+        async with http.get(url, headers=auth) as resp:
+            body = await resp.json()
+        assert body["ready"] is True
+        assert body["backends"]["web"]["state"] == "up"
+        assert body["backends"]["web"]["era"] in ("legacy", "modern")

@@ -98,6 +98,30 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+async def drain(receive: Receive, max_bytes: int, timeout: float) -> bool:
+    """Read and discard the rest of a refused request's body, up to `max_bytes` and `timeout`.
+
+    A client that sends its whole body before reading (most HTTP libraries) only sees an early
+    answer if the connection is not closed under its feet: closing with unread bytes makes the
+    kernel reset it, and the client reads ECONNRESET instead of the 413. True if the body ended
+    within the bounds; False once a bound is hit (the caller closes the connection anyway).
+    """
+    taken = 0
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return False
+                taken += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return True
+                if taken > max_bytes:
+                    return False
+    except TimeoutError:
+        return False
+
+
 async def respond(
     send: Send,
     status: int,
@@ -126,6 +150,20 @@ def header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
         if k == name:
             return v.decode("latin-1")
     return None
+
+
+def accepted_types(headers: list[tuple[bytes, bytes]]) -> tuple[bool, bool]:
+    """Whether `Accept` admits (JSON, an event stream). Media-type parameters (q too) are
+    ignored and `*/*`, `application/*`, `text/*` count, as the official SDK servers do."""
+    types = set()
+    for name, value in headers:
+        if name == b"accept":
+            for item in value.decode("latin-1").split(","):
+                types.add(item.split(";", 1)[0].strip().lower())
+    anything = "*/*" in types
+    json_ok = anything or "application/json" in types or "application/*" in types
+    sse_ok = anything or "text/event-stream" in types or "text/*" in types
+    return json_ok, sse_ok
 
 
 def count(headers: list[tuple[bytes, bytes]], name: bytes) -> int:

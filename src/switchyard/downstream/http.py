@@ -8,6 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from switchyard.auth.authenticator import Authenticator, AuthSettings, Refusal, open_authenticator
+from switchyard.downstream.admission import (
+    ADMISSION_KEY,
+    RETRY_AFTER_S,
+    Admission,
+    ClientQuota,
+    busy_reply,
+    overloaded_reply,
+)
 from switchyard.downstream.asgi import (
     IDENTITY,
     IDENTITY_KEY,
@@ -69,7 +77,7 @@ class HttpApp:
         self.guard = Guard.for_bind(
             settings.host, settings.port, settings.allowed_origins, settings.allowed_hosts
         )
-        self.in_flight: dict[str, int] = {}
+        self.quota = ClientQuota(settings.max_in_flight_per_client)
         self.memory = MemoryGuard(settings.memory_budget_bytes)
         self.shutting_down = asyncio.Event()
         self.mcp = StreamableHttpEndpoint(
@@ -151,16 +159,29 @@ class HttpApp:
         if path == MCP_PATH or path == MCP_PATH + "/":
             await self._limited(scope, receive, send, self.mcp)
         elif path == MESSAGES_PATH or path == MESSAGES_PATH + "/":
-            await self._limited(scope, receive, send, self.sse.message)
+            await self._limited(scope, receive, send, self.sse.message, deferred=True)
         elif path == SSE_PATH:
-            await self.sse.stream(scope, receive, send)
+            await self._limited(scope, receive, send, self.sse.stream)
         elif path == "/healthz":
             await respond_json(send, 200, b'{"status":"ok"}')
         elif path == "/readyz":
-            ready, body = self.gateway.readiness()
-            await respond_json(send, 200 if ready else 503, frame.encode(body))
+            await self._readyz(scope, send, view)
         else:
             await respond(send, 404, b"Not Found", [(b"content-type", b"text/plain")])
+
+    async def _readyz(self, scope: Scope, send: Send, view: str | None) -> None:
+        """Readiness for probes. With authentication on, backend details (names, states, their
+        error text) are for callers with a valid credential; everyone else learns only whether
+        the gateway is ready."""
+        ready, body = self.gateway.readiness()
+        authenticator = self.authenticator
+        if authenticator is not None:
+            outcome = await authenticator.authenticate(
+                scope["headers"], scope.get("query_string", b""), authenticator.resource_for(view)
+            )
+            if isinstance(outcome, Refusal):
+                body = {"ready": ready}
+        await respond_json(send, 200 if ready else 503, frame.encode(body))
 
     def _view_route(self, path: str) -> tuple[str, str] | None:
         """`/servers/<name>/<rest>` (or its well-known metadata path): the view and the path
@@ -173,38 +194,32 @@ class HttpApp:
         rest = "/" + rest
         return name, WELL_KNOWN_ROOT + rest if well_known else rest
 
-    async def _limited(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
-        """At most `max_in_flight_per_client` requests of one client at a time; 429 beyond; and
-        nothing new while memory is past its shedding threshold (503)."""
-        if self.memory.overloaded:
-            body = frame.response_bytes(
-                b"null", frame.error_reply(-32600, "Overloaded; retry shortly")
-            )
-            await respond_json(send, 503, body, [(b"retry-after", b"1")])
+    async def _limited(
+        self, scope: Scope, receive: Receive, send: Send, app: ASGIApp, deferred: bool = False
+    ) -> None:
+        """At most `max_in_flight_per_client` requests of one client at a time, and nothing new
+        while memory is past its shedding threshold. Refused with 429 / 503, unless `deferred`:
+        then the face gets the decision in the scope (`ADMISSION_KEY`) and answers the refused
+        request itself, on the channel its transport answers requests on."""
+        overloaded = self.memory.overloaded
+        key = _client_key(scope) if scope["method"] == "POST" else None
+        lease = self.quota.take(key) if key is not None and not overloaded else None
+        refusal = None
+        if overloaded:
+            refusal = overloaded_reply()
+        elif key is not None and lease is None:
+            refusal = busy_reply()
+        if refusal is not None and not deferred:
+            status = 503 if overloaded else 429
+            body = frame.response_bytes(b"null", refusal)
+            await respond_json(send, status, body, [(b"retry-after", str(RETRY_AFTER_S).encode())])
             return
-        if scope["method"] != "POST":
-            await app(scope, receive, send)
-            return
-        key = _client_key(scope)
-        if key is None:
-            await app(scope, receive, send)
-            return
-        count = self.in_flight.get(key, 0)
-        if count >= self.settings.max_in_flight_per_client:
-            body = frame.response_bytes(
-                b"null", frame.error_reply(-32600, "Too many requests in flight; retry shortly")
-            )
-            await respond_json(send, 429, body, [(b"retry-after", b"1")])
-            return
-        self.in_flight[key] = count + 1
+        scope[ADMISSION_KEY] = Admission(lease, refusal)
         try:
             await app(scope, receive, send)
         finally:
-            left = self.in_flight[key] - 1
-            if left:
-                self.in_flight[key] = left
-            else:
-                del self.in_flight[key]
+            if lease is not None and not lease.detached:
+                lease.release()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -3,6 +3,8 @@ and time, one message (no batches), strict JSON. Anything else is answered here.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable
 from typing import Final
 
 from switchyard.downstream.asgi import (
@@ -11,14 +13,60 @@ from switchyard.downstream.asgi import (
     ClientGone,
     Receive,
     Send,
+    drain,
     header,
     read_body,
     respond_json,
 )
 from switchyard.protocol import codes
 from switchyard.wire import frame, strict
+from switchyard.wire.frame import Reply
+
+log = logging.getLogger("switchyard.http")
 
 CLOSE: Final = [(b"connection", b"close")]
+# How much of an oversized body is read and dropped before the 413, and for how long at most.
+DRAIN_FACTOR: Final = 4
+DRAIN_TIMEOUT_S: Final = 5.0
+GATEWAY: Final = {"source": "gateway"}
+
+
+def gateway_error(message: str = "Internal gateway error") -> Reply:
+    return frame.error_reply(codes.GATEWAY_ERROR, message, GATEWAY)
+
+
+def malformed_params(params: frame.Raw | None) -> str | None:
+    """Why `params` cannot be a request's params (it and its `_meta` must be objects), or None.
+
+    Checked at the door so no handler has to, and so a `_meta` the gateway would never look
+    into is refused the same way as one it does. Costs one shallow decode of the params (values
+    stay raw slices)."""
+    if params is None:
+        return None
+    try:
+        fields = frame.decode_object(params)
+        if "_meta" in fields:
+            frame.decode_object(fields["_meta"])
+    except frame.DecodeError:
+        return "params and params._meta must be objects"
+    return None
+
+
+async def settle(method: str, work: Awaitable[Reply]) -> Reply:
+    """The one reply an accepted request is owed, whatever happens while it is served.
+
+    Handlers decode the client's params lazily, so a field of the wrong shape (`params` an array,
+    `_meta` a string, `ref` a number ...) surfaces as a msgspec validation error deep inside one:
+    that is the client's mistake, `-32602`. Anything else is the gateway's own failure, answered
+    with a gateway error rather than a dropped request or an HTTP 500. Cancellation passes through.
+    """
+    try:
+        return await work
+    except frame.DecodeError as exc:  # ValidationError included
+        return frame.error_reply(codes.INVALID_PARAMS, f"Invalid params for {method[:64]}: {exc}")
+    except Exception:
+        log.exception("request %r failed inside the gateway", method[:64])
+        return gateway_error()
 
 
 def error_json(code: int, message: str, request_id: bytes = b"null", data: object = None) -> bytes:
@@ -35,12 +83,19 @@ async def read_message(
 ) -> bytes | None:
     """The body of one acceptable JSON-RPC message, or None once the refusal is sent."""
     length = header(headers, b"content-length")
+    declared = int(length) if length and length.isdigit() else None
     try:
-        body = await read_body(
-            receive, max_bytes, int(length) if length and length.isdigit() else None, timeout_s
-        )
+        body = await read_body(receive, max_bytes, declared, timeout_s)
     except BodyTooLarge:
-        # The unread rest of the body must never be parsed as a next request: close.
+        # Take in (and drop) a bounded rest of the body first, so a client still sending reads
+        # the 413 instead of a reset; past the bounds it is cut off. The connection closes
+        # either way: an unread rest must never be parsed as a next request.
+        budget = DRAIN_FACTOR * max_bytes
+        # A client waiting for `100 Continue` has sent nothing yet: asking for the body would
+        # only invite it.
+        waiting = (header(headers, b"expect") or "").lower() == "100-continue"
+        if not waiting and (declared is None or declared <= budget):
+            await drain(receive, budget, min(DRAIN_TIMEOUT_S, timeout_s))
         body = error_json(codes.INVALID_REQUEST, "Request body too large")
         await respond_json(send, 413, body, CLOSE)
         return None

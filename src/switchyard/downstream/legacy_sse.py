@@ -5,9 +5,11 @@ endpoint; each POSTed message is accepted with 202 and answered on the stream.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from urllib.parse import parse_qs
 
+from switchyard.downstream.admission import ADMISSION_KEY, Admission
 from switchyard.downstream.asgi import (
     SSE_HEADERS,
     Receive,
@@ -21,7 +23,13 @@ from switchyard.downstream.asgi import (
     respond,
     respond_json,
 )
-from switchyard.downstream.inbound import error_json, read_message
+from switchyard.downstream.inbound import (
+    error_json,
+    gateway_error,
+    malformed_params,
+    read_message,
+    settle,
+)
 from switchyard.downstream.session import SessionRefusal
 from switchyard.downstream.streamable_http import ScopeGate, _adopt, level_of, pump
 from switchyard.gateway import Gateway
@@ -51,7 +59,8 @@ class LegacySseEndpoint:
         self.scope_gate: ScopeGate | None = None
         self.shutting_down = shutting_down
         self.messages_path = messages_path
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[str, set[asyncio.Task[None]]] = {}
+        """Each session's detached request tasks: they end with its stream."""
 
     async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "GET":
@@ -83,6 +92,9 @@ class LegacySseEndpoint:
         finally:
             session.stream_open = False
             self.gateway.sessions.remove(session.id)
+            # Nobody can read these answers any more: stop the work and free its slots.
+            for task in self._tasks.pop(session.id, set()):
+                task.cancel()
 
     async def message(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -144,10 +156,35 @@ class LegacySseEndpoint:
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
         params = env.params if env.params is not UNSET else None
 
+        admission: Admission | None = scope.get(ADMISSION_KEY)
+        if admission is not None and admission.refusal is not None:
+            # The POST is already answered: the refusal travels like any answer, by id.
+            session.push(frame.response_bytes(id_raw, admission.refusal))
+            return
+        malformed = malformed_params(params)
+        if malformed is not None:
+            session.push(error_json(codes.INVALID_PARAMS, malformed, id_raw))
+            return
+        if method == methods.DISCOVER:
+            # This transport is 2024-11-05 only: a client probing for 2026-07-28 must learn that it
+            # is unknown here and fall back to `initialize`, never adopt an era this face cannot
+            # serve.
+            unknown = frame.error_reply(codes.METHOD_NOT_FOUND, f"Method not found: {method}")
+            session.push(frame.response_bytes(id_raw, unknown))
+            return
+
         identity = caller()
         view = current_view()
+        release = admission.lease.detach() if admission and admission.lease else None
 
         async def answer() -> None:
+            try:
+                await serve()
+            finally:
+                if release is not None:
+                    release()  # answered (queued), cancelled or failed: the slot is free
+
+        async def serve() -> None:
             ctx = RequestContext(
                 Era.LEGACY,
                 session.version,
@@ -164,16 +201,33 @@ class LegacySseEndpoint:
                 request_id=id_raw,
             )
             reply = await session.requests.run(
-                id_raw, self.gateway.dispatcher.request(ctx, method, params)
+                id_raw, settle(method, self.gateway.dispatcher.request(ctx, method, params))
             )
             if reply is None:
                 return  # cancelled by the client: no answer is owed
-            if method == methods.SET_LEVEL and reply.result is not None:
-                session.log_level = level_of(params)
-            if method == methods.INITIALIZE and reply.result is not None:
-                _adopt(session, reply, params)
+            try:
+                if method == methods.SET_LEVEL and reply.result is not None:
+                    session.log_level = level_of(params)
+                if method == methods.INITIALIZE and reply.result is not None:
+                    _adopt(session, reply, params)
+            except Exception:
+                # Nothing else will ever answer this request on the stream: answer it here.
+                log.exception("recording what %r negotiated failed", method[:64])
+                reply = gateway_error()
             session.push(frame.response_bytes(id_raw, reply))
 
+        if not session.stream_open:
+            if release is not None:
+                release()
+            return  # the stream closed meanwhile: no one would read the answer
         task = asyncio.create_task(answer())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks = self._tasks.setdefault(session.id, set())
+        tasks.add(task)
+        task.add_done_callback(functools.partial(self._forget, session.id))
+
+    def _forget(self, session_id: str, task: asyncio.Task[None]) -> None:
+        tasks = self._tasks.get(session_id)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._tasks[session_id]

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
+import logging
 import secrets
 from collections.abc import Callable
 from typing import Final, Protocol
@@ -21,6 +23,7 @@ from switchyard.downstream.asgi import (
     Receive,
     Scope,
     Send,
+    accepted_types,
     caller,
     caller_name,
     current_peer,
@@ -29,7 +32,7 @@ from switchyard.downstream.asgi import (
     respond,
     respond_json,
 )
-from switchyard.downstream.inbound import error_json, read_message
+from switchyard.downstream.inbound import error_json, malformed_params, read_message, settle
 from switchyard.downstream.session import OUTBOX_LIMIT, OutboxClosed, Session, SessionRefusal
 from switchyard.gateway import Gateway
 from switchyard.policies.base import Identity, RequestContext
@@ -48,7 +51,11 @@ from switchyard.protocol.versions import (
 from switchyard.wire import frame, sse, strict
 from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
 
+log = logging.getLogger("switchyard.http")
+
 KEEPALIVE_S: Final = 15.0
+STREAM_QUEUE_BYTES: Final = 1024 * 1024
+"""Bytes queued for one POST's stream that its client has not read yet; past it, drops."""
 DISCONNECT_WATCH_S: Final = 0.5
 _ALLOW: Final = [(b"allow", b"GET, POST, DELETE")]
 _ALLOW_POST: Final = [(b"allow", b"POST")]
@@ -115,9 +122,27 @@ ScopeGate = Callable[[Identity | None, str], ScopeRefusal | None]
 
 class PostReply:
     """One POST's answer: a JSON body, unless a message for the client comes first; then an SSE
-    stream carrying notifications and server->client requests and, last, the response."""
+    stream carrying notifications and server->client requests and, last, the response.
 
-    __slots__ = ("extra", "log_level", "send", "session", "streaming")
+    Messages for the client are reached from a backend connection's reader, shared by every
+    client of that backend, so they never wait on this client's socket: they go into a queue
+    bounded in bytes, which a writer task of this response drains. A client that stops reading
+    loses further notifications (counted in `dropped`), and a backend's request to it is
+    answered with an error; the backend's reader moves on either way.
+    """
+
+    __slots__ = (
+        "_queue",
+        "_queued_bytes",
+        "_ready",
+        "_writer",
+        "dropped",
+        "extra",
+        "log_level",
+        "send",
+        "session",
+        "streaming",
+    )
 
     def __init__(
         self, send: Send, session: Session | None = None, log_level: str | None = None
@@ -128,18 +153,41 @@ class PostReply:
         """Modern: the request's `logLevel` opt-in (None: no log lines at all)."""
         self.extra: list[tuple[bytes, bytes]] | None = None
         self.streaming = False
+        self.dropped = 0
+        self._queue: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self._queued_bytes = 0
+        self._ready = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def client(self) -> str:
         return self.session.id if self.session is not None else f"post-{id(self)}"
 
-    async def _event(self, message: bytes) -> None:
-        if not self.streaming:
-            self.streaming = True
-            headers = SSE_HEADERS if self.extra is None else [*SSE_HEADERS, *self.extra]
-            await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+    def _has_room(self, size: int) -> bool:
+        # An empty queue takes any one message, so a large one still reaches a reading client.
+        return self._queued_bytes == 0 or self._queued_bytes + size <= STREAM_QUEUE_BYTES
+
+    def _enqueue(self, message: bytes, last: bool = False) -> None:
         event = sse.format_event(message, "message")
-        await self.send({"type": "http.response.body", "body": event, "more_body": True})
+        self._queue.append((event, last))
+        self._queued_bytes += len(event)
+        self._ready.set()
+        if self._writer is None:
+            self.streaming = True
+            self._writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        headers = SSE_HEADERS if self.extra is None else [*SSE_HEADERS, *self.extra]
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+        while True:
+            while not self._queue:
+                self._ready.clear()
+                await self._ready.wait()
+            event, last = self._queue.popleft()
+            await self.send({"type": "http.response.body", "body": event, "more_body": not last})
+            self._queued_bytes -= len(event)
+            if last:
+                return
 
     async def notify(self, method: str, params: bytes | None) -> None:
         if method == methods.MESSAGE:
@@ -148,25 +196,50 @@ class PostReply:
                     return
             elif self.log_level is None or not log_wanted(params, self.log_level):
                 return  # 2026-07-28: log lines only to a request that asked, at its level
-        await self._event(frame.notification_bytes(method, params))
+        message = frame.notification_bytes(method, params)
+        if not self._has_room(len(message)):
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning("%s: the client is not reading its stream; dropping", self.client)
+            return
+        self._enqueue(message)
 
     async def ask(self, method: str, params: bytes | None, timeout: float) -> Reply:
         session = self.session
         if session is None:
             # 2026-07-28 has no server->client requests on HTTP.
             return frame.error_reply(
-                codes.METHOD_NOT_FOUND, f"{method}: the client has no back-channel (2026-07-28)"
+                codes.CLIENT_UNREACHABLE,
+                f"{method}: the client has no back-channel (2026-07-28)",
+                {"source": "gateway"},
+            )
+        # A client already losing notifications is not reading: its answer would never come.
+        if self.dropped or not self._has_room(len(params or b"") + 64):
+            return frame.error_reply(
+                codes.CLIENT_UNREACHABLE,
+                f"{method}: the client is not reading its stream",
+                {"source": "gateway"},
             )
         return await session.outgoing.ask(
-            self._event, session.client_capabilities, method, params, timeout
+            self._push, session.client_capabilities, method, params, timeout
         )
 
+    async def _push(self, message: bytes) -> None:
+        self._enqueue(message)
+
     async def finish(self, body: bytes) -> None:
-        if self.streaming:
-            event = sse.format_event(body, "message")
-            await self.send({"type": "http.response.body", "body": event, "more_body": False})
-        else:
+        writer = self._writer
+        if writer is None:
             await respond_json(self.send, 200, body, self.extra)
+            return
+        self._enqueue(body, last=True)
+        with contextlib.suppress(OSError):  # the client left: nobody to answer
+            await writer
+
+    def abandon(self) -> None:
+        """Stop writing, if the answer was not finished (the request was cancelled or failed)."""
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
 
 
 class StreamableHttpEndpoint:
@@ -221,8 +294,9 @@ class StreamableHttpEndpoint:
                 error_json(codes.INVALID_REQUEST, "Content-Type must be application/json"),
             )
             return
-        accept = (header(headers, b"accept") or "").lower()
-        if "application/json" not in accept and "*/*" not in accept:
+        # Either kind of answer may come back (a JSON body, or an SSE stream once the backend
+        # has something to say first), so a client must take both.
+        if not all(accepted_types(headers)):
             await respond_json(
                 send,
                 406,
@@ -308,6 +382,8 @@ class StreamableHttpEndpoint:
             )
             return
         mismatch = _header_mismatch(headers, version, env.method, params, meta)
+        if mismatch is None:
+            mismatch = _param_headers_mismatch(headers, env.method, params)
         if mismatch is not None:
             await respond_json(send, 400, error_json(codes.HEADER_MISMATCH, mismatch, id_raw))
             return
@@ -323,6 +399,16 @@ class StreamableHttpEndpoint:
                 ),
             )
             return
+        if env.method == methods.TOOLS_CALL and "arguments" in params:
+            try:
+                frame.decode_object(params["arguments"])
+            except frame.DecodeError:
+                await respond_json(
+                    send,
+                    400,
+                    error_json(codes.INVALID_PARAMS, "arguments must be an object", id_raw),
+                )
+                return
         if env.method == methods.LISTEN:
             await self._listen(env, id_raw, params, send, receive)
             return
@@ -334,7 +420,16 @@ class StreamableHttpEndpoint:
             )
             return
         raw_level = meta.get(META_LOG_LEVEL)
-        out = PostReply(send, log_level=frame.decode_str(raw_level) if raw_level else None)
+        try:
+            log_level = frame.decode_str(raw_level) if raw_level is not None else None
+        except frame.DecodeError:
+            await respond_json(
+                send,
+                400,
+                error_json(codes.INVALID_PARAMS, f"{META_LOG_LEVEL} must be a string", id_raw),
+            )
+            return
+        out = PostReply(send, log_level=log_level)
         identity = caller()
         ctx = RequestContext(
             Era.MODERN,
@@ -350,8 +445,11 @@ class StreamableHttpEndpoint:
         params_raw = env.params if env.params is not UNSET else None
         watch = DisconnectWatch(receive)
         try:
-            reply = await self.gateway.dispatcher.request(ctx, env.method, params_raw)
+            reply = await settle(
+                env.method, self.gateway.dispatcher.request(ctx, env.method, params_raw)
+            )
         except asyncio.CancelledError:
+            out.abandon()
             if not watch.disconnected:
                 raise
             # 2026-07-28: the client closing its stream is the cancellation; no answer is owed.
@@ -391,6 +489,11 @@ class StreamableHttpEndpoint:
             return
         assert isinstance(env.method, str)
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
+        params_raw = env.params if env.params is not UNSET else None
+        malformed = malformed_params(params_raw)
+        if malformed is not None:
+            await respond_json(send, 200, error_json(codes.INVALID_PARAMS, malformed, id_raw), None)
+            return
         out = PostReply(send, session)
         ctx = RequestContext(
             Era.LEGACY,
@@ -407,10 +510,14 @@ class StreamableHttpEndpoint:
             view=current_view(),
             request_id=id_raw,
         )
-        params_raw = env.params if env.params is not UNSET else None
-        reply = await session.requests.run(
-            id_raw, self.gateway.dispatcher.request(ctx, env.method, params_raw)
-        )
+        try:
+            reply = await session.requests.run(
+                id_raw,
+                settle(env.method, self.gateway.dispatcher.request(ctx, env.method, params_raw)),
+            )
+        except BaseException:
+            out.abandon()  # shutting down: the stream's writer goes with the request
+            raise
         if env.method == methods.SET_LEVEL and reply is not None and reply.result is not None:
             session.log_level = level_of(params_raw)
         # A cancelled request is answered with -32800 only because an HTTP POST needs an
@@ -430,7 +537,9 @@ class StreamableHttpEndpoint:
             request_id=id_raw,
         )
         params_raw = env.params if env.params is not UNSET else None
-        reply = await self.gateway.dispatcher.request(ctx, methods.INITIALIZE, params_raw)
+        reply = await settle(
+            methods.INITIALIZE, self.gateway.dispatcher.request(ctx, methods.INITIALIZE, params_raw)
+        )
         if reply.result is None:
             await respond_json(send, 200, frame.response_bytes(id_raw, reply))
             return
@@ -485,7 +594,7 @@ class StreamableHttpEndpoint:
     # -- GET / DELETE ---------------------------------------------------------------------------
 
     async def _get(self, headers: list[tuple[bytes, bytes]], receive: Receive, send: Send) -> None:
-        if "text/event-stream" not in (header(headers, b"accept") or ""):
+        if not accepted_types(headers)[1]:
             await respond_json(
                 send,
                 406,
@@ -632,6 +741,16 @@ def _header_mismatch(
             body_value = None
         if sent is None or decode_header_value(sent) != body_value:
             return f"Mcp-Name header does not match the request body's {name_field!r}"
+    return None
+
+
+def _param_headers_mismatch(
+    headers: list[tuple[bytes, bytes]], method: str, params: dict[str, Raw]
+) -> str | None:
+    """How the request's `Mcp-Param-*` headers disagree with its body, or None.
+
+    The one place those headers are checked; their validation (with the base64 sentinel) is
+    not wired in yet, so every request passes here for now."""
     return None
 
 

@@ -24,6 +24,12 @@ CLIENT_TIMEOUT: Final = -31004
 BACKEND_BUSY: Final = -31005
 GATEWAY_ERROR: Final = -31006
 """The gateway failed in a way nobody expected; the request was not (fully) handled."""
+CLIENT_BUSY: Final = -31007
+"""The client already has `max_in_flight_per_client` requests open."""
+OVERLOADED: Final = -31008
+"""The gateway is past its memory shedding threshold and takes no new requests for now."""
+CLIENT_UNREACHABLE: Final = -31009
+"""A backend's server->client request cannot be delivered to the client it names."""
 SESSION_LIMIT: Final = -31010
 """A caller (or the gateway) holds as many legacy sessions as it may."""
 CLIENT_BACKLOGGED: Final = -31011
