@@ -20,6 +20,7 @@ from switchyard.protocol.link import log_wanted
 from switchyard.routing import catalog
 from switchyard.routing.views import ViewSpec, build_view
 from switchyard.upstream.backend import Backend, BackendSettings
+from switchyard.upstream.pool import OwnerKey
 from switchyard.wire import frame
 
 log = logging.getLogger("switchyard.gateway")
@@ -133,19 +134,24 @@ class Gateway:
             self.subscriptions.list_changed(method)
 
     def _backend_event(
-        self, backend: Backend, method: str, params: bytes | None, owner: str | None
+        self, backend: Backend, method: str, params: bytes | None, owner: OwnerKey | None
     ) -> None:
-        """A backend's notification outside any request; `owner` when it came from a client's
-        own isolated session, which concerns that client alone."""
+        """A backend's notification outside any request; `owner` when it came from an isolated
+        session, which concerns its owner alone (a session, or a principal's sessions)."""
+        targets = self._owner_sessions(owner) if owner is not None else None
         if method == methods.RESOURCE_UPDATED:
-            self.subscriptions.resource_updated(params, owner)
+            if targets is None:
+                self.subscriptions.resource_updated(params, None)
+            for session_id in targets or ():
+                self.subscriptions.resource_updated(params, session_id)
         elif method == methods.TASK_STATUS:
             self.forwarder.task_status(params)
         elif method == methods.MESSAGE:
-            if owner is not None:
-                session = self.sessions.peek(owner)
-                if session is not None and log_wanted(params, session.log_level):
-                    session.notify(method, params)
+            if targets is not None:
+                for session_id in targets:
+                    session = self.sessions.peek(session_id)
+                    if session is not None and log_wanted(params, session.log_level):
+                        session.notify(method, params)
                 return
             # A shared session's log line goes to the sessions that asked for logs.
             for session in self.sessions.values():
@@ -153,6 +159,12 @@ class Gateway:
                     session.notify(method, params)
         else:
             log.debug("backend %r: notification %s not routed", backend.name, method)
+
+    def _owner_sessions(self, owner: OwnerKey) -> list[str]:
+        if owner.kind == "session":
+            return [owner.value]
+        principal = owner.value if owner.kind == "principal" else None
+        return [s.id for s in self.sessions.values() if s.principal == principal]
 
     def _session_removed(self, session_id: str) -> None:
         for backend in self.backends.values():

@@ -51,7 +51,10 @@ async def test_one_clients_state_is_invisible_to_another(
 async def test_two_hundred_short_sessions_leave_no_processes(
     gateway_factory: Callable[..., Gateway],
 ) -> None:
-    gw = gateway_factory({"servers": {"fx": stdio_fixture("crashy")}})
+    # Two hundred sessions, one after another: above the per-caller spawn rate on purpose,
+    # which this test lifts (it checks what is left behind, not how fast callers may spawn).
+    fx = stdio_fixture("crashy", isolation="per_session", spawn_burst=200)
+    gw = gateway_factory({"servers": {"fx": fx}})
     baseline = children_of(gw.process.pid)
     pids: set[str] = set()
     async with aiohttp.ClientSession() as http:

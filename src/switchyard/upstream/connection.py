@@ -47,6 +47,8 @@ class Connection(Protocol):
     facts: ServerFacts
     owner: ClientLink | None
     """Set when the connection serves one client: server requests outside calls go there."""
+    exclusive_owner: str | None
+    """Set on an isolated connection: the key of the one owner (session or principal) it serves."""
     declared: Any
     """Client capabilities to declare in a legacy `initialize` (None: the routable set)."""
     client_timeout_s: float
@@ -132,6 +134,7 @@ class ConnectionCore:
         self.declared: Any = None
         """Client capabilities to declare in `initialize`; None: what Switchyard can route."""
         self.owner: ClientLink | None = None
+        self.exclusive_owner: str | None = None
         """Set when this connection serves one client only: every server request goes there."""
         self.client_timeout_s = 60.0
         self._closed = asyncio.Event()

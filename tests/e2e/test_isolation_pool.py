@@ -1,0 +1,156 @@
+"""Isolated upstream sessions are pooled and bounded: 2026-07-28 callers reuse them, nobody can
+make the gateway spawn without limit, and one caller never costs another its backend state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.harness import Gateway, children_of, create_key, free_port, stdio_fixture
+from tests.rpc import RawClient
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+
+def _stateful(tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    """The raw fixture with per-process memory; every process it starts is logged."""
+    return stdio_fixture(
+        "stateful", env={"FIXTURE_STARTS_FILE": str(tmp_path / "starts.txt")}, **extra
+    )
+
+
+def _starts(tmp_path: Path) -> int:
+    path = tmp_path / "starts.txt"
+    return len(path.read_text().split()) if path.exists() else 0
+
+
+async def _call(client: RawClient, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    resp = await client.request("tools/call", {"name": name, "arguments": arguments})
+    assert resp.status == 200, (resp.status, resp.body)
+    return resp.json  # type: ignore[no-any-return]
+
+
+async def _text(client: RawClient, name: str, arguments: dict[str, Any]) -> str:
+    msg = await _call(client, name, arguments)
+    assert "result" in msg, msg
+    return str(msg["result"]["content"][0]["text"])
+
+
+def _keyed(gw_port: int, data: Path, servers: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "auth": {
+            "enabled": True,
+            "public_url": f"http://127.0.0.1:{gw_port}",
+            "data_dir": str(data),
+            "rules": [{"effect": "allow"}],
+        },
+        "servers": servers,
+    }
+
+
+def _client(gw: Gateway, http: aiohttp.ClientSession, key: str, era: str) -> RawClient:
+    return RawClient(gw.url, http, era=era, extra_headers={"Authorization": f"Bearer {key}"})
+
+
+async def _peak_children(pid: int, done: asyncio.Event) -> int:
+    """The most descendants `pid` had at once until `done` (polling /proc, 20 ms apart)."""
+    peak = 0
+    while not done.is_set():
+        peak = max(peak, len(await asyncio.to_thread(children_of, pid)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 0.02)
+    return peak
+
+
+async def test_concurrent_modern_calls_share_a_bounded_warm_pool(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Thirty concurrent anonymous 2026-07-28 calls to a `per_session` stdio backend are all
+    answered by a handful of processes, and the next thirty start none."""
+    gw = gateway_factory({"servers": {"fx": _stateful(tmp_path, isolation="per_session")}})
+    assert _starts(tmp_path) == 1  # the backend's own session
+    done = asyncio.Event()
+    peak = asyncio.create_task(_peak_children(gw.process.pid, done))
+    clients = [RawClient(gw.url, http, era="modern") for _ in range(30)]
+    texts = await asyncio.gather(*(_text(c, "fx_sleep", {"ms": 300}) for c in clients))
+    done.set()
+    assert texts == ["slept 300"] * 30
+    first_round = _starts(tmp_path)
+    # Default spawn burst (10) plus what the bucket refills while the calls run.
+    assert 2 <= first_round <= 1 + 10 + 5
+    assert await peak <= 1 + 10 + 5
+    texts = await asyncio.gather(*(_text(c, "fx_sleep", {"ms": 50}) for c in clients))
+    assert texts == ["slept 50"] * 30
+    assert _starts(tmp_path) == first_round  # the warm sessions served them
+    assert gw.readyz()["backends"]["fx"]["isolatedSessions"] == first_round - 1
+
+
+async def test_spawns_beyond_the_backend_bound_are_refused_not_queued(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Legacy sessions past `max_isolated` get a gateway -31005 at once; those already open
+    keep working."""
+    fx = _stateful(tmp_path, isolation="per_session", max_isolated=3, max_isolated_per_principal=3)
+    gw = gateway_factory({"servers": {"fx": fx}})
+    kept = [await RawClient(gw.url, http).open() for _ in range(3)]
+    for i, client in enumerate(kept):
+        assert await _text(client, "fx_remember", {"value": f"v{i}"}) == "ok"
+    extra = await RawClient(gw.url, http).open()
+    async with asyncio.timeout(10):
+        refused = await _call(extra, "fx_recall", {})
+    assert refused["error"]["code"] == -31005
+    assert refused["error"]["data"] == {"source": "gateway", "backend": "fx"}
+    for i, client in enumerate(kept):
+        assert await _text(client, "fx_recall", {}) == f"v{i}"
+    assert _starts(tmp_path) == 1 + 3
+
+
+async def test_a_principal_past_its_spawn_rate_is_refused(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """One caller opening sessions faster than its spawn rate gets -31005 for the excess;
+    another caller still gets its own session at once."""
+    data = tmp_path / "keys"
+    keys = {p: create_key(data, p, "user") for p in ("alice", "carol")}
+    port = free_port()
+    fx = _stateful(tmp_path, isolation="per_session", spawn_burst=3, spawns_per_second=0.01)
+    gw = gateway_factory(_keyed(port, data, {"fx": fx}), port=port)
+    outcomes: list[str] = []
+    for _ in range(5):
+        carol = await _client(gw, http, keys["carol"], "legacy").open()
+        msg = await _call(carol, "fx_whoami", {})
+        outcomes.append("ok" if "result" in msg else str(msg["error"]["code"]))
+        if "error" in msg:
+            assert msg["error"]["data"]["source"] == "gateway"
+    assert outcomes == ["ok", "ok", "ok", "-31005", "-31005"]
+    alice = await _client(gw, http, keys["alice"], "legacy").open()
+    assert await _text(alice, "fx_remember", {"value": "mine"}) == "ok"
+
+
+async def test_each_principal_keeps_its_own_state_across_modern_calls(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """`per_principal`: a 2026-07-28 caller's calls share its principal's session, and
+    another principal's calls never see it."""
+    data = tmp_path / "keys"
+    keys = {p: create_key(data, p, "user") for p in ("alice", "bob")}
+    port = free_port()
+    fx = _stateful(tmp_path, isolation="per_principal")
+    gw = gateway_factory(_keyed(port, data, {"fx": fx}), port=port)
+    alice = _client(gw, http, keys["alice"], "modern")
+    bob = _client(gw, http, keys["bob"], "modern")
+    assert await _text(alice, "fx_remember", {"value": "alice-state"}) == "ok"
+    assert await _text(bob, "fx_recall", {}) == ""
+    assert await _text(bob, "fx_remember", {"value": "bob-state"}) == "ok"
+    assert await _text(alice, "fx_recall", {}) == "alice-state"
+    assert await _text(bob, "fx_recall", {}) == "bob-state"
+    # A legacy session of alice's is served by the same principal session.
+    alice_legacy = await _client(gw, http, keys["alice"], "legacy").open()
+    assert await _text(alice_legacy, "fx_recall", {}) == "alice-state"
+    assert _starts(tmp_path) == 1 + 2
