@@ -128,7 +128,9 @@ def fixture_http() -> Iterator[str]:
 @contextlib.contextmanager
 def through_switchyard(backend: dict[str, Any], tmp: Path) -> Iterator[str]:
     """A gateway whose only backend is `backend`, unprefixed; yields the gateway's /mcp URL."""
-    gw = start_gateway({"servers": {"under_test": {**backend, "prefix": ""}}}, tmp)
+    # A client reached directly has the server (process) to itself: per_session is the match.
+    entry = {**backend, "prefix": "", "isolation": "per_session"}
+    gw = start_gateway({"servers": {"under_test": entry}}, tmp)
     try:
         gw.wait_backend("under_test", timeout=START_S)
         yield gw.url

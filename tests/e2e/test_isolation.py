@@ -78,7 +78,7 @@ async def test_two_hundred_short_sessions_leave_no_processes(
 async def test_a_crashed_isolated_session_is_replaced_and_others_are_untouched(
     gateway_factory: Callable[..., Gateway],
 ) -> None:
-    gw = gateway_factory({"servers": {"fx": stdio_fixture("crashy")}})
+    gw = gateway_factory({"servers": {"fx": stdio_fixture("crashy", isolation="per_session")}})
     async with aiohttp.ClientSession() as http:
         victim = await RawClient(gw.url, http).open()
         bystander = await RawClient(gw.url, http).open()
@@ -115,7 +115,11 @@ async def test_sessions_released_just_before_shutdown_leave_no_process(
         "    time.sleep(60)\n"
     )
     # Through a shell that forks it, as launchers do: killing only the shell would orphan it.
-    launch = {"command": "/bin/sh", "args": ["-c", f"{PYTHON} {lingering}; true"]}
+    launch = {
+        "command": "/bin/sh",
+        "args": ["-c", f"{PYTHON} {lingering}; true"],
+        "isolation": "per_session",  # the client's session ends: its own process is released
+    }
     gw = gateway_factory({"servers": {"fx": launch}})
     async with aiohttp.ClientSession() as http:
         client = await RawClient(gw.url, http).open()

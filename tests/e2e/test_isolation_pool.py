@@ -154,3 +154,20 @@ async def test_each_principal_keeps_its_own_state_across_modern_calls(
     alice_legacy = await _client(gw, http, keys["alice"], "legacy").open()
     assert await _text(alice_legacy, "fx_recall", {}) == "alice-state"
     assert _starts(tmp_path) == 1 + 2
+
+
+async def test_by_default_anonymous_callers_are_one_principal(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Default isolation (`per_principal`) with authentication off: every caller, legacy or
+    2026-07-28, is the one anonymous principal, served by one isolated process whose state
+    lasts between calls."""
+    gw = gateway_factory({"servers": {"fx": _stateful(tmp_path)}})
+    first = RawClient(gw.url, http, era="modern")
+    second = RawClient(gw.url, http, era="modern")
+    legacy = await RawClient(gw.url, http).open()
+    assert await _text(first, "fx_remember", {"value": "kept"}) == "ok"
+    texts = await asyncio.gather(*(_text(c, "fx_recall", {}) for c in (first, second, legacy)))
+    assert texts == ["kept"] * 3
+    assert _starts(tmp_path) == 1 + 1
+    assert gw.readyz()["backends"]["fx"]["isolatedSessions"] == 1

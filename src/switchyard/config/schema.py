@@ -154,9 +154,10 @@ class ServerConfig(BaseModel):
         None, gt=0, description="This backend's `gateway.max_request_time`."
     )
     isolation: Literal["shared", "per_session", "per_principal"] = Field(
-        "per_session",
-        description="Who shares an upstream session of a legacy-era backend: nobody "
-        "(per_session), one caller (per_principal) or everyone (shared).",
+        "per_principal",
+        description="Who shares an upstream session of a legacy-era backend: one caller "
+        "(per_principal, all anonymous callers being one), one client session (per_session) "
+        "or everyone (shared).",
     )
     max_isolated: int = Field(
         64,

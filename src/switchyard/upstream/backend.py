@@ -63,7 +63,7 @@ class BackendSettings:
     max_request_s: float = 1800.0
     """A request whose backend keeps reporting progress may run this long, never longer."""
     list_timeout_s: float = 30.0
-    isolation: str = "per_session"
+    isolation: str = "per_principal"
     """`shared`, `per_session` or `per_principal`: who shares an upstream session (legacy)."""
     max_isolated: int = 64
     """Isolated sessions (stdio: processes) live, opening or closing at once."""
