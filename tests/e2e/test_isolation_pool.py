@@ -171,3 +171,42 @@ async def test_by_default_anonymous_callers_are_one_principal(
     assert texts == ["kept"] * 3
     assert _starts(tmp_path) == 1 + 1
     assert gw.readyz()["backends"]["fx"]["isolatedSessions"] == 1
+
+
+async def test_a_churning_principal_never_closes_another_principals_session(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """carol opens session after session, far past the backend's bound: she recycles her own
+    (her share is 2 of 8), and alice's backend state survives."""
+    data = tmp_path / "keys"
+    keys = {p: create_key(data, p, "user") for p in ("alice", "carol")}
+    port = free_port()
+    fx = _stateful(tmp_path, isolation="per_session", max_isolated=8, spawn_burst=100)
+    gw = gateway_factory(_keyed(port, data, {"fx": fx}), port=port)
+    alice = await _client(gw, http, keys["alice"], "legacy").open()
+    assert await _text(alice, "fx_remember", {"value": "alice-state"}) == "ok"
+    for i in range(12):
+        carol = await _client(gw, http, keys["carol"], "legacy").open()
+        assert await _text(carol, "fx_remember", {"value": f"carol-{i}"}) == "ok"
+        assert await _text(carol, "fx_recall", {}) == f"carol-{i}"
+    assert await _text(alice, "fx_recall", {}) == "alice-state"
+    assert gw.readyz()["backends"]["fx"]["isolatedSessions"] == 1 + 2
+
+
+async def test_at_the_backend_bound_a_caller_is_refused_rather_than_evicting_another(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    data = tmp_path / "keys"
+    keys = {p: create_key(data, p, "user") for p in ("alice", "carol")}
+    port = free_port()
+    fx = _stateful(tmp_path, isolation="per_session", max_isolated=3, max_isolated_per_principal=3)
+    gw = gateway_factory(_keyed(port, data, {"fx": fx}), port=port)
+    alice = await _client(gw, http, keys["alice"], "legacy").open()
+    assert await _text(alice, "fx_remember", {"value": "alice-state"}) == "ok"
+    outcomes = []
+    for _ in range(3):
+        carol = await _client(gw, http, keys["carol"], "legacy").open()
+        msg = await _call(carol, "fx_whoami", {})
+        outcomes.append(msg.get("error", {}).get("code", "ok"))
+    assert outcomes == ["ok", "ok", -31005]
+    assert await _text(alice, "fx_recall", {}) == "alice-state"

@@ -262,6 +262,19 @@ class IsolatedPool:
                 f"backend {self.backend!r} has {self.total} isolated sessions open or closing "
                 f"(limit {limits.max_total}); retry shortly"
             )
+        # At its share a principal makes room among its own sessions only. (Checked after the
+        # backend-wide bound: a closing session still counts there, so evicting would lose
+        # the principal's state and gain it nothing.)
+        while self.usage(principal) >= limits.share:
+            idle = [iso for iso in self._entries() if iso.principal == principal and not iso.busy]
+            if not idle:
+                raise PoolRefused(
+                    f"this caller has {self.usage(principal)} isolated sessions of backend "
+                    f"{self.backend!r} (its share: {limits.share}), none idle; retry shortly"
+                )
+            oldest = min(idle, key=lambda iso: iso.last_used)
+            if self._forget(oldest):
+                self._close(oldest)
         bucket = self._buckets.get(principal)
         if bucket is None:
             bucket = self._buckets[principal] = SpawnBucket(limits.spawn_burst, limits.spawns_per_s)
