@@ -36,6 +36,7 @@ class _Subscriber:
     flags: frozenset[str] = frozenset()
     isolated: dict[str, str] = field(default_factory=dict)
     """URI -> backend, for subscriptions held by the client's own isolated upstream session."""
+    principal: str | None = None
 
 
 class Subscriptions:
@@ -53,6 +54,7 @@ class Subscriptions:
         if backend.isolates():
             # The client's own upstream session subscribes; its updates come back to it alone.
             subscriber.isolated[uri] = backend.name
+            subscriber.principal = principal
             await backend.request(
                 Outbound(
                     methods.SUBSCRIBE,
@@ -76,8 +78,14 @@ class Subscriptions:
             isolated = subscriber.isolated.pop(uri, None)
             backend = self._backends.get(isolated) if isolated else None
             if backend is not None:
-                await backend.request(
-                    Outbound(methods.UNSUBSCRIBE, frame.encode({"uri": uri}), session=key)
+                # To the session that subscribed, if it is still open; never a new one.
+                await backend.request_if_open(
+                    Outbound(
+                        methods.UNSUBSCRIBE,
+                        frame.encode({"uri": uri}),
+                        caller=Caller(subscriber.principal),
+                        session=key,
+                    )
                 )
                 return
         keys = self._by_uri.get(uri)

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.e2e.test_subscriptions import Stream
 from tests.harness import Gateway, children_of, create_key, free_port, stdio_fixture
 from tests.rpc import RawClient
 
@@ -210,3 +211,70 @@ async def test_at_the_backend_bound_a_caller_is_refused_rather_than_evicting_ano
         outcomes.append(msg.get("error", {}).get("code", "ok"))
     assert outcomes == ["ok", "ok", -31005]
     assert await _text(alice, "fx_recall", {}) == "alice-state"
+
+
+async def _stream(gw: Gateway, http: aiohttp.ClientSession, client: RawClient) -> Stream:
+    resp = await http.get(
+        gw.url,
+        headers={
+            "Accept": "text/event-stream",
+            "Mcp-Session-Id": client.session_id or "",
+            **client.extra_headers,
+        },
+    )
+    assert resp.status == 200
+    return Stream(resp)
+
+
+async def test_a_principals_session_reaches_that_principal_and_unsubscribing_starts_nothing(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """`per_principal`: what alice's isolated session says outside a call (a log line, a
+    resource update) reaches alice's session and never bob's; unsubscribing goes to the
+    session that subscribed and starts no process."""
+    data = tmp_path / "keys"
+    keys = {p: create_key(data, p, "user") for p in ("alice", "bob")}
+    port = free_port()
+    events = tmp_path / "events.txt"
+    fx = stdio_fixture(
+        "stateful",
+        isolation="per_principal",
+        env={
+            "FIXTURE_STARTS_FILE": str(tmp_path / "starts.txt"),
+            "FIXTURE_EVENTS_FILE": str(events),
+        },
+    )
+    gw = gateway_factory(_keyed(port, data, {"fx": fx}), port=port)
+    alice = await _client(gw, http, keys["alice"], "legacy").open()
+    bob = await _client(gw, http, keys["bob"], "legacy").open()
+    streams = {"alice": await _stream(gw, http, alice), "bob": await _stream(gw, http, bob)}
+    for client in (alice, bob):
+        assert await client.result("logging/setLevel", {"level": "debug"}) == {}
+        assert await client.result("resources/subscribe", {"uri": "slow://1"}) == {}
+    assert _starts(tmp_path) == 1 + 2
+    assert await _text(alice, "fx_poke", {"text": "alice-log", "uri": "slow://1"}) == "poked"
+    got = [await streams["alice"].next(), await streams["alice"].next()]
+    assert got == [
+        {
+            "jsonrpc": "2.0",
+            "method": "notifications/message",
+            "params": {"level": "error", "logger": "fixture", "data": "alice-log"},
+        },
+        {
+            "jsonrpc": "2.0",
+            "method": "notifications/resources/updated",
+            "params": {"uri": "slow://1"},
+        },
+    ]
+    # Had alice's lines reached bob, they would come before his own.
+    assert await _text(bob, "fx_poke", {"text": "bob-log", "uri": "slow://1"}) == "poked"
+    first = await streams["bob"].next()
+    assert first["params"]["data"] == "bob-log"
+    assert await alice.result("resources/unsubscribe", {"uri": "slow://1"}) == {}
+    assert _starts(tmp_path) == 1 + 2
+    lines = events.read_text().splitlines()
+    subscribed_by = {line.split()[0] for line in lines if "resources/subscribe " in line}
+    unsubscribed_by = [line.split()[0] for line in lines if "resources/unsubscribe" in line]
+    assert len(unsubscribed_by) == 1 and unsubscribed_by[0] in subscribed_by
+    for stream in streams.values():
+        stream.resp.close()

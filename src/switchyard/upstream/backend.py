@@ -114,6 +114,8 @@ class Backend:
             ),
             self._open_isolated,
         )
+        self._levels: dict[OwnerKey, bytes] = {}
+        """`logging/setLevel` params per owner: replayed when its isolated session opens."""
         self.in_flight = 0
         self._credential: Credential | None = None
         self._token_http: aiohttp.ClientSession | None = None
@@ -432,13 +434,30 @@ class Backend:
             return None
         if conn.facts.era is Era.MODERN:
             return None
-        return await self.request(out)
+        owner = self.owner_for(out.session, out.principal) if self._isolates(conn) else None
+        if owner is not None and out.params is not None:
+            # Kept for a session opened later: setting a level never starts one.
+            self._levels[owner] = out.params
+        reply = await self.request_if_open(out)
+        return reply if reply is not None else Reply(result=b"{}")
 
     # -- forwarding ----------------------------------------------------------------------------
 
     async def request(self, out: Outbound) -> Reply:
         """Forward one request; its session or principal picks an isolated upstream session,
         which declares the client's capabilities and reaches its session stream."""
+        reply = await self._forward(out, open_session=True)
+        assert reply is not None  # opening allowed: always an answer
+        return reply
+
+    async def request_if_open(self, out: Outbound) -> Reply | None:
+        """Forward `out` only where it already has somewhere to go: the shared connection, or
+        the caller's isolated session if one is open. None, and nothing started, when the
+        caller has none: for what only concerns a session that exists (an unsubscribe, a log
+        level)."""
+        return await self._forward(out, open_session=False)
+
+    async def _forward(self, out: Outbound, *, open_session: bool) -> Reply | None:
         conn = self.connection
         if conn is None or not self.is_up:
             return unavailable(self.name, self.status.last_error or self.status.state)
@@ -452,15 +471,24 @@ class Backend:
         out.max_s = max(self.settings.max_request_s, self.settings.timeout_s)
         self.in_flight += 1
         try:
-            return await self._request(out, conn)
+            return await self._request(out, conn, open_session)
         finally:
             self.in_flight -= 1
 
-    async def _request(self, out: Outbound, conn: Connection) -> Reply:
+    async def _request(self, out: Outbound, conn: Connection, open_session: bool) -> Reply | None:
         if not self._isolates(conn):
             return await conn.request(out)
         principal = principal_key(out.principal)
         owner = self.owner_for(out.session, out.principal)
+        if not open_session:
+            found = self._pool.peek(owner) if owner is not None else None
+            if found is None:
+                return None
+            found.busy += 1
+            try:
+                return await found.connection.request(out)
+            finally:
+                self._pool.give_back(found)
         try:
             if owner is None:
                 # A 2026-07-28 caller keeps no session: one of its principal's warm sessions
@@ -520,6 +548,14 @@ class Backend:
             with contextlib.suppress(Exception):
                 await asyncio.shield(conn.aclose())
             raise
+        level = self._levels.get(owner)
+        if level is not None and "logging" in conn.facts.capabilities:
+            # The level its owner set before this session existed.
+            reply = await conn.request(
+                Outbound(methods.SET_LEVEL, level, timeout_s=self.settings.timeout_s)
+            )
+            if reply.error is not None:
+                log.info("backend %r: a client's log level was refused", self.name)
         return conn
 
     def _isolated_notification(self, owner: OwnerKey, method: str, params: bytes | None) -> None:
@@ -531,7 +567,9 @@ class Backend:
 
     def release(self, session: str) -> None:
         """A client session is gone: close its isolated session."""
-        self._pool.release(OwnerKey("session", session))
+        owner = OwnerKey("session", session)
+        self._levels.pop(owner, None)
+        self._pool.release(owner)
 
     def reap_isolated(self) -> int:
         """Close isolated sessions idle past their time."""
