@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -278,3 +279,54 @@ async def test_a_principals_session_reaches_that_principal_and_unsubscribing_sta
     assert len(unsubscribed_by) == 1 and unsubscribed_by[0] in subscribed_by
     for stream in streams.values():
         stream.resp.close()
+
+
+async def test_a_restarted_backend_serves_at_once_while_its_subscriptions_are_renewed(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """500 subscribed URIs, each answered by the backend after 100 ms: after a restart the
+    backend is up within seconds (not 500 round trips later), calls work while the
+    subscriptions are renewed, and all of them are renewed."""
+    events = tmp_path / "events.txt"
+    fx = stdio_fixture(
+        "stateful",
+        isolation="shared",  # the backend's own session holds the subscriptions
+        env={
+            "FIXTURE_STARTS_FILE": str(tmp_path / "starts.txt"),
+            "FIXTURE_EVENTS_FILE": str(events),
+            "FIXTURE_SUBSCRIBE_DELAY_MS": "100",
+        },
+    )
+    gw = gateway_factory({"servers": {"fx": fx}})
+    client = await RawClient(gw.url, http).open()
+    gate = asyncio.Semaphore(16)  # under the per-client in-flight limit
+
+    async def subscribe(n: int) -> Any:
+        async with gate:
+            return await client.result("resources/subscribe", {"uri": f"slow://{n}"})
+
+    assert await asyncio.gather(*(subscribe(n) for n in range(500))) == [{}] * 500
+    first_pid = (tmp_path / "starts.txt").read_text().split()[0]
+    crashed = await _call(client, "fx_crash", {})
+    assert crashed["error"]["code"] == -31000
+    t0 = time.monotonic()
+    for _ in range(100):  # polling readiness: the restart has no event to wait on (10 s bound)
+        if _starts(tmp_path) == 2 and gw.readyz()["backends"]["fx"]["state"] == "up":
+            break
+        await asyncio.sleep(0.1)
+    assert gw.readyz()["backends"]["fx"]["state"] == "up"
+    assert await _text(client, "fx_echo", {"text": "served"}) == "served"
+    assert time.monotonic() - t0 < 5
+    second_pid = (tmp_path / "starts.txt").read_text().split()[1]
+
+    def renewed() -> int:
+        lines = events.read_text().splitlines()
+        return sum(1 for line in lines if line.startswith(f"{second_pid} resources/subscribe "))
+
+    assert renewed() < 500  # still renewing when the call above was answered
+    for _ in range(300):  # (30 s bound) 500 renewals, 8 at a time, 100 ms each
+        if renewed() == 500:
+            break
+        await asyncio.sleep(0.1)
+    assert renewed() == 500
+    assert first_pid != second_pid

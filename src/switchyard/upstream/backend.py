@@ -50,6 +50,10 @@ CHANGED_KIND: Final = {
     methods.PROMPTS_CHANGED: (catalog.PROMPTS,),
     methods.RESOURCES_CHANGED: (catalog.RESOURCES, catalog.TEMPLATES),
 }
+# Resource URIs one backend holds subscriptions for (each is renewed after every restart).
+MAX_SUBSCRIBED: Final = 10_000
+# Subscriptions renewed at once after a restart, while the backend already serves requests.
+RESUBSCRIBE_CONCURRENCY: Final = 8
 # A backend that stayed up this long restarts from the shortest delay again.
 HEALTHY_RESET_S: Final = 30.0
 
@@ -146,11 +150,13 @@ class Backend:
                 started = time.monotonic()
                 self.connection = conn
                 self.known_capabilities = dict(conn.facts.capabilities)
-                await self._open_subscriptions(conn)
                 self._set_state("up", None)
                 self.first_attempt.set()
                 self._on_change(self)
+                # Serving first: re-subscribing (any number of URIs) must not hold it back.
+                resubscribe = asyncio.create_task(self._open_subscriptions(conn))
                 await self._until_closed_or_stopped(conn)
+                resubscribe.cancel()
                 self.connection = None
                 self.listing = None
                 if self._refresh_task is not None:
@@ -379,13 +385,29 @@ class Backend:
         if conn.facts.era is Era.MODERN:
             await conn.listen(self._listen_params(conn))
             return
-        for uri in sorted(self.subscribed):
-            await conn.request(
-                Outbound(
-                    methods.SUBSCRIBE,
-                    frame.encode({"uri": uri}),
-                    timeout_s=self.settings.timeout_s,
+        pending = iter(sorted(self.subscribed))
+        refused: list[str] = []
+
+        async def worker() -> None:
+            # Workers share one iterator: at most RESUBSCRIBE_CONCURRENCY requests in flight.
+            for uri in pending:
+                reply = await conn.request(
+                    Outbound(
+                        methods.SUBSCRIBE,
+                        frame.encode({"uri": uri}),
+                        timeout_s=self.settings.timeout_s,
+                    )
                 )
+                if reply.error is not None:
+                    refused.append(uri)
+
+        await asyncio.gather(*(worker() for _ in range(RESUBSCRIBE_CONCURRENCY)))
+        if refused:
+            log.warning(
+                "backend %r: %d of %d subscriptions not renewed after a restart",
+                self.name,
+                len(refused),
+                len(self.subscribed),
             )
 
     def _listen_params(self, conn: Connection) -> bytes:
@@ -407,6 +429,13 @@ class Backend:
         """Start (or stop) receiving updates of `uri` from this backend."""
         if on == (uri in self.subscribed):
             return Reply(result=b"{}")
+        if on and len(self.subscribed) >= MAX_SUBSCRIBED:
+            return frame.error_reply(
+                codes.BACKEND_BUSY,
+                f"backend {self.name!r} already has {len(self.subscribed)} subscribed resources "
+                f"(limit {MAX_SUBSCRIBED})",
+                {"source": "gateway", "backend": self.name},
+            )
         if on:
             self.subscribed.add(uri)
         else:
