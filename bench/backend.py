@@ -7,9 +7,11 @@ Tools (plain ``def``, so the SDK runs them on a worker thread, as most SDK serve
 
 ``structured_output=False`` keeps each result at one TextContent (no structuredContent copy).
 Served at ``http://127.0.0.1:PORT/mcp`` on uvicorn with uvloop and httptools; it answers
-both protocol eras (legacy sessions and 2026-07-28 single exchanges).
+both protocol eras (legacy sessions and 2026-07-28 single exchanges). With ``--stdio`` the same
+server speaks over stdin/stdout instead, as a spawned backend (the stdio load of bench/run.py).
 
   python bench/backend.py --port 9100
+  python bench/backend.py --stdio
 """
 
 from __future__ import annotations
@@ -40,9 +42,15 @@ def build_server() -> MCPServer:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--stdio", action="store_true", help="serve over stdin/stdout")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.stdio:
+        build_server().run("stdio")
+        return
+    if args.port is None:
+        ap.error("--port is required (or --stdio)")
     app = build_server().streamable_http_app(json_response=True, host="127.0.0.1")
     uvicorn.run(
         app,

@@ -8,6 +8,12 @@
 Optional targets: direct-modern and floor-modern drive direct and floor over the 2026-07-28
 wire; when selected, switchyard-modern is compared with them instead of direct and floor.
 
+Stdio load (--stdio on|off|only): a second Switchyard process whose backend is the same SDK
+server spawned over stdio and pinned to the legacy era, driven by legacy sessions (stdio-legacy)
+and by 2026-07-28 single exchanges (stdio-modern); the report gives each p50 and the ratio
+modern ÷ legacy (goal: at most 1.5), the cost of a modern call reaching a session-keeping stdio
+backend.
+
 Loads: small results (echo, 16 bytes) and large results (payload, 64 KiB), each at c=1 and
 c=32. Each round runs every load against every target in turn (the target order rotates per
 round); each run is warm-up calls, then a bounded measured count, under a wall-time cap.
@@ -68,8 +74,12 @@ TARGETS = {
         Target("switchyard-modern", "switchyard", "modern"),
         Target("direct-modern", "backend", "modern"),
         Target("floor-modern", "floor", "modern"),
+        Target("stdio-legacy", "switchyard-stdio", "legacy"),
+        Target("stdio-modern", "switchyard-stdio", "modern"),
     )
 }
+STDIO_TARGETS = ("stdio-legacy", "stdio-modern")
+GOAL_STDIO_P50 = 1.5  # stdio-modern p50 ÷ stdio-legacy p50: at most
 SWITCHYARD = ("switchyard-legacy", "switchyard-modern")
 DEFAULT_TARGETS = "direct,floor,switchyard-legacy,switchyard-modern"
 
@@ -99,6 +109,12 @@ KNOBS: list[tuple[str, str, type, str, str]] = [
     ("--switchyard-args", "BENCH_SWITCHYARD_ARGS", str, "",
      "extra arguments for switchyard serve, e.g. '--log-level warning'"),
     ("--ready-timeout", "BENCH_READY_TIMEOUT", float, "30", "seconds to wait for each service"),
+    ("--stdio", "BENCH_STDIO", str, "on", "stdio-backend load: on, off, or only (just that load)"),
+    ("--stdio-calls", "BENCH_STDIO_CALLS", int, "2000", "measured calls per stdio run, 16 B echo"),
+    ("--stdio-concurrency", "BENCH_STDIO_CONCURRENCY", str, "1,8",
+     "comma-separated concurrency levels of the stdio load"),
+    ("--stdio-isolation", "BENCH_STDIO_ISOLATION", str, "per_session",
+     "isolation of the stdio backend (per_session, per_principal or shared)"),
     ("--out-dir", "BENCH_OUT_DIR", Path, str(BENCH / "results"), "where results and logs go"),
 ]  # fmt: skip
 
@@ -113,12 +129,21 @@ def parse_args() -> argparse.Namespace:
                         help=f"{text} (${var}, default {default})")  # fmt: skip
     args = ap.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    args.stdio_concurrency = [int(c) for c in args.stdio_concurrency.split(",") if c.strip()]
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if unknown := [t for t in args.targets if t not in TARGETS]:
+    if unknown := [t for t in args.targets if t not in TARGETS or t in STDIO_TARGETS]:
         ap.error(f"unknown target(s) {unknown}; known: {', '.join(TARGETS)}")
-    if "direct" not in args.targets:
+    if args.stdio not in ("on", "off", "only"):
+        ap.error("--stdio is on, off or only")
+    if args.stdio_isolation not in ("per_session", "per_principal", "shared"):
+        ap.error("--stdio-isolation is per_session, per_principal or shared")
+    if args.stdio == "only":
+        args.targets = []
+    elif "direct" not in args.targets:
         args.targets.insert(0, "direct")  # every ratio is relative to it
+    args.stdio_targets = list(STDIO_TARGETS) if args.stdio != "off" else []
     counts = (args.rounds, args.small_calls, args.large_calls, args.kib, *args.concurrency)
+    counts += (args.stdio_calls, *args.stdio_concurrency)
     if min(counts) < 1 or args.warmup < 0 or not 0 < args.max_seconds <= 3600:
         ap.error("rounds, calls, kib, concurrency must be >= 1; 0 < max-seconds <= 3600")
     return args
@@ -218,6 +243,29 @@ servers:
     type: streamable-http
     prefix: ""
 """
+# The stdio load's backend is spawned by Switchyard. Spawns are not what is measured: the
+# allowance is raised above the load's concurrency (legacy sessions open one process each).
+SWITCHYARD_STDIO_CONFIG = """\
+servers:
+  bench:
+    command: {python}
+    args: [{backend}, --stdio]
+    era: legacy
+    isolation: {isolation}
+    spawn_burst: 64
+    prefix: ""
+"""
+
+
+def start_switchyard(args: argparse.Namespace, name: str, config: Path) -> Service:
+    if not os.access(args.switchyard, os.X_OK):
+        raise SetupError(f"no switchyard executable at {args.switchyard} (make install?)")
+    port = free_port()
+    argv = [args.switchyard, "serve", "--config", str(config)]
+    argv += ["--host", "127.0.0.1", "--port", str(port), *shlex.split(args.switchyard_args)]
+    svc = Service(name, argv, port, config.parent)
+    svc.start()
+    return svc
 
 
 @contextlib.contextmanager
@@ -227,30 +275,37 @@ def services(args: argparse.Namespace, logs: Path) -> Iterator[dict[str, Service
     needed = {TARGETS[t].service for t in args.targets}
     svcs: dict[str, Service] = {}
     try:
-        port = free_port()
-        backend = Service("backend", [py, str(BENCH / "backend.py"), f"--port={port}"], port, logs)
-        svcs["backend"] = backend
-        backend.start()
-        backend.wait_ready("/mcp", args.ready_timeout, need_200=False)
+        if needed:
+            port = free_port()
+            argv = [py, str(BENCH / "backend.py"), f"--port={port}"]
+            backend = Service("backend", argv, port, logs)
+            svcs["backend"] = backend
+            backend.start()
+            backend.wait_ready("/mcp", args.ready_timeout, need_200=False)
         if "floor" in needed:
             port = free_port()
             argv = [py, str(BENCH / "floor.py"), f"--backend={backend.url}", f"--port={port}"]
             svcs["floor"] = Service("floor", argv, port, logs)
             svcs["floor"].start()
         if "switchyard" in needed:
-            if not os.access(args.switchyard, os.X_OK):
-                raise SetupError(f"no switchyard executable at {args.switchyard} (make install?)")
             config = logs / "switchyard.yaml"
             config.write_text(SWITCHYARD_CONFIG.format(url=backend.url))
-            port = free_port()
-            argv = [args.switchyard, "serve", "--config", str(config)]
-            argv += ["--host", "127.0.0.1", "--port", str(port), *shlex.split(args.switchyard_args)]
-            svcs["switchyard"] = Service("switchyard", argv, port, logs)
-            svcs["switchyard"].start()
+            svcs["switchyard"] = start_switchyard(args, "switchyard", config)
+        if args.stdio_targets:
+            config = logs / "switchyard-stdio.yaml"
+            config.write_text(
+                SWITCHYARD_STDIO_CONFIG.format(
+                    python=json.dumps(py),
+                    backend=json.dumps(str(BENCH / "backend.py")),
+                    isolation=args.stdio_isolation,
+                )
+            )
+            svcs["switchyard-stdio"] = start_switchyard(args, "switchyard-stdio", config)
         if "floor" in svcs:
             svcs["floor"].wait_ready("/mcp", args.ready_timeout, need_200=False)
-        if "switchyard" in svcs:
-            svcs["switchyard"].wait_ready("/readyz", args.ready_timeout, need_200=True)
+        for name in ("switchyard", "switchyard-stdio"):
+            if name in svcs:
+                svcs[name].wait_ready("/readyz", args.ready_timeout, need_200=True)
         yield svcs
     except SetupError as e:
         for svc in svcs.values():
@@ -275,8 +330,9 @@ def measure(args: argparse.Namespace, svcs: dict[str, Service], t: Target, load:
         f"--protocol-version={args.protocol_version}", f"--tool={load.tool}",
         f"--kib={args.kib}", f"--concurrency={load.concurrency}", f"--requests={load.calls}",
         f"--warmup={args.warmup}", f"--max-seconds={args.max_seconds}",
-        f"--cpu=backend={svcs['backend'].pid}",
     ]  # fmt: skip
+    if t.service != "switchyard-stdio":  # a stdio backend is several processes: not counted
+        argv.append(f"--cpu=backend={svcs['backend'].pid}")
     if t.service != "backend":
         argv.append(f"--cpu=proxy={svc.pid}")
     try:
@@ -297,10 +353,12 @@ def run_all(args: argparse.Namespace, svcs: dict[str, Service], out: Path, run_i
     loads = [Load("echo", c, args.small_calls) for c in args.concurrency]
     loads += [Load("payload", c, args.large_calls) for c in args.concurrency]
     targets = [TARGETS[t] for t in args.targets]
+    stdio_loads = [Load("echo", c, args.stdio_calls) for c in args.stdio_concurrency]
+    stdio_targets = [TARGETS[t] for t in args.stdio_targets]
     for rnd in range(1, args.rounds + 1):
-        shift = (rnd - 1) % len(targets)
-        order = targets[shift:] + targets[:shift]
-        for load in loads:
+        plan = [(load, rotated(targets, rnd)) for load in loads] if targets else []
+        plan += [(load, rotated(stdio_targets, rnd)) for load in stdio_loads]
+        for load, order in plan:
             for target in order:
                 rec = {
                     "type": "run",
@@ -315,6 +373,12 @@ def run_all(args: argparse.Namespace, svcs: dict[str, Service], out: Path, run_i
                 progress(rec)
                 if not all(s.alive() for s in svcs.values()):
                     raise SetupError(rec.get("failed", "a service exited"))
+
+
+def rotated(targets: list[Target], rnd: int) -> list[Target]:
+    """The target order of round `rnd`: rotated by one each round."""
+    shift = (rnd - 1) % len(targets)
+    return targets[shift:] + targets[:shift]
 
 
 def progress(r: Record) -> None:
@@ -358,6 +422,12 @@ def added_p50(run: Record, direct: Record) -> float | None:
     if run.get("p50_us") is None or direct.get("p50_us") is None:
         return None
     return float(run["p50_us"] - direct["p50_us"])
+
+
+def p50_ratio(run: Record, base: Record) -> float | None:
+    if run.get("p50_us") is None or not base.get("p50_us"):
+        return None
+    return float(run["p50_us"] / base["p50_us"])
 
 
 def rps_ratio(run: Record, direct: Record) -> float | None:
@@ -429,15 +499,14 @@ class Summary:
 
     def ratios(self) -> tuple[list[str], list[Record]]:
         sws = [t for t in SWITCHYARD if t in self.targets]
-        rows = [("CPU/call ÷ floor's", "cpu", f"≤ {GOAL_CPU}", load) for load in self.loads]
+        loads = [k for k in self.loads if any(self.cells.get((t, *k)) for t in sws)]
+        rows = [("CPU/call ÷ floor's", "cpu", f"≤ {GOAL_CPU}", load) for load in loads]
         rows += [
             ("added p50 ÷ floor's", "p50", f"≤ {GOAL_ADDED_P50}", load)
-            for load in self.loads
+            for load in loads
             if load[1] == 1
         ]
-        rows += [
-            ("RPS ÷ direct", "rps", f"≥ {GOAL_RPS}", load) for load in self.loads if load[1] > 1
-        ]
+        rows += [("RPS ÷ direct", "rps", f"≥ {GOAL_RPS}", load) for load in loads if load[1] > 1]
         lines = [
             "| ratio | load | c | goal | " + " | ".join(sws) + " |",
             "|---|---|---:|---|" + "---|" * len(sws),
@@ -448,6 +517,46 @@ class Summary:
             found += recs
             cells = [title, self.label(load), str(load[1]), goal, *(r["cell"] for r in recs)]
             lines.append("| " + " | ".join(cells) + " |")
+        return lines, found
+
+    def stdio_ratios(self) -> tuple[list[str], list[Record]]:
+        """stdio-modern p50 ÷ stdio-legacy p50, paired within each round, then medianed."""
+        lines = [
+            "| load | c | stdio-legacy p50 | stdio-modern p50 | modern ÷ legacy | goal |",
+            "|---|---:|---:|---:|---|---|",
+        ]
+        found: list[Record] = []
+        for load in [k for k in self.loads if self.runs("stdio-modern", k)]:
+            value = self.paired("stdio-modern", "stdio-legacy", load, p50_ratio)
+            dirty = any(not clean(r) for t in STDIO_TARGETS for r in self.cells.get((t, *load), []))
+            if dirty:
+                verdict = "ERRORS"
+            elif value is None:
+                verdict = "n/a"
+            else:
+                value = round(value, 2)
+                verdict = "PASS" if value <= GOAL_STDIO_P50 else "MISS"
+            legacy = fmt_us(self.median("stdio-legacy", load, "p50_us"))
+            modern = fmt_us(self.median("stdio-modern", load, "p50_us"))
+            cell = f"{'-' if value is None else f'{value:.2f}'} {verdict}"
+            lines.append(
+                f"| {self.label(load)} | {load[1]} | {legacy} | {modern} | {cell} "
+                f"| ≤ {GOAL_STDIO_P50} |"
+            )
+            found.append(
+                {
+                    "type": "ratio",
+                    "kind": "stdio_p50",
+                    "target": "stdio-modern",
+                    "load": load[0],
+                    "concurrency": load[1],
+                    "value": value,
+                    "verdict": verdict,
+                    "baseline": "stdio-legacy",
+                    "coarse": False,
+                    "cell": cell,
+                }
+            )
         return lines, found
 
     def ratio(self, kind: str, sw: str, load: LoadKey) -> Record:
@@ -541,7 +650,8 @@ def main() -> int:
         "versions": versions(),
     }
     out.write_text(json.dumps(meta) + "\n")
-    print(f"run {run_id}: {', '.join(args.targets)}; {args.rounds} round(s)", file=sys.stderr)
+    names = [*args.targets, *args.stdio_targets]
+    print(f"run {run_id}: {', '.join(names)}; {args.rounds} round(s)", file=sys.stderr)
     status = 0
     try:
         with services(args, logs) as svcs:
@@ -551,7 +661,10 @@ def main() -> int:
         for note in getattr(e, "__notes__", []):
             print(note, file=sys.stderr)
         if any(t in args.targets for t in SWITCHYARD):
-            print("(to measure without Switchyard: --targets direct,floor)", file=sys.stderr)
+            print(
+                "(to measure without Switchyard: --targets direct,floor --stdio off)",
+                file=sys.stderr,
+            )
         status = 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
@@ -569,14 +682,20 @@ def main() -> int:
 
 
 def report(records: list[Record], args: argparse.Namespace, meta: Record, out: Path) -> None:
-    summary = Summary(records, args.targets, args.kib)
+    summary = Summary(records, [*args.targets, *args.stdio_targets], args.kib)
     v = meta["versions"]
     rounds = len({r["round"] for r in records})
     print(f"\n## Switchyard bench {meta['run_id']}\n")
     print(
         f"{rounds} round(s), medians over rounds. Per run: {args.warmup} warm-up calls, then "
-        f"{args.small_calls} (16 B echo) or {args.large_calls} ({args.kib} KiB) measured calls, "
-        f"capped at {args.max_seconds:.0f} s. {meta['cpus']} CPUs; load average "
+        + (
+            f"{args.small_calls} (16 B echo) or {args.large_calls} ({args.kib} KiB) "
+            if args.targets
+            else ""
+        )
+        + ("and " if args.targets and args.stdio_targets else "")
+        + (f"{args.stdio_calls} (stdio load) " if args.stdio_targets else "")
+        + f"measured calls, capped at {args.max_seconds:.0f} s. {meta['cpus']} CPUs; load average "
         f"{meta['loadavg_start']:.2f} at start, {os.getloadavg()[0]:.2f} at end. "
         f"switchyard {v['switchyard']} (git {v.get('git') or '-'}), mcp {v['mcp']}, "
         f"aiohttp {v['aiohttp']}, uvicorn {v['uvicorn']}, Python {v['python']}."
@@ -596,6 +715,13 @@ def report(records: list[Record], args: argparse.Namespace, meta: Record, out: P
         print(f"\ngoals met: {verdicts.count('PASS')}/{len(verdicts)}", *tally, sep=", ")
         if any(r["coarse"] for r in ratios):
             print(f"(coarse: a CPU window under {COARSE_TICKS} clock ticks; raise the call counts)")
+    if args.stdio_targets:
+        print(f"\nStdio backend ({args.stdio_isolation}): 2026-07-28 calls vs legacy sessions:\n")
+        lines, ratios = summary.stdio_ratios()
+        print("\n".join(lines))
+        with out.open("a") as f:
+            for rec in ratios:
+                f.write(json.dumps({"run_id": meta["run_id"], **rec}) + "\n")
     for r in [r for r in records if not clean(r)][:10]:
         why = r.get("failed") or ("truncated by --max-seconds" * bool(r.get("truncated")))
         print(f"- r{r['round']} {r['target']} {r['load']} c={r['concurrency']}: "

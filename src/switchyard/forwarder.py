@@ -215,7 +215,9 @@ class Forwarder:
             return
         ctx = call.ctx
         owner = backend.owner_for(ctx.session_id, ctx.principal) if backend.isolates() else None
-        self.tasks.remember(ctx.caller, task_id, backend.name, owner, ctx.session_push)
+        self.tasks.remember(
+            ctx.caller, task_id, backend.name, str(owner) if owner else None, ctx.session_push
+        )
 
     async def task(self, call: Call) -> Reply:
         fields = call.fields()

@@ -13,7 +13,7 @@ from typing import Any
 from switchyard.bridge import ParkedCalls
 from switchyard.call import Identity
 from switchyard.dispatcher import Dispatcher
-from switchyard.downstream.session import Session, SessionLimits, SessionRegistry
+from switchyard.downstream.session import SessionLimits, SessionRegistry
 from switchyard.forwarder import Forwarder
 from switchyard.policies.access import AccessRules
 from switchyard.policies.base import PolicySpec
@@ -26,6 +26,7 @@ from switchyard.routing.views import ViewSpec, build_view
 from switchyard.subscriptions import Push, Subscriptions
 from switchyard.tasks import TaskRoutes
 from switchyard.upstream.backend import Backend, BackendSettings
+from switchyard.upstream.pool import OwnerKey
 from switchyard.wire import frame
 
 log = logging.getLogger("switchyard.gateway")
@@ -164,16 +165,20 @@ class Gateway:
             self.subscriptions.list_changed(method)
 
     def _backend_event(
-        self, backend: Backend, method: str, params: bytes | None, owner: str | None
+        self, backend: Backend, method: str, params: bytes | None, owner: OwnerKey | None
     ) -> None:
-        """A backend's notification outside any request; `owner` when it came from a client's
-        own isolated session, which concerns that client alone."""
+        """A backend's notification outside any request; `owner` when it came from an isolated
+        session, which concerns its owner alone (a session, or a principal's sessions)."""
+        targets = self._owner_sessions(owner) if owner is not None else None
         if method == methods.RESOURCE_UPDATED:
-            self.subscriptions.resource_updated(params, owner)
+            if targets is None:
+                self.subscriptions.resource_updated(params, None)
+            for session_id in targets or ():
+                self.subscriptions.resource_updated(params, session_id)
         elif method == methods.TASK_STATUS:
             task_id = _task_id(params)
             if task_id is None or not self.tasks.on_status(
-                backend.name, task_id, owner, method, params
+                backend.name, task_id, str(owner) if owner else None, method, params
             ):
                 self._undeliverable(backend, method, "no single owner of that task")
         elif method == methods.MESSAGE:
@@ -181,26 +186,25 @@ class Gateway:
             # Only a client's own isolated session can say whose a log line outside any call
             # is; a shared connection's belongs to nobody provably and is dropped, never
             # broadcast to whoever asked for logs.
-            for session in self._sessions_of(owner):
-                if session.log_level is not None and log_wanted(params, session.log_level):
+            for session_id in targets or ():
+                session = self.sessions.peek(session_id)
+                if session is None:
+                    continue
+                if log_wanted(params, session.log_level):
                     session.notify(method, params)
                     delivered = True
             if owner is None:
                 self._undeliverable(backend, method, "a shared connection's log line")
             elif not delivered:
-                log.debug("backend %r: log line for %s not wanted", backend.name, owner[:8])
+                log.debug("backend %r: a log line nobody of its owner wanted", backend.name)
         else:
             log.debug("backend %r: notification %s not routed", backend.name, method)
 
-    def _sessions_of(self, owner: str | None) -> list[Session]:
-        """The sessions an isolated session's owner stands for: the session itself, or every
-        session of the principal it belongs to."""
-        if owner is None:
-            return []
-        session = self.sessions.peek(owner)
-        if session is not None:
-            return [session]
-        return [s for s in self.sessions.values() if s.principal == owner]
+    def _owner_sessions(self, owner: OwnerKey) -> list[str]:
+        if owner.kind == "session":
+            return [owner.value]
+        principal = owner.value if owner.kind == "principal" else None
+        return [s.id for s in self.sessions.values() if s.principal == principal]
 
     def _undeliverable(self, backend: Backend, method: str, why: str) -> None:
         self.undeliverable += 1

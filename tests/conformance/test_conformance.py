@@ -128,7 +128,11 @@ def fixture_http() -> Iterator[str]:
 @contextlib.contextmanager
 def through_switchyard(backend: dict[str, Any], tmp: Path) -> Iterator[str]:
     """A gateway whose only backend is `backend`, unprefixed; yields the gateway's /mcp URL."""
-    gw = start_gateway({"servers": {"under_test": {**backend, "prefix": ""}}}, tmp)
+    # A client reached directly has the server (process) to itself: per_session is the match.
+    # The suite opens a session per scenario, faster than the default per-caller spawn
+    # allowance; conformance, not that allowance, is what is tested here.
+    entry = {**backend, "prefix": "", "isolation": "per_session", "spawn_burst": 1000}
+    gw = start_gateway({"servers": {"under_test": entry}}, tmp)
     try:
         gw.wait_backend("under_test", timeout=START_S)
         yield gw.url

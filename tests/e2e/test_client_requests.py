@@ -50,7 +50,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     config = {
         "servers": {
             "m": _backend("m"),  # modern (detected): asks with input_required results
-            "l": _backend("l", era="legacy", timeout=3),  # legacy: asks with real requests
+            # legacy: asks with real requests, in each client's own session
+            "l": _backend("l", era="legacy", timeout=3, isolation="per_session"),
             "ls": _backend("ls", era="legacy", isolation="shared"),  # one session for everyone
         }
     }

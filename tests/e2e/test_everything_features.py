@@ -18,9 +18,11 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
@@ -46,7 +48,7 @@ from tests.e2e.test_reference_servers import (
     STATIC_DOC,
     everything_stdio,
 )
-from tests.harness import BIN, NODE_DIR, Gateway, start_gateway
+from tests.harness import BIN, NODE_DIR, Gateway, create_key, free_port, start_gateway
 
 pytestmark = [
     pytest.mark.e2e,
@@ -130,8 +132,9 @@ def _texts(result: Any) -> list[str]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    config = {"servers": {"ev": {"command": str(NODE), "args": [str(EVERYTHING), "stdio"]}}}
-    gw = start_gateway(config, tmp_path_factory.mktemp("features"))
+    # Per-session isolation: the tests below check that one client's backend session is its own.
+    ev = {"command": str(NODE), "args": [str(EVERYTHING), "stdio"], "isolation": "per_session"}
+    gw = start_gateway({"servers": {"ev": ev}}, tmp_path_factory.mktemp("features"))
     try:
         gw.wait_backend("ev")
         yield gw
@@ -528,13 +531,9 @@ def _expect_python_features(out: dict[str, Any], direct: dict[str, Any], *, mode
     logging = out["logging"]
     assert logging.get("first") is not None, (logging, out["logs"])
     assert logging["first"]["level"] in LEVELS, logging
-    if modern:
-        # A 2026-07-28 call to a per_session legacy backend runs in a session of its own: the
-        # second toggle finds logging off again, so it starts it rather than stopping it.
-        started = direct["logging"]["toggled"][0]
-        assert logging["toggled"] == [started, started], logging
-    else:
-        assert logging["toggled"] == direct["logging"]["toggled"], logging
+    # A 2026-07-28 client's calls borrow its principal's warm session one after another, so
+    # the second toggle finds logging on and stops it, as for a client connected directly.
+    assert logging["toggled"] == direct["logging"]["toggled"], logging
 
     assert out["completion"] == direct["completion"] == COMPLETIONS, out["completion"]
 
@@ -545,11 +544,11 @@ def _expect_python_features(out: dict[str, Any], direct: dict[str, Any], *, mode
 
     subscription = out["subscription"]
     if modern:
-        # server-everything generates these updates in the session that toggled them on; a
-        # 2026-07-28 call's session lasts one call, so its generator is gone with it and the
-        # second toggle starts a new one. Updates need a session that lasts: legacy clients, or
-        # per_principal isolation with authentication.
-        assert subscription["toggled"] == [SUBSCRIBER_UPDATES[0]] * 2, subscription
+        # server-everything generates these updates in the session that toggled them on: the
+        # principal's warm session, where the second toggle stops them again. The listen
+        # stream's subscription lives in another isolated session, so no update is generated
+        # for it. Updates need one session for both: legacy clients, or per_principal.
+        assert subscription["toggled"] == SUBSCRIBER_UPDATES, subscription
         assert subscription["updates"] == [], subscription
         return
     assert subscription.get("toggled") == SUBSCRIBER_UPDATES, subscription
@@ -683,10 +682,10 @@ async def test_modern_requests_get_log_lines_only_as_they_ask(gateway: Gateway) 
                     for _ in range(4):
                         await client.call_tool("ev_toggle-simulated-logging", {})
                         await client.call_tool("ev_toggle-simulated-logging", {})
-    # The backend's lines do reach a request that asks for all of them: every call runs in a
-    # session of its own (per_session, no session to keep), so each of the 8 toggles starts
-    # simulated logging afresh and logs once...
-    assert len(modern["debug"].simulated_logs()) == 8, modern["debug"].logs
+    # The backend's lines do reach a request that asks for all of them: the calls borrow the
+    # (anonymous) principal's warm session one after another, so the toggles alternate as for
+    # a client connected directly, and each of the 4 that start simulated logging logs once...
+    assert len(modern["debug"].simulated_logs()) == 4, modern["debug"].logs
     # ...but none reach one that asks for none, nor below the level asked for.
     assert modern[None].logs == [], "log lines for requests that did not ask for any"
     error = LEVELS.index("error")
@@ -695,18 +694,37 @@ async def test_modern_requests_get_log_lines_only_as_they_ask(gateway: Gateway) 
 
 
 @pytest.mark.anyio
-async def test_modern_clients_each_see_their_own_roots(gateway: Gateway) -> None:
-    """Two 2026-07-28 clients, one after the other, each with its own root: get-roots-list
-    answers each with its own (as it does for two clients connected to it directly)."""
-    roots = [Root(uri=f"file:///srv/modern-{n}", name=f"modern-{n}") for n in ("one", "two")]
+async def test_modern_clients_each_see_their_own_roots(tmp_path: Path) -> None:
+    """Two 2026-07-28 callers (two principals), one after the other, each with its own root:
+    get-roots-list answers each with its own (as it does for two clients connected to it
+    directly). Their calls borrow their own principal's warm session, never the other's."""
+    data = tmp_path / "keys"
+    keys = {who: create_key(data, who, "user") for who in ("one", "two")}
+    port = free_port()
+    ev = {"command": str(NODE), "args": [str(EVERYTHING), "stdio"], "isolation": "per_session"}
+    auth = {
+        "enabled": True,
+        "public_url": f"http://127.0.0.1:{port}",
+        "data_dir": str(data),
+        "rules": [{"effect": "allow"}],
+    }
+    gw = start_gateway({"auth": auth, "servers": {"ev": ev}}, tmp_path, port=port)
     listed: dict[str, str] = {}
-    with anyio.fail_after(RUN_S):
-        for root in roots:
-            rec = Recorder(root=root)
-            async with Client(gateway.url, **rec.callbacks()) as client:
-                texts = _texts(await client.call_tool("ev_get-roots-list", {}))
-            listed[str(root.uri)] = texts[0].split("\n\n")[1]
-    assert listed == {str(r.uri): f"1. {r.name}\n   URI: {r.uri}" for r in roots}
+    try:
+        gw.wait_backend("ev")
+        with anyio.fail_after(RUN_S):
+            for who, key in keys.items():
+                root = Root(uri=f"file:///srv/modern-{who}", name=f"modern-{who}")
+                rec = Recorder(root=root)
+                http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"})
+                transport = streamable_http_client(gw.url, http_client=http)
+                async with http, Client(transport, **rec.callbacks()) as client:  # type: ignore[arg-type]
+                    assert client.protocol_version == "2026-07-28"
+                    texts = _texts(await client.call_tool("ev_get-roots-list", {}))
+                listed[who] = texts[0].split("\n\n")[1]
+    finally:
+        gw.stop(timeout=5)
+    assert listed == {w: f"1. modern-{w}\n   URI: file:///srv/modern-{w}" for w in keys}
 
 
 @pytest.mark.anyio

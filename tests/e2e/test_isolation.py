@@ -51,7 +51,10 @@ async def test_one_clients_state_is_invisible_to_another(
 async def test_two_hundred_short_sessions_leave_no_processes(
     gateway_factory: Callable[..., Gateway],
 ) -> None:
-    gw = gateway_factory({"servers": {"fx": stdio_fixture("crashy")}})
+    # Two hundred sessions, one after another: above the per-caller spawn rate on purpose,
+    # which this test lifts (it checks what is left behind, not how fast callers may spawn).
+    fx = stdio_fixture("crashy", isolation="per_session", spawn_burst=200)
+    gw = gateway_factory({"servers": {"fx": fx}})
     baseline = children_of(gw.process.pid)
     pids: set[str] = set()
     async with aiohttp.ClientSession() as http:
@@ -75,7 +78,7 @@ async def test_two_hundred_short_sessions_leave_no_processes(
 async def test_a_crashed_isolated_session_is_replaced_and_others_are_untouched(
     gateway_factory: Callable[..., Gateway],
 ) -> None:
-    gw = gateway_factory({"servers": {"fx": stdio_fixture("crashy")}})
+    gw = gateway_factory({"servers": {"fx": stdio_fixture("crashy", isolation="per_session")}})
     async with aiohttp.ClientSession() as http:
         victim = await RawClient(gw.url, http).open()
         bystander = await RawClient(gw.url, http).open()
@@ -112,7 +115,11 @@ async def test_sessions_released_just_before_shutdown_leave_no_process(
         "    time.sleep(60)\n"
     )
     # Through a shell that forks it, as launchers do: killing only the shell would orphan it.
-    launch = {"command": "/bin/sh", "args": ["-c", f"{PYTHON} {lingering}; true"]}
+    launch = {
+        "command": "/bin/sh",
+        "args": ["-c", f"{PYTHON} {lingering}; true"],
+        "isolation": "per_session",  # the client's session ends: its own process is released
+    }
     gw = gateway_factory({"servers": {"fx": launch}})
     async with aiohttp.ClientSession() as http:
         client = await RawClient(gw.url, http).open()

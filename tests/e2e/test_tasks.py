@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    config = {"servers": {"ev": {"command": str(NODE), "args": [str(EVERYTHING), "stdio"]}}}
+    # Anonymous clients are one principal: per_session keeps each client's tasks its own.
+    ev = {"command": str(NODE), "args": [str(EVERYTHING), "stdio"], "isolation": "per_session"}
+    config = {"servers": {"ev": ev}}
     gw = start_gateway(config, tmp_path_factory.mktemp("tasks"))
     try:
         gw.wait_backend("ev")

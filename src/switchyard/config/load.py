@@ -269,6 +269,10 @@ def _backend(
         timeout_s=server.timeout or gw_timeout,
         max_request_s=server.max_request_time or max_request,
         isolation=server.isolation,
+        max_isolated=server.max_isolated,
+        max_isolated_per_principal=server.max_isolated_per_principal,
+        spawn_burst=server.spawn_burst,
+        spawns_per_s=server.spawns_per_second,
         max_in_flight=max_in_flight,
         credentials=credentials,
     )

@@ -178,9 +178,27 @@ class ServerConfig(BaseModel):
         None, gt=0, description="This backend's `gateway.max_request_time`."
     )
     isolation: Literal["shared", "per_session", "per_principal"] = Field(
-        "per_session",
-        description="Who shares an upstream session of a legacy-era backend: nobody "
-        "(per_session), one caller (per_principal) or everyone (shared).",
+        "per_principal",
+        description="Who shares an upstream session of a legacy-era backend: one caller "
+        "(per_principal, all anonymous callers being one), one client session (per_session) "
+        "or everyone (shared).",
+    )
+    max_isolated: int = Field(
+        64,
+        ge=1,
+        description="Isolated upstream sessions (stdio: processes) of this backend live, "
+        "starting or closing at once; at the bound new ones are refused with -31005.",
+    )
+    max_isolated_per_principal: int | None = Field(
+        None,
+        ge=1,
+        description="One principal's share of max_isolated (default max(1, max_isolated // 4)).",
+    )
+    spawn_burst: int = Field(
+        10, ge=1, description="Isolated sessions one principal may start at once."
+    )
+    spawns_per_second: float = Field(
+        1.0, gt=0, description="Rate at which a principal's spawn_burst refills."
     )
     era: Literal["auto", "modern", "legacy"] = Field(
         "auto",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from switchyard.upstream.connection import (
 from switchyard.upstream.credentials import Credential, CredentialSpec, token_session
 from switchyard.upstream.http import HttpSettings, SseConnection, StreamableHttpConnection
 from switchyard.upstream.outbound import Outbound
+from switchyard.upstream.pool import IsolatedPool, OwnerKey, PoolLimits, PoolRefused, principal_key
 from switchyard.upstream.stdio import StdioConnection, StdioSettings
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
@@ -50,9 +50,10 @@ CHANGED_KIND: Final = {
     methods.PROMPTS_CHANGED: (catalog.PROMPTS,),
     methods.RESOURCES_CHANGED: (catalog.RESOURCES, catalog.TEMPLATES),
 }
-# Longest a stopping backend waits for its released sessions' processes to be gone: above the
-# stdio close sequence (2 s after stdin closes, 2 s after SIGTERM, then SIGKILL and reaping).
-CLOSE_ALL_S: Final = 10.0
+# Resource URIs one backend holds subscriptions for (each is renewed after every restart).
+MAX_SUBSCRIBED: Final = 10_000
+# Subscriptions renewed at once after a restart, while the backend already serves requests.
+RESUBSCRIBE_CONCURRENCY: Final = 8
 # A backend that stayed up this long restarts from the shortest delay again.
 HEALTHY_RESET_S: Final = 30.0
 
@@ -66,22 +67,21 @@ class BackendSettings:
     max_request_s: float = 1800.0
     """A request whose backend keeps reporting progress may run this long, never longer."""
     list_timeout_s: float = 30.0
-    isolation: str = "per_session"
+    isolation: str = "per_principal"
     """`shared`, `per_session` or `per_principal`: who shares an upstream session (legacy)."""
     max_isolated: int = 64
+    """Isolated sessions (stdio: processes) live, opening or closing at once."""
+    max_isolated_per_principal: int | None = None
+    """One principal's share of `max_isolated`; None: max(1, max_isolated // 4)."""
+    spawn_burst: int = 10
+    spawns_per_s: float = 1.0
+    """Isolated sessions one principal may start: `spawn_burst` at once, then this rate."""
     max_in_flight: int = 256
     """Requests this backend may have open at once; more are refused, not queued."""
     credentials: CredentialSpec | None = None
     """OAuth credentials for an HTTP backend (client credentials or token exchange)."""
     isolated_idle_s: float = 300.0
     restart_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-
-
-@dataclass(slots=True, eq=False)
-class _Isolated:
-    connection: Connection
-    last_used: float = field(default_factory=time.monotonic)
-    busy: int = 0
 
 
 @dataclass(slots=True)
@@ -97,7 +97,7 @@ class Backend:
         self,
         settings: BackendSettings,
         on_change: Callable[[Backend], None],
-        on_event: Callable[[Backend, str, bytes | None, str | None], None] | None = None,
+        on_event: Callable[[Backend, str, bytes | None, OwnerKey | None], None] | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -107,15 +107,22 @@ class Backend:
         self.first_attempt = asyncio.Event()
         self._on_change = on_change
         self._on_event = on_event
-        self._pool: dict[str, _Isolated] = {}
-        self._opening: dict[str, asyncio.Future[_Isolated | None]] = {}
-        self._pool_tasks: set[asyncio.Task[None]] = set()
-        self._closing: set[asyncio.Task[None]] = set()
-        """Isolated sessions being shut down: awaited, never abandoned, when the backend stops."""
+        self._pool = IsolatedPool(
+            self.name,
+            PoolLimits(
+                max_total=settings.max_isolated,
+                per_principal=settings.max_isolated_per_principal,
+                idle_s=settings.isolated_idle_s,
+                spawn_burst=settings.spawn_burst,
+                spawns_per_s=settings.spawns_per_s,
+            ),
+            self._open_isolated,
+        )
+        self._levels: dict[OwnerKey, bytes] = {}
+        """`logging/setLevel` params per owner: replayed when its isolated session opens."""
         self.in_flight = 0
         self._credential: Credential | None = None
         self._token_http: aiohttp.ClientSession | None = None
-        self._calls = itertools.count(1)
         self.subscribed: set[str] = set()
         """Resource URIs some client subscribed to: re-subscribed after every restart."""
         self._stopping = asyncio.Event()
@@ -143,11 +150,13 @@ class Backend:
                 started = time.monotonic()
                 self.connection = conn
                 self.known_capabilities = dict(conn.facts.capabilities)
-                await self._open_subscriptions(conn)
                 self._set_state("up", None)
                 self.first_attempt.set()
                 self._on_change(self)
+                # Serving first: re-subscribing (any number of URIs) must not hold it back.
+                resubscribe = asyncio.create_task(self._open_subscriptions(conn))
                 await self._until_closed_or_stopped(conn)
+                resubscribe.cancel()
                 self.connection = None
                 self.listing = None
                 if self._refresh_task is not None:
@@ -260,18 +269,10 @@ class Backend:
     async def stop(self) -> None:
         self._stopping.set()
         conn = self.connection
-        closing = [iso.connection.aclose() for iso in self._pool.values()]
-        self._pool.clear()
+        closing = [self._pool.close_all()]
         if conn is not None:
             closing.append(conn.aclose())
         await asyncio.gather(*closing, return_exceptions=True)
-        # Sessions released earlier may still be in their exit grace: cancelling their close
-        # would let the gateway exit before SIGTERM/SIGKILL, orphaning the processes. Each
-        # close is bounded (stdin, then SIGTERM, then SIGKILL), so wait for them.
-        if self._closing:
-            await asyncio.wait(self._closing, timeout=CLOSE_ALL_S)
-        for task in self._pool_tasks:
-            task.cancel()
         if self._credential is not None:
             await self._credential.aclose()
         if self._token_http is not None:
@@ -384,13 +385,29 @@ class Backend:
         if conn.facts.era is Era.MODERN:
             await conn.listen(self._listen_params(conn))
             return
-        for uri in sorted(self.subscribed):
-            await conn.request(
-                Outbound(
-                    methods.SUBSCRIBE,
-                    frame.encode({"uri": uri}),
-                    timeout_s=self.settings.timeout_s,
+        pending = iter(sorted(self.subscribed))
+        refused: list[str] = []
+
+        async def worker() -> None:
+            # Workers share one iterator: at most RESUBSCRIBE_CONCURRENCY requests in flight.
+            for uri in pending:
+                reply = await conn.request(
+                    Outbound(
+                        methods.SUBSCRIBE,
+                        frame.encode({"uri": uri}),
+                        timeout_s=self.settings.timeout_s,
+                    )
                 )
+                if reply.error is not None:
+                    refused.append(uri)
+
+        await asyncio.gather(*(worker() for _ in range(RESUBSCRIBE_CONCURRENCY)))
+        if refused:
+            log.warning(
+                "backend %r: %d of %d subscriptions not renewed after a restart",
+                self.name,
+                len(refused),
+                len(self.subscribed),
             )
 
     def _listen_params(self, conn: Connection) -> bytes:
@@ -412,6 +429,13 @@ class Backend:
         """Start (or stop) receiving updates of `uri` from this backend."""
         if on == (uri in self.subscribed):
             return Reply(result=b"{}")
+        if on and len(self.subscribed) >= MAX_SUBSCRIBED:
+            return frame.error_reply(
+                codes.BACKEND_BUSY,
+                f"backend {self.name!r} already has {len(self.subscribed)} subscribed resources "
+                f"(limit {MAX_SUBSCRIBED})",
+                {"source": "gateway", "backend": self.name},
+            )
         if on:
             self.subscribed.add(uri)
         else:
@@ -444,18 +468,6 @@ class Backend:
         for uri in changed:
             await self.subscribe(uri, on)
 
-    async def request_if_open(self, out: Outbound) -> Reply | None:
-        """Forward to the caller's isolated session only if it has one: an unsubscribe or a
-        log level never opens (or spawns) a session just to be delivered. None: nothing sent."""
-        conn = self.connection
-        if conn is None or not self.is_up:
-            return None
-        if self._isolates(conn):
-            owner = self.owner_for(out.session, out.principal)
-            if owner is None or owner not in self._pool:
-                return None
-        return await self.request(out)
-
     def isolates(self) -> bool:
         conn = self.connection
         return conn is not None and self.is_up and self._isolates(conn)
@@ -468,13 +480,30 @@ class Backend:
             return None
         if conn.facts.era is Era.MODERN:
             return None
-        return await self.request(out)
+        owner = self.owner_for(out.session, out.principal) if self._isolates(conn) else None
+        if owner is not None and out.params is not None:
+            # Kept for a session opened later: setting a level never starts one.
+            self._levels[owner] = out.params
+        reply = await self.request_if_open(out)
+        return reply if reply is not None else Reply(result=b"{}")
 
     # -- forwarding ----------------------------------------------------------------------------
 
     async def request(self, out: Outbound) -> Reply:
         """Forward one request; its session or principal picks an isolated upstream session,
         which declares the client's capabilities and reaches its session stream."""
+        reply = await self._forward(out, open_session=True)
+        assert reply is not None  # opening allowed: always an answer
+        return reply
+
+    async def request_if_open(self, out: Outbound) -> Reply | None:
+        """Forward `out` only where it already has somewhere to go: the shared connection, or
+        the caller's isolated session if one is open. None, and nothing started, when the
+        caller has none: for what only concerns a session that exists (an unsubscribe, a log
+        level)."""
+        return await self._forward(out, open_session=False)
+
+    async def _forward(self, out: Outbound, *, open_session: bool) -> Reply | None:
         conn = self.connection
         if conn is None or not self.is_up:
             return unavailable(self.name, self.status.last_error or self.status.state)
@@ -488,31 +517,47 @@ class Backend:
         out.max_s = max(self.settings.max_request_s, self.settings.timeout_s)
         self.in_flight += 1
         try:
-            return await self._request(out, conn)
+            return await self._request(out, conn, open_session)
         finally:
             self.in_flight -= 1
 
-    async def _request(self, out: Outbound, conn: Connection) -> Reply:
-        isolated: _Isolated | None = None
-        owner = self.owner_for(out.session, out.principal)
-        ephemeral = owner is None and self._isolates(conn)
-        if ephemeral:
-            # No session to keep it for (a 2026-07-28 caller): a session of its own, for this call.
-            owner = f"call-{next(self._calls)}"
-        if owner is not None and self._isolates(conn):
-            isolated = await self._isolated(owner, out.client_capabilities, out.session_link)
-            if isolated is None:
-                return unavailable(self.name, "no isolated session could be opened")
-            conn = isolated.connection
-            isolated.busy += 1
-        try:
+    async def _request(self, out: Outbound, conn: Connection, open_session: bool) -> Reply | None:
+        if not self._isolates(conn):
             return await conn.request(out)
+        principal = principal_key(out.principal)
+        owner = self.owner_for(out.session, out.principal)
+        if not open_session:
+            found = self._pool.peek(owner) if owner is not None else None
+            if found is None:
+                return None
+            found.busy += 1
+            try:
+                return await found.connection.request(out)
+            finally:
+                self._pool.give_back(found)
+        try:
+            if owner is None:
+                # A 2026-07-28 caller keeps no session: one of its principal's warm sessions
+                # serves this call, exclusively, and goes back to the pool after it.
+                isolated = await self._pool.borrow(
+                    principal, out.client_capabilities, self.settings.timeout_s
+                )
+            else:
+                isolated = await self._pool.acquire(
+                    owner, principal, out.client_capabilities, out.session_link
+                )
+        except PoolRefused as exc:
+            log.warning("backend %r: %s", self.name, exc)
+            return frame.error_reply(
+                codes.BACKEND_BUSY, str(exc), {"source": "gateway", "backend": self.name}
+            )
+        except Exception as exc:
+            log.warning("backend %r: isolated session for a client failed: %s", self.name, exc)
+            return unavailable(self.name, "no isolated session could be opened")
+        try:
+            return await isolated.connection.request(out)
         finally:
-            if isolated is not None:
-                isolated.busy -= 1
-                isolated.last_used = time.monotonic()
-                if ephemeral and owner is not None:
-                    self.release(owner)
+            self._pool.give_back(isolated)
 
     # -- isolation -----------------------------------------------------------------------------
 
@@ -524,98 +569,54 @@ class Backend:
     def isolated_sessions(self) -> int:
         return len(self._pool)
 
-    def owner_for(self, session: str | None, principal: str | None) -> str | None:
-        """Whose isolated session serves a request: None means the shared one (or, for a
-        request with no session to keep, one of its own)."""
-        if self.settings.isolation == "per_principal" and principal:
-            return principal
-        return session
-
-    async def _isolated(
-        self, owner: str, capabilities: Raw | None, session_link: ClientLink | None = None
-    ) -> _Isolated | None:
-        found = self._pool.get(owner)
-        if found is not None:
-            return found
-        opening = self._opening.get(owner)
-        if opening is not None:
-            return await asyncio.shield(opening)
-        future: asyncio.Future[_Isolated | None] = asyncio.get_running_loop().create_future()
-        self._opening[owner] = future
-        try:
-            isolated = await self._open_isolated(owner, capabilities, session_link)
-            future.set_result(isolated)
-            return isolated
-        except BaseException:
-            future.set_result(None)
-            raise
-        finally:
-            del self._opening[owner]
+    def owner_for(self, session: str | None, principal: str | None) -> OwnerKey | None:
+        """Whose isolated session serves a request; None: a warm pooled one (a caller with no
+        session on a `per_session` backend), or the shared one when not isolating."""
+        isolation = self.settings.isolation
+        if isolation == "per_principal":
+            return principal_key(principal)
+        if isolation == "per_session" and session:
+            return OwnerKey("session", session)
+        return None
 
     async def _open_isolated(
-        self, owner: str, capabilities: Raw | None, session_link: ClientLink | None
-    ) -> _Isolated | None:
-        if len(self._pool) >= self.settings.max_isolated:
-            self.reap_isolated(force_idle=True)
-            if len(self._pool) >= self.settings.max_isolated:
-                log.warning(
-                    "backend %r: %d isolated sessions, none idle", self.name, len(self._pool)
-                )
-                return None
+        self, owner: OwnerKey, capabilities: Raw | None, session_link: ClientLink | None
+    ) -> Connection:
         conn = self._candidates(lambda m, p: self._isolated_notification(owner, m, p))[0]
         conn.client_timeout_s = self.settings.timeout_s
         conn.owner = session_link
-        conn.exclusive_owner = owner
+        conn.exclusive_owner = str(owner)
         # One client's session: it offers the backend exactly what that client supports.
         conn.declared = frame.decode_any(capabilities) if capabilities is not None else {}
         try:
             await conn.open()
-        except Exception as exc:
-            log.warning("backend %r: isolated session for a client failed: %s", self.name, exc)
+        except BaseException:
             with contextlib.suppress(Exception):
-                await conn.aclose()
-            return None
-        isolated = _Isolated(conn)
-        self._pool[owner] = isolated
-        task = asyncio.create_task(self._watch_isolated(owner, isolated))
-        self._pool_tasks.add(task)
-        task.add_done_callback(self._pool_tasks.discard)
-        return isolated
+                await asyncio.shield(conn.aclose())
+            raise
+        level = self._levels.get(owner)
+        if level is not None and "logging" in conn.facts.capabilities:
+            # The level its owner set before this session existed.
+            reply = await conn.request(
+                Outbound(methods.SET_LEVEL, level, timeout_s=self.settings.timeout_s)
+            )
+            if reply.error is not None:
+                log.info("backend %r: a client's log level was refused", self.name)
+        return conn
 
-    def _isolated_notification(self, owner: str, method: str, params: bytes | None) -> None:
+    def _isolated_notification(self, owner: OwnerKey, method: str, params: bytes | None) -> None:
         """What an isolated session says outside a request concerns its owner alone."""
         if method in CHANGED_KIND:
             self._notification(method, params)  # the catalog is shared: re-list it
         elif self._on_event is not None:
             self._on_event(self, method, eras.untagged(params), owner)
 
-    async def _watch_isolated(self, owner: str, isolated: _Isolated) -> None:
-        """A crashed isolated session leaves the pool; the owner's next request opens anew."""
-        await isolated.connection.wait_closed()
-        if self._pool.get(owner) is isolated:
-            del self._pool[owner]
-        with contextlib.suppress(Exception):
-            await isolated.connection.aclose()
+    def release(self, session: str) -> None:
+        """A client session is gone: close its isolated session."""
+        owner = OwnerKey("session", session)
+        self._levels.pop(owner, None)
+        self._pool.release(owner)
 
-    def release(self, owner: str) -> None:
-        """The owner (a session or principal) is gone: close its isolated session."""
-        isolated = self._pool.pop(owner, None)
-        if isolated is not None:
-            task = asyncio.create_task(self._close_quietly(isolated.connection))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-
-    @staticmethod
-    async def _close_quietly(conn: Connection) -> None:
-        with contextlib.suppress(Exception):
-            await conn.aclose()
-
-    def reap_isolated(self, force_idle: bool = False) -> int:
-        """Close isolated sessions idle for `isolated_idle_s` (any idle one if `force_idle`)."""
-        cutoff = time.monotonic() - (0.0 if force_idle else self.settings.isolated_idle_s)
-        idle = [o for o, i in self._pool.items() if i.busy == 0 and i.last_used <= cutoff]
-        if force_idle and idle:
-            idle = [min(idle, key=lambda o: self._pool[o].last_used)]
-        for owner in idle:
-            self.release(owner)
-        return len(idle)
+    def reap_isolated(self) -> int:
+        """Close isolated sessions idle past their time."""
+        return self._pool.reap()
