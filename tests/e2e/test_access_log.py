@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -98,3 +99,36 @@ async def test_a_denied_call_is_recorded_with_its_principal_and_decision(
     [allowed] = [json.loads(line) for line in await _records(gw, "alice-2")]
     assert allowed["principal"] == "alice" and allowed["decision"] == "allow"
     assert allowed["backend"] == "clock" and allowed["target"] == name
+
+
+async def test_http_level_refusals_leave_the_same_kind_of_record(
+    setup: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    """A 401 (no credential) and a 415 (wrong content type) are refused before any JSON-RPC
+    handling, and each still leaves one structured record with the decision, the HTTP status
+    as its outcome, and the principal when there was one."""
+    gw: Gateway = setup["gw"]
+    async with http.post(gw.url, data=b"{}", headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 401
+    alice = setup["keys"]["alice"]
+    async with http.post(
+        gw.url,
+        data=b"{}",
+        headers={
+            "Content-Type": "text/plain",
+            "Accept": "application/json, text/event-stream",
+            "Authorization": f"Bearer {alice}",
+        },
+    ) as resp:
+        assert resp.status == 415
+    await _records(gw, "Content-Type must be")  # the log is buffered: wait for the last one
+    by_status: dict[int, dict[str, Any]] = {}
+    for line in (await asyncio.to_thread(gw.log_text)).splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and record.get("status") in (401, 415):
+                by_status[record["status"]] = record
+    assert by_status[401]["decision"] == "deny" and by_status[401]["outcome"] == 401
+    assert by_status[401]["principal"] is None
+    assert by_status[415]["decision"] == "deny" and by_status[415]["principal"] == "alice"
+    assert all(r["face"] == "http" for r in by_status.values())

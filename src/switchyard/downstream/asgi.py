@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from typing import Any, Final
 
+from switchyard.observability.logging import write_decision
 from switchyard.policies.base import Identity
 
 Scope = MutableMapping[str, Any]
@@ -143,6 +144,42 @@ async def respond_json(
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def record_refusal(scope: Scope, status: int, reason: str) -> None:
+    """The access record of a request refused at the HTTP layer, before any JSON-RPC handling:
+    the same kind of record a routed request leaves, with the HTTP status as its outcome."""
+    identity = IDENTITY.get()
+    write_decision(
+        decision="deny",
+        outcome=status,
+        status=status,
+        reason=reason,
+        method=f"HTTP {scope.get('method', '?')} {scope.get('path', '')}",
+        principal=identity.name if identity is not None else None,
+        via=identity.via if identity is not None else None,
+        issuer=identity.issuer if identity is not None else None,
+        view=VIEW.get(),
+        face="http",
+    )
+
+
+async def refuse(
+    scope: Scope,
+    send: Send,
+    status: int,
+    body: bytes,
+    reason: str,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    *,
+    json: bool = True,
+) -> None:
+    """Answer a refusal and leave its access record."""
+    record_refusal(scope, status, reason)
+    if json:
+        await respond_json(send, status, body, extra)
+    else:
+        await respond(send, status, body, extra)
 
 
 def header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:

@@ -25,6 +25,7 @@ from switchyard.downstream.asgi import (
     Receive,
     Scope,
     Send,
+    refuse,
     respond,
     respond_json,
 )
@@ -110,7 +111,14 @@ class HttpApp:
         if len(headers) > self.settings.max_headers or (
             sum(len(k) + len(v) for k, v in headers) > self.settings.max_header_bytes
         ):
-            await respond(send, 431, b"Request Header Fields Too Large")
+            await refuse(
+                scope,
+                send,
+                431,
+                b"Request Header Fields Too Large",
+                "too many header bytes",
+                json=False,
+            )
             return
         refusal = self.guard.check(headers)
         if refusal:
@@ -119,15 +127,27 @@ class HttpApp:
                 if refusal == 403
                 else "Misdirected Request: Host not allowed"
             )
-            await respond_json(
-                send, refusal, frame.response_bytes(b"null", frame.error_reply(-32600, reason))
+            await refuse(
+                scope,
+                send,
+                refusal,
+                frame.response_bytes(b"null", frame.error_reply(-32600, reason)),
+                reason,
             )
             return
         view: str | None = None
         if path.startswith((VIEWS_PREFIX, WELL_KNOWN_ROOT + VIEWS_PREFIX)):
             routed = self._view_route(path)
             if routed is None:
-                await respond(send, 404, b"Not Found", [(b"content-type", b"text/plain")])
+                await refuse(
+                    scope,
+                    send,
+                    404,
+                    b"Not Found",
+                    "unknown virtual server",
+                    [(b"content-type", b"text/plain")],
+                    json=False,
+                )
                 return
             view, path = routed
             VIEW.set(view)
@@ -145,14 +165,15 @@ class HttpApp:
                         b"null", frame.error_reply(-32600, outcome.message)
                     )
                     challenge = (b"www-authenticate", outcome.challenge.encode("latin-1"))
-                    await respond_json(send, outcome.status, answer, [challenge])
+                    await refuse(scope, send, outcome.status, answer, outcome.message, [challenge])
                     return
                 roles = self.gateway.view_roles(view)
                 if roles is not None and roles.isdisjoint(outcome.roles):
                     answer = frame.response_bytes(
                         b"null", frame.error_reply(-32600, "Forbidden: this endpoint needs a role")
                     )
-                    await respond_json(send, 403, answer)
+                    IDENTITY.set(outcome)
+                    await refuse(scope, send, 403, answer, "the endpoint needs a role")
                     return
                 scope[IDENTITY_KEY] = outcome
                 IDENTITY.set(outcome)
@@ -212,7 +233,8 @@ class HttpApp:
         if refusal is not None and not deferred:
             status = 503 if overloaded else 429
             body = frame.response_bytes(b"null", refusal)
-            await respond_json(send, status, body, [(b"retry-after", str(RETRY_AFTER_S).encode())])
+            retry = [(b"retry-after", str(RETRY_AFTER_S).encode())]
+            await refuse(scope, send, status, body, "overloaded" if overloaded else "busy", retry)
             return
         scope[ADMISSION_KEY] = Admission(lease, refusal)
         try:

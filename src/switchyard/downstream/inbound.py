@@ -12,11 +12,12 @@ from switchyard.downstream.asgi import (
     BodyTooSlow,
     ClientGone,
     Receive,
+    Scope,
     Send,
     drain,
     header,
     read_body,
-    respond_json,
+    refuse,
 )
 from switchyard.protocol import codes
 from switchyard.wire import frame, strict
@@ -74,14 +75,15 @@ def error_json(code: int, message: str, request_id: bytes = b"null", data: objec
 
 
 async def read_message(
+    scope: Scope,
     receive: Receive,
     send: Send,
-    headers: list[tuple[bytes, bytes]],
     max_bytes: int,
     timeout_s: float,
     limits: strict.JsonLimits,
 ) -> bytes | None:
     """The body of one acceptable JSON-RPC message, or None once the refusal is sent."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
     length = header(headers, b"content-length")
     declared = int(length) if length and length.isdigit() else None
     try:
@@ -97,22 +99,21 @@ async def read_message(
         if not waiting and (declared is None or declared <= budget):
             await drain(receive, budget, min(DRAIN_TIMEOUT_S, timeout_s))
         body = error_json(codes.INVALID_REQUEST, "Request body too large")
-        await respond_json(send, 413, body, CLOSE)
+        await refuse(scope, send, 413, body, "body too large", CLOSE)
         return None
     except BodyTooSlow:
         body = error_json(codes.INVALID_REQUEST, "Request body too slow")
-        await respond_json(send, 408, body, CLOSE)
+        await refuse(scope, send, 408, body, "body too slow", CLOSE)
         return None
     except ClientGone:
         return None
     if body.lstrip()[:1] == b"[":
-        await respond_json(
-            send, 400, error_json(codes.INVALID_REQUEST, "Batches are not supported")
-        )
+        body = error_json(codes.INVALID_REQUEST, "Batches are not supported")
+        await refuse(scope, send, 400, body, "batch")
         return None
     try:
         strict.check(body, limits)
     except strict.Refused as refused:
-        await respond_json(send, 400, error_json(refused.code, refused.message))
+        await refuse(scope, send, 400, error_json(refused.code, refused.message), refused.message)
         return None
     return body

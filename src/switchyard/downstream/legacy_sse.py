@@ -20,6 +20,7 @@ from switchyard.downstream.asgi import (
     current_peer,
     current_view,
     header,
+    refuse,
     respond,
     respond_json,
 )
@@ -113,14 +114,11 @@ class LegacySseEndpoint:
             return
         headers = scope["headers"]
         if not (header(headers, b"content-type") or "").lower().startswith("application/json"):
-            await respond_json(
-                send,
-                415,
-                error_json(codes.INVALID_REQUEST, "Content-Type must be application/json"),
-            )
+            message = "Content-Type must be application/json"
+            await refuse(scope, send, 415, error_json(codes.INVALID_REQUEST, message), message)
             return
         body = await read_message(
-            receive, send, headers, self.max_body_bytes, self.body_timeout_s, self.limits
+            scope, receive, send, self.max_body_bytes, self.body_timeout_s, self.limits
         )
         if body is None:
             return

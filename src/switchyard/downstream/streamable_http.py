@@ -29,6 +29,7 @@ from switchyard.downstream.asgi import (
     current_peer,
     current_view,
     header,
+    refuse,
     respond,
     respond_json,
 )
@@ -265,7 +266,7 @@ class StreamableHttpEndpoint:
         version = header(headers, b"mcp-protocol-version")
         modern = version is not None and version not in HANDSHAKE_VERSIONS
         if method == "POST":
-            await self._post(headers, version, modern, receive, send)
+            await self._post(scope, headers, version, modern, receive, send)
         elif modern:
             # 2026-07-28 is POST-only; old verbs get 405 and never a session.
             await respond(send, 405, headers=_ALLOW_POST)
@@ -280,6 +281,7 @@ class StreamableHttpEndpoint:
 
     async def _post(
         self,
+        scope: Scope,
         headers: list[tuple[bytes, bytes]],
         version: str | None,
         modern: bool,
@@ -288,26 +290,17 @@ class StreamableHttpEndpoint:
     ) -> None:
         ctype = header(headers, b"content-type") or ""
         if not ctype.lower().startswith("application/json"):
-            await respond_json(
-                send,
-                415,
-                error_json(codes.INVALID_REQUEST, "Content-Type must be application/json"),
-            )
+            message = "Content-Type must be application/json"
+            await refuse(scope, send, 415, error_json(codes.INVALID_REQUEST, message), message)
             return
         # Either kind of answer may come back (a JSON body, or an SSE stream once the backend
         # has something to say first), so a client must take both.
         if not all(accepted_types(headers)):
-            await respond_json(
-                send,
-                406,
-                error_json(
-                    codes.INVALID_REQUEST,
-                    "Accept must include application/json and text/event-stream",
-                ),
-            )
+            message = "Accept must include application/json and text/event-stream"
+            await refuse(scope, send, 406, error_json(codes.INVALID_REQUEST, message), message)
             return
         body = await read_message(
-            receive, send, headers, self.max_body_bytes, self.body_timeout_s, self.limits
+            scope, receive, send, self.max_body_bytes, self.body_timeout_s, self.limits
         )
         if body is None:
             return
