@@ -283,7 +283,8 @@ class Forwarder:
             return frame.error_reply(
                 codes.METHOD_NOT_FOUND, f"backend {backend.name!r} offers no resource subscriptions"
             )
-        return await self.subscriptions.add(key, push, uri, backend, call.ctx.principal)
+        out = _outbound(call, call.method, frame.encode({"uri": uri}))
+        return await self.subscriptions.add(key, push, uri, backend, out)
 
     async def set_level(self, call: Call) -> Reply:
         level = str_field(call.fields(), "level")

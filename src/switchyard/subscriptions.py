@@ -25,8 +25,8 @@ log = logging.getLogger("switchyard.subscriptions")
 # Delivers one notification (method, raw params) to one subscriber; must not block.
 Push = Callable[[str, bytes | None], None]
 
-MAX_URIS_PER_SUBSCRIBER: Final = 256
-MAX_URIS_PER_PRINCIPAL: Final = 1024
+MAX_URIS_PER_SUBSCRIBER: Final = 1024
+MAX_URIS_PER_PRINCIPAL: Final = 4096
 
 _LIST_FLAGS = {
     methods.TOOLS_CHANGED: "toolsListChanged",
@@ -75,10 +75,11 @@ class Subscriptions:
         else:
             self._per_principal.pop(who, None)
 
-    async def add(
-        self, key: str, push: Push, uri: str, backend: Backend, principal: str | None = None
-    ) -> Reply:
-        subscriber = self._subscribers.setdefault(key, _Subscriber(push, principal))
+    async def add(self, key: str, push: Push, uri: str, backend: Backend, out: Outbound) -> Reply:
+        """Subscribe session `key` to `uri`. `out` is the caller's own `resources/subscribe`:
+        on an isolating backend it goes to the caller's session (opening it with the caller's
+        capabilities and session stream, like any first request would)."""
+        subscriber = self._subscribers.setdefault(key, _Subscriber(push, out.principal))
         if uri in subscriber.uris:
             return Reply(result=b"{}")
         if not self._room(subscriber):
@@ -87,14 +88,7 @@ class Subscriptions:
         if backend.isolates():
             # The client's own upstream session subscribes; its updates come back to it alone.
             subscriber.isolated[uri] = backend.name
-            reply = await backend.request(
-                Outbound(
-                    methods.SUBSCRIBE,
-                    frame.encode({"uri": uri}),
-                    caller=Caller(principal),
-                    session=key,
-                )
-            )
+            reply = await backend.request(out)
             return reply if reply.error is not None else Reply(result=b"{}")
         await self._upstream(backend, [uri], key, on=True)
         return Reply(result=b"{}")

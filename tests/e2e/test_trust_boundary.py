@@ -247,8 +247,9 @@ async def test_a_shared_backends_log_lines_reach_nobody_they_do_not_provably_bel
 async def test_a_caller_denied_a_backend_never_starts_or_touches_it(
     gateway_factory: Callable[..., Gateway], http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    """`logging/setLevel` fans out to every backend, but not to one the caller may use nothing
-    of: carol's never opens a session (a process) of the chat backend; alice's does."""
+    """`logging/setLevel` fans out to every backend, but never to one the caller may use
+    nothing of, and a denied call is refused before routing: carol never opens a session (a
+    process) of the chat backend; alice's first call does."""
     data = tmp_path / "keys"
     keys = {who: create_key(data, who, "user") for who in ("alice", "carol")}
     starts = tmp_path / "starts"
@@ -279,4 +280,6 @@ async def test_a_caller_denied_a_backend_never_starts_or_touches_it(
     assert len(starts.read_text().split()) == 1, "carol's requests started the chat backend"
     alice = await _as(gw, http, keys["alice"]).open()
     assert await alice.result("logging/setLevel", {"level": "debug"}) == {}
+    shouted = await alice.result("tools/call", {"name": "chat_shout", "arguments": {"text": "x"}})
+    assert shouted["content"][0]["text"] == "shouted x"
     assert len(starts.read_text().split()) == 2  # alice's own isolated session

@@ -242,7 +242,11 @@ async def test_a_get_stream_request_reaches_only_the_client_whose_session_it_is(
     gw = gateway_factory(
         {
             "servers": {
-                "own": {"url": f"{base}/mcp", "type": "streamable-http"},  # per_session
+                "own": {
+                    "url": f"{base}/mcp",
+                    "type": "streamable-http",
+                    "isolation": "per_session",
+                },
                 "all": {"url": f"{base}/mcp", "type": "streamable-http", "isolation": "shared"},
             }
         }

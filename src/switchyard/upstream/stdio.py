@@ -28,7 +28,10 @@ log = logging.getLogger("switchyard.upstream.stdio")
 EXIT_GRACE_S: Final = 2.0
 TERM_GRACE_S: Final = 2.0
 # A legacy server may ignore `server/discover` instead of answering it; don't wait long.
-DISCOVER_TIMEOUT_S: Final = 5.0
+DISCOVER_SHARE: Final = 0.5
+"""How much of the handshake timeout `server/discover` may take before a legacy handshake is
+tried: a server still starting under load must not be mistaken for one that ignores it (an SDK
+server that answers discover late refuses the `initialize` sent meanwhile)."""
 STDERR_LINE_MAX: Final = 4096
 # How much of an oversize message is kept to find out which request it answers.
 OVERSIZE_HEAD: Final = 4096
@@ -109,11 +112,9 @@ class StdioConnection(MessageStream):
 
     async def _handshake(self) -> None:
         async def request(method: str, params: bytes | None) -> Reply:
-            timeout = (
-                DISCOVER_TIMEOUT_S
-                if method == methods.DISCOVER
-                else self.settings.handshake_timeout_s
-            )
+            timeout = self.settings.handshake_timeout_s
+            if method == methods.DISCOVER:
+                timeout *= DISCOVER_SHARE
             return await self.request(Outbound(method, params, timeout_s=timeout))
 
         if self.settings.era in ("auto", "modern"):
