@@ -29,7 +29,7 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.subscriptions import ResourceUpdated
@@ -501,3 +501,42 @@ def test_typescript_sdk_client(setup: Setup, face: str) -> None:
         # arrive, in order.
         expected[b]["progress"] = OneOf((ticks, ticks[:-1]))
     _assert_matrix(out, expected)
+
+
+# --- the order of a session's first requests -----------------------------------------------
+
+
+def test_a_session_opened_by_a_subscription_still_declares_the_clients_capabilities(
+    setup: Setup,
+) -> None:
+    """A legacy client whose first request to a per-session backend is `resources/subscribe`:
+    the upstream session that request opens is the client's own for everything after, so it
+    must declare the client's capabilities, and the backend may then ask for sampling,
+    elicitation and roots as if the client had called a tool first."""
+    tag = "py-subscribed-first-sse"
+
+    async def run() -> dict[str, Any]:
+        rec = Recorder()
+        seen: dict[str, Any] = {}
+        transport = streamable_http_client(setup.gateway.url)
+        with anyio.fail_after(RUN_S):
+            async with Client(transport, mode="legacy", **rec.callbacks()) as client:
+                await client.subscribe_resource(f"fixture://sse/board/{tag}")
+                for tool in ("sample_for", "elicit_for", "roots_for"):
+                    try:
+                        seen[tool] = _texts(await client.call_tool(f"sse_{tool}", {"tag": tag}))
+                    except MCPError as exc:
+                        seen[tool] = f"MCPError: {exc}"
+                touched = _texts(await client.call_tool("sse_touch", {"tag": tag}))
+                await rec.wait_for(lambda: bool(rec.updates), EVENT_S)
+                seen["touch"] = touched
+        seen["updates"] = rec.updates
+        return seen
+
+    assert anyio.run(run) == {
+        "sample_for": [f"{tag}: {PY_SAMPLED}"],
+        "elicit_for": [f"{tag}: {PY_NAME}"],
+        "roots_for": [f"{tag}: {PY_ROOT}"],
+        "touch": [f"touched fixture://sse/board/{tag} (1)"],
+        "updates": [f"fixture://sse/board/{tag}"],
+    }
