@@ -540,3 +540,41 @@ def test_a_session_opened_by_a_subscription_still_declares_the_clients_capabilit
         "touch": [f"touched fixture://sse/board/{tag} (1)"],
         "updates": [f"fixture://sse/board/{tag}"],
     }
+
+
+# --- a backend slow to start ---------------------------------------------------------------
+
+LATE_S = 7  # longer than any fixed probe timeout a gateway might hope a backend starts within
+
+
+def test_a_slow_starting_stdio_backend_is_served_in_the_era_it_speaks(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    """An official-SDK stdio server (it speaks both eras) that starts LATE_S seconds late, with
+    its era detected and with its era stated: either way it comes up, in the 2026-07-28 era
+    (a client of the gateway must not lose a backend because its machine was busy), and the
+    official client can call it. Neither may fail its start because `server/discover` went
+    unanswered for a while and an `initialize` then arrived after the server had already
+    chosen 2026-07-28."""
+    late = [str(FIXTURES / "delayed.py"), str(LATE_S), "sdk_stdio.py"]
+    gw = gateway_factory(
+        {
+            "gateway": {"startup_wait": 60},
+            "servers": {
+                "auto": {"command": PYTHON, "args": [*late, "--name", "auto"]},
+                "modern": {"command": PYTHON, "args": [*late, "--name", "modern"], "era": "modern"},
+            },
+        },
+        ready=False,
+    )
+    states = {name: gw.wait_backend(name, timeout=LATE_S + 25) for name in ("auto", "modern")}
+    assert {name: s["era"] for name, s in states.items()} == {"auto": "modern", "modern": "modern"}
+
+    async def call() -> list[list[str]]:
+        async with Client(gw.url) as client:
+            return [
+                _texts(await client.call_tool(f"{name}_whoami_{name}", {}))
+                for name in ("auto", "modern")
+            ]
+
+    assert anyio.run(call) == [["auto"], ["modern"]]
