@@ -72,7 +72,8 @@ class RequestContext:
     session_push: Callable[[str, bytes | None], None] | None = None
     """Queues a notification on the client's session stream (legacy sessions only)."""
     log_level: str | None = None
-    """The level the client set with `logging/setLevel` (legacy sessions)."""
+    """The log level the client asked for: set with `logging/setLevel` (legacy sessions), or
+    the request's own `logLevel` opt-in (2026-07-28)."""
     view: str | None = None
     """The virtual server the request came through; None: the full gateway."""
     request_id: bytes | None = None

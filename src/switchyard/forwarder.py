@@ -439,6 +439,7 @@ def _outbound(call: Call, method: str, params: bytes | None, name: str | None = 
         session=ctx.session_id,
         client_capabilities=ctx.client_capabilities,
         session_link=ctx.session_link,
+        log_level=ctx.log_level,
     )
 
 

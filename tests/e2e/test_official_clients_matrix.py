@@ -157,14 +157,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         config = {
             "gateway": {"startup_wait": 60},
             "servers": {
-                # The handshake era, one session for all: `switchyard stdio` and every
-                # 2026-07-28 call would otherwise start a process of their own each.
+                # The handshake era, isolated per principal (the default): the one client of
+                # each case is provably the one the backend's requests are for.
                 "sio": {
                     "command": PYTHON,
                     "args": [str(FIXTURES / "sdk_stdio.py"), "--name", "sio"],
                     "env": env,
                     "era": "legacy",
-                    "isolation": "shared",
                 },
                 "sse": {"url": sse_url, "type": "sse"},  # the era is detected: handshake
                 "web": {"url": web_url, "type": "http"},  # the era is detected: 2026-07-28

@@ -566,7 +566,11 @@ def backends() -> Iterator[dict[str, dict[str, Any]]]:
                 "era": "modern",
             },
             # Handshake era, one upstream session per client session (the default).
-            "sse": {"url": f"http://127.0.0.1:{sse}/sse", "type": "sse"},
+            "sse": {
+                "url": f"http://127.0.0.1:{sse}/sse",
+                "type": "sse",
+                "isolation": "per_session",
+            },
             "web": {"url": f"http://127.0.0.1:{web}/mcp", "type": "http", "era": "modern"},
             # Handshake era, one upstream session for every client.
             "webl": {

@@ -209,3 +209,33 @@ async def test_a_request_on_a_calls_own_stream_goes_to_that_call() -> None:
         assert alice.asked == []
     finally:
         await conn.aclose()
+
+
+async def test_a_modern_log_line_reaches_the_one_request_that_opted_in() -> None:
+    """A 2026-07-28 server logs only for requests that asked: with exactly one such request in
+    flight on a shared stream, its log line is provably that request's; with two, nobody's."""
+    from switchyard.protocol.versions import Era
+    from switchyard.upstream.connection import ServerFacts
+
+    stream = MemoryStream()
+    stream.facts = ServerFacts(era=Era.MODERN, version="2026-07-28")
+    alice, bob = FakeLink("alice"), FakeLink("bob")
+    tasks = []
+    for link, level in ((alice, "info"), (bob, None)):
+        before = len(stream.sent)
+        out = Outbound("tools/call", b'{"name":"t"}', link=link, timeout_s=5, log_level=level)
+        tasks.append(asyncio.create_task(stream.request(out)))
+        await stream.wait_sent(before + 1)
+    await stream._dispatch(LOG)
+    assert alice.notified == ["notifications/message"] and bob.notified == []
+    carol = FakeLink("carol")
+    before = len(stream.sent)
+    out = Outbound("tools/call", b'{"name":"t"}', link=carol, timeout_s=5, log_level="debug")
+    tasks.append(asyncio.create_task(stream.request(out)))
+    await stream.wait_sent(before + 1)
+    await stream._dispatch(LOG)  # alice and carol both asked: provably neither's
+    assert alice.notified == ["notifications/message"] and carol.notified == []
+    assert stream.unattributed == 1
+    for call in [m for m in stream.sent if m.get("method") == "tools/call"]:
+        await stream.answer(call["id"], {})
+    await asyncio.gather(*tasks)

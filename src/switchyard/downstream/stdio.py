@@ -421,6 +421,7 @@ class StdioServer:
                 link=RequestLink(self, level),
                 principal=self.identity.key if self.identity else None,
                 identity=self.identity,
+                log_level=level,
                 view=self.view,
             )
             if version not in MODERN_VERSIONS:

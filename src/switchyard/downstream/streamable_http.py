@@ -432,6 +432,7 @@ class StreamableHttpEndpoint:
             link=out,
             principal=identity.key if identity else None,
             identity=identity,
+            log_level=log_level,
             view=current_view(),
             request_id=id_raw,
         )

@@ -146,6 +146,8 @@ class ConnectionCore:
         """Client-bound notifications dropped because no client could be proven theirs."""
         self._links: dict[int, ClientLink] = {}
         """The way back to the client of each request in flight, by upstream id."""
+        self._log_optins: set[int] = set()
+        """Requests in flight whose client asked for their log lines."""
         self._closed = asyncio.Event()
         self._close_reason = "connection closed"
 
@@ -160,7 +162,12 @@ class ConnectionCore:
         client that happens to be calling is not the one the backend meant."""
         if not self.exclusive:
             return None
-        for link in self._links.values():
+        clients = {link.client: link for link in self._links.values()}
+        if len(clients) > 1:
+            # One owner, several of its clients calling at once (two sessions of a principal,
+            # or anonymous callers): which one the backend means is not provable either.
+            return None
+        for link in clients.values():
             return link
         return self.owner
 
@@ -170,12 +177,15 @@ class ConnectionCore:
         if method not in CLIENT_NOTIFICATIONS:
             self._on_notification(method, params)
             return
-        if self.exclusive:
-            for link in self._links.values():
+        clients = {link.client: link for link in self._links.values()}
+        if self.exclusive and len(clients) <= 1:
+            for link in clients.values():
                 await link.notify(method, params)  # its caller, on the stream it is reading
                 return
             # Between calls: the isolated session's handler knows its owner and its log level.
             self._on_notification(method, params)
+        elif (wanting := self._sole_log_optin(method)) is not None:
+            await wanting.notify(method, params)
         else:
             self.unattributed += 1
             log.debug(
@@ -183,6 +193,14 @@ class ConnectionCore:
                 self.backend,
                 method,
             )
+
+    def _sole_log_optin(self, method: str) -> ClientLink | None:
+        """A 2026-07-28 server logs only for requests that opted in: with exactly one such
+        request in flight, a log line naming no request is provably that request's."""
+        if method != methods.MESSAGE or self.facts.era is not Era.MODERN:
+            return None
+        wanting = [self._links[r] for r in self._log_optins if r in self._links]
+        return wanting[0] if len(wanting) == 1 else None
 
     async def _send_answer(self, data: bytes) -> None:
         """Deliver the answer to a server request; a backend that is gone is not an error."""
@@ -242,6 +260,8 @@ class MessageStream(ConnectionCore):
         link = out.link
         if link is not None:
             self._links[request_id] = link
+            if out.log_level is not None:
+                self._log_optins.add(request_id)
         params = self._progress.bind(out.params, request_id, link)
         try:
             await self._send(frame.request_bytes(str(request_id).encode(), out.method, params))
@@ -259,6 +279,7 @@ class MessageStream(ConnectionCore):
         finally:
             self._pending.pop(request_id, None)
             self._links.pop(request_id, None)
+            self._log_optins.discard(request_id)
             self._progress.unbind(request_id)
 
     async def _cancel_upstream(self, request_id: int, reason: str) -> None:

@@ -43,6 +43,8 @@ class Outbound:
     client_capabilities: Raw | None = None
     session_link: ClientLink | None = None
     """The client's session stream: where an isolated session reaches it between requests."""
+    log_level: str | None = None
+    """The client wants log lines of this request (at or above this level); None: none."""
     timeout_s: float = 60.0
     """How long the backend may stay silent; progress pushes the deadline back ..."""
     max_s: float | None = None
