@@ -13,7 +13,6 @@ from typing import Any
 from switchyard.bridge import ParkedCalls
 from switchyard.call import Identity
 from switchyard.dispatcher import Dispatcher
-from switchyard.downstream.session import SessionLimits, SessionRegistry
 from switchyard.forwarder import Forwarder
 from switchyard.policies.access import AccessRules
 from switchyard.policies.base import PolicySpec
@@ -23,6 +22,7 @@ from switchyard.protocol.link import log_wanted
 from switchyard.routing import catalog
 from switchyard.routing.router import Route, Router
 from switchyard.routing.views import ViewSpec, build_view
+from switchyard.sessions import SessionLimits, SessionRegistry
 from switchyard.subscriptions import Push, Subscriptions
 from switchyard.tasks import TaskRoutes
 from switchyard.upstream.backend import Backend, BackendSettings

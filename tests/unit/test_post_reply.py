@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from switchyard.downstream.session import Session
 from switchyard.downstream.streamable_http import STREAM_QUEUE_BYTES, PostReply
+from switchyard.sessions import Session
 from switchyard.wire.frame import Raw
 
 pytestmark = pytest.mark.anyio

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from switchyard.downstream.session import (
+from switchyard.protocol import codes
+from switchyard.sessions import (
     OutboxClosed,
     Session,
     SessionLimits,
     SessionRefusal,
     SessionRegistry,
 )
-from switchyard.protocol import codes
 
 pytestmark = pytest.mark.anyio
 

@@ -27,13 +27,13 @@ from switchyard.config.schema import (
     ServerConfig,
     SwitchyardConfig,
 )
-from switchyard.downstream.session import SessionLimits
 from switchyard.gateway import GatewaySettings, Plan
 from switchyard.policies.access import AccessControl, AccessRules, Rule
 from switchyard.policies.base import PolicySpec
 from switchyard.policies.request_log import RequestLog
 from switchyard.routing.names import LLM_SAFE
 from switchyard.routing.views import Selector, ViewSpec
+from switchyard.sessions import SessionLimits
 from switchyard.upstream.backend import BackendSettings
 from switchyard.upstream.credentials import CredentialSpec, check_token_url
 from switchyard.upstream.http import HttpSettings as UpstreamHttpSettings

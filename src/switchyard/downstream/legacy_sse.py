@@ -31,12 +31,12 @@ from switchyard.downstream.inbound import (
     read_message,
     settle,
 )
-from switchyard.downstream.session import SessionRefusal
 from switchyard.downstream.streamable_http import ScopeGate, _adopt, level_of, pump
 from switchyard.gateway import Gateway
 from switchyard.policies.base import RequestContext
 from switchyard.protocol import codes, methods
 from switchyard.protocol.versions import Era
+from switchyard.sessions import SessionRefusal
 from switchyard.wire import frame, sse, strict
 from switchyard.wire.frame import UNSET
 

@@ -16,13 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from switchyard.downstream.session import (
-    ClientRequests,
-    InflightRequests,
-    OutboxClosed,
-    Session,
-    Undeliverable,
-)
 from switchyard.downstream.streamable_http import _adopt, level_of
 from switchyard.gateway import Gateway
 from switchyard.policies.base import Identity, RequestContext
@@ -37,6 +30,13 @@ from switchyard.protocol.versions import (
     META_SUBSCRIPTION_ID,
     MODERN_VERSIONS,
     Era,
+)
+from switchyard.sessions import (
+    ClientRequests,
+    InflightRequests,
+    OutboxClosed,
+    Session,
+    Undeliverable,
 )
 from switchyard.wire import frame, strict
 from switchyard.wire.frame import UNSET, Envelope, Raw, Reply

@@ -34,7 +34,6 @@ from switchyard.downstream.asgi import (
     respond_json,
 )
 from switchyard.downstream.inbound import error_json, malformed_params, read_message, settle
-from switchyard.downstream.session import OUTBOX_LIMIT, OutboxClosed, Session, SessionRefusal
 from switchyard.gateway import Gateway
 from switchyard.policies.base import Identity, RequestContext
 from switchyard.protocol import codes, methods
@@ -49,6 +48,7 @@ from switchyard.protocol.versions import (
     MODERN_VERSIONS,
     Era,
 )
+from switchyard.sessions import OUTBOX_LIMIT, OutboxClosed, Session, SessionRefusal
 from switchyard.wire import frame, sse, strict
 from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
 
