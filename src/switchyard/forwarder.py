@@ -15,7 +15,7 @@ from typing import Any, Final
 import switchyard
 from switchyard.bridge import ParkedCalls
 from switchyard.call import Call, Handler
-from switchyard.protocol import codes, eras, methods
+from switchyard.protocol import codes, eras, methods, param_headers
 from switchyard.protocol.link import LOG_LEVELS, ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era, negotiate_handshake
 from switchyard.routing import catalog
@@ -423,6 +423,18 @@ async def _send(
     out = _outbound(call, call.method, frame.encode_object(fields), name)
     if link is not None:
         out.link = link
+    facts = backend.facts
+    route = call.route
+    if (
+        call.method == methods.TOOLS_CALL
+        and route is not None
+        and facts is not None
+        and facts.era is Era.MODERN
+    ):
+        # A 2026-07-28 backend may require the annotated arguments mirrored in headers.
+        out.extra_headers = tuple(
+            param_headers.headers_for(route.entry.item, fields.get("arguments"))
+        )
     return await backend.request(out)
 
 

@@ -17,7 +17,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.e2e.test_subscriptions import WATCHED, Stream
-from tests.harness import FIXTURES, PYTHON, Gateway, create_key, free_port, stdio_fixture
+from tests.harness import (
+    FIXTURES,
+    PYTHON,
+    Gateway,
+    create_key,
+    free_port,
+    start_port_fixture,
+    stdio_fixture,
+)
 from tests.rpc import MODERN, MODERN_META, RawClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -280,6 +288,40 @@ async def test_a_caller_denied_a_backend_never_starts_or_touches_it(
     assert len(starts.read_text().split()) == 1, "carol's requests started the chat backend"
     alice = await _as(gw, http, keys["alice"]).open()
     assert await alice.result("logging/setLevel", {"level": "debug"}) == {}
-    shouted = await alice.result("tools/call", {"name": "chat_shout", "arguments": {"text": "x"}})
-    assert shouted["content"][0]["text"] == "shouted x"
+    grown = await alice.result("tools/call", {"name": "chat_grow", "arguments": {}})
+    assert grown["content"][0]["text"] == "grew 1"
     assert len(starts.read_text().split()) == 2  # alice's own isolated session
+
+
+async def test_mcp_param_headers_are_checked_inbound_and_sent_upstream(
+    gateway_factory: Callable[..., Gateway], http: aiohttp.ClientSession
+) -> None:
+    """A 2026-07-28 tool whose argument is annotated `x-mcp-header: Region`: the official SDK
+    backend refuses a call without `Mcp-Param-Region`, so a call through Switchyard succeeds
+    only if Switchyard sends it; a client whose header disagrees with its body gets 400
+    `-32020`, before anything is forwarded."""
+    proc, port = start_port_fixture(
+        [PYTHON, str(FIXTURES / "sdk_http.py"), "--port", "0", "--name", "web"],
+        "param-header-backend",
+        env={"FIXTURE_PARAM_HEADER_TOOL": "1"},
+    )
+    try:
+        gw = gateway_factory({"servers": {"web": {"url": f"http://127.0.0.1:{port}/mcp"}}})
+        gw.wait_backend("web")
+        client = RawClient(gw.url, http, era="modern")
+        call = {"name": "web_region", "arguments": {"region": "eu-west"}}
+        headers = {**client.headers("tools/call", call), "Mcp-Param-Region": "eu-west"}
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {**call, "_meta": MODERN_META},
+        }
+        ok = await client.post(body, headers)
+        assert ok.status == 200, ok.body
+        assert ok.json["result"]["content"][0]["text"] == "region eu-west"
+        wrong = await client.post(body, {**headers, "Mcp-Param-Region": "us-east"})
+        assert wrong.status == 400, wrong.body
+        assert wrong.json["error"]["code"] == -32020
+    finally:
+        proc.stop()

@@ -36,7 +36,7 @@ from switchyard.downstream.asgi import (
 from switchyard.downstream.inbound import error_json, malformed_params, read_message, settle
 from switchyard.gateway import Gateway
 from switchyard.policies.base import Identity, RequestContext
-from switchyard.protocol import codes, methods
+from switchyard.protocol import codes, methods, param_headers
 from switchyard.protocol.link import log_wanted
 from switchyard.protocol.versions import (
     DEFAULT_HTTP_LEGACY_VERSION,
@@ -277,6 +277,24 @@ class StreamableHttpEndpoint:
         else:
             await respond(send, 405, headers=_ALLOW)
 
+    def _param_headers_mismatch(
+        self, headers: list[tuple[bytes, bytes]], method: str, params: dict[str, Raw]
+    ) -> str | None:
+        """How a 2026-07-28 `tools/call`'s `Mcp-Param-*` headers disagree with its arguments.
+        Judged only for a tool the caller may call: for any other the call is answered like an
+        unknown tool, so the headers never tell a caller what exists."""
+        if method != methods.TOOLS_CALL:
+            return None
+        route = self.gateway.router.resolve(method, params, current_view())
+        if route is None or not self.gateway.permits(caller(), route):
+            return None
+        sent = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in headers
+            if k.startswith(b"mcp-param-")
+        ]
+        return param_headers.check_request(sent, route.entry.item, params.get("arguments"))
+
     # -- POST ---------------------------------------------------------------------------------
 
     async def _post(
@@ -376,7 +394,7 @@ class StreamableHttpEndpoint:
             return
         mismatch = _header_mismatch(headers, version, env.method, params, meta)
         if mismatch is None:
-            mismatch = _param_headers_mismatch(headers, env.method, params)
+            mismatch = self._param_headers_mismatch(headers, env.method, params)
         if mismatch is not None:
             await respond_json(send, 400, error_json(codes.HEADER_MISMATCH, mismatch, id_raw))
             return
@@ -735,16 +753,6 @@ def _header_mismatch(
             body_value = None
         if sent is None or decode_header_value(sent) != body_value:
             return f"Mcp-Name header does not match the request body's {name_field!r}"
-    return None
-
-
-def _param_headers_mismatch(
-    headers: list[tuple[bytes, bytes]], method: str, params: dict[str, Raw]
-) -> str | None:
-    """How the request's `Mcp-Param-*` headers disagree with its body, or None.
-
-    The one place those headers are checked; their validation (with the base64 sentinel) is
-    not wired in yet, so every request passes here for now."""
     return None
 
 
