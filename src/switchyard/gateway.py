@@ -28,6 +28,7 @@ from switchyard.tasks import TaskRoutes
 from switchyard.upstream.backend import Backend, BackendSettings
 from switchyard.upstream.pool import OwnerKey
 from switchyard.wire import frame
+from switchyard.wire.frame import Raw
 
 log = logging.getLogger("switchyard.gateway")
 
@@ -171,10 +172,7 @@ class Gateway:
         session, which concerns its owner alone (a session, or a principal's sessions)."""
         targets = self._owner_sessions(owner) if owner is not None else None
         if method == methods.RESOURCE_UPDATED:
-            if targets is None:
-                self.subscriptions.resource_updated(params, None)
-            for session_id in targets or ():
-                self.subscriptions.resource_updated(params, session_id)
+            self.subscriptions.resource_updated(params, str(owner) if owner else None)
         elif method == methods.TASK_STATUS:
             task_id = _task_id(params)
             if task_id is None or not self.tasks.on_status(
@@ -223,6 +221,7 @@ class Gateway:
         uris: list[object],
         identity: Identity | None,
         view: str | None,
+        capabilities: Raw | None = None,
     ) -> list[str]:
         """A modern listen stream: each URI is routed and judged like `resources/subscribe`
         (denied and unknown look alike), within the per-stream and per-caller bounds."""
@@ -235,7 +234,7 @@ class Gateway:
                 continue
             wanted.append((uri, self.backends[route.backend]))
         principal = identity.key if identity is not None else None
-        return await self.subscriptions.listen(key, push, flags, principal, wanted)
+        return await self.subscriptions.listen(key, push, flags, principal, wanted, capabilities)
 
     def _session_removed(self, session_id: str) -> None:
         for backend in self.backends.values():

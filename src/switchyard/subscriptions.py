@@ -18,7 +18,7 @@ from switchyard.protocol import codes, methods
 from switchyard.upstream.backend import Backend
 from switchyard.upstream.outbound import Caller, Outbound
 from switchyard.wire import frame
-from switchyard.wire.frame import Reply
+from switchyard.wire.frame import Raw, Reply
 
 log = logging.getLogger("switchyard.subscriptions")
 
@@ -43,6 +43,8 @@ class _Subscriber:
     flags: frozenset[str] = frozenset()
     isolated: dict[str, str] = field(default_factory=dict)
     """URI -> backend, for subscriptions held by the client's own isolated upstream session."""
+    owners: set[str] = field(default_factory=set)
+    """The isolated upstream sessions (owner keys) holding those subscriptions."""
 
 
 class Subscriptions:
@@ -85,9 +87,11 @@ class Subscriptions:
         if not self._room(subscriber):
             return _too_many()
         self._hold(subscriber, uri)
-        if backend.isolates():
+        owner = backend.owner_for(out.session, out.principal) if backend.isolates() else None
+        if owner is not None:
             # The client's own upstream session subscribes; its updates come back to it alone.
             subscriber.isolated[uri] = backend.name
+            subscriber.owners.add(str(owner))
             reply = await backend.request(out)
             return reply if reply.error is not None else Reply(result=b"{}")
         await self._upstream(backend, [uri], key, on=True)
@@ -145,22 +149,42 @@ class Subscriptions:
         flags: frozenset[str],
         principal: str | None = None,
         uris: Iterable[tuple[str, Backend]] = (),
+        capabilities: Raw | None = None,
     ) -> list[str]:
         """Register a modern listen stream and the URIs it may watch (already routed and
         allowed); returns those accepted, within the per-stream and per-principal bounds."""
         subscriber = _Subscriber(push, principal, flags=flags)
         self._subscribers[key] = subscriber
         by_backend: dict[str, list[str]] = {}
+        accepted: list[str] = []
         for uri, backend in uris:
             if uri in subscriber.uris or not backend.supports_subscribe:
                 continue
             if not self._room(subscriber):
                 break
+            owner = backend.owner_for(None, principal) if backend.isolates() else None
+            if owner is not None:
+                # The caller's own upstream session is where its calls change things: only it
+                # can tell of those changes.
+                reply = await backend.request(
+                    Outbound(
+                        methods.SUBSCRIBE,
+                        frame.encode({"uri": uri}),
+                        caller=Caller(principal),
+                        client_capabilities=capabilities,
+                    )
+                )
+                if reply.error is not None:
+                    continue
+                subscriber.isolated[uri] = backend.name
+                subscriber.owners.add(str(owner))
+            else:
+                by_backend.setdefault(backend.name, []).append(uri)
             self._hold(subscriber, uri)
-            by_backend.setdefault(backend.name, []).append(uri)
+            accepted.append(uri)
         for name, wanted in by_backend.items():
             await self._upstream(self._backends[name], wanted, key, on=True)
-        return [uri for wanted in by_backend.values() for uri in wanted]
+        return accepted
 
     async def drop(self, key: str) -> None:
         """A session or listen stream is gone: forget it and what only it wanted."""
@@ -183,16 +207,17 @@ class Subscriptions:
         self._subscribers.pop(key, None)
 
     def resource_updated(self, params: bytes | None, owner: str | None = None) -> None:
-        """Deliver an update to the subscribers of its URI; from an isolated session (`owner`),
-        to that session's client only."""
+        """Deliver an update to the subscribers of its URI; from an isolated session (`owner`,
+        its owner key), to the subscribers that subscribed through that session only."""
         try:
             uri: Any = frame.decode_any(frame.decode_object(params)["uri"]) if params else None
         except (frame.DecodeError, frame.ValidationError, KeyError):
             return
         if owner is not None:
-            subscriber = self._subscribers.get(owner)
-            if subscriber is not None and uri in subscriber.isolated:
-                subscriber.push(methods.RESOURCE_UPDATED, params)
+            # From an isolated session: only the subscribers it holds subscriptions for.
+            for held in self._subscribers.values():
+                if owner in held.owners and uri in held.isolated:
+                    held.push(methods.RESOURCE_UPDATED, params)
             return
         for key in self._by_uri.get(uri, ()) if isinstance(uri, str) else ():
             subscriber = self._subscribers.get(key)

@@ -145,6 +145,7 @@ class StdioListener:
             uris[:MAX_LISTEN_URIS] if isinstance(uris, list) else [],
             ctx.identity,
             ctx.view,
+            ctx.client_capabilities,
         )
         if accepted:
             honoured["resourceSubscriptions"] = accepted

@@ -585,7 +585,7 @@ class StreamableHttpEndpoint:
             return
         listener = Listener(self.gateway, env.id, wanted)
         try:
-            honoured = await listener.open()
+            honoured = await listener.open(_client_capabilities(params))
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             ack = listener.tagged(
                 methods.ACKNOWLEDGED, frame.encode_object({"notifications": Raw(honoured)})
@@ -668,7 +668,7 @@ class Listener:
         self.wanted = wanted
         self.outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX_LIMIT)
 
-    async def open(self) -> bytes:
+    async def open(self, capabilities: Raw | None = None) -> bytes:
         """Register; returns the subset of the request Switchyard will honour."""
         honoured: dict[str, object] = {}
         for flag in self._LIST_FLAGS:
@@ -682,6 +682,7 @@ class Listener:
             uris if isinstance(uris, list) else [],
             caller(),
             current_view(),
+            capabilities,
         )
         if accepted:
             honoured["resourceSubscriptions"] = accepted
@@ -706,6 +707,15 @@ class Listener:
 
     async def close(self) -> None:
         await self.gateway.subscriptions.drop(self.key)
+
+
+def _client_capabilities(params: dict[str, Raw]) -> Raw | None:
+    """The capabilities a 2026-07-28 request declares in its `_meta`, if it does."""
+    try:
+        meta = frame.decode_object(params["_meta"])
+    except (KeyError, frame.DecodeError, frame.ValidationError):
+        return None
+    return meta.get(META_CLIENT_CAPABILITIES)
 
 
 def level_of(params: Raw | None) -> str | None:

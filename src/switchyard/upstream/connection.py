@@ -195,12 +195,15 @@ class ConnectionCore:
             )
 
     def _sole_log_optin(self, method: str) -> ClientLink | None:
-        """A 2026-07-28 server logs only for requests that opted in: with exactly one such
-        request in flight, a log line naming no request is provably that request's."""
+        """A 2026-07-28 server logs only for requests that opted in: when every such request in
+        flight is one client's, a log line naming no request is provably that client's."""
         if method != methods.MESSAGE or self.facts.era is not Era.MODERN:
             return None
-        wanting = [self._links[r] for r in self._log_optins if r in self._links]
-        return wanting[0] if len(wanting) == 1 else None
+        # Several requests of one client (a legacy session's) are that client's either way.
+        wanting = {
+            self._links[r].client: self._links[r] for r in self._log_optins if r in self._links
+        }
+        return next(iter(wanting.values())) if len(wanting) == 1 else None
 
     async def _send_answer(self, data: bytes) -> None:
         """Deliver the answer to a server request; a backend that is gone is not an error."""
