@@ -214,8 +214,10 @@ class PostReply:
                 f"{method}: the client has no back-channel (2026-07-28)",
                 {"source": "gateway"},
             )
-        # A client already losing notifications is not reading: its answer would never come.
-        if self.dropped or not self._has_room(len(params or b"") + 64):
+        # A client already losing notifications is not reading, and a finished stream carries
+        # nothing more: either way its answer would never come.
+        finished = self._writer is not None and self._writer.done()
+        if finished or self.dropped or not self._has_room(len(params or b"") + 64):
             return frame.error_reply(
                 codes.CLIENT_UNREACHABLE,
                 f"{method}: the client is not reading its stream",

@@ -215,9 +215,16 @@ class ConnectionCore:
         method: str,
         params: bytes | None,
         link: ClientLink | None,
+        *,
+        unrelated: bool = False,
     ) -> None:
+        """Answer a backend's request off the reader. `unrelated`: it names no request of ours,
+        so its client is chosen when the task runs, among requests still in flight then (one
+        chosen now may have finished its stream by the time the question is written)."""
         # Never block the reader on a client: the answer may take a person minutes.
-        task = asyncio.create_task(self._answer_server_request(request_id, method, params, link))
+        task = asyncio.create_task(
+            self._answer_server_request(request_id, method, params, link, unrelated)
+        )
         self._serving.add(task)
         task.add_done_callback(self._serving.discard)
 
@@ -227,7 +234,10 @@ class ConnectionCore:
         method: str,
         params: bytes | None,
         link: ClientLink | None,
+        unrelated: bool = False,
     ) -> None:
+        if unrelated:
+            link = self._unrelated_link()
         reply = await answer_server_request(method, params, link, self.client_timeout_s)
         await self._send_answer(frame.response_bytes(frame.encode_id(request_id), reply))
 
@@ -321,7 +331,7 @@ class MessageStream(ConnectionCore):
         params = bytes(env.params) if env.params is not UNSET else None
         # A duplex stream never says which request a message belongs to.
         if env.id is not UNSET:
-            self._serve_server_request(env.id, env.method, params, self._unrelated_link())
+            self._serve_server_request(env.id, env.method, params, None, unrelated=True)
             return
         if env.method == methods.PROGRESS and await self._progress.deliver(params):
             return

@@ -440,8 +440,9 @@ class StreamableHttpConnection(ConnectionCore):
         if env.id is not UNSET:
             # On a call's own stream its client is the one to ask; on the GET stream (no
             # request) only a client this connection provably serves.
-            target = link if request_id is not None else self._unrelated_link()
-            self._serve_server_request(env.id, env.method, params, target)
+            self._serve_server_request(
+                env.id, env.method, params, link, unrelated=request_id is None
+            )
         elif env.method == methods.PROGRESS and await self._progress.deliver(params):
             pass
         elif link is not None and env.method == methods.MESSAGE:
