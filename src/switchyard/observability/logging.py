@@ -98,9 +98,16 @@ def capped(value: str | None, limit: int = FIELD_CHARS) -> str | None:
     return f"{value[:limit]}…[+{len(value) - limit} chars]"
 
 
+_SECOND: list[tuple[int, str]] = [(-1, "")]
+
+
 def _timestamp(now: float) -> str:
     second = int(now)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    cached_second, stamp = _SECOND[0]
+    if cached_second != second:
+        # Formatted once per second, not per record: records come thousands a second.
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _SECOND[0] = (second, stamp)
     return f"{stamp}.{int((now - second) * 1000):03d}Z"
 
 

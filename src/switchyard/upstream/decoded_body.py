@@ -73,6 +73,10 @@ async def read(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     declared = resp.content_length
     if declared is not None and declared > limit and not encoded:
         raise TooLarge(f"response of {declared} bytes exceeds the {limit}-byte limit")
+    if declared is not None and not encoded:
+        # The common case: uncompressed, of a known length within the limit. aiohttp reads
+        # exactly that many bytes (nothing is inflated), in one buffer.
+        return await resp.read()
     body = bytearray()
     async for piece in chunks(resp):
         body += piece
