@@ -566,10 +566,14 @@ def backends() -> Iterator[dict[str, dict[str, Any]]]:
                 "era": "modern",
             },
             # Handshake era, one upstream session per client session (the default).
+            # A session per client session; the module opens many of them faster than the
+            # per-caller spawn allowance (a feature tested in test_isolation_pool), so it is
+            # lifted here: this module is about where messages go.
             "sse": {
                 "url": f"http://127.0.0.1:{sse}/sse",
                 "type": "sse",
                 "isolation": "per_session",
+                "spawn_burst": 500,
             },
             "web": {"url": f"http://127.0.0.1:{web}/mcp", "type": "http", "era": "modern"},
             # Handshake era, one upstream session for every client.
