@@ -170,7 +170,6 @@ class Gateway:
     ) -> None:
         """A backend's notification outside any request; `owner` when it came from an isolated
         session, which concerns its owner alone (a session, or a principal's sessions)."""
-        targets = self._owner_sessions(owner) if owner is not None else None
         if method == methods.RESOURCE_UPDATED:
             self.subscriptions.resource_updated(params, str(owner) if owner else None)
         elif method == methods.TASK_STATUS:
@@ -184,7 +183,7 @@ class Gateway:
             # Only a client's own isolated session can say whose a log line outside any call
             # is; a shared connection's belongs to nobody provably and is dropped, never
             # broadcast to whoever asked for logs.
-            for session_id in targets or ():
+            for session_id in self._owner_sessions(owner) if owner is not None else ():
                 session = self.sessions.peek(session_id)
                 if session is None:
                     continue
