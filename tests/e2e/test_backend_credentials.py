@@ -90,6 +90,19 @@ async def test_client_credentials_on_every_request(
     assert {c["sub"] for c in claims} == {"gateway"}
 
 
+def _exchanging(url: str, issuer: AuthServer) -> dict[str, Any]:
+    """A backend the gateway calls with each caller's identity, exchanged (RFC 8693)."""
+    return {
+        "url": url,
+        "auth": {
+            "type": "token_exchange",
+            "token_url": f"{issuer.issuer}/token",
+            "client_id": "gateway",
+            "client_secret": "gateway-secret",
+        },
+    }
+
+
 async def test_token_exchange_asserts_the_caller(
     gateway_factory: Callable[..., Gateway],
     issuer: AuthServer,
@@ -107,17 +120,7 @@ async def test_token_exchange_asserts_the_caller(
                 "issuers": [{"issuer": issuer.issuer, "jwks_uri": issuer.jwks_uri}],
                 "rules": [{"effect": "allow"}],
             },
-            "servers": {
-                "web": {
-                    "url": url,
-                    "auth": {
-                        "type": "token_exchange",
-                        "token_url": f"{issuer.issuer}/token",
-                        "client_id": "gateway",
-                        "client_secret": "gateway-secret",
-                    },
-                }
-            },
+            "servers": {"web": _exchanging(url, issuer)},
         },
         port=port,
     )
@@ -166,17 +169,7 @@ async def test_an_api_key_caller_never_borrows_the_gateways_identity(
                 "issuers": [{"issuer": issuer.issuer, "jwks_uri": issuer.jwks_uri}],
                 "rules": [{"effect": "allow"}],
             },
-            "servers": {
-                "web": {
-                    "url": url,
-                    "auth": {
-                        "type": "token_exchange",
-                        "token_url": f"{issuer.issuer}/token",
-                        "client_id": "gateway",
-                        "client_secret": "gateway-secret",
-                    },
-                }
-            },
+            "servers": {"web": _exchanging(url, issuer)},
         },
         port=port,
     )
