@@ -23,6 +23,7 @@ from switchyard.routing import catalog
 from switchyard.routing.router import Route, Router
 from switchyard.routing.views import ViewSpec, build_view
 from switchyard.sessions import SessionLimits, SessionRegistry
+from switchyard.storage.settings import StorageSettings
 from switchyard.subscriptions import Push, Subscriptions
 from switchyard.tasks import TaskRoutes
 from switchyard.upstream.backend import Backend, BackendSettings
@@ -62,6 +63,7 @@ class Plan:
     gateway: GatewaySettings
     backends: tuple[BackendSettings, ...]
     views: tuple[ViewSpec, ...] = ()
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
 
 class Gateway:

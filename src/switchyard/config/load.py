@@ -34,6 +34,7 @@ from switchyard.policies.request_log import RequestLog
 from switchyard.routing.names import LLM_SAFE
 from switchyard.routing.views import Selector, ViewSpec
 from switchyard.sessions import SessionLimits
+from switchyard.storage.settings import StorageSettings
 from switchyard.upstream.backend import BackendSettings
 from switchyard.upstream.credentials import CredentialSpec, check_token_url
 from switchyard.upstream.http import HttpSettings as UpstreamHttpSettings
@@ -323,7 +324,23 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
         policies=policies,
         access=access,
     )
-    return Plan(gateway=settings, backends=tuple(backends), views=views(config))
+    return Plan(
+        gateway=settings,
+        backends=tuple(backends),
+        views=views(config),
+        storage=storage(config, base),
+    )
+
+
+def storage(config: SwitchyardConfig, base: Path) -> StorageSettings:
+    section = config.storage
+    url = section.database_url
+    redis_url = section.redis_url
+    return StorageSettings(
+        sqlite_path=(base / section.data_dir / "switchyard.db").resolve(),
+        database_url=_resolve(url, "storage.database_url") if url else None,
+        redis_url=_resolve(redis_url, "storage.redis_url") if redis_url else None,
+    )
 
 
 def views(config: SwitchyardConfig) -> tuple[ViewSpec, ...]:

@@ -324,10 +324,33 @@ class VirtualServerConfig(BaseModel):
     )
 
 
+class StorageConfig(BaseModel):
+    """Where state that outlives a process lives (the `storage:` section): audit records, pins,
+    approval tickets. One relational database for all of them, and Redis for counters that
+    several gateway processes must share exactly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: str = Field(
+        "var",
+        description="Folder of the embedded SQLite database (`switchyard.db`), relative to the "
+        "config file; used when `database_url` is unset.",
+    )
+    database_url: str | None = Field(
+        None, description="PostgreSQL instead of SQLite: `postgresql://user@host:5432/db`."
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis shared by every gateway process (`redis://127.0.0.1:6379/0`); "
+        "unset: counters live in this process alone.",
+    )
+
+
 class SwitchyardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
 
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     servers: dict[str, ServerConfig] = Field(default_factory=dict)

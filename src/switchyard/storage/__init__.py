@@ -1,0 +1,1 @@
+"""State that outlives a process: the relational database (SQLite or PostgreSQL) and Redis."""
