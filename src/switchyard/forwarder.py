@@ -15,6 +15,7 @@ from typing import Any, Final
 import switchyard
 from switchyard.bridge import ParkedCalls
 from switchyard.call import Call, Handler
+from switchyard.delivery import Delivery, Recipient
 from switchyard.protocol import codes, eras, methods, param_headers
 from switchyard.protocol.link import LOG_LEVELS, ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era, negotiate_handshake
@@ -60,6 +61,7 @@ class Forwarder:
         parked: ParkedCalls,
         subscriptions: Subscriptions,
         tasks: TaskRoutes,
+        delivery: Delivery | None = None,
     ) -> None:
         self.backends = backends
         self.catalog = current_catalog
@@ -68,6 +70,7 @@ class Forwarder:
         self.parked = parked
         self.subscriptions = subscriptions
         self.tasks = tasks
+        self.delivery = delivery if delivery is not None else Delivery()
 
     def terminals(self) -> dict[str, Handler]:
         return {
@@ -216,7 +219,11 @@ class Forwarder:
         ctx = call.ctx
         owner = backend.owner_for(ctx.session_id, ctx.principal) if backend.isolates() else None
         self.tasks.remember(
-            ctx.caller, task_id, backend.name, str(owner) if owner else None, ctx.session_push
+            _recipient(call),
+            task_id,
+            backend.name,
+            str(owner) if owner else None,
+            ctx.session_push,
         )
 
     async def task(self, call: Call) -> Reply:
@@ -239,7 +246,7 @@ class Forwarder:
                 continue
             if not call.reaches(backend.name):
                 continue
-            reply = await backend.request(_outbound(call, methods.TASKS_LIST, None))
+            reply = await backend.request(self._outbound(call, backend, methods.TASKS_LIST, None))
             if reply.result is None:
                 continue
             for raw in frame.decode_array(
@@ -283,8 +290,8 @@ class Forwarder:
             return frame.error_reply(
                 codes.METHOD_NOT_FOUND, f"backend {backend.name!r} offers no resource subscriptions"
             )
-        out = _outbound(call, call.method, frame.encode({"uri": uri}))
-        return await self.subscriptions.add(key, push, uri, backend, out)
+        out = self._outbound(call, backend, call.method, frame.encode({"uri": uri}))
+        return await self.subscriptions.add(key, push, uri, backend, out, call.ctx.identity)
 
     async def set_level(self, call: Call) -> Reply:
         level = str_field(call.fields(), "level")
@@ -295,7 +302,7 @@ class Forwarder:
         params = bytes(call.params)
         await asyncio.gather(
             *(
-                b.set_level(_outbound(call, call.method, params))
+                b.set_level(self._outbound(call, b, call.method, params))
                 for b in self.backends.values()
                 if call.reaches(b.name)
             )
@@ -309,15 +316,15 @@ class Forwarder:
         caller = call.ctx.caller
         token = progress_token(fields)
         if self.parked.owns(fields):
-            return await self.parked.resume(caller, fields, call.ctx.link, token)
+            return await self.parked.resume(caller, fields, self._link(call, backend), token)
         fields.pop("inputResponses", None)
         fields.pop("requestState", None)
 
         async def run(link: ClientLink) -> Reply:
-            return await _send(call, backend, fields, name, link)
+            return await self._send(call, backend, fields, name, link)
 
         return await self.parked.start(
-            caller, call.ctx.client_capabilities, call.ctx.link, run, token
+            caller, call.ctx.client_capabilities, self._link(call, backend), run, token
         )
 
     async def _fulfil_for_legacy_client(
@@ -334,7 +341,9 @@ class Forwarder:
             if kind is None or frame.decode_any(kind) != "input_required":
                 return reply
             requests = frame.decode_object(result.get("inputRequests", Raw(b"{}")))
-            answers = await _ask_all(call, requests, backend.settings.timeout_s)
+            answers = await _ask_all(
+                self._link(call, backend), requests, backend.settings.timeout_s
+            )
             if isinstance(answers, Reply):
                 return answers
             fields["inputResponses"] = Raw(frame.encode_object(answers))
@@ -343,7 +352,7 @@ class Forwarder:
             else:
                 fields.pop("requestState", None)
             # A retry is a new request: the connection gives it a new id.
-            reply = await _send(call, backend, fields, name)
+            reply = await self._send(call, backend, fields, name)
             if reply.result is None:
                 return reply
         return frame.error_reply(
@@ -358,7 +367,7 @@ class Forwarder:
         facts = backend.facts
         if facts is None:
             # Answers "unavailable", naming the backend.
-            return await backend.request(_outbound(call, call.method, None))
+            return await backend.request(self._outbound(call, backend, call.method, None))
         client_era = call.ctx.era
         if facts.era is Era.MODERN:
             if client_era is not Era.MODERN or call.ctx.version != facts.version:
@@ -370,7 +379,7 @@ class Forwarder:
         if client_era is Era.MODERN and facts.era is Era.LEGACY and call.method in MRTR_METHODS:
             reply = await self._via_parking(call, backend, fields, name)
         else:
-            reply = await _send(call, backend, fields, name)
+            reply = await self._send(call, backend, fields, name)
         if client_era is Era.LEGACY and facts.era is Era.MODERN and reply.result is not None:
             # `_fulfil_for_legacy_client` decides on the decoded `resultType`.
             reply = await self._fulfil_for_legacy_client(call, backend, fields, name, reply)
@@ -390,10 +399,80 @@ class Forwarder:
                 return protocol_error(backend.name, "its result is not a JSON object")
         return reply
 
+    # -- on the caller's behalf ----------------------------------------------------------------
 
-async def _ask_all(call: Call, requests: dict[str, Raw], timeout: float) -> dict[str, Raw] | Reply:
+    def _link(self, call: Call, backend: Backend) -> ClientLink | None:
+        """The way back to this call's client for what `backend` sends it, judged on delivery."""
+        return self.delivery.link(call.ctx.link, _recipient(call), backend.name)
+
+    async def _send(
+        self,
+        call: Call,
+        backend: Backend,
+        fields: dict[str, Raw],
+        name: str | None,
+        link: ClientLink | None = None,
+    ) -> Reply:
+        """Forward `fields` as this call's params, with everything the caller's context
+        decides: the way back to the client (unless `link` stands in), and which isolated
+        upstream session serves it."""
+        out = self._outbound(call, backend, call.method, frame.encode_object(fields), name)
+        if link is not None:
+            out.link = link
+        facts = backend.facts
+        route = call.route
+        if (
+            call.method == methods.TOOLS_CALL
+            and route is not None
+            and facts is not None
+            and facts.era is Era.MODERN
+        ):
+            # A 2026-07-28 backend may require the annotated arguments mirrored in headers.
+            out.extra_headers = tuple(
+                param_headers.headers_for(route.entry.item, fields.get("arguments"))
+            )
+        return await backend.request(out)
+
+    def _outbound(
+        self,
+        call: Call,
+        backend: Backend,
+        method: str,
+        params: bytes | None,
+        name: str | None = None,
+    ) -> Outbound:
+        """The upstream request made on this call's caller's behalf; whatever `backend` sends
+        back toward the client passes delivery, addressed to this caller."""
+        ctx = call.ctx
+        identity = ctx.identity
+        delivery = self.delivery
+        if delivery.screens:
+            recipient = _recipient(call)
+            link = delivery.link(ctx.link, recipient, backend.name)
+            session_link = delivery.link(ctx.session_link, recipient, backend.name)
+        else:
+            link, session_link = ctx.link, ctx.session_link
+        return Outbound(
+            method,
+            params,
+            name=name,
+            link=link,
+            caller=Caller(ctx.principal, identity.token if identity is not None else None),
+            session=ctx.session_id,
+            client_capabilities=ctx.client_capabilities,
+            session_link=session_link,
+            log_level=ctx.log_level,
+        )
+
+
+def _recipient(call: Call) -> Recipient:
+    return Recipient(call.ctx.caller, call.ctx.identity)
+
+
+async def _ask_all(
+    link: ClientLink | None, requests: dict[str, Raw], timeout: float
+) -> dict[str, Raw] | Reply:
     """Put a modern backend's input requests to a legacy client as real requests."""
-    link = call.ctx.link
     answers: dict[str, Raw] = {}
     for key, raw in requests.items():
         request = frame.decode_object(raw)
@@ -408,51 +487,6 @@ async def _ask_all(call: Call, requests: dict[str, Raw], timeout: float) -> dict
             return answer
         answers[key] = Raw(answer.result)
     return answers
-
-
-async def _send(
-    call: Call,
-    backend: Backend,
-    fields: dict[str, Raw],
-    name: str | None,
-    link: ClientLink | None = None,
-) -> Reply:
-    """Forward `fields` as this call's params, with everything the caller's context decides:
-    the way back to the client (unless `link` stands in), and which isolated upstream session
-    serves it."""
-    out = _outbound(call, call.method, frame.encode_object(fields), name)
-    if link is not None:
-        out.link = link
-    facts = backend.facts
-    route = call.route
-    if (
-        call.method == methods.TOOLS_CALL
-        and route is not None
-        and facts is not None
-        and facts.era is Era.MODERN
-    ):
-        # A 2026-07-28 backend may require the annotated arguments mirrored in headers.
-        out.extra_headers = tuple(
-            param_headers.headers_for(route.entry.item, fields.get("arguments"))
-        )
-    return await backend.request(out)
-
-
-def _outbound(call: Call, method: str, params: bytes | None, name: str | None = None) -> Outbound:
-    """The upstream request made on this call's caller's behalf."""
-    ctx = call.ctx
-    identity = ctx.identity
-    return Outbound(
-        method,
-        params,
-        name=name,
-        link=ctx.link,
-        caller=Caller(ctx.principal, identity.token if identity is not None else None),
-        session=ctx.session_id,
-        client_capabilities=ctx.client_capabilities,
-        session_link=ctx.session_link,
-        log_level=ctx.log_level,
-    )
 
 
 def _merge(into: dict[str, Any], offer: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from switchyard.bridge import ParkedCalls
 from switchyard.call import Identity
+from switchyard.delivery import Delivery, Push
 from switchyard.dispatcher import Dispatcher
 from switchyard.forwarder import Forwarder
 from switchyard.policies.access import AccessRules
@@ -24,7 +25,7 @@ from switchyard.routing.router import Route, Router
 from switchyard.routing.views import ViewSpec, build_view
 from switchyard.sessions import SessionLimits, SessionRegistry
 from switchyard.storage.settings import StorageSettings
-from switchyard.subscriptions import Push, Subscriptions
+from switchyard.subscriptions import Subscriptions
 from switchyard.tasks import TaskRoutes
 from switchyard.upstream.backend import Backend, BackendSettings
 from switchyard.upstream.pool import OwnerKey
@@ -71,7 +72,8 @@ class Gateway:
         self.plan = plan
         self.settings = plan.gateway
         self.backends: dict[str, Backend] = {
-            b.name: Backend(b, self._backend_changed, self._backend_event) for b in plan.backends
+            b.name: Backend(b, self._backend_changed, self._backend_event, self._unattributed)
+            for b in plan.backends
         }
         self.catalog = catalog.Catalog()
         self.sessions = SessionRegistry(
@@ -83,8 +85,11 @@ class Gateway:
         # State that outlives a request is the gateway's, not the terminal's: the forwarder
         # and dispatcher can be rebuilt at any time.
         self.parked = ParkedCalls()
-        self.subscriptions = Subscriptions(self.backends)
-        self.tasks = TaskRoutes()
+        access = self.settings.access
+        # Every client-bound message outside a result passes here, addressed and judged.
+        self.delivery = Delivery(access.may_reach if access is not None else None)
+        self.subscriptions = Subscriptions(self.backends, self.delivery)
+        self.tasks = TaskRoutes(delivery=self.delivery)
         self.forwarder = Forwarder(
             self.backends,
             self.catalog_for,
@@ -93,11 +98,10 @@ class Gateway:
             self.parked,
             self.subscriptions,
             self.tasks,
+            self.delivery,
         )
         self.router = Router(self.catalog_for, self.forwarder.sole_server)
         self.dispatcher = Dispatcher(self.forwarder, self.settings.policies, self.router)
-        self.undeliverable = 0
-        """Backend messages dropped because no single caller could be proven to own them."""
         self.sessions.on_removed = self._session_removed
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -164,7 +168,9 @@ class Gateway:
             if _items(old, kind) != _items(new, kind):
                 announced.add(_CHANGED[kind])
         for method in sorted(announced):
-            self.sessions.broadcast(frame.notification_bytes(method, None))
+            for session in self.sessions.values():
+                if session.initialized:
+                    self.delivery.push(session.notify, session.recipient, None, method, None)
             self.subscriptions.list_changed(method)
 
     def _backend_event(
@@ -173,13 +179,15 @@ class Gateway:
         """A backend's notification outside any request; `owner` when it came from an isolated
         session, which concerns its owner alone (a session, or a principal's sessions)."""
         if method == methods.RESOURCE_UPDATED:
-            self.subscriptions.resource_updated(params, str(owner) if owner else None)
+            self.subscriptions.resource_updated(backend.name, params, str(owner) if owner else None)
         elif method == methods.TASK_STATUS:
             task_id = _task_id(params)
-            if task_id is None or not self.tasks.on_status(
-                backend.name, task_id, str(owner) if owner else None, method, params
-            ):
-                self._undeliverable(backend, method, "no single owner of that task")
+            if task_id is None:
+                self.delivery.unattributed(backend.name, method, "a status naming no task")
+            else:
+                self.tasks.on_status(
+                    backend.name, task_id, str(owner) if owner else None, method, params
+                )
         elif method == methods.MESSAGE:
             delivered = False
             # Only a client's own isolated session can say whose a log line outside any call
@@ -190,24 +198,25 @@ class Gateway:
                 if session is None:
                     continue
                 if log_wanted(params, session.log_level):
-                    session.notify(method, params)
+                    self.delivery.push(
+                        session.notify, session.recipient, backend.name, method, params
+                    )
                     delivered = True
             if owner is None:
-                self._undeliverable(backend, method, "a shared connection's log line")
+                self.delivery.unattributed(backend.name, method, "a shared connection's log line")
             elif not delivered:
                 log.debug("backend %r: a log line nobody of its owner wanted", backend.name)
         else:
             log.debug("backend %r: notification %s not routed", backend.name, method)
+
+    def _unattributed(self, backend: Backend, method: str, why: str) -> None:
+        self.delivery.unattributed(backend.name, method, why)
 
     def _owner_sessions(self, owner: OwnerKey) -> list[str]:
         if owner.kind == "session":
             return [owner.value]
         principal = owner.value if owner.kind == "principal" else None
         return [s.id for s in self.sessions.values() if s.principal == principal]
-
-    def _undeliverable(self, backend: Backend, method: str, why: str) -> None:
-        self.undeliverable += 1
-        log.debug("backend %r: %s dropped (%s)", backend.name, method, why)
 
     def permits(self, identity: Identity | None, route: Route) -> bool:
         """The access decision the chain's policy makes, for traffic outside the chain."""
@@ -234,8 +243,7 @@ class Gateway:
             if route is None or not self.permits(identity, route):
                 continue
             wanted.append((uri, self.backends[route.backend]))
-        principal = identity.key if identity is not None else None
-        return await self.subscriptions.listen(key, push, flags, principal, wanted, capabilities)
+        return await self.subscriptions.listen(key, push, flags, identity, wanted, capabilities)
 
     def _session_removed(self, session_id: str) -> None:
         for backend in self.backends.values():
@@ -257,7 +265,8 @@ class Gateway:
             for name, b in self.backends.items()
         }
         ready = self.started and any(b.is_up for b in self.backends.values())
-        return ready, {"ready": ready, "backends": backends}
+        undelivered = dict(self.delivery.dropped)
+        return ready, {"ready": ready, "backends": backends, "undelivered": undelivered}
 
 
 def _task_id(params: bytes | None) -> str | None:

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from switchyard.call import Identity
+from switchyard.delivery import Recipient
 from switchyard.protocol import codes
 from switchyard.protocol.link import CAPABILITY_FOR, log_wanted
 from switchyard.protocol.methods import MESSAGE as METHOD_MESSAGE
@@ -287,6 +289,8 @@ class Session:
     log_level: str | None = None
     principal: str | None = None
     """The caller that opened it; the id means nothing in anyone else's hands."""
+    identity: Identity | None = None
+    """That caller's identity, by which what reaches the session is judged on delivery."""
     view: str | None = None
     """The endpoint (virtual server) it was opened on; elsewhere it is unknown."""
     outbox: Outbox = field(default_factory=lambda: Outbox())
@@ -323,6 +327,10 @@ class Session:
     def link(self) -> SessionLink:
         """A link that reaches this client through its stream (HTTP+SSE, or the GET stream)."""
         return SessionLink(self)
+
+    @property
+    def recipient(self) -> Recipient:
+        return Recipient(self.principal or self.id, self.identity)
 
 
 class SessionLink:
@@ -417,9 +425,10 @@ class SessionRegistry:
         view: str | None = None,
         *,
         peer: str | None = None,
+        identity: Identity | None = None,
     ) -> Session | None:
         """A new session, or None when a limit refuses it (`open` says which)."""
-        opened = self.open(transport, principal, view, peer=peer)
+        opened = self.open(transport, principal, view, peer=peer, identity=identity)
         return opened if isinstance(opened, Session) else None
 
     def open(
@@ -429,6 +438,7 @@ class SessionRegistry:
         view: str | None = None,
         *,
         peer: str | None = None,
+        identity: Identity | None = None,
     ) -> Session | SessionRefusal:
         """A new session for `principal` (or, with authentication off, `peer`), unless that owner
         is at its cap or the table is full with no one over their fair share to make room."""
@@ -455,7 +465,12 @@ class SessionRegistry:
                 return _TABLE_FULL
         outbox = Outbox(limits.outbox_bytes, limits.detached_outbox_bytes, self.budget)
         session = Session(
-            secrets.token_urlsafe(32), transport, principal=principal, view=view, outbox=outbox
+            secrets.token_urlsafe(32),
+            transport,
+            principal=principal,
+            identity=identity,
+            view=view,
+            outbox=outbox,
         )
         session.owner = owner
         self._sessions[session.id] = session

@@ -10,10 +10,12 @@ principal holds a bounded number of URIs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from switchyard.call import ANONYMOUS, Identity
+from switchyard.delivery import Delivery, Push, Recipient
 from switchyard.protocol import codes, methods
 from switchyard.upstream.backend import Backend
 from switchyard.upstream.outbound import Caller, Outbound
@@ -21,9 +23,6 @@ from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
 
 log = logging.getLogger("switchyard.subscriptions")
-
-# Delivers one notification (method, raw params) to one subscriber; must not block.
-Push = Callable[[str, bytes | None], None]
 
 MAX_URIS_PER_SUBSCRIBER: Final = 1024
 MAX_URIS_PER_PRINCIPAL: Final = 4096
@@ -39,6 +38,7 @@ _LIST_FLAGS = {
 class _Subscriber:
     push: Push
     principal: str | None = None
+    identity: Identity | None = None
     uris: set[str] = field(default_factory=set)
     flags: frozenset[str] = frozenset()
     isolated: dict[str, str] = field(default_factory=dict)
@@ -46,10 +46,14 @@ class _Subscriber:
     owners: set[str] = field(default_factory=set)
     """The isolated upstream sessions (owner keys) holding those subscriptions."""
 
+    def recipient(self, key: str) -> Recipient:
+        return Recipient(self.principal or key or ANONYMOUS, self.identity)
+
 
 class Subscriptions:
-    def __init__(self, backends: Mapping[str, Backend]) -> None:
+    def __init__(self, backends: Mapping[str, Backend], delivery: Delivery | None = None) -> None:
         self._backends = backends
+        self.delivery = delivery if delivery is not None else Delivery()
         self._subscribers: dict[str, _Subscriber] = {}
         self._by_uri: dict[str, set[str]] = {}
         self._owner: dict[str, str] = {}
@@ -77,11 +81,19 @@ class Subscriptions:
         else:
             self._per_principal.pop(who, None)
 
-    async def add(self, key: str, push: Push, uri: str, backend: Backend, out: Outbound) -> Reply:
+    async def add(
+        self,
+        key: str,
+        push: Push,
+        uri: str,
+        backend: Backend,
+        out: Outbound,
+        identity: Identity | None = None,
+    ) -> Reply:
         """Subscribe session `key` to `uri`. `out` is the caller's own `resources/subscribe`:
         on an isolating backend it goes to the caller's session (opening it with the caller's
         capabilities and session stream, like any first request would)."""
-        subscriber = self._subscribers.setdefault(key, _Subscriber(push, out.principal))
+        subscriber = self._subscribers.setdefault(key, _Subscriber(push, out.principal, identity))
         if uri in subscriber.uris:
             return Reply(result=b"{}")
         if not self._room(subscriber):
@@ -147,13 +159,14 @@ class Subscriptions:
         key: str,
         push: Push,
         flags: frozenset[str],
-        principal: str | None = None,
+        identity: Identity | None = None,
         uris: Iterable[tuple[str, Backend]] = (),
         capabilities: Raw | None = None,
     ) -> list[str]:
         """Register a modern listen stream and the URIs it may watch (already routed and
         allowed); returns those accepted, within the per-stream and per-principal bounds."""
-        subscriber = _Subscriber(push, principal, flags=flags)
+        principal = identity.key if identity is not None else None
+        subscriber = _Subscriber(push, principal, identity, flags=flags)
         self._subscribers[key] = subscriber
         by_backend: dict[str, list[str]] = {}
         accepted: list[str] = []
@@ -206,29 +219,43 @@ class Subscriptions:
                 await self._upstream(backend, uris, key, on=False)
         self._subscribers.pop(key, None)
 
-    def resource_updated(self, params: bytes | None, owner: str | None = None) -> None:
-        """Deliver an update to the subscribers of its URI; from an isolated session (`owner`,
-        its owner key), to the subscribers that subscribed through that session only."""
+    def resource_updated(
+        self, backend: str, params: bytes | None, owner: str | None = None
+    ) -> None:
+        """Deliver `backend`'s update to the subscribers of its URI; from an isolated session
+        (`owner`, its owner key), to the subscribers that subscribed through that session
+        only."""
         try:
             uri: Any = frame.decode_any(frame.decode_object(params)["uri"]) if params else None
         except (frame.DecodeError, frame.ValidationError, KeyError):
             return
         if owner is not None:
             # From an isolated session: only the subscribers it holds subscriptions for.
-            for held in self._subscribers.values():
-                if owner in held.owners and uri in held.isolated:
-                    held.push(methods.RESOURCE_UPDATED, params)
+            for key, held in self._subscribers.items():
+                if owner in held.owners and held.isolated.get(uri) == backend:
+                    self._deliver(key, held, backend, methods.RESOURCE_UPDATED, params)
             return
         for key in self._by_uri.get(uri, ()) if isinstance(uri, str) else ():
             subscriber = self._subscribers.get(key)
-            if subscriber is not None:
-                subscriber.push(methods.RESOURCE_UPDATED, params)
+            if subscriber is not None and self._owner.get(uri) == backend:
+                self._deliver(key, subscriber, backend, methods.RESOURCE_UPDATED, params)
 
     def list_changed(self, method: str) -> None:
         flag = _LIST_FLAGS.get(method)
-        for subscriber in self._subscribers.values():
+        for key, subscriber in self._subscribers.items():
             if flag in subscriber.flags:
-                subscriber.push(method, None)
+                self._deliver(key, subscriber, None, method, None)
+
+    def _deliver(
+        self,
+        key: str,
+        subscriber: _Subscriber,
+        backend: str | None,
+        method: str,
+        params: bytes | None,
+    ) -> None:
+        recipient = subscriber.recipient(key)
+        self.delivery.push(subscriber.push, recipient, backend, method, params)
 
 
 def _too_many() -> Reply:

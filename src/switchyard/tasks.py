@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-# Delivers one notification (method, raw params) to one caller; must not block.
-Push = Callable[[str, bytes | None], None]
+from switchyard.call import Identity
+from switchyard.delivery import Delivery, Push, Recipient
 
 TASK_TTL_S: Final = 24 * 3600.0
 """A route outlives no task a client could still ask about; refreshed whenever it is used."""
@@ -32,6 +31,8 @@ class TaskRoute:
     """The upstream owner (isolated session key) the task was created through, if any."""
     push: Push | None
     expires: float
+    identity: Identity | None = None
+    """The caller's identity, so a status is judged for it on delivery."""
 
 
 class TaskStore(Protocol):
@@ -116,16 +117,28 @@ class MemoryTaskStore:
 
 
 class TaskRoutes:
-    def __init__(self, store: TaskStore | None = None) -> None:
+    def __init__(self, store: TaskStore | None = None, delivery: Delivery | None = None) -> None:
         self.store: TaskStore = store if store is not None else MemoryTaskStore()
-        self.dropped = 0
-        """Status notifications no single caller could be proven to own."""
+        self.delivery = delivery if delivery is not None else Delivery()
 
     def remember(
-        self, caller: str, task_id: str, backend: str, owner: str | None, push: Push | None
+        self,
+        recipient: Recipient,
+        task_id: str,
+        backend: str,
+        owner: str | None,
+        push: Push | None,
     ) -> None:
         self.store.remember(
-            TaskRoute(caller, task_id, backend, owner, push, time.monotonic() + TASK_TTL_S)
+            TaskRoute(
+                recipient.key,
+                task_id,
+                backend,
+                owner,
+                push,
+                time.monotonic() + TASK_TTL_S,
+                recipient.identity,
+            )
         )
 
     def backend_of(self, caller: str, task_id: str) -> str | None:
@@ -143,7 +156,9 @@ class TaskRoutes:
         if owner is not None:
             routes = [r for r in routes if r.owner == owner]
         if len(routes) != 1 or routes[0].push is None:
-            self.dropped += 1
+            self.delivery.unattributed(backend, method, "no single owner of that task")
             return False
-        routes[0].push(method, params)
-        return True
+        route = routes[0]
+        assert route.push is not None
+        recipient = Recipient(route.caller, route.identity)
+        return self.delivery.push(route.push, recipient, backend, method, params)

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 
 from switchyard.downstream.admission import ADMISSION_KEY, Admission
 from switchyard.downstream.asgi import (
+    IDENTITY,
     SSE_HEADERS,
     Receive,
     Scope,
@@ -68,7 +69,7 @@ class LegacySseEndpoint:
             await respond(send, 405, headers=[(b"allow", b"GET")])
             return
         session = self.gateway.sessions.open(
-            "sse", caller_name(), current_view(), peer=current_peer()
+            "sse", caller_name(), current_view(), peer=current_peer(), identity=IDENTITY.get()
         )
         if isinstance(session, SessionRefusal):
             body = error_json(session.code, session.message, data={"source": "gateway"})

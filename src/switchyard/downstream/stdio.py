@@ -359,7 +359,9 @@ class StdioServer:
             self.session.log_level = level_of(params)
         if env.method == methods.INITIALIZE and reply.result is not None:
             principal = self.identity.key if self.identity else None
-            session = self.gateway.sessions.create("stdio", principal, self.view)
+            session = self.gateway.sessions.create(
+                "stdio", principal, self.view, identity=self.identity
+            )
             if session is not None:
                 _adopt(session, reply, params)
                 session.stream_open = True  # stdout is this session's stream, always attached

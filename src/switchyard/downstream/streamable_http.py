@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from switchyard.downstream.asgi import (
+    IDENTITY,
     SSE_HEADERS,
     Receive,
     Scope,
@@ -561,7 +562,11 @@ class StreamableHttpEndpoint:
             await respond_json(send, 200, frame.response_bytes(id_raw, reply))
             return
         session = self.gateway.sessions.open(
-            "streamable-http", caller_name(), current_view(), peer=current_peer()
+            "streamable-http",
+            caller_name(),
+            current_view(),
+            peer=current_peer(),
+            identity=IDENTITY.get(),
         )
         if isinstance(session, SessionRefusal):
             body = error_json(session.code, session.message, id_raw, {"source": "gateway"})

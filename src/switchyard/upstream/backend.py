@@ -98,6 +98,7 @@ class Backend:
         settings: BackendSettings,
         on_change: Callable[[Backend], None],
         on_event: Callable[[Backend, str, bytes | None, OwnerKey | None], None] | None = None,
+        on_unattributed: Callable[[Backend, str, str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -107,6 +108,7 @@ class Backend:
         self.first_attempt = asyncio.Event()
         self._on_change = on_change
         self._on_event = on_event
+        self._on_unattributed = on_unattributed
         self._pool = IsolatedPool(
             self.name,
             PoolLimits(
@@ -220,7 +222,9 @@ class Backend:
         return [first, *fresh]
 
     def _attach_credential(self, conn: Connection) -> None:
-        """One credential (one token cache) per backend, shared by all its connections."""
+        """One credential (one token cache) per backend, shared by all its connections; and
+        where each reports a message it could not attribute to any single client."""
+        conn.on_unattributed = self._unattributed
         spec = self.settings.credentials
         if spec is None or not isinstance(conn, StreamableHttpConnection):
             return
@@ -228,6 +232,10 @@ class Backend:
             self._token_http = token_session()
             self._credential = spec.build(self._token_http)
         conn.credential = self._credential
+
+    def _unattributed(self, method: str, why: str) -> None:
+        if self._on_unattributed is not None:
+            self._on_unattributed(self, method, why)
 
     async def _connect(self) -> Connection | None:
         candidates = self._candidates()

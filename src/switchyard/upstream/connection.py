@@ -55,6 +55,9 @@ class Connection(Protocol):
     """Client capabilities to declare in a legacy `initialize` (None: the routable set)."""
     client_timeout_s: float
     """How long a client may take to answer this backend's server->client request."""
+    on_unattributed: Callable[[str, str], None] | None
+    """Told (method, why) of each client-bound message no single client could be proven to
+    own: it is dropped, and the gateway counts it."""
 
     async def open(self) -> None: ...
 
@@ -144,6 +147,7 @@ class ConnectionCore:
         self.client_timeout_s = 60.0
         self.unattributed = 0
         """Client-bound notifications dropped because no client could be proven theirs."""
+        self.on_unattributed: Callable[[str, str], None] | None = None
         self._links: dict[int, ClientLink] = {}
         """The way back to the client of each request in flight, by upstream id."""
         self._log_optins: set[int] = set()
@@ -188,11 +192,8 @@ class ConnectionCore:
             await wanting.notify(method, params)
         else:
             self.unattributed += 1
-            log.debug(
-                "backend %r: %s outside any request on a shared connection; dropped",
-                self.backend,
-                method,
-            )
+            if self.on_unattributed is not None:
+                self.on_unattributed(method, "outside any request, with several clients calling")
 
     def _sole_log_optin(self, method: str) -> ClientLink | None:
         """A 2026-07-28 server logs only for requests that opted in: when every such request in
