@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from switchyard.call import Identity
 from switchyard.delivery import Recipient
@@ -21,6 +21,7 @@ from switchyard.protocol import codes
 from switchyard.protocol.link import CAPABILITY_FOR, log_wanted
 from switchyard.protocol.methods import MESSAGE as METHOD_MESSAGE
 from switchyard.protocol.versions import LATEST_HANDSHAKE
+from switchyard.storage.counters import Counters, MemoryCounters
 from switchyard.wire import frame
 from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
 
@@ -387,6 +388,44 @@ class SessionRefusal:
     message: str
 
 
+class SessionStore(Protocol):
+    """Where sessions are found by id. A session's record (id, owner, view, version,
+    capabilities, log level) is what another process would need to serve it; its stream and
+    outbox stay with the process its client is connected to."""
+
+    def put(self, session: Session) -> None: ...
+
+    def get(self, session_id: str) -> Session | None: ...
+
+    def pop(self, session_id: str) -> Session | None: ...
+
+    def values(self) -> list[Session]: ...
+
+    def __len__(self) -> int: ...
+
+
+class MemorySessionStore:
+    __slots__ = ("_sessions",)
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, Session] = {}
+
+    def put(self, session: Session) -> None:
+        self._sessions[session.id] = session
+
+    def get(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    def pop(self, session_id: str) -> Session | None:
+        return self._sessions.pop(session_id, None)
+
+    def values(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
 class SessionRegistry:
     def __init__(
         self,
@@ -394,6 +433,8 @@ class SessionRegistry:
         max_sessions: int = 10000,
         *,
         limits: SessionLimits | None = None,
+        store: SessionStore | None = None,
+        owned: Counters | None = None,
     ) -> None:
         base = limits or SessionLimits()
         self.limits = SessionLimits(
@@ -409,8 +450,8 @@ class SessionRegistry:
         self.budget = ByteBudget(self.limits.outbox_budget_bytes)
         self.idle_timeout_s = idle_timeout_s
         self.max_sessions = max_sessions
-        self._sessions: dict[str, Session] = {}
-        self._owned: dict[str, int] = {}
+        self._sessions: SessionStore = store if store is not None else MemorySessionStore()
+        self._owned: Counters = owned if owned is not None else MemoryCounters()
         """Open sessions per owner key (principal, or peer address without authentication)."""
         self.on_removed: Callable[[str], None] | None = None
         """Told the id of every session that ends (deleted, closed or reaped)."""
@@ -446,7 +487,7 @@ class SessionRegistry:
         limits = self.limits
         if len(self._sessions) >= limits.max_sessions * limits.high_water:
             self.reap()
-        held = self._owned.get(owner, 0) if owner is not None else 0
+        held = self._owned.get(owner) if owner is not None else 0
         if owner is not None and held >= limits.max_per_principal:
             return SessionRefusal(
                 429,
@@ -473,18 +514,19 @@ class SessionRegistry:
             outbox=outbox,
         )
         session.owner = owner
-        self._sessions[session.id] = session
+        self._sessions.put(session)
         if owner is not None:
-            self._owned[owner] = held + 1
+            self._owned.add(owner)
         return session
 
     def _fair_share(self, owner: str | None) -> int:
         # Counting one owner more than there are keeps a share free for whoever comes next.
-        owners = len(self._owned) + (1 if owner in self._owned else 2)
+        held = self._owned.get(owner) if owner is not None else 0
+        owners = self._owned.owners() + (1 if held else 2)
         return max(1, self.limits.max_sessions // owners)
 
     def _evict_beyond(self, share: int) -> bool:
-        largest = max(self._owned.items(), key=lambda item: item[1], default=None)
+        largest = self._owned.largest()
         if largest is None or largest[1] <= share:
             return False
         theirs = [s for s in self._sessions.values() if s.owner == largest[0]]
@@ -513,27 +555,22 @@ class SessionRegistry:
         return self._sessions.get(session_id)
 
     def remove(self, session_id: str) -> Session | None:
-        session = self._sessions.pop(session_id, None)
+        session = self._sessions.pop(session_id)
         if session is None:
             return None
-        owner = session.owner
-        if owner is not None:
-            left = self._owned.get(owner, 1) - 1
-            if left > 0:
-                self._owned[owner] = left
-            else:
-                self._owned.pop(owner, None)
+        if session.owner is not None:
+            self._owned.release(session.owner)
         session.close()
         if self.on_removed is not None:
             self.on_removed(session_id)
         return session
 
     def values(self) -> list[Session]:
-        return list(self._sessions.values())
+        return self._sessions.values()
 
     def count_for(self, principal: str | None, peer: str | None = None) -> int:
         owner = owner_key(principal, peer)
-        return self._owned.get(owner, 0) if owner is not None else 0
+        return self._owned.get(owner) if owner is not None else 0
 
     def broadcast(self, message: bytes) -> None:
         """Queue a notification for every initialized session (list changes)."""
@@ -550,7 +587,7 @@ class SessionRegistry:
         """Close sessions idle past the idle timeout (unless a stream is reading them) and every
         session past its lifetime, streamed or not."""
         now = time.monotonic()
-        ended = [sid for sid, s in self._sessions.items() if self._expired(s, now)]
+        ended = [s.id for s in self._sessions.values() if self._expired(s, now)]
         for sid in ended:
             self.remove(sid)
         return len(ended)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from switchyard.call import ANONYMOUS, Identity
 from switchyard.delivery import Delivery, Push, Recipient
 from switchyard.protocol import codes, methods
+from switchyard.storage.counters import Counters, MemoryCounters
 from switchyard.upstream.backend import Backend
 from switchyard.upstream.outbound import Caller, Outbound
 from switchyard.wire import frame
@@ -50,36 +51,87 @@ class _Subscriber:
         return Recipient(self.principal or key or ANONYMOUS, self.identity)
 
 
+class SubscriptionStore(Protocol):
+    """Which subscribers want each URI on a shared upstream connection, and which backend holds
+    its upstream subscription: what decides when to subscribe and unsubscribe upstream. (A
+    subscriber's stream stays with the process its client is connected to.)"""
+
+    def join(self, uri: str, key: str, backend: str) -> bool:
+        """`key` wants `uri` of `backend`; True when it is the first, so upstream must hear."""
+        ...
+
+    def leave(self, uri: str, key: str) -> bool:
+        """`key` no longer wants `uri`; True when it was the last, so upstream must hear."""
+        ...
+
+    def wanting(self, uri: str) -> list[str]: ...
+
+    def holder(self, uri: str) -> str | None:
+        """The backend holding the upstream subscription to `uri`."""
+        ...
+
+
+class MemorySubscriptionStore:
+    def __init__(self) -> None:
+        self._by_uri: dict[str, set[str]] = {}
+        self._holder: dict[str, str] = {}
+
+    def join(self, uri: str, key: str, backend: str) -> bool:
+        keys = self._by_uri.setdefault(uri, set())
+        first = not keys
+        if first:
+            self._holder[uri] = backend
+        keys.add(key)
+        return first
+
+    def leave(self, uri: str, key: str) -> bool:
+        keys = self._by_uri.get(uri)
+        if keys is None or key not in keys:
+            return False
+        keys.discard(key)
+        if keys:
+            return False
+        del self._by_uri[uri]
+        self._holder.pop(uri, None)
+        return True
+
+    def wanting(self, uri: str) -> list[str]:
+        return list(self._by_uri.get(uri, ()))
+
+    def holder(self, uri: str) -> str | None:
+        return self._holder.get(uri)
+
+
 class Subscriptions:
-    def __init__(self, backends: Mapping[str, Backend], delivery: Delivery | None = None) -> None:
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        delivery: Delivery | None = None,
+        store: SubscriptionStore | None = None,
+        per_principal: Counters | None = None,
+    ) -> None:
         self._backends = backends
         self.delivery = delivery if delivery is not None else Delivery()
         self._subscribers: dict[str, _Subscriber] = {}
-        self._by_uri: dict[str, set[str]] = {}
-        self._owner: dict[str, str] = {}
-        self._per_principal: dict[str, int] = {}
+        self._store: SubscriptionStore = store if store is not None else MemorySubscriptionStore()
+        self._per_principal: Counters = (
+            per_principal if per_principal is not None else MemoryCounters()
+        )
 
     def _room(self, subscriber: _Subscriber) -> bool:
         if len(subscriber.uris) >= MAX_URIS_PER_SUBSCRIBER:
             return False
-        held = self._per_principal.get(subscriber.principal or "", 0)
-        return held < MAX_URIS_PER_PRINCIPAL
+        return self._per_principal.get(subscriber.principal or "") < MAX_URIS_PER_PRINCIPAL
 
     def _hold(self, subscriber: _Subscriber, uri: str) -> None:
         subscriber.uris.add(uri)
-        who = subscriber.principal or ""
-        self._per_principal[who] = self._per_principal.get(who, 0) + 1
+        self._per_principal.add(subscriber.principal or "")
 
     def _release(self, subscriber: _Subscriber, uri: str) -> None:
         if uri not in subscriber.uris:
             return
         subscriber.uris.discard(uri)
-        who = subscriber.principal or ""
-        left = self._per_principal.get(who, 1) - 1
-        if left > 0:
-            self._per_principal[who] = left
-        else:
-            self._per_principal.pop(who, None)
+        self._per_principal.release(subscriber.principal or "")
 
     async def add(
         self,
@@ -112,22 +164,11 @@ class Subscriptions:
     async def _upstream(self, backend: Backend, uris: Iterable[str], key: str, on: bool) -> None:
         """Subscribe the shared connection to whichever of `uris` nobody wanted before (or
         unsubscribe those nobody wants any more), in one batch."""
-        changed: list[str] = []
-        for uri in uris:
-            keys = self._by_uri.setdefault(uri, set()) if on else self._by_uri.get(uri)
-            if keys is None:
-                continue
-            if on:
-                if not keys:
-                    changed.append(uri)
-                    self._owner[uri] = backend.name
-                keys.add(key)
-            elif key in keys:
-                keys.discard(key)
-                if not keys:
-                    del self._by_uri[uri]
-                    self._owner.pop(uri, None)
-                    changed.append(uri)
+        store = self._store
+        if on:
+            changed = [uri for uri in uris if store.join(uri, key, backend.name)]
+        else:
+            changed = [uri for uri in uris if store.leave(uri, key)]
         if changed:
             await backend.subscribe_many(changed, on)
 
@@ -150,7 +191,7 @@ class Subscriptions:
                     )
                 )
             return
-        backend = self._backends.get(self._owner.get(uri, ""))
+        backend = self._backends.get(self._store.holder(uri) or "")
         if backend is not None:
             await self._upstream(backend, [uri], key, on=False)
 
@@ -210,9 +251,9 @@ class Subscriptions:
                 await self.remove(key, uri)
                 continue
             self._release(subscriber, uri)
-            owner = self._owner.get(uri)
-            if owner is not None:
-                shared.setdefault(owner, []).append(uri)
+            holder = self._store.holder(uri)
+            if holder is not None:
+                shared.setdefault(holder, []).append(uri)
         for name, uris in shared.items():
             backend = self._backends.get(name)
             if backend is not None:
@@ -235,9 +276,11 @@ class Subscriptions:
                 if owner in held.owners and held.isolated.get(uri) == backend:
                     self._deliver(key, held, backend, methods.RESOURCE_UPDATED, params)
             return
-        for key in self._by_uri.get(uri, ()) if isinstance(uri, str) else ():
+        if not isinstance(uri, str) or self._store.holder(uri) != backend:
+            return  # a backend speaks only for the subscriptions it holds
+        for key in self._store.wanting(uri):
             subscriber = self._subscribers.get(key)
-            if subscriber is not None and self._owner.get(uri) == backend:
+            if subscriber is not None:
                 self._deliver(key, subscriber, backend, methods.RESOURCE_UPDATED, params)
 
     def list_changed(self, method: str) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from switchyard.protocol import codes
+from switchyard.storage.counters import Counters, MemoryCounters
 from switchyard.wire import frame
 from switchyard.wire.frame import Reply
 
@@ -63,23 +64,15 @@ class Lease:
 class ClientQuota:
     """At most `limit` requests of one client (principal, else session) at a time."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, counts: Counters | None = None) -> None:
         self.limit = limit
-        self.counts: dict[str, int] = {}
+        self.counts: Counters = counts if counts is not None else MemoryCounters()
 
     def take(self, key: str) -> Lease | None:
-        count = self.counts.get(key, 0)
-        if count >= self.limit:
-            return None
-        self.counts[key] = count + 1
-        return Lease(self, key)
+        return Lease(self, key) if self.counts.take(key, self.limit) else None
 
     def release(self, key: str) -> None:
-        left = self.counts.get(key, 0) - 1
-        if left > 0:
-            self.counts[key] = left
-        else:
-            self.counts.pop(key, None)
+        self.counts.release(key)
 
 
 @dataclass(slots=True)
