@@ -330,7 +330,8 @@ class Forwarder:
     async def _fulfil_for_legacy_client(
         self, call: Call, backend: Backend, fields: dict[str, Raw], name: str | None, reply: Reply
     ) -> Reply:
-        """Drive a modern backend's `input_required` rounds with a legacy client's answers."""
+        """Drive a modern backend's `input_required` rounds with a legacy client's answers;
+        the final result comes back in the legacy era's shape (decoded once, here)."""
         for _ in range(MAX_INPUT_ROUNDS):
             assert reply.result is not None
             try:
@@ -339,6 +340,7 @@ class Forwarder:
                 return protocol_error(backend.name, "its result is not a JSON object")
             kind = result.get("resultType")
             if kind is None or frame.decode_any(kind) != "input_required":
+                reply.result = eras.strip_modern(reply.result, result)
                 return reply
             requests = frame.decode_object(result.get("inputRequests", Raw(b"{}")))
             answers = await _ask_all(
@@ -381,7 +383,7 @@ class Forwarder:
         else:
             reply = await self._send(call, backend, fields, name)
         if client_era is Era.LEGACY and facts.era is Era.MODERN and reply.result is not None:
-            # `_fulfil_for_legacy_client` decides on the decoded `resultType`.
+            # Decides on the decoded `resultType`, and gives back a legacy-shaped result.
             reply = await self._fulfil_for_legacy_client(call, backend, fields, name, reply)
         if (
             call.method == methods.TOOLS_CALL
@@ -389,12 +391,9 @@ class Forwarder:
             and "tasks" in facts.capabilities
         ):
             self._remember_task(call, backend, reply.result)
-        if reply.result is not None and client_era is not facts.era:
+        if reply.result is not None and client_era is Era.MODERN and facts.era is Era.LEGACY:
             try:
-                if client_era is Era.MODERN:
-                    reply.result = eras.result_for_modern(reply.result, call.method)
-                else:
-                    reply.result = eras.result_for_legacy(reply.result)
+                reply.result = eras.result_for_modern(reply.result, call.method)
             except (frame.DecodeError, frame.ValidationError):
                 return protocol_error(backend.name, "its result is not a JSON object")
         return reply

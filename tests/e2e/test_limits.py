@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -174,6 +175,36 @@ async def test_slow_clients_are_cut_off_while_others_are_served(
     assert (await client.post(PING, client.headers())).status == 200  # served meanwhile
     assert await asyncio.wait_for(slow_head, 5) == b""
     assert (await asyncio.wait_for(slow_body, 5)).startswith(b"HTTP/1.1 408")
+
+
+async def test_a_head_flooding_far_past_the_limit_is_cut_off_before_its_deadline(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """A head four times past `max_header_bytes` (default 32 KiB) is not buffered until the
+    header deadline (here 60 s): the connection closes as soon as it crosses. A large body
+    does not count toward it (only a head's bytes do)."""
+    patient = start_gateway(
+        {"gateway": {"limits": {"header_timeout": 60.0}}}, tmp_path, ready=False
+    )
+    try:
+        flood = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 200_000
+        try:
+            answer = await asyncio.wait_for(_raw(patient, flood, read_timeout=30), 10)
+        except ConnectionResetError:
+            answer = b""  # closed while the flood was still being written
+        assert answer == b""
+    finally:
+        patient.stop()
+    pads = {f"pad{n}": "x" * 3000 for n in range(20)}  # within the module's JSON limits
+    params = {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+        "_meta": pads,
+    }
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params})
+    head = _head(gateway, "Connection: close\r\n", length=len(body)) + "\r\n"
+    assert (await _raw(gateway, head.encode() + body.encode())).startswith(b"HTTP/1.1 200")
 
 
 async def test_too_many_requests_in_flight_for_one_session_is_429(

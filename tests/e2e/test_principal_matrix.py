@@ -12,7 +12,9 @@ per principal.
 Each caller puts its own marker in everything it sends: request ids, progress tokens, the text
 its log-producing calls log, the tags of the backend's sampling, elicitation and roots requests,
 its answers to them (which come back in its tool results), and the resource it subscribes to and
-changes. All of that is in flight at once, in an order shuffled by a fixed seed per round. Then:
+changes. All of that is in flight at once, in an order shuffled per round: two fixed seeds, and
+a third drawn afresh on every run (the failure names it; set SWITCHYARD_MATRIX_SEED to replay
+it), so each run fuzzes an order no run tried before. Then:
 each caller got exactly its own progress, log lines, server requests, answers and resource
 updates, and not one string of anything it received carries the other caller's marker.
 
@@ -71,7 +73,9 @@ FACES = ("legacy", "modern", "sse", "stdio")
 UNATTRIBUTABLE_LOGS = "io"  # the backend whose log lines name no request
 KINDS = ("ticks", "note", "roots", "sample", "elicit", "touch")
 TICKS = 3
-SEEDS = (11, 23, 37)  # one round per seed; the seed decides the order the calls are issued in
+# One round per seed; the seed decides the order the calls are issued in, and where some calls
+# get to start before the next is issued.
+SEEDS = (11, 23, int(os.environ.get("SWITCHYARD_MATRIX_SEED") or secrets.randbelow(1 << 31)))
 
 # `switchyard stdio` starts its own stdio backend; a loaded machine may take long to start it,
 # and a client must not find it missing.

@@ -76,7 +76,11 @@ def result_for_modern(result: bytes, method: str) -> bytes:
 
 def result_for_legacy(result: bytes) -> bytes:
     """Strip modern-only fields so a legacy client sees a result of its own era."""
-    obj = frame.decode_object(result)
+    return strip_modern(result, frame.decode_object(result))
+
+
+def strip_modern(result: bytes, obj: dict[str, Raw]) -> bytes:
+    """`result` (already decoded as `obj`, which may be changed) without modern-only fields."""
     if not _MODERN_RESULT_KEYS.intersection(obj):
         return result
     for key in _MODERN_RESULT_KEYS:
