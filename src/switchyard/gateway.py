@@ -19,6 +19,7 @@ from switchyard.policies.base import PolicySpec
 from switchyard.policies.request_log import RequestLog
 from switchyard.protocol import methods
 from switchyard.protocol.link import log_wanted
+from switchyard.redaction.engine import Redactor
 from switchyard.routing import catalog
 from switchyard.routing.router import Route, Router
 from switchyard.routing.views import ViewSpec, build_view
@@ -54,6 +55,9 @@ class GatewaySettings:
     access: AccessRules | None = None
     """The access rules when authentication is on: the chain's policy and every message that
     does not travel the chain (listen streams, out-of-call deliveries) decide by the same."""
+    redaction: Redactor | None = None
+    """The redaction engine when rules are configured: the chain's policy, and
+    `redact_notification` for every client-bound message outside a result."""
 
 
 @dataclass(frozen=True, slots=True)
