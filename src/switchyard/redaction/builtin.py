@@ -80,14 +80,19 @@ def _mask_email(value: str) -> str:
     return local[:1] + "*" * (len(local) - 1) + "@" + domain
 
 
-_DATE_LIKE: Final = _c(r"\d{4}[-./ ]\d{1,2}[-./ ]\d{1,2}|\d{1,2}[-./ ]\d{1,2}[-./ ]\d{4}")
+# Dates and dotted quads are digit groups with separators too.
+_NOT_A_NUMBER: Final = _c(
+    r"\d{4}[-./ ]\d{1,2}[-./ ]\d{1,2}|\d{1,2}[-./ ]\d{1,2}[-./ ]\d{4}|\d{1,3}(?:\.\d{1,3}){3}"
+)
 
 
 def _phone_validator(regions: Sequence[str]) -> Validator:
     def validate(value: str) -> str | None:
         digits = sum(c.isdigit() for c in value)
-        if not 7 <= digits <= 15 or _DATE_LIKE.fullmatch(value):
+        if not 7 <= digits <= 15 or _NOT_A_NUMBER.fullmatch(value):
             return None
+        if not value.startswith("+") and "." in value and "-" in value:
+            return None  # a national number keeps one separator (`141.771.552-79` is an id)
         try:
             if value.startswith("+"):
                 number = phonenumbers.parse(value, None)
@@ -216,15 +221,17 @@ def _b64url(part: str) -> bytes:
 
 
 def _jwt(value: str) -> str | None:
-    header, payload, _signature = value.split(".")
+    header, payload, signature = value.split(".")
     try:
         decoded = json.loads(_b64url(header))
         _b64url(payload)
     except (ValueError, binascii.Error):
         return None
-    if isinstance(decoded, dict) and isinstance(decoded.get("alg"), str):
-        return value
-    return None
+    if not isinstance(decoded, dict) or not isinstance(alg := decoded.get("alg"), str):
+        return None
+    # Only an unsecured token (`alg: none`) ends in an empty signature; otherwise the last
+    # dot is a full stop after a two-part string.
+    return value if signature or alg.lower() == "none" else None
 
 
 def _azure_key(value: str) -> str | None:
@@ -263,7 +270,8 @@ def builtins(phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> tuple[Dete
         Detector(
             "jwt",
             _c(
-                r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*(?![A-Za-z0-9_.-])"
+                r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+                r"(?![A-Za-z0-9_-]|\.[A-Za-z0-9_-])"
             ),
             keeping_prefix(_c(r"eyJ")),
             _jwt,
@@ -323,7 +331,8 @@ def builtins(phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> tuple[Dete
         Detector(
             "azure_client_secret",
             _c(
-                r"(?<![A-Za-z0-9_~.-])[A-Za-z0-9_~.-]{3}\dQ~[A-Za-z0-9_~.-]{31,34}(?![A-Za-z0-9_~.-])"
+                r"(?<![A-Za-z0-9_~.-])[A-Za-z0-9_~.-]{3}\dQ~[A-Za-z0-9_~.-]{31,34}"
+                r"(?![A-Za-z0-9_~-]|\.[A-Za-z0-9_~-])"
             ),
             keeping(),
             gates=("Q~",),
@@ -421,7 +430,8 @@ def builtins(phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> tuple[Dete
         ),
         Detector(
             "bearer_token",
-            _c(r"\bbearer\s+([A-Za-z0-9._~+/-]{16,}=*)(?![A-Za-z0-9._~+/=-])", re.IGNORECASE),
+            _c(r"\bbearer\s+([A-Za-z0-9._~+/-]{15,}[A-Za-z0-9_~+/-]=*)"
+                r"(?![A-Za-z0-9_~+/=-]|\.[A-Za-z0-9_~+/-])", re.IGNORECASE),
             keeping(),
             _token_like,
             group=1,
@@ -490,7 +500,7 @@ def builtins(phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> tuple[Dete
         Detector(
             "phone",
             _c(
-                r"(?<![\w+.-])(?:\+\d{7,15}|\+\d{1,3}(?:[ .-]\(?\d{1,5}\)?|\(\d{1,5}\)){1,6}|"
+                r"(?<![\w+.-])(?:\+\d{7,15}|\+\d{1,3}(?:[ .-]\d{1,8}|[ .-]?\(\d{1,5}\)){1,6}|"
                 r"\(\d{2,5}\)[ .-]?\d{2,5}(?:[ .-]\d{2,5}){1,3}|\d{2,5}(?:[ .-]\d{2,5}){2,3}|"
                 r"0\d{2,4}[ .-]\d{5,8})(?![\w-]|\.\d)"
             ),
