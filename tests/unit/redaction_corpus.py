@@ -57,9 +57,8 @@ def _r(rng: random.Random, alphabet: str, n: int) -> str:
 def _mixed(rng: random.Random, alphabet: str, n: int) -> str:
     while True:
         s = _r(rng, alphabet, n)
-        if any(c.isupper() for c in s) and any(c.islower() for c in s):
-            if any(c.isdigit() for c in s):
-                return s
+        if all(any(test(c) for c in s) for test in (str.isupper, str.islower, str.isdigit)):
+            return s
 
 
 def _digits(rng: random.Random, n: int) -> str:
@@ -85,8 +84,10 @@ def _group(digits: str, sizes: tuple[int, ...], sep: str) -> str:
 
 # -- generators: (positive, negative) per detector -------------------------------------------
 
-CARD_PREFIXES = (("4", 16), ("51", 16), ("55", 16), ("2221", 16), ("34", 15), ("37", 15),
-                 ("6011", 16), ("65", 16), ("3530", 16), ("36", 14), ("62", 16), ("4", 19))  # fmt: skip
+CARD_PREFIXES = (
+    *(("4", 16), ("51", 16), ("55", 16), ("2221", 16), ("34", 15), ("37", 15)),
+    *(("6011", 16), ("65", 16), ("3530", 16), ("36", 14), ("62", 16), ("4", 19)),
+)
 
 
 def card_pos(rng: random.Random) -> str:
@@ -115,8 +116,8 @@ PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN", "JP", "BR", "AU", "ES", "IT", "NL
 
 def _valid_number(rng: random.Random, region: str) -> phonenumbers.PhoneNumber:
     example = phonenumbers.example_number_for_type(
-        region, rng.choice((phonenumbers.PhoneNumberType.MOBILE,
-                            phonenumbers.PhoneNumberType.FIXED_LINE))  # fmt: skip
+        region,
+        rng.choice((phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE)),
     )
     assert example is not None
     national = str(example.national_number)
@@ -154,7 +155,7 @@ def phone_neg(rng: random.Random) -> str:
     if kind == 2:
         return f"+1 {rng.choice('01')}{_digits(rng, 2)} {_digits(rng, 3)} {_digits(rng, 4)}"
     if kind == 3:
-        return f"{rng.randint(10, 250)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        return ".".join(str(rng.randint(1, 254)) for _ in range(4))
     if kind == 4:
         return f"{_digits(rng, 5)}-{_digits(rng, 4)}"  # ZIP+4
     if kind == 5:
@@ -185,10 +186,12 @@ def email_neg(rng: random.Random) -> str:
     )
 
 
-IBAN_SEEDS = ("DE89370400440532013000", "GB82WEST12345698765432", "FR1420041010050500013M02606",
-              "NL91ABNA0417164300", "ES9121000418450200051332", "IT60X0542811101000000123456",
-              "CH9300762011623852957", "BE71096123456769", "AT611904300234573201", "NO9386011117947",
-              "PL61109010140000071219812874")  # fmt: skip
+IBAN_SEEDS = (
+    *("DE89370400440532013000", "GB82WEST12345698765432", "FR1420041010050500013M02606"),
+    *("NL91ABNA0417164300", "ES9121000418450200051332", "IT60X0542811101000000123456"),
+    *("CH9300762011623852957", "BE71096123456769", "AT611904300234573201", "NO9386011117947"),
+    "PL61109010140000071219812874",
+)
 
 
 def _iban(rng: random.Random) -> str:
@@ -462,7 +465,9 @@ def slack_neg(rng: random.Random) -> str:
 def stripe_pos(rng: random.Random) -> str:
     if rng.random() < 0.2:
         return "whsec_" + _mixed(rng, ALNUM, 32)
-    return rng.choice(("sk_live_", "sk_test_", "rk_live_")) + _mixed(rng, ALNUM, rng.choice((24, 99)))
+    return rng.choice(("sk_live_", "sk_test_", "rk_live_")) + _mixed(
+        rng, ALNUM, rng.choice((24, 99))
+    )
 
 
 def stripe_neg(rng: random.Random) -> str:
@@ -514,7 +519,9 @@ def npm_pos(rng: random.Random) -> str:
 
 
 def npm_neg(rng: random.Random) -> str:
-    return rng.choice(("npm_" + _mixed(rng, ALNUM, 20), "npm_install", "pnpm_" + _mixed(rng, ALNUM, 36)))
+    return rng.choice(
+        ("npm_" + _mixed(rng, ALNUM, 20), "npm_install", "pnpm_" + _mixed(rng, ALNUM, 36))
+    )
 
 
 def pypi_pos(rng: random.Random) -> str:
@@ -522,7 +529,9 @@ def pypi_pos(rng: random.Random) -> str:
 
 
 def pypi_neg(rng: random.Random) -> str:
-    return rng.choice(("pypi-" + _mixed(rng, URLSAFE, 60), "pypi-AgEIcHlwaS5vcmc" + _r(rng, ALNUM, 10)))
+    return rng.choice(
+        ("pypi-" + _mixed(rng, URLSAFE, 60), "pypi-AgEIcHlwaS5vcmc" + _r(rng, ALNUM, 10))
+    )
 
 
 def bearer_pos(rng: random.Random) -> str:
@@ -563,7 +572,9 @@ def jwt_neg(rng: random.Random) -> str:
         head = _b64url(json.dumps({"typ": "JWT", "kid": _r(rng, ALNUM, 6)}).encode())
         return f"{head}.{_b64url(b'{}')}.{_b64url(rng.randbytes(16))}"
     if kind == 1:  # base64 that only starts like JSON
-        return "eyJ" + _r(rng, URLSAFE, 40) + "." + _r(rng, URLSAFE, 20) + "." + _r(rng, URLSAFE, 20)
+        return (
+            "eyJ" + _r(rng, URLSAFE, 40) + "." + _r(rng, URLSAFE, 20) + "." + _r(rng, URLSAFE, 20)
+        )
     if kind == 2:  # two parts
         return _b64url(b'{"alg":"HS256"}') + "." + _b64url(b'{"sub":"x"}')
     return base64.b64encode(rng.randbytes(48)).decode()  # plain base64
@@ -603,12 +614,24 @@ KINDS: tuple[Kind, ...] = (
     ("aws_access_key_id", aws_id_pos, aws_id_neg, "{}"),
     ("aws_secret_access_key", aws_secret_pos, aws_secret_neg, "aws_secret_access_key = {}"),
     ("gcp_api_key", gcp_key_pos, gcp_key_neg, "{}"),
-    ("gcp_service_account_key", lambda rng: _r(rng, HEX, 40), gcp_sa_neg,
-     '"private_key_id": "{}"'),  # fmt: skip
-    ("azure_storage_key", azure_storage_pos, azure_storage_neg,
-     "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={};EndpointSuffix=core.windows.net"),  # fmt: skip
-    ("azure_sas_token", azure_sas_pos, azure_sas_neg,
-     "https://acct.blob.core.windows.net/c/b.txt?sv=2022-11-02&sp=r&sig={}"),  # fmt: skip
+    (
+        "gcp_service_account_key",
+        lambda rng: _r(rng, HEX, 40),
+        gcp_sa_neg,
+        '"private_key_id": "{}"',
+    ),
+    (
+        "azure_storage_key",
+        azure_storage_pos,
+        azure_storage_neg,
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={};EndpointSuffix=core.windows",
+    ),
+    (
+        "azure_sas_token",
+        azure_sas_pos,
+        azure_sas_neg,
+        "https://acct.blob.core.windows.net/c/b.txt?sv=2022-11-02&sp=r&sig={}",
+    ),
     ("azure_client_secret", azure_secret_pos, azure_secret_neg, "{}"),
     ("github_token", github_pos, github_neg, "{}"),
     ("gitlab_token", gitlab_pos, gitlab_neg, "{}"),
@@ -632,7 +655,7 @@ def decoy(rng: random.Random) -> str:
             str(uuid.UUID(int=rng.getrandbits(128))),
             f"ORD-{_digits(rng, 8)}",
             f"order {rng.randint(10**5, 10**8)}",
-            f"{rng.randint(2000, 2030)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T10:00:00Z",
+            f"{rng.randint(2000, 2030)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T10:00Z",
             _r(rng, HEX, 40),
             _r(rng, HEX, 64),
             f"release {rng.randint(1, 9)}.{rng.randint(0, 20)}.{rng.randint(0, 99)}",

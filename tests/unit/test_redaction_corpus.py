@@ -24,7 +24,7 @@ def _score() -> tuple[Counter[str], Counter[str], Counter[str], list[str]]:
     for sample in corpus():
         found = {(f.detector, sample.text[f.start : f.end]) for f in scanner.find(sample.text)}
         wanted = set(sample.labels)
-        for detector, value in found & wanted:
+        for detector, _value in found & wanted:
             tp[detector] += 1
         for detector, value in found - wanted:
             fp[detector] += 1
