@@ -250,6 +250,11 @@ def _mask_pem(value: str) -> str:
     return value[:start] + mask_keep(value[start:end]) + value[end:]
 
 
+def _hide(value: str) -> str:
+    """Key material keeps no character: even where its `/` and `+` fall says something."""
+    return "*" * len(value)
+
+
 _SECRET_KEY: Final = r"(?:aws_?)?secret_?(?:access_?)?key"
 _TOKEN_FIELD: Final = r"(?:access|refresh|id|auth|bearer)_?token"
 
@@ -289,7 +294,7 @@ def builtins(phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> tuple[Dete
                 rf"{_SECRET_KEY}\\?[\"']?\s*[:=]\s*\\?[\"']?([A-Za-z0-9/+]{{40}})(?![A-Za-z0-9/+=])",
                 re.IGNORECASE,
             ),
-            keeping(),
+            _hide,
             _mixed,
             group=1,
             folded_gates=("secret",),
@@ -305,7 +310,7 @@ def builtins(phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> tuple[Dete
         Detector(
             "gcp_service_account_key",
             _c(r"\\?\"private_key_id\\?\"\s*:\s*\\?\"([a-f0-9]{40})\\?\""),
-            keeping(),
+            _hide,
             group=1,
             gates=("private_key_id",),
             key_context=_c(r"private_key_id"),
@@ -316,7 +321,7 @@ def builtins(phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> tuple[Dete
             _c(
                 r"(?:AccountKey|SharedAccessKey|AccessKey)\s*=\s*([A-Za-z0-9+/]{42,86}={1,2})", re.I
             ),
-            keeping(),
+            _hide,
             _azure_key,
             group=1,
             folded_gates=("accountkey", "accesskey"),
@@ -324,7 +329,7 @@ def builtins(phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> tuple[Dete
         Detector(
             "azure_sas_token",
             _c(r"[?&]sig=([A-Za-z0-9%+/]{40,100}(?:%3D|=){0,2})(?![A-Za-z0-9%+/=])"),
-            keeping(),
+            _hide,
             group=1,
             gates=("sig=",),
         ),
@@ -334,7 +339,7 @@ def builtins(phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> tuple[Dete
                 r"(?<![A-Za-z0-9_~.-])[A-Za-z0-9_~.-]{3}\dQ~[A-Za-z0-9_~.-]{31,34}"
                 r"(?![A-Za-z0-9_~-]|\.[A-Za-z0-9_~-])"
             ),
-            keeping(),
+            _hide,
             gates=("Q~",),
         ),
         Detector(
@@ -430,9 +435,12 @@ def builtins(phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> tuple[Dete
         ),
         Detector(
             "bearer_token",
-            _c(r"\bbearer\s+([A-Za-z0-9._~+/-]{15,}[A-Za-z0-9_~+/-]=*)"
-                r"(?![A-Za-z0-9_~+/=-]|\.[A-Za-z0-9_~+/-])", re.IGNORECASE),
-            keeping(),
+            _c(
+                r"\bbearer\s+([A-Za-z0-9._~+/-]{15,}[A-Za-z0-9_~+/-]=*)"
+                r"(?![A-Za-z0-9_~+/=-]|\.[A-Za-z0-9_~+/-])",
+                re.IGNORECASE,
+            ),
+            _hide,
             _token_like,
             group=1,
             folded_gates=("bearer",),
