@@ -21,8 +21,8 @@ import msgspec
 
 from switchyard.call import ANONYMOUS, Identity
 from switchyard.protocol import methods
-from switchyard.redaction.detector import Detector
-from switchyard.redaction.output_schema import first_violation
+from switchyard.redaction.detector import Detector, Finding
+from switchyard.redaction.output_schema import changed_violation, first_violation
 from switchyard.redaction.rules import Action, Direction, RedactionRule, Selection, select
 from switchyard.redaction.scanner import Scanner
 from switchyard.redaction.vault import TokenVault
@@ -121,6 +121,7 @@ class _Pass:
     owner: str
     changes: list[tuple[str, str, str]] = field(default_factory=list)
     """(JSON pointer, rule, detector) of every replacement or stripped key."""
+    stripped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +198,7 @@ class Redactor:
         changed = False
         if plan is not None:
             state = _Pass(plan, Direction.ARGUMENTS, owner)
-            value = self._walk(state, value, None, "", payload=True, top=False)
+            value = self._redact(state, value, payload=True, top=False)
             changed = bool(state.changes)
             self._count(state)
         if resolve:
@@ -227,13 +228,13 @@ class Redactor:
         if not isinstance(decoded, dict):
             return None
         state = _Pass(plan, Direction.RESULTS, who.key if who is not None else ANONYMOUS)
-        redacted = self._walk(state, decoded, None, "", payload=False, top=True)
+        redacted = self._redact(state, decoded, payload=False, top=True)
         if not state.changes:
             return None
         self._count(state)
         structured = "structuredContent"
-        if tool is not None and structured in decoded and not decoded.get("isError"):
-            withheld = self._check_schema(state, tool, decoded[structured], redacted)
+        if tool is not None and structured in redacted and not redacted.get("isError"):
+            withheld = self._check_schema(state, tool, result, redacted[structured])
             if withheld is not None:
                 return withheld
         return msgspec.json.encode(redacted)
@@ -261,7 +262,7 @@ class Redactor:
         owner = identity.key if identity is not None else ANONYMOUS
         state = _Pass(plan, Direction.NOTIFICATIONS, owner)
         try:
-            redacted = self._walk(state, decoded, None, "", payload=False, top=True)
+            redacted = self._redact(state, decoded, payload=False, top=True)
         except Blocked as blocked:
             self.applied[(blocked.rule, blocked.detector, Direction.NOTIFICATIONS.value)] += 1
             log.info(
@@ -279,49 +280,76 @@ class Redactor:
 
     # -- walking ------------------------------------------------------------------------------
 
-    def _walk(
-        self, state: _Pass, value: Any, key: str | None, path: str, payload: bool, top: bool
-    ) -> Any:
+    def _redact(self, state: _Pass, value: Any, payload: bool, top: bool) -> Any:
+        """`value` with every applicable rule applied, in place (it is this message's own
+        decoded copy); strings are gathered first and scanned in one pass."""
         if isinstance(value, str):
-            if not payload and key in _STRUCTURAL:
-                return value
-            return self._text(state, value, key, path)
-        if isinstance(value, list):
-            return [
-                self._walk(state, v, key, f"{path}/{i}", payload, False)
-                for i, v in enumerate(value)
-            ]
-        if not isinstance(value, dict):
+            box = [value]
+            self._redact(state, box, payload, False)
+            return box[0]
+        leaves: list[tuple[Any, Any, str, str | None, str]] = []
+        self._collect(state, value, None, "", payload, top, leaves)
+        if not leaves:
             return value
-        strip = state.plan.selection.strip_keys
+        scanner = state.plan.scanner
+        found = scanner.find_many([leaf[2] for leaf in leaves], [leaf[3] for leaf in leaves])
+        actions = state.plan.selection.actions
+        # Decide a block before anything is replaced (or tokenized into the vault).
+        for findings in found:
+            for f in findings:
+                rule = actions[f.detector]
+                if rule.action is Action.BLOCK:
+                    raise Blocked(rule.name, f.detector, state.direction)
+        for (container, slot, text, _key, path), findings in zip(leaves, found, strict=True):
+            if findings:
+                container[slot] = self._apply(state, text, findings, path)
+        return value
+
+    def _collect(
+        self,
+        state: _Pass,
+        value: Any,
+        key: str | None,
+        path: str,
+        payload: bool,
+        top: bool,
+        leaves: list[tuple[Any, Any, str, str | None, str]],
+    ) -> None:
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                if isinstance(v, str):
+                    leaves.append((value, i, v, key, f"{path}/{i}"))
+                elif isinstance(v, dict | list):
+                    self._collect(state, v, key, f"{path}/{i}", payload, False, leaves)
+            return
+        if not isinstance(value, dict):
+            return
+        selection = state.plan.selection
+        strip = selection.strip_keys
+        if strip is not None:
+            for k in [k for k in value if strip.fullmatch(k) and not (top and k in _PROTECTED)]:
+                del value[k]
+                state.changes.append((f"{path}/{_pointer(k)}", selection.stripped_by(k), ""))
+                state.stripped = True
         binary = not payload and value.get("type") in _BINARY_ITEMS
-        out: dict[str, Any] = {}
         for k, v in value.items():
-            where = f"{path}/{_pointer(k)}"
-            if strip is not None and not (top and k in _PROTECTED) and strip.fullmatch(k):
-                state.changes.append((where, state.plan.selection.stripped_by(k), ""))
-                continue
             if binary and k == "data":
-                out[k] = v
                 continue
             if not payload and k in _STRUCTURAL and not isinstance(v, dict | list):
-                out[k] = v
                 continue
-            inner = payload or k in ("structuredContent", "arguments") or (top and k == "data")
-            out[k] = self._walk(state, v, k, where, inner, False)
-        return out
+            where = f"{path}/{_pointer(k)}"
+            if isinstance(v, str):
+                leaves.append((value, k, v, k, where))
+            elif isinstance(v, dict | list):
+                inner = payload or k in ("structuredContent", "arguments") or (top and k == "data")
+                self._collect(state, v, k, where, inner, False, leaves)
 
-    def _text(self, state: _Pass, text: str, key: str | None, path: str) -> str:
-        findings = state.plan.scanner.find(text, key)
-        if not findings:
-            return text
+    def _apply(self, state: _Pass, text: str, findings: list[Finding], path: str) -> str:
         actions = state.plan.selection.actions
         parts: list[str] = []
         pos = 0
         for f in findings:
             rule = actions[f.detector]
-            if rule.action is Action.BLOCK:
-                raise Blocked(rule.name, f.detector, state.direction)
             parts.append(text[pos : f.start])
             parts.append(self._replace(state, rule, f.detector, text[f.start : f.end]))
             pos = f.end
@@ -362,22 +390,34 @@ class Redactor:
     # -- the output schema --------------------------------------------------------------------
 
     def _check_schema(
-        self, state: _Pass, tool: bytes, original: Any, redacted: dict[str, Any]
+        self, state: _Pass, tool: bytes, original: bytes, redacted: Any
     ) -> Withheld | None:
         schema = self._output_schema(tool)
         if schema is None:
             return None
         schema_json, schema_obj = schema
-        where = first_violation(schema_json, schema_obj, redacted.get("structuredContent"))
-        if where is None or first_violation(schema_json, schema_obj, original) is not None:
-            # Conforms, or never did: only a break redaction caused is redaction's to report.
-            return None
         prefix = "/structuredContent"
+        changed = sorted({p[len(prefix) :] for p, _r, _d in state.changes if p.startswith(prefix)})
+        if not changed:
+            return None
+        if state.stripped:
+            where = first_violation(schema_json, schema_obj, redacted)
+        else:
+            where = changed_violation(schema_json, schema_obj, redacted, changed)
+        if where is None:
+            return None
+        before = msgspec.json.decode(original).get("structuredContent")
+        if first_violation(schema_json, schema_obj, before) is not None:
+            # It never conformed: only a break redaction caused is redaction's to report.
+            return None
         blamed = [
             (rule, detector)
             for path, rule, detector in state.changes
             if path.startswith(prefix)
-            and (path[len(prefix) :] == where or path[len(prefix) :].startswith(where + "/"))
+            and (
+                path[len(prefix) :] == where
+                or path[len(prefix) :].startswith(where.rstrip("/") + "/")
+            )
         ] or [(rule, detector) for path, rule, detector in state.changes]
         rule, detector = blamed[0]
         return Withheld(rule, detector, where)
