@@ -5,7 +5,7 @@ built-in detector, action `mask`, with output-schema checking) and once without 
 difference is what redaction adds. A gateway round trip would bury a sub-millisecond cost in
 network and scheduling noise on a shared machine, so the chain is driven directly.
 
-  .venv/bin/python bench/redaction.py [--calls N]     (bench/run.py runs it too)
+  .venv/bin/python bench/redaction.py [--calls N] [--json]   (bench/run.py runs it last)
 """
 
 from __future__ import annotations
@@ -147,9 +147,10 @@ def line(rec: dict[str, Any]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--json", action="store_true", help="one JSON record, its line included")
     args = ap.parse_args()
     rec = asyncio.run(measure(args.calls))
-    print(line(rec))
+    print(json.dumps({**rec, "line": line(rec)}) if args.json else line(rec))
     return 0 if rec["verdict"] == "PASS" else 1
 
 
