@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import logging
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -464,7 +463,3 @@ def withheld_result(withheld: Withheld, modern: bool) -> bytes:
     if modern:
         result["resultType"] = "complete"
     return msgspec.json.encode(result)
-
-
-def detector_names(detectors: Sequence[Detector]) -> frozenset[str]:
-    return frozenset(d.name for d in detectors)
