@@ -115,6 +115,8 @@ KNOBS: list[tuple[str, str, type, str, str]] = [
      "comma-separated concurrency levels of the stdio load"),
     ("--stdio-isolation", "BENCH_STDIO_ISOLATION", str, "per_session",
      "isolation of the stdio backend (per_session, per_principal or shared)"),
+    ("--redaction-calls", "BENCH_REDACTION_CALLS", int, "2000",
+     "calls of the in-process redaction measurement (bench/redaction.py); 0 skips it"),
     ("--out-dir", "BENCH_OUT_DIR", Path, str(BENCH / "results"), "where results and logs go"),
 ]  # fmt: skip
 
@@ -672,6 +674,8 @@ def main() -> int:
     records = [json.loads(line) for line in out.read_text().splitlines()[1:]]
     if records:
         report(records, args, meta, out)
+    if status == 0 and args.redaction_calls > 0:
+        redaction(args, out, run_id)
     if status == 0 and any(not clean(r) for r in records):
         status = 1
     if status == 0:
@@ -679,6 +683,24 @@ def main() -> int:
     else:
         print(f"process logs: {logs}", file=sys.stderr)
     return status
+
+
+def redaction(args: argparse.Namespace, out: Path, run_id: str) -> None:
+    """The cost redaction adds per 10 KB result, in a process of its own (bench/redaction.py)."""
+    argv = [
+        sys.executable,
+        str(BENCH / "redaction.py"),
+        f"--calls={args.redaction_calls}",
+        "--json",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
+    if done.returncode not in (0, 1) or not done.stdout.strip():
+        print(f"\nredaction: measurement failed: {done.stderr.strip()[-500:]}")
+        return
+    rec = json.loads(done.stdout)
+    with out.open("a") as f:
+        f.write(json.dumps({"run_id": run_id, **rec}) + "\n")
+    print("\n" + rec["line"])
 
 
 def report(records: list[Record], args: argparse.Namespace, meta: Record, out: Path) -> None:

@@ -6,6 +6,7 @@ so a test can scan everything the suite produced.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -111,6 +112,18 @@ class Proc:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    async def log_lines(self, marker: str, timeout: float = 10.0) -> list[str]:
+        """Every log line mentioning `marker`, once at least one is there (the log is
+        buffered: records reach the file within a flush interval)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = await asyncio.to_thread(self.log_text)
+            lines = [line for line in text.splitlines() if marker in line]
+            if lines:
+                return lines
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no log line with {marker!r}:\n{self.log_text()[-3000:]}")
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 from switchyard.bridge import ParkedCalls
 from switchyard.call import Identity
-from switchyard.delivery import Delivery, Push
+from switchyard.delivery import ClientMessage, Delivery, OutboundHook, Push
 from switchyard.dispatcher import Dispatcher
 from switchyard.forwarder import Forwarder
 from switchyard.policies.access import AccessRules
@@ -20,6 +20,7 @@ from switchyard.policies.base import PolicySpec
 from switchyard.policies.request_log import RequestLog
 from switchyard.protocol import methods
 from switchyard.protocol.link import log_wanted
+from switchyard.redaction.engine import Redactor
 from switchyard.routing import catalog
 from switchyard.routing.router import Route, Router
 from switchyard.routing.views import ViewSpec, build_view
@@ -55,6 +56,9 @@ class GatewaySettings:
     access: AccessRules | None = None
     """The access rules when authentication is on: the chain's policy and every message that
     does not travel the chain (listen streams, out-of-call deliveries) decide by the same."""
+    redaction: Redactor | None = None
+    """The redaction engine when rules are configured: the chain's policy, and
+    `redact_notification` for every client-bound message outside a result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,8 @@ class Gateway:
         access = self.settings.access
         # Every client-bound message outside a result passes here, addressed and judged.
         self.delivery = Delivery(access.may_reach if access is not None else None)
+        if self.settings.redaction is not None:
+            self.delivery.add_hook("redaction", _redaction_hook(self.settings.redaction))
         self.subscriptions = Subscriptions(self.backends, self.delivery)
         self.tasks = TaskRoutes(delivery=self.delivery)
         self.forwarder = Forwarder(
@@ -267,6 +273,24 @@ class Gateway:
         ready = self.started and any(b.is_up for b in self.backends.values())
         undelivered = dict(self.delivery.dropped)
         return ready, {"ready": ready, "backends": backends, "undelivered": undelivered}
+
+
+def _redaction_hook(redactor: Redactor) -> OutboundHook:
+    """Every client-bound notification and server->client request, redacted by the rules for
+    notifications; one a `block` rule catches is dropped (a request: answered as refused)."""
+
+    def hook(message: ClientMessage) -> ClientMessage | None:
+        params = message.params
+        if params is None:
+            return message
+        redacted = redactor.redact_notification(
+            message.recipient.identity, message.backend, message.method, params
+        )
+        if redacted is None:
+            return None
+        return message if redacted is params else message.with_params(redacted)
+
+    return hook
 
 
 def _task_id(params: bytes | None) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,18 +47,6 @@ async def _open(gw: Gateway, http: aiohttp.ClientSession, key: str) -> RawClient
     return await RawClient(gw.url, http, extra_headers={"Authorization": f"Bearer {key}"}).open()
 
 
-async def _records(gw: Gateway, marker: str, timeout: float = 10.0) -> list[str]:
-    """Every log line mentioning `marker`, once at least one is there (the log is buffered)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = await asyncio.to_thread(gw.log_text)
-        lines = [line for line in text.splitlines() if marker in line]
-        if lines:
-            return lines
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no log line with {marker!r}:\n{gw.log_text()[-3000:]}")
-
-
 async def test_a_hostile_method_name_yields_exactly_one_escaped_capped_json_record(
     setup: dict[str, Any], http: aiohttp.ClientSession
 ) -> None:
@@ -68,7 +55,7 @@ async def test_a_hostile_method_name_yields_exactly_one_escaped_capped_json_reco
     method = "x\r\n" + FORGED + "\x1b[31m\r\n\u2028" + "y" * 200_000
     resp = await alice.request(method, request_id="hostile-1")
     assert resp.status == 200 and resp.json["error"]["code"] == -32601
-    lines = await _records(gw, "FORGED")
+    lines = await gw.log_lines("FORGED")
     assert len(lines) == 1, lines  # no line of its own: the CR/LF never reached the log raw
     record = json.loads(lines[0])
     expected = method[:METHOD_CHARS] + f"…[+{len(method) - METHOD_CHARS} chars]"
@@ -92,11 +79,11 @@ async def test_a_denied_call_is_recorded_with_its_principal_and_decision(
     tools = await alice.list_all("tools/list", "tools")
     name = tools[0]["name"]
     resp = await carol.request("tools/call", {"name": name, "arguments": {}}, "carol-2")
-    [denied] = [json.loads(line) for line in await _records(gw, "carol-2")]
+    [denied] = [json.loads(line) for line in await gw.log_lines("carol-2")]
     assert denied["principal"] == "carol" and denied["decision"] == "deny"
     assert denied["method"] == "tools/call" and denied["outcome"] == resp.json["error"]["code"]
     resp = await alice.request("tools/call", {"name": name, "arguments": {}}, "alice-2")
-    [allowed] = [json.loads(line) for line in await _records(gw, "alice-2")]
+    [allowed] = [json.loads(line) for line in await gw.log_lines("alice-2")]
     assert allowed["principal"] == "alice" and allowed["decision"] == "allow"
     assert allowed["backend"] == "clock" and allowed["target"] == name
 
@@ -121,7 +108,7 @@ async def test_http_level_refusals_leave_the_same_kind_of_record(
         },
     ) as resp:
         assert resp.status == 415
-    await _records(gw, "Content-Type must be")  # the log is buffered: wait for the last one
+    await gw.log_lines("Content-Type must be")  # the log is buffered: wait for the last one
     by_status: dict[int, dict[str, Any]] = {}
     for line in (await asyncio.to_thread(gw.log_text)).splitlines():
         with contextlib.suppress(ValueError):

@@ -21,6 +21,7 @@ from switchyard.auth.authenticator import AuthSettings
 from switchyard.auth.jwt_verifier import IssuerConfig
 from switchyard.call import API_KEYS
 from switchyard.config.allowed_urls import PatternError, UrlPattern, redacted
+from switchyard.config.redaction import compile_redaction
 from switchyard.config.schema import (
     DESKTOP_IGNORED_KEYS,
     NAME_PATTERN,
@@ -30,6 +31,7 @@ from switchyard.config.schema import (
 from switchyard.gateway import GatewaySettings, Plan
 from switchyard.policies.access import AccessControl, AccessRules, Rule
 from switchyard.policies.base import PolicySpec
+from switchyard.policies.redaction import Redaction
 from switchyard.policies.request_log import RequestLog
 from switchyard.routing.names import LLM_SAFE
 from switchyard.routing.views import Selector, ViewSpec
@@ -306,6 +308,10 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
     access = access_rules(config) if config.auth.enabled else None
     if access is not None:
         policies = (*policies, PolicySpec(AccessControl, access))
+    redactor = compile_redaction(config.redaction, default_issuer(config), _resolve, ConfigError)
+    if redactor is not None:
+        # Innermost: next to the backend, so every policy outside sees redacted results.
+        policies = (*policies, PolicySpec(Redaction, redactor))
     settings = GatewaySettings(
         separator=gw.separator,
         page_size=gw.page_size,
@@ -323,6 +329,7 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
         ),
         policies=policies,
         access=access,
+        redaction=redactor,
     )
     return Plan(
         gateway=settings,
@@ -401,11 +408,17 @@ def auth_settings(config: SwitchyardConfig, host: str, port: int) -> AuthSetting
     )
 
 
-def access_rules(config: SwitchyardConfig) -> AccessRules:
+def default_issuer(config: SwitchyardConfig) -> str:
+    """Whose subjects a rule's bare `principals` name."""
     auth = config.auth
-    default = auth.default_issuer or (
+    return auth.default_issuer or (
         API_KEYS if auth.api_keys or not auth.issuers else auth.issuers[0].issuer
     )
+
+
+def access_rules(config: SwitchyardConfig) -> AccessRules:
+    auth = config.auth
+    default = default_issuer(config)
     known = {API_KEYS, *(i.issuer for i in auth.issuers)}
     if default not in known:
         raise ConfigError(f"auth.default_issuer: {default!r} is neither 'api_key' nor an issuer")

@@ -346,11 +346,71 @@ class StorageConfig(BaseModel):
     )
 
 
+class RedactionPatternConfig(BaseModel):
+    """An operator's detector: a pattern for RE2 (linear time, no backreferences or
+    lookaround). A group named `value` marks what is redacted; the rest is context."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    regex: str
+    case_sensitive: bool = True
+    keep_last: int = Field(
+        0, ge=0, le=16, description="Characters `mask` leaves visible at the end."
+    )
+
+
+class RedactionRuleConfig(BaseModel):
+    """What to do with what some detectors find, for the messages the selectors pick."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="Named in errors, logs and counts.")
+    detectors: list[str] = Field(
+        default_factory=list, description="Detector names or globs (`*`: every detector)."
+    )
+    action: Literal["mask", "hash", "block", "tokenize"] = "mask"
+    directions: list[Literal["arguments", "results", "notifications"]] = Field(
+        ["arguments", "results", "notifications"]
+    )
+    strip_keys: list[str] = Field(
+        default_factory=list, description="Object keys (globs) removed, e.g. `_meta`."
+    )
+    principals: list[str] | None = Field(None, description="Caller names (globs); any if absent.")
+    issuers: list[str] | None = Field(None, description="Issuers (globs), as in access rules.")
+    roles: list[str] | None = Field(None, description="Any of these roles; any caller if absent.")
+    views: list[str] | None = Field(None, description="Virtual server names (globs).")
+    backends: list[str] | None = Field(None, description="Backend names (globs).")
+    names: list[str] | None = Field(
+        None, description="Backend-side tool/prompt names or resource URIs (globs)."
+    )
+
+
+class RedactionConfig(BaseModel):
+    """Redaction and data-loss prevention (the `redaction:` section); off without rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str | None = Field(
+        None,
+        description="HMAC key of `hash` and `tokenize` (use ${VAR}, 16+ bytes); absent: a "
+        "random key per process.",
+    )
+    phone_regions: list[str] = Field(
+        ["US", "GB"], description="Regions whose national phone formats are recognised."
+    )
+    patterns: dict[str, RedactionPatternConfig] = Field(default_factory=dict)
+    token_ttl: float = Field(3600.0, gt=0, description="Seconds a token stays resolvable.")
+    max_tokens_per_principal: int = Field(10000, ge=1)
+    max_tokens: int = Field(1000000, ge=1)
+    rules: list[RedactionRuleConfig] = Field(default_factory=list)
+
+
 class SwitchyardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     auth: AuthConfig = Field(default_factory=AuthConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    redaction: RedactionConfig = Field(default_factory=RedactionConfig)
 
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     servers: dict[str, ServerConfig] = Field(default_factory=dict)

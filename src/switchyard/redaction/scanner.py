@@ -1,0 +1,126 @@
+"""Runs a set of detectors over one string and settles overlaps: each character belongs to at
+most one finding, the one of the detector with precedence."""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from typing import Final
+
+from switchyard.redaction.detector import Detector, Finding
+from switchyard.redaction.prefilter import Prefilter
+
+# Joins the strings of one message for a single pass: no built-in pattern matches a NUL or
+# crosses a line break at its edges, so no finding spans two strings.
+SEPARATOR: Final = "\n\x00\n"
+_MAX_KEYS: Final = 4096
+
+
+class Scanner:
+    def __init__(self, detectors: Sequence[Detector]) -> None:
+        self.detectors = tuple(detectors)
+        self._folded = any(d.folded_gates for d in self.detectors)
+        self._keyed = tuple(
+            (rank, d) for rank, d in enumerate(self.detectors) if d.key_context is not None
+        )
+        self._key_memo: dict[str, tuple[tuple[int, Detector], ...]] = {}
+        # Built-ins run once over all of a message's strings; operators' patterns may use
+        # anchors or match line breaks, so they run on each string alone.
+        self._joined = tuple((r, d) for r, d in enumerate(self.detectors) if d.builtin)
+        self._alone = tuple((r, d) for r, d in enumerate(self.detectors) if not d.builtin)
+        self._prefilter = Prefilter([d.pattern for _r, d in self._joined])  # type: ignore[misc]
+
+    def find_many(self, texts: Sequence[str], keys: Sequence[str | None]) -> list[list[Finding]]:
+        """Findings per string, as `find` would give for each, scanning them together."""
+        out: list[list[Finding]] = [[] for _ in texts]
+        whole = [False] * len(texts)
+        for i, (text, key) in enumerate(zip(texts, keys, strict=True)):
+            if key is not None and self._keyed:
+                claimed = self._claim(text, key)
+                if claimed is not None:
+                    out[i] = [claimed]
+                    whole[i] = True
+        joined = SEPARATOR.join(texts)
+        starts: list[int] = []
+        pos = 0
+        for text in texts:
+            starts.append(pos)
+            pos += len(text) + len(SEPARATOR)
+        hits = self._prefilter.candidates(joined) if self._joined else set()
+        for f in self._scan(joined, [self._joined[i] for i in sorted(hits)]):
+            i = bisect_right(starts, f.start) - 1
+            if whole[i]:
+                continue
+            # Only trailing whitespace can run into the separator (a PEM body's): clip it.
+            end = min(f.end, starts[i] + len(texts[i]))
+            out[i].append(Finding(f.start - starts[i], end - starts[i], f.detector, f.rank))
+        for i, text in enumerate(texts):
+            if not whole[i] and self._alone:
+                out[i].extend(self._scan(text, self._alone))
+            if len(out[i]) > 1:
+                out[i] = _settle(out[i])
+        return out
+
+    def _claim(self, text: str, key: str) -> Finding | None:
+        keyed = self._key_memo.get(key)
+        if keyed is None:
+            keyed = tuple(
+                (r, d) for r, d in self._keyed if d.key_context and d.key_context.search(key)
+            )
+            if len(self._key_memo) >= _MAX_KEYS:
+                self._key_memo.clear()
+            self._key_memo[key] = keyed
+        for rank, d in keyed:
+            if self._keyed_value(d, text, key):
+                return Finding(0, len(text), d.name, rank)
+        return None
+
+    def _scan(self, text: str, detectors: Sequence[tuple[int, Detector]]) -> list[Finding]:
+        found: list[Finding] = []
+        folded = text.lower() if self._folded else ""
+        for rank, d in detectors:
+            if d.gates and not any(g in text for g in d.gates):
+                continue
+            if d.folded_gates and not any(g in folded for g in d.folded_gates):
+                continue
+            for m in d.pattern.finditer(text):
+                value = m.group(d.group)
+                if not value:
+                    continue
+                start = m.span(d.group)[0]
+                if d.validate is not None:
+                    accepted = d.validate(value)
+                    if not accepted:
+                        continue
+                    value = accepted
+                found.append(Finding(start, start + len(value), d.name, rank))
+        return found
+
+    def find(self, text: str, key: str | None = None) -> list[Finding]:
+        """Findings in `text`, ordered by position and never overlapping. `key` is the JSON
+        key the string sits under, when it sits in an object."""
+        return self.find_many([text], [key])[0]
+
+    @staticmethod
+    def _keyed_value(d: Detector, text: str, key: str) -> bool:
+        assert d.key_context is not None and d.bare is not None
+        if d.bare.fullmatch(text) is None:
+            return False
+        return d.validate is None or d.validate(text) == text
+
+
+def _settle(found: list[Finding]) -> list[Finding]:
+    """Keep findings by precedence (then position); one overlapping a kept one goes. The
+    result is ordered by position."""
+    found.sort(key=lambda f: (f.rank, f.start))
+    starts: list[int] = []
+    kept: list[Finding] = []
+    for f in found:
+        i = bisect_left(starts, f.start)
+        if i > 0 and kept[i - 1].end > f.start:
+            continue
+        if i < len(kept) and kept[i].start < f.end:
+            continue
+        starts.insert(i, f.start)
+        kept.insert(i, f)
+    return kept
