@@ -16,6 +16,7 @@ from switchyard.dispatcher import Dispatcher
 from switchyard.forwarder import Forwarder
 from switchyard.policies.access import AccessRules
 from switchyard.policies.base import PolicySpec
+from switchyard.policies.rate_limits import Limiter
 from switchyard.policies.request_log import RequestLog
 from switchyard.protocol import methods
 from switchyard.protocol.link import log_wanted
@@ -54,6 +55,8 @@ class GatewaySettings:
     access: AccessRules | None = None
     """The access rules when authentication is on: the chain's policy and every message that
     does not travel the chain (listen streams, out-of-call deliveries) decide by the same."""
+    limits: Limiter | None = None
+    """The rate limits' rules and counters, when `rate_limits:` has rules (the chain's policy)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self.settings.limits is not None:
+            await self.settings.limits.close()
 
     async def _reap_sessions(self) -> None:
         while True:
@@ -257,7 +262,10 @@ class Gateway:
             for name, b in self.backends.items()
         }
         ready = self.started and any(b.is_up for b in self.backends.values())
-        return ready, {"ready": ready, "backends": backends}
+        body: dict[str, Any] = {"ready": ready, "backends": backends}
+        if self.settings.limits is not None:
+            body["limits"] = self.settings.limits.status()
+        return ready, body
 
 
 def _task_id(params: bytes | None) -> str | None:

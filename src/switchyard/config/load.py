@@ -21,6 +21,7 @@ from switchyard.auth.authenticator import AuthSettings
 from switchyard.auth.jwt_verifier import IssuerConfig
 from switchyard.call import API_KEYS
 from switchyard.config.allowed_urls import PatternError, UrlPattern, redacted
+from switchyard.config.rate_limits import RateLimitError, compile_limits
 from switchyard.config.schema import (
     DESKTOP_IGNORED_KEYS,
     NAME_PATTERN,
@@ -30,6 +31,7 @@ from switchyard.config.schema import (
 from switchyard.gateway import GatewaySettings, Plan
 from switchyard.policies.access import AccessControl, AccessRules, Rule
 from switchyard.policies.base import PolicySpec
+from switchyard.policies.rate_limits import Limiter, RateLimits
 from switchyard.policies.request_log import RequestLog
 from switchyard.routing.names import LLM_SAFE
 from switchyard.routing.views import Selector, ViewSpec
@@ -306,6 +308,11 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
     access = access_rules(config) if config.auth.enabled else None
     if access is not None:
         policies = (*policies, PolicySpec(AccessControl, access))
+    stored = storage(config, base)
+    limiter = rate_limits(config, stored)
+    if limiter is not None:
+        # After access control: a call the caller may not make is never counted.
+        policies = (*policies, PolicySpec(RateLimits, limiter))
     settings = GatewaySettings(
         separator=gw.separator,
         page_size=gw.page_size,
@@ -323,13 +330,21 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
         ),
         policies=policies,
         access=access,
+        limits=limiter,
     )
     return Plan(
         gateway=settings,
         backends=tuple(backends),
         views=views(config),
-        storage=storage(config, base),
+        storage=stored,
     )
+
+
+def rate_limits(config: SwitchyardConfig, stored: StorageSettings) -> Limiter | None:
+    try:
+        return compile_limits(config.rate_limits, stored, default_issuer(config))
+    except RateLimitError as exc:
+        raise ConfigError(f"invalid configuration:\n  {exc}") from None
 
 
 def storage(config: SwitchyardConfig, base: Path) -> StorageSettings:
@@ -401,7 +416,8 @@ def auth_settings(config: SwitchyardConfig, host: str, port: int) -> AuthSetting
     )
 
 
-def access_rules(config: SwitchyardConfig) -> AccessRules:
+def default_issuer(config: SwitchyardConfig) -> str:
+    """Whose subjects a rule's bare `principals` name."""
     auth = config.auth
     default = auth.default_issuer or (
         API_KEYS if auth.api_keys or not auth.issuers else auth.issuers[0].issuer
@@ -409,6 +425,12 @@ def access_rules(config: SwitchyardConfig) -> AccessRules:
     known = {API_KEYS, *(i.issuer for i in auth.issuers)}
     if default not in known:
         raise ConfigError(f"auth.default_issuer: {default!r} is neither 'api_key' nor an issuer")
+    return default
+
+
+def access_rules(config: SwitchyardConfig) -> AccessRules:
+    auth = config.auth
+    default = default_issuer(config)
     rules = []
     for r in auth.rules:
         # Bare principal names belong to one issuer: another issuer's `alice` is not ours.
