@@ -38,6 +38,7 @@ from switchyard.storage.counters import (
     CounterStore,
     Limit,
     Refusal,
+    Settlement,
     Standing,
     StoreUnavailable,
     Ticket,
@@ -169,9 +170,43 @@ class Limiter:
 
     def settle_later(self, ticket: Ticket) -> None:
         """Give back a cancelled call's slots without making its cancellation wait."""
-        task = asyncio.get_running_loop().create_task(self._settle_quietly(ticket))
+        self._keep(asyncio.get_running_loop().create_task(self._settle_quietly(ticket)))
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
+
+    async def acquire(self, checks: Sequence[Check]) -> Verdict:
+        """The store's verdict. A shared store's answer is awaited on its own: a call cancelled
+        while Redis decides still gives back whatever the decision took."""
+        if not self.store.shared:
+            return await self.store.acquire(checks)  # no await inside: never cut in half
+        deciding = asyncio.ensure_future(self.store.acquire(checks))
+        try:
+            return await asyncio.shield(deciding)
+        except asyncio.CancelledError:
+            self._keep(asyncio.get_running_loop().create_task(self._give_back(deciding)))
+            raise
+
+    async def _give_back(self, deciding: asyncio.Future[Verdict]) -> None:
+        try:
+            verdict = await deciding
+        except StoreUnavailable:
+            return
+        if verdict.ticket is not None:
+            await self._settle_quietly(verdict.ticket)
+
+    async def settle(self, ticket: Ticket, result_bytes: int) -> Settlement:
+        """Settle a finished call; a shared store's settling completes even if the call is
+        cancelled meanwhile (its slots must come back either way)."""
+        if not self.store.shared:
+            return await self.store.settle(ticket, result_bytes)
+        settling = asyncio.ensure_future(self.store.settle(ticket, result_bytes))
+        try:
+            return await asyncio.shield(settling)
+        except asyncio.CancelledError:
+            self._keep(settling)
+            raise
 
     async def _settle_quietly(self, ticket: Ticket) -> None:
         try:
@@ -318,7 +353,7 @@ class RateLimits(Policy):
         rules = [rule for rule, _ in selected]
         checks = [check for _, check in selected]
         try:
-            verdict = await limiter.store.acquire(checks)
+            verdict = await limiter.acquire(checks)
         except StoreUnavailable as exc:
             limiter.store_errors += 1
             if all(rule.fail_open or rule.shadow for rule in rules):
@@ -341,7 +376,7 @@ class RateLimits(Policy):
             raise
         size = _answer_size(reply)
         try:
-            settlement = await limiter.store.settle(ticket, size)
+            settlement = await limiter.settle(ticket, size)
         except StoreUnavailable as exc:
             limiter.store_errors += 1
             log.warning("rate limits: settling a call failed (%s)", exc)
