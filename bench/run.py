@@ -8,6 +8,11 @@
 Optional targets: direct-modern and floor-modern drive direct and floor over the 2026-07-28
 wire; when selected, switchyard-modern is compared with them instead of direct and floor.
 
+Rate limits (--limits on|off): two more Switchyard processes with one `rate_limits:` rule that
+selects every call and never refuses (a window, a concurrency cap and a daily budget), counting
+in memory (limits-memory) and in Redis (limits-redis, --redis-url); driven like
+switchyard-legacy, and reported as the CPU and p50 they add to it.
+
 Stdio load (--stdio on|off|only): a second Switchyard process whose backend is the same SDK
 server spawned over stdio and pinned to the legacy era, driven by legacy sessions (stdio-legacy)
 and by 2026-07-28 single exchanges (stdio-modern); the report gives each p50 and the ratio
@@ -76,8 +81,11 @@ TARGETS = {
         Target("floor-modern", "floor", "modern"),
         Target("stdio-legacy", "switchyard-stdio", "legacy"),
         Target("stdio-modern", "switchyard-stdio", "modern"),
+        Target("limits-memory", "switchyard-limits-memory", "legacy"),
+        Target("limits-redis", "switchyard-limits-redis", "legacy"),
     )
 }
+LIMIT_TARGETS = ("limits-memory", "limits-redis")
 STDIO_TARGETS = ("stdio-legacy", "stdio-modern")
 GOAL_STDIO_P50 = 1.5  # stdio-modern p50 ÷ stdio-legacy p50: at most
 SWITCHYARD = ("switchyard-legacy", "switchyard-modern")
@@ -117,6 +125,10 @@ KNOBS: list[tuple[str, str, type, str, str]] = [
      "isolation of the stdio backend (per_session, per_principal or shared)"),
     ("--redaction-calls", "BENCH_REDACTION_CALLS", int, "2000",
      "calls of the in-process redaction measurement (bench/redaction.py); 0 skips it"),
+    ("--limits", "BENCH_LIMITS", str, "on",
+     "rate-limit load (limits-memory, limits-redis against switchyard-legacy): on or off"),
+    ("--redis-url", "BENCH_REDIS_URL", str, "redis://127.0.0.1:6379/0",
+     "Redis for limits-redis"),
     ("--out-dir", "BENCH_OUT_DIR", Path, str(BENCH / "results"), "where results and logs go"),
 ]  # fmt: skip
 
@@ -139,6 +151,12 @@ def parse_args() -> argparse.Namespace:
         ap.error("--stdio is on, off or only")
     if args.stdio_isolation not in ("per_session", "per_principal", "shared"):
         ap.error("--stdio-isolation is per_session, per_principal or shared")
+    if args.limits not in ("on", "off"):
+        ap.error("--limits is on or off")
+    if args.limits == "on" and args.stdio != "only":
+        for name in ("switchyard-legacy", *LIMIT_TARGETS):  # the baseline, then the two
+            if name not in args.targets:
+                args.targets.append(name)
     if args.stdio == "only":
         args.targets = []
     elif "direct" not in args.targets:
@@ -257,6 +275,18 @@ servers:
     spawn_burst: 64
     prefix: ""
 """
+# Selects every call, refuses none: what is measured is the check itself (all three kinds of
+# limit, counted per principal), not refusals.
+LIMITS_CONFIG = """\
+rate_limits:
+  store: {store}
+  key_prefix: {prefix}
+  rules:
+    - name: bench
+      windows: [{{period: minute, max: 100000}}]
+      concurrency: 10000
+      budget: {{calls: 1000000000000}}
+"""
 
 
 def start_switchyard(args: argparse.Namespace, name: str, config: Path) -> Service:
@@ -293,6 +323,17 @@ def services(args: argparse.Namespace, logs: Path) -> Iterator[dict[str, Service
             config = logs / "switchyard.yaml"
             config.write_text(SWITCHYARD_CONFIG.format(url=backend.url))
             svcs["switchyard"] = start_switchyard(args, "switchyard", config)
+        for store in ("memory", "redis"):
+            name = f"switchyard-limits-{store}"
+            if name in needed:
+                config = logs / f"{name}.yaml"
+                text = SWITCHYARD_CONFIG.format(url=backend.url)
+                text += LIMITS_CONFIG.format(store=store, prefix=f"switchyard-bench:{logs.name}")
+                if store == "redis":
+                    check_redis(args.redis_url)
+                    text += f"storage:\n  redis_url: {json.dumps(args.redis_url)}\n"
+                config.write_text(text)
+                svcs[name] = start_switchyard(args, name, config)
         if args.stdio_targets:
             config = logs / "switchyard-stdio.yaml"
             config.write_text(
@@ -305,7 +346,11 @@ def services(args: argparse.Namespace, logs: Path) -> Iterator[dict[str, Service
             svcs["switchyard-stdio"] = start_switchyard(args, "switchyard-stdio", config)
         if "floor" in svcs:
             svcs["floor"].wait_ready("/mcp", args.ready_timeout, need_200=False)
-        for name in ("switchyard", "switchyard-stdio"):
+        for name in (
+            "switchyard",
+            "switchyard-stdio",
+            *(f"switchyard-limits-{s}" for s in ("memory", "redis")),
+        ):
             if name in svcs:
                 svcs[name].wait_ready("/readyz", args.ready_timeout, need_200=True)
         yield svcs
@@ -319,6 +364,27 @@ def services(args: argparse.Namespace, logs: Path) -> Iterator[dict[str, Service
     finally:
         for svc in reversed(svcs.values()):
             svc.stop()
+        if "switchyard-limits-redis" in svcs:
+            drop_redis_keys(args.redis_url, f"switchyard-bench:{logs.name}")
+
+
+def check_redis(url: str) -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_timeout=2).ping()
+    except redis.RedisError as e:
+        raise SetupError(f"limits-redis: no Redis at {url} ({e}); or --limits off") from None
+
+
+def drop_redis_keys(url: str, prefix: str) -> None:
+    import redis
+
+    with contextlib.suppress(redis.RedisError):
+        client = redis.Redis.from_url(url, socket_timeout=2)
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
 
 
 # ---- measuring -------------------------------------------------------------------------
@@ -359,7 +425,8 @@ def run_all(args: argparse.Namespace, svcs: dict[str, Service], out: Path, run_i
     stdio_targets = [TARGETS[t] for t in args.stdio_targets]
     for rnd in range(1, args.rounds + 1):
         plan = [(load, rotated(targets, rnd)) for load in loads] if targets else []
-        plan += [(load, rotated(stdio_targets, rnd)) for load in stdio_loads]
+        if stdio_targets:  # --stdio off: none
+            plan += [(load, rotated(stdio_targets, rnd)) for load in stdio_loads]
         for load, order in plan:
             for target in order:
                 rec = {
@@ -561,6 +628,29 @@ class Summary:
             )
         return lines, found
 
+    def limit_costs(self) -> list[str]:
+        base = "switchyard-legacy"
+        present = [t for t in LIMIT_TARGETS if t in self.targets]
+        lines = [
+            "| load | c | "
+            + " | ".join(f"{t} CPU/call (added)" for t in present)
+            + " | "
+            + " | ".join(f"{t} p50 (added)" for t in present)
+            + " |",
+            "|---|---:|" + "---:|" * (2 * len(present)),
+        ]
+        for load in [k for k in self.loads if self.runs(base, k)]:
+            cpu, p50 = [], []
+            for t in present:
+                a = self.median(t, load, "cpu_proxy_us")
+                b = self.median(base, load, "cpu_proxy_us")
+                added = None if a is None or b is None else a - b
+                cpu.append(f"{fmt_us(a)} ({fmt_us(added, True)})")
+                added_p = self.paired(t, base, load, added_p50)
+                p50.append(f"{fmt_us(self.median(t, load, 'p50_us'))} ({fmt_us(added_p, True)})")
+            lines.append(f"| {self.label(load)} | {load[1]} | " + " | ".join(cpu + p50) + " |")
+        return lines
+
     def ratio(self, kind: str, sw: str, load: LoadKey) -> Record:
         floor, direct = self.baseline("floor", sw), self.baseline("direct", sw)
         value: float | None = None
@@ -737,6 +827,9 @@ def report(records: list[Record], args: argparse.Namespace, meta: Record, out: P
         print(f"\ngoals met: {verdicts.count('PASS')}/{len(verdicts)}", *tally, sep=", ")
         if any(r["coarse"] for r in ratios):
             print(f"(coarse: a CPU window under {COARSE_TICKS} clock ticks; raise the call counts)")
+    if any(t in args.targets for t in LIMIT_TARGETS):
+        print("\nRate limits: what the check adds to switchyard-legacy (paired per round):\n")
+        print("\n".join(summary.limit_costs()))
     if args.stdio_targets:
         print(f"\nStdio backend ({args.stdio_isolation}): 2026-07-28 calls vs legacy sessions:\n")
         lines, ratios = summary.stdio_ratios()

@@ -17,6 +17,7 @@ from switchyard.dispatcher import Dispatcher
 from switchyard.forwarder import Forwarder
 from switchyard.policies.access import AccessRules
 from switchyard.policies.base import PolicySpec
+from switchyard.policies.rate_limits import Limiter
 from switchyard.policies.request_log import RequestLog
 from switchyard.protocol import methods
 from switchyard.protocol.link import log_wanted
@@ -59,6 +60,8 @@ class GatewaySettings:
     redaction: Redactor | None = None
     """The redaction engine when rules are configured: the chain's policy, and
     `redact_notification` for every client-bound message outside a result."""
+    limits: Limiter | None = None
+    """The rate limits' rules and counters, when `rate_limits:` has rules (the chain's policy)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self.settings.limits is not None:
+            await self.settings.limits.close()
 
     async def _reap_sessions(self) -> None:
         while True:
@@ -271,8 +276,14 @@ class Gateway:
             for name, b in self.backends.items()
         }
         ready = self.started and any(b.is_up for b in self.backends.values())
-        undelivered = dict(self.delivery.dropped)
-        return ready, {"ready": ready, "backends": backends, "undelivered": undelivered}
+        body: dict[str, Any] = {
+            "ready": ready,
+            "backends": backends,
+            "undelivered": dict(self.delivery.dropped),
+        }
+        if self.settings.limits is not None:
+            body["limits"] = self.settings.limits.status()
+        return ready, body
 
 
 def _redaction_hook(redactor: Redactor) -> OutboundHook:

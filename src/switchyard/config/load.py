@@ -21,6 +21,7 @@ from switchyard.auth.authenticator import AuthSettings
 from switchyard.auth.jwt_verifier import IssuerConfig
 from switchyard.call import API_KEYS
 from switchyard.config.allowed_urls import PatternError, UrlPattern, redacted
+from switchyard.config.rate_limits import RateLimitError, compile_limits
 from switchyard.config.redaction import compile_redaction
 from switchyard.config.schema import (
     DESKTOP_IGNORED_KEYS,
@@ -31,6 +32,7 @@ from switchyard.config.schema import (
 from switchyard.gateway import GatewaySettings, Plan
 from switchyard.policies.access import AccessControl, AccessRules, Rule
 from switchyard.policies.base import PolicySpec
+from switchyard.policies.rate_limits import Limiter, RateLimits
 from switchyard.policies.redaction import Redaction
 from switchyard.policies.request_log import RequestLog
 from switchyard.routing.names import LLM_SAFE
@@ -308,6 +310,11 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
     access = access_rules(config) if config.auth.enabled else None
     if access is not None:
         policies = (*policies, PolicySpec(AccessControl, access))
+    stored = storage(config, base)
+    limiter = rate_limits(config, stored)
+    if limiter is not None:
+        # After access control: a call the caller may not make is never counted.
+        policies = (*policies, PolicySpec(RateLimits, limiter))
     redactor = compile_redaction(config.redaction, default_issuer(config), _resolve, ConfigError)
     if redactor is not None:
         # Innermost: next to the backend, so every policy outside sees redacted results.
@@ -330,13 +337,21 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
         policies=policies,
         access=access,
         redaction=redactor,
+        limits=limiter,
     )
     return Plan(
         gateway=settings,
         backends=tuple(backends),
         views=views(config),
-        storage=storage(config, base),
+        storage=stored,
     )
+
+
+def rate_limits(config: SwitchyardConfig, stored: StorageSettings) -> Limiter | None:
+    try:
+        return compile_limits(config.rate_limits, stored, default_issuer(config))
+    except RateLimitError as exc:
+        raise ConfigError(f"invalid configuration:\n  {exc}") from None
 
 
 def storage(config: SwitchyardConfig, base: Path) -> StorageSettings:
@@ -409,19 +424,21 @@ def auth_settings(config: SwitchyardConfig, host: str, port: int) -> AuthSetting
 
 
 def default_issuer(config: SwitchyardConfig) -> str:
-    """Whose subjects a rule's bare `principals` name."""
+    """Whose subjects a rule's bare `principals` name (access, rate-limit and redaction rules
+    alike)."""
     auth = config.auth
-    return auth.default_issuer or (
+    default = auth.default_issuer or (
         API_KEYS if auth.api_keys or not auth.issuers else auth.issuers[0].issuer
     )
+    known = {API_KEYS, *(i.issuer for i in auth.issuers)}
+    if default not in known:
+        raise ConfigError(f"auth.default_issuer: {default!r} is neither 'api_key' nor an issuer")
+    return default
 
 
 def access_rules(config: SwitchyardConfig) -> AccessRules:
     auth = config.auth
     default = default_issuer(config)
-    known = {API_KEYS, *(i.issuer for i in auth.issuers)}
-    if default not in known:
-        raise ConfigError(f"auth.default_issuer: {default!r} is neither 'api_key' nor an issuer")
     rules = []
     for r in auth.rules:
         # Bare principal names belong to one issuer: another issuer's `alice` is not ours.

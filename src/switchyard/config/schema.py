@@ -405,12 +405,121 @@ class RedactionConfig(BaseModel):
     rules: list[RedactionRuleConfig] = Field(default_factory=list)
 
 
+class RateLimitWindowConfig(BaseModel):
+    """At most `max` cost units in any interval of `period` (a sliding window)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    period: str = Field(
+        pattern=r"^(second|minute|hour|day|[1-9][0-9]{0,4}[smhd])$",
+        description="second, minute, hour, day, or a count of them: 10s, 5m, 12h, 7d.",
+    )
+    max: int = Field(ge=1, le=100_000, description="Cost units admitted per period.")
+
+
+class RateLimitBudgetConfig(BaseModel):
+    """A daily budget, reset at 00:00 UTC."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calls: int | None = Field(None, ge=1, le=10**12, description="Cost units per day.")
+    result_bytes: int | None = Field(
+        None, ge=1, le=10**13, description="Bytes of answers per day (result or error)."
+    )
+    reserve_bytes: int = Field(
+        65536,
+        ge=1,
+        description="Bytes a call must find left to be admitted; an answer larger than what is "
+        "left when it arrives is withheld.",
+    )
+
+
+class RateLimitRuleConfig(BaseModel):
+    """One rule: which calls it selects, and the limits they share."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique; names the rule in errors.")
+    principals: list[str] | None = Field(None, description="Caller names (globs).")
+    issuers: list[str] | None = Field(
+        None,
+        description="Issuer globs (or `api_key`); absent: `auth.default_issuer` for a rule "
+        "with `principals`, any otherwise (as in access rules).",
+    )
+    roles: list[str] | None = Field(None, description="Any of these roles.")
+    views: list[str] | None = Field(None, description="Virtual server names (globs).")
+    backends: list[str] | None = Field(None, description="Backend names (globs).")
+    tools: list[str] | None = Field(None, description="Backend-side tool names (globs).")
+    prompts: list[str] | None = Field(None, description="Backend-side prompt names (globs).")
+    resources: list[str] | None = Field(None, description="Resource URIs (globs).")
+    annotations: (
+        dict[Literal["readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"], bool]
+        | None
+    ) = Field(None, description="Tool hints the tool must have (absent hints: MCP defaults).")
+    per: Literal["principal", "rule"] | None = Field(
+        None,
+        description="principal: each caller has its own counters; rule: one set shared by "
+        "everyone the rule selects. Default: `defaults.per`.",
+    )
+    mode: Literal["enforce", "shadow"] | None = Field(
+        None, description="shadow: count and log what would be refused, refuse nothing."
+    )
+    on_store_error: Literal["closed", "open"] | None = Field(
+        None, description="When Redis cannot be reached: refuse (closed) or admit (open)."
+    )
+    windows: list[RateLimitWindowConfig] = Field(default_factory=list)
+    concurrency: int | None = Field(None, ge=1, le=100_000, description="Calls at once.")
+    cost: int | dict[str, int] = Field(
+        1,
+        description="Units a call costs: a number, or name globs to costs (first match; "
+        "unmatched names cost 1).",
+    )
+    budget: RateLimitBudgetConfig | None = None
+
+
+class RateLimitDefaultsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    per: Literal["principal", "rule"] = "principal"
+    mode: Literal["enforce", "shadow"] = "enforce"
+    on_store_error: Literal["closed", "open"] = "closed"
+
+
+class RateLimitsConfig(BaseModel):
+    """Rate limits, concurrency caps and daily budgets (the `rate_limits:` section)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store: Literal["auto", "memory", "redis"] = Field(
+        "auto",
+        description="Where counters live: redis (`storage.redis_url`, shared by every gateway "
+        "process) or memory (this process only); auto: redis when a URL is set.",
+    )
+    key_prefix: str = Field(
+        "switchyard:limits",
+        pattern=r"^[A-Za-z0-9_.:{}-]{1,64}$",
+        description="Prefix of every Redis key.",
+    )
+    lease_seconds: float = Field(
+        30.0,
+        ge=3,
+        le=3600,
+        description="A dead process's concurrency slots and reservations free after this.",
+    )
+    store_timeout: float = Field(
+        2.0, gt=0, le=60, description="Seconds a check may wait on Redis before it fails."
+    )
+    defaults: RateLimitDefaultsConfig = Field(default_factory=RateLimitDefaultsConfig)
+    rules: list[RateLimitRuleConfig] = Field(default_factory=list)
+
+
 class SwitchyardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     auth: AuthConfig = Field(default_factory=AuthConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
+    rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
 
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     servers: dict[str, ServerConfig] = Field(default_factory=dict)

@@ -51,7 +51,7 @@ from switchyard.protocol.versions import (
 )
 from switchyard.sessions import OUTBOX_LIMIT, OutboxClosed, Session, SessionRefusal
 from switchyard.wire import frame, sse, strict
-from switchyard.wire.frame import UNSET, Envelope, Raw, Reply
+from switchyard.wire.frame import UNSET, Envelope, HttpHints, Raw, Reply
 
 log = logging.getLogger("switchyard.http")
 
@@ -231,10 +231,16 @@ class PostReply:
     async def _push(self, message: bytes) -> None:
         self._enqueue(message)
 
-    async def finish(self, body: bytes) -> None:
+    async def finish(self, body: bytes, hints: HttpHints | None = None) -> None:
+        """Send the response; `hints` (status, headers) apply while it is a plain JSON answer,
+        and an event stream already open carries the JSON-RPC reply alone."""
         writer = self._writer
         if writer is None:
-            await respond_json(self.send, 200, body, self.extra)
+            if hints is None:
+                await respond_json(self.send, 200, body, self.extra)
+            else:
+                extra = [*(self.extra or ()), *hints.headers]
+                await respond_json(self.send, hints.status or 200, body, extra)
             return
         self._enqueue(body, last=True)
         with contextlib.suppress(OSError):  # the client left: nobody to answer
@@ -475,7 +481,7 @@ class StreamableHttpEndpoint:
             return
         finally:
             watch.close()
-        await out.finish(frame.response_bytes(id_raw, reply))
+        await out.finish(frame.response_bytes(id_raw, reply), reply.http)
 
     async def _post_legacy(
         self, headers: list[tuple[bytes, bytes]], version: str | None, env: Envelope, send: Send
@@ -540,7 +546,8 @@ class StreamableHttpEndpoint:
             session.log_level = level_of(params_raw)
         # A cancelled request is answered with -32800 only because an HTTP POST needs an
         # answer; the SDK's 2025 Streamable HTTP server does the same.
-        await out.finish(frame.response_bytes(id_raw, reply or CANCELLED_REPLY))
+        answer = reply or CANCELLED_REPLY
+        await out.finish(frame.response_bytes(id_raw, answer), answer.http)
 
     async def _initialize(self, env: Envelope, send: Send) -> None:
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]

@@ -38,3 +38,8 @@ QUOTA_EXCEEDED: Final = -31012
 """The caller's share of a shared table (parked calls, tasks, subscriptions) is used up."""
 REDACTION_BLOCKED: Final = -31030
 """A redaction rule with action `block` found what it blocks in a backend's result."""
+RATE_LIMITED: Final = -31020
+"""A rate limit, concurrency cap or budget refused the call (`data.retryAfterMs`, `data.rule`,
+`data.limit`); over HTTP, a 429 with `Retry-After`. Limits take -31020..-31029."""
+LIMITS_UNAVAILABLE: Final = -31021
+"""The rate-limit counters cannot be reached and the rule fails closed; over HTTP, a 503."""

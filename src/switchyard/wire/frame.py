@@ -126,12 +126,25 @@ def encode_id(request_id: int | str | None) -> bytes:
     return _encoder.encode(request_id)
 
 
+@dataclass(frozen=True, slots=True)
+class HttpHints:
+    """How an HTTP face answers a reply that is its request's whole response (a JSON body):
+    another status than 200 (429 for a rate-limited call) and extra headers. A face that
+    cannot honour them (an event stream already open, stdio) sends the JSON-RPC reply alone,
+    which carries everything a client needs."""
+
+    status: int | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
 @dataclass(slots=True)
 class Reply:
     """The outcome of one request: exactly one of `result` or `error`, as raw JSON."""
 
     result: bytes | None = None
     error: bytes | None = None
+    http: HttpHints | None = None
+    """What an HTTP face should add when this reply is the whole response."""
 
     @property
     def is_error(self) -> bool:
