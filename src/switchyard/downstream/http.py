@@ -108,8 +108,12 @@ class HttpApp:
         path = scope["path"]
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         PEER.set(scope["client"][0] if scope.get("client") else None)
+        limit = self.settings.max_header_bytes
+        # The listener counted the raw head, an upper bound of the header bytes: only a head
+        # near the limit is measured exactly.
         if len(headers) > self.settings.max_headers or (
-            sum(len(k) + len(v) for k, v in headers) > self.settings.max_header_bytes
+            scope.get(HEAD_BYTES, limit + 1) > limit
+            and sum(len(k) + len(v) for k, v in headers) > limit
         ):
             await refuse(
                 scope,
@@ -286,6 +290,10 @@ def _client_key(scope: Scope) -> str | None:
     return None
 
 
+HEAD_BYTES: Final = "switchyard.head_bytes"
+"""Where the listener leaves the size of a request's raw head in its ASGI scope."""
+
+
 def guarded_protocol(settings: HttpSettings) -> type[Any]:
     """uvicorn's httptools protocol, with a deadline for the request head (slowloris) and a
     hard stop for a header block far past the limit (431 is answered at the ASGI level)."""
@@ -317,6 +325,7 @@ def guarded_protocol(settings: HttpSettings) -> type[Any]:
         def on_headers_complete(self) -> None:
             self._stop_timer()
             self._in_head = False
+            self.scope[HEAD_BYTES] = self._head_bytes  # type: ignore[typeddict-unknown-key]
             self._head_bytes = 0
             super().on_headers_complete()
 

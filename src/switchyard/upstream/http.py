@@ -109,6 +109,7 @@ class StreamableHttpConnection(ConnectionCore):
         self.settings = settings
         self._pool = _Pool(settings)
         self._session_id: str | None = None
+        self._base_headers: dict[str, dict[str, str]] = {}
         self._stream_task: asyncio.Task[None] | None = None
         self._listen_task: asyncio.Task[None] | None = None
         self._reinit: asyncio.Task[bool] | None = None
@@ -184,12 +185,20 @@ class StreamableHttpConnection(ConnectionCore):
     def _headers(
         self, method: str | None, name: str | None, extra: tuple[tuple[str, str], ...] = ()
     ) -> dict[str, str]:
-        headers = dict(self.settings.headers)
-        headers["Accept"] = ACCEPT_BOTH
-        headers["Accept-Encoding"] = decoded_body.ACCEPT_ENCODING
-        headers["Content-Type"] = JSON
-        if self.facts.version and method != methods.INITIALIZE:
-            headers["MCP-Protocol-Version"] = self.facts.version
+        version = self.facts.version
+        base = self._base_headers.get(version)
+        if base is None:
+            # What every request after the handshake carries, built once per negotiated version.
+            base = dict(self.settings.headers)
+            base["Accept"] = ACCEPT_BOTH
+            base["Accept-Encoding"] = decoded_body.ACCEPT_ENCODING
+            base["Content-Type"] = JSON
+            if version:
+                base["MCP-Protocol-Version"] = version
+            self._base_headers[version] = base
+        headers = base.copy()
+        if method == methods.INITIALIZE:
+            headers.pop("MCP-Protocol-Version", None)
         if self.facts.era is Era.MODERN:
             if method is not None:
                 headers["Mcp-Method"] = method
