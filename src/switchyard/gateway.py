@@ -10,6 +10,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from switchyard.audit.gate import audited
+from switchyard.audit.settings import AuditSettings
+from switchyard.audit.writer import AuditWriter
 from switchyard.bridge import ParkedCalls
 from switchyard.call import Identity
 from switchyard.dispatcher import Dispatcher
@@ -64,6 +67,7 @@ class Plan:
     backends: tuple[BackendSettings, ...]
     views: tuple[ViewSpec, ...] = ()
     storage: StorageSettings = field(default_factory=StorageSettings)
+    audit: AuditSettings | None = None
 
 
 class Gateway:
@@ -95,7 +99,11 @@ class Gateway:
             self.tasks,
         )
         self.router = Router(self.catalog_for, self.forwarder.sole_server)
-        self.dispatcher = Dispatcher(self.forwarder, self.settings.policies, self.router)
+        self.audit = AuditWriter(plan.audit, plan.storage) if plan.audit is not None else None
+        policies = self.settings.policies
+        if self.audit is not None:
+            policies = audited(policies, self.audit)
+        self.dispatcher = Dispatcher(self.forwarder, policies, self.router)
         self.undeliverable = 0
         """Backend messages dropped because no single caller could be proven to own them."""
         self.sessions.on_removed = self._session_removed
@@ -105,6 +113,8 @@ class Gateway:
 
     async def start(self) -> None:
         """Start every backend; wait (bounded) until each has made its first attempt."""
+        if self.audit is not None:
+            await self.audit.start()
         for backend in self.backends.values():
             self._tasks.append(asyncio.create_task(backend.run(), name=f"backend-{backend.name}"))
         self._tasks.append(asyncio.create_task(self._reap_sessions(), name="session-reaper"))
@@ -124,6 +134,9 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self.audit is not None:
+            # Last: the calls that ended while backends stopped are recorded too.
+            await self.audit.stop()
 
     async def _reap_sessions(self) -> None:
         while True:
