@@ -270,7 +270,20 @@ class Gateway:
             for name, b in self.backends.items()
         }
         ready = self.started and any(b.is_up for b in self.backends.values())
-        return ready, {"ready": ready, "backends": backends}
+        body: dict[str, Any] = {"ready": ready, "backends": backends}
+        audit = self.audit
+        if audit is not None:
+            unavailable = audit.unavailable()
+            # Failing closed, a gateway that cannot record serves no call: not ready.
+            if unavailable is not None and audit.fail_closed:
+                ready = body["ready"] = False
+            body["audit"] = {
+                "writer": audit.writer_id,
+                "recording": unavailable is None,
+                "pending": audit.pending,
+                "dropped": audit.dropped,
+            }
+        return ready, body
 
 
 def _task_id(params: bytes | None) -> str | None:

@@ -350,9 +350,10 @@ MIN_AUDIT_KEY_CHARS = 16
 
 def audit(config: SwitchyardConfig, base: Path, *, need_key: bool = True) -> AuditSettings | None:
     """The `audit:` section; None when off. `need_key=False` (reading the trail back: verify,
-    export) leaves the arguments' HMAC key unresolved."""
+    export, key rotation) gives the settings even when off, with the arguments' HMAC key left
+    unresolved."""
     section = config.audit
-    if not section.enabled:
+    if need_key and not section.enabled:
         return None
     key = b""
     if need_key:
