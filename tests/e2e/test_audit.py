@@ -159,7 +159,7 @@ async def test_an_allowed_call_a_denied_call_and_a_401_each_leave_exactly_one_re
     )
     assert allowed["trace_id"] == TRACE_ID and allowed["args_hmac"] == digest
     assert allowed["request_bytes"] > 0 and allowed["result_bytes"] > 0
-    assert allowed["latency_ms"] > 0 and allowed["request_id"] is not None
+    assert allowed["latency_us"] > 0 and allowed["request_id"] is not None
     assert "args" not in allowed  # no rule asks for raw arguments
 
     assert denied["decision"] == "deny" and denied["outcome"] == denied_code

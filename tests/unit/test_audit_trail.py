@@ -187,7 +187,7 @@ async def test_records_hold_the_decision_and_a_digest_of_the_arguments(trail: Tr
         "reason": None,
         "outcome": "ok",
         "status": None,
-        "latency_ms": 1.5,
+        "latency_us": 1500,
         "request_bytes": 40,
         "result_bytes": 80,
         "args_hmac": expected_digest,

@@ -8,25 +8,59 @@ double. Anything a record hashes goes through here, so two implementations agree
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from typing import Any, Final
+
+import msgspec
 
 # The C encoder of the standard library escapes exactly what JCS escapes when non-ASCII
 # characters are kept as they are (`ensure_ascii=False`), with lowercase hex in \u00XX.
 _string: Final = json.encoder.c_encode_basestring or json.encoder.py_encode_basestring  # type: ignore[attr-defined]
 _MAX_SAFE: Final = 2**53
+_SCALARS: Final = frozenset({str, bool, type(None)})
 
 
 class CanonicalError(ValueError):
     """The value has no JSON form (NaN, an infinity, a non-string key, an unknown type)."""
 
 
+# A flat object of ASCII-named members whose values are strings, safe integers, booleans or
+# null is written by msgspec with sorted keys: for such values its output is exactly JCS (the
+# same escapes, UTF-8 kept as is), at a fraction of the cost. Every audit record is one.
+_flat_encoder: Final = msgspec.json.Encoder(order="sorted")
+
+
 def canonical(value: Any) -> bytes:
     """The JCS bytes of `value` (dict, list, tuple, str, int, float, bool, None)."""
+    if type(value) is dict and _flat(value):
+        with contextlib.suppress(UnicodeEncodeError):
+            return _flat_encoder.encode(value)
+    try:
+        return _general(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CanonicalError("a string holds a lone surrogate: not Unicode text") from None
+
+
+def _flat(value: dict[Any, Any]) -> bool:
+    for item in value.values():
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind is int and -_MAX_SAFE <= item <= _MAX_SAFE:
+            continue
+        return False
+    try:
+        return all(map(str.isascii, value))
+    except TypeError:  # a member name that is not a string
+        return False
+
+
+def _general(value: Any) -> str:
     out: list[str] = []
     _write(value, out)
-    return "".join(out).encode("utf-8")
+    return "".join(out)
 
 
 def _write(value: Any, out: list[str]) -> None:

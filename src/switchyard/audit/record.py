@@ -30,10 +30,17 @@ METHOD_CHARS: Final = 128
 _json: Final = msgspec.json.Decoder()
 
 
+_SECOND: list[tuple[int, str]] = [(-1, "")]
+
+
 def timestamp(at: float) -> str:
     """ISO 8601 UTC with milliseconds; sorts as text in time order."""
     second = int(at)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    cached, stamp = _SECOND[0]
+    if cached != second:
+        # Formatted once per second, not per record.
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _SECOND[0] = (second, stamp)
     return f"{stamp}.{min(999, int((at - second) * 1000)):03d}Z"
 
 
@@ -57,7 +64,7 @@ def arguments_digest(key: bytes, arguments: bytes | None) -> str | None:
         body = canonical(_json.decode(arguments))
     except (msgspec.DecodeError, CanonicalError, RecursionError):
         body = bytes(arguments)
-    return hmac.new(key, body, hashlib.sha256).hexdigest()
+    return hmac.digest(key, body, "sha256").hex()
 
 
 def decision_record(
@@ -91,7 +98,10 @@ def decision_record(
         if isinstance(decision.outcome, int)
         else _capped(decision.outcome),
         "status": decision.status,
-        "latency_ms": round(decision.latency_ms, 3) if decision.latency_ms is not None else None,
+        # Whole microseconds: an integer keeps the record a flat object of exact values.
+        "latency_us": round(decision.latency_ms * 1000)
+        if decision.latency_ms is not None
+        else None,
         "request_bytes": decision.request_bytes,
         "result_bytes": decision.result_bytes,
         "args_hmac": arguments_digest(settings.hmac_key, decision.arguments),

@@ -137,16 +137,15 @@ async def register_writer(tx: Session, writer: str, started: str, host: str, pid
 
 
 async def publish_key(db: Database, key_id: str, public_pem: str, added: str) -> None:
-    """Record a public key in the database (for readers; verification trusts the key ring)."""
-    async with db.transaction() as tx:
-        found = await tx.fetchone("SELECT key_id FROM audit_keys WHERE key_id = ?", key_id)
-        if found is None:
-            await tx.execute(
-                "INSERT INTO audit_keys (key_id, public_key, added) VALUES (?, ?, ?)",
-                key_id,
-                public_pem,
-                added,
-            )
+    """Record a public key in the database (for readers; verification trusts the key ring).
+    Several writers publish the same key at once after a rotation: the first one wins."""
+    await db.execute(
+        "INSERT INTO audit_keys (key_id, public_key, added) VALUES (?, ?, ?) "
+        "ON CONFLICT (key_id) DO NOTHING",
+        key_id,
+        public_pem,
+        added,
+    )
 
 
 async def writers(db: Session) -> list[str]:

@@ -40,6 +40,8 @@ log = logging.getLogger("switchyard.audit")
 START_WAIT_S: Final = 5.0
 STOP_WAIT_S: Final = 15.0
 RETRY_MAX_S: Final = 2.0
+STOP_ATTEMPTS: Final = 3
+"""Writes tried once stopping before the queue is given up (a store that is down)."""
 DROP_LOG_EVERY_S: Final = 10.0
 COMMAND_TIMEOUT_S: Final = 5.0
 UNAVAILABLE: Final = "the audit store is unavailable"
@@ -161,6 +163,7 @@ class AuditWriter:
 
     async def _run(self) -> None:
         backoff = 0.1
+        stop_attempts = 0
         while True:
             if self._db is None:
                 try:
@@ -194,7 +197,9 @@ class AuditWriter:
                 self._failed("write", exc)
                 self._resync = True
                 if self._stopping:
-                    return
+                    stop_attempts += 1
+                    if stop_attempts >= STOP_ATTEMPTS:
+                        return  # stop() reports what stays unwritten
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, RETRY_MAX_S)
                 continue
