@@ -19,6 +19,12 @@ and by 2026-07-28 single exchanges (stdio-modern); the report gives each p50 and
 modern ÷ legacy (goal: at most 1.5), the cost of a modern call reaching a session-keeping stdio
 backend.
 
+Audit load: a third Switchyard process with the audit trail on (SQLite, the default settings)
+serves audit-legacy and audit-modern; the report gives its CPU per call ÷ switchyard-legacy's
+and switchyard-modern's (goal: at most 1.15). Then bench/audit_verify.py writes
+--audit-records records through the audit writer and times `switchyard audit verify` over them
+(goal: 1,000,000 in under 30 s).
+
 Loads: small results (echo, 16 bytes) and large results (payload, 64 KiB), each at c=1 and
 c=32. Each round runs every load against every target in turn (the target order rotates per
 round); each run is warm-up calls, then a bounded measured count, under a wall-time cap.
@@ -83,13 +89,18 @@ TARGETS = {
         Target("stdio-modern", "switchyard-stdio", "modern"),
         Target("limits-memory", "switchyard-limits-memory", "legacy"),
         Target("limits-redis", "switchyard-limits-redis", "legacy"),
+        Target("audit-legacy", "switchyard-audit", "legacy"),
+        Target("audit-modern", "switchyard-audit", "modern"),
     )
 }
 LIMIT_TARGETS = ("limits-memory", "limits-redis")
 STDIO_TARGETS = ("stdio-legacy", "stdio-modern")
 GOAL_STDIO_P50 = 1.5  # stdio-modern p50 ÷ stdio-legacy p50: at most
 SWITCHYARD = ("switchyard-legacy", "switchyard-modern")
-DEFAULT_TARGETS = "direct,floor,switchyard-legacy,switchyard-modern"
+AUDIT = {"audit-legacy": "switchyard-legacy", "audit-modern": "switchyard-modern"}
+GOAL_AUDIT_CPU = 1.15  # Switchyard with audit on, CPU/call ÷ the same with it off: at most
+GOAL_AUDIT_VERIFY_S = 30.0  # seconds to verify 1,000,000 records: under
+DEFAULT_TARGETS = "direct,floor,switchyard-legacy,switchyard-modern,audit-legacy,audit-modern"
 
 
 @dataclass(frozen=True)
@@ -129,6 +140,8 @@ KNOBS: list[tuple[str, str, type, str, str]] = [
      "rate-limit load (limits-memory, limits-redis against switchyard-legacy): on or off"),
     ("--redis-url", "BENCH_REDIS_URL", str, "redis://127.0.0.1:6379/0",
      "Redis for limits-redis"),
+    ("--audit-records", "BENCH_AUDIT_RECORDS", int, "1000000",
+     "records written then verified by bench/audit_verify.py (0: skip)"),
     ("--out-dir", "BENCH_OUT_DIR", Path, str(BENCH / "results"), "where results and logs go"),
 ]  # fmt: skip
 
@@ -265,6 +278,17 @@ servers:
 """
 # The stdio load's backend is spawned by Switchyard. Spawns are not what is measured: the
 # allowance is raised above the load's concurrency (legacy sessions open one process each).
+SWITCHYARD_AUDIT_CONFIG = (
+    SWITCHYARD_CONFIG
+    + """\
+storage:
+  data_dir: audit-db
+audit:
+  enabled: true
+  hmac_key: "${{BENCH_AUDIT_HMAC}}"
+  keys_dir: audit-keys
+"""
+)
 SWITCHYARD_STDIO_CONFIG = """\
 servers:
   bench:
@@ -334,6 +358,11 @@ def services(args: argparse.Namespace, logs: Path) -> Iterator[dict[str, Service
                     text += f"storage:\n  redis_url: {json.dumps(args.redis_url)}\n"
                 config.write_text(text)
                 svcs[name] = start_switchyard(args, name, config)
+        if "switchyard-audit" in needed:
+            config = logs / "switchyard-audit.yaml"
+            config.write_text(SWITCHYARD_AUDIT_CONFIG.format(url=backend.url))
+            os.environ.setdefault("BENCH_AUDIT_HMAC", "bench-audit-hmac-key-0123456789")
+            svcs["switchyard-audit"] = start_switchyard(args, "switchyard-audit", config)
         if args.stdio_targets:
             config = logs / "switchyard-stdio.yaml"
             config.write_text(
@@ -349,6 +378,7 @@ def services(args: argparse.Namespace, logs: Path) -> Iterator[dict[str, Service
         for name in (
             "switchyard",
             "switchyard-stdio",
+            "switchyard-audit",
             *(f"switchyard-limits-{s}" for s in ("memory", "redis")),
         ):
             if name in svcs:
@@ -442,6 +472,20 @@ def run_all(args: argparse.Namespace, svcs: dict[str, Service], out: Path, run_i
                 progress(rec)
                 if not all(s.alive() for s in svcs.values()):
                     raise SetupError(rec.get("failed", "a service exited"))
+
+
+def audit_verify(args: argparse.Namespace, logs: Path, out: Path) -> None:
+    """bench/audit_verify.py in a process of its own: write, then verify, N records."""
+    argv = [sys.executable, str(BENCH / "audit_verify.py"), f"--records={args.audit_records}"]
+    argv += [f"--dir={logs / 'audit-verify'}", f"--switchyard={args.switchyard}"]
+    print(f"audit: writing and verifying {args.audit_records} records", file=sys.stderr)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, cwd=REPO)
+        rec: Record = json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, ValueError, IndexError) as e:
+        rec = {"type": "audit_verify", "failed": repr(e)[:600], "records": args.audit_records}
+    with out.open("a") as f:
+        f.write(json.dumps(rec) + "\n")
 
 
 def rotated(targets: list[Target], rnd: int) -> list[Target]:
@@ -651,6 +695,52 @@ class Summary:
             lines.append(f"| {self.label(load)} | {load[1]} | " + " | ".join(cpu + p50) + " |")
         return lines
 
+    def audit_ratios(self) -> tuple[list[str], list[Record]]:
+        """Audit on ÷ off, CPU per call of the gateway process, for each load and era."""
+        pairs = [
+            (on, off) for on, off in AUDIT.items() if on in self.targets and off in self.targets
+        ]
+        if not pairs:
+            return [], []
+        lines = [
+            "| load | c | era | audit off | audit on | on ÷ off | goal |",
+            "|---|---:|---|---:|---:|---|---|",
+        ]
+        found: list[Record] = []
+        for load in self.loads:
+            for on, off in pairs:
+                a = self.median(on, load, "cpu_proxy_us")
+                b = self.median(off, load, "cpu_proxy_us")
+                if a is None or b is None:
+                    continue
+                dirty = any(not clean(r) for t in (on, off) for r in self.cells.get((t, *load), []))
+                value = round(a / b, 2) if b else None
+                verdict = (
+                    "ERRORS" if dirty else "n/a" if value is None
+                    else "PASS" if value <= GOAL_AUDIT_CPU else "MISS"
+                )  # fmt: skip
+                cell = f"{'-' if value is None else f'{value:.2f}'} {verdict}"
+                era = TARGETS[on].era
+                lines.append(
+                    f"| {self.label(load)} | {load[1]} | {era} | {fmt_us(b)} | {fmt_us(a)} "
+                    f"| {cell} | ≤ {GOAL_AUDIT_CPU} |"
+                )
+                found.append(
+                    {
+                        "type": "ratio",
+                        "kind": "audit_cpu",
+                        "target": on,
+                        "load": load[0],
+                        "concurrency": load[1],
+                        "value": value,
+                        "verdict": verdict,
+                        "baseline": off,
+                        "coarse": False,
+                        "cell": cell,
+                    }
+                )
+        return lines, found
+
     def ratio(self, kind: str, sw: str, load: LoadKey) -> Record:
         floor, direct = self.baseline("floor", sw), self.baseline("direct", sw)
         value: float | None = None
@@ -708,6 +798,21 @@ class Summary:
 # ---- main ------------------------------------------------------------------------------
 
 
+def audit_verify_line(rec: Record) -> str:
+    if rec.get("failed"):
+        return f"\naudit verify of {rec['records']} records: FAILED {rec['failed']}"
+    per_million = rec["verify_s"] * 1_000_000 / rec["records"]
+    verdict = "PASS" if rec["verified"] and per_million < GOAL_AUDIT_VERIFY_S else "MISS"
+    if not rec["verified"]:
+        verdict = f"NOT VERIFIED {rec.get('verify_output')}"
+    return (
+        f"\naudit: {rec['records']} records written in {rec['write_s']:.1f} s "
+        f"({rec['write_rps']}/s through the writer), verified in {rec['verify_s']:.1f} s "
+        f"({rec['verify_rps']}/s, peak RSS {rec['verify_peak_rss_mib']} MiB): "
+        f"{per_million:.1f} s per million, goal < {GOAL_AUDIT_VERIFY_S:.0f} s: {verdict}"
+    )
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("switchyard", "mcp", "aiohttp", "uvicorn", "uvloop", "httptools", "msgspec"):
@@ -748,6 +853,8 @@ def main() -> int:
     try:
         with services(args, logs) as svcs:
             run_all(args, svcs, out, run_id)
+        if args.audit_records > 0:
+            audit_verify(args, logs, out)
     except SetupError as e:
         print(f"\nerror: {e}", file=sys.stderr)
         for note in getattr(e, "__notes__", []):
@@ -761,12 +868,18 @@ def main() -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         status = 130
-    records = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+    lines = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+    records = [r for r in lines if r.get("type") == "run"]
+    verified = [r for r in lines if r.get("type") == "audit_verify"]
     if records:
         report(records, args, meta, out)
     if status == 0 and args.redaction_calls > 0:
         redaction(args, out, run_id)
+    for rec in verified:
+        print(audit_verify_line(rec))
     if status == 0 and any(not clean(r) for r in records):
+        status = 1
+    if status == 0 and any(not r.get("verified") for r in verified):
         status = 1
     if status == 0:
         shutil.rmtree(logs)  # process logs are kept only when something went wrong
@@ -836,6 +949,13 @@ def report(records: list[Record], args: argparse.Namespace, meta: Record, out: P
         print("\n".join(lines))
         with out.open("a") as f:
             for rec in ratios:
+                f.write(json.dumps({"run_id": meta["run_id"], **rec}) + "\n")
+    audit_lines, audit_ratios = summary.audit_ratios()
+    if audit_lines:
+        print("\nAudit trail on (SQLite) vs off: CPU per call, same era, same rounds:\n")
+        print("\n".join(audit_lines))
+        with out.open("a") as f:
+            for rec in audit_ratios:
                 f.write(json.dumps({"run_id": meta["run_id"], **rec}) + "\n")
     for r in [r for r in records if not clean(r)][:10]:
         why = r.get("failed") or ("truncated by --max-seconds" * bool(r.get("truncated")))

@@ -78,6 +78,8 @@ class RequestContext:
     """The virtual server the request came through; None: the full gateway."""
     request_id: bytes | None = None
     """The request's JSON-RPC id as encoded on the wire (for the access log)."""
+    traceparent: str | None = None
+    """The HTTP request's W3C `traceparent` header (for the audit record's trace id)."""
 
     @property
     def caller(self) -> str:
@@ -100,6 +102,9 @@ class Call:
     reachable: Callable[[str], bool] | None = None
     """Which backends the caller may reach at all (None: every one): traffic fanned out to
     every backend (`logging/setLevel`, `tasks/list`) skips the others, never starting them."""
+    recorded_arguments: Raw | None = None
+    """The arguments as records (audit) may keep them, when redaction changed them; None:
+    as received."""
     _fields: dict[str, Raw] | None = None
 
     @property

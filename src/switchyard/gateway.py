@@ -10,6 +10,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from switchyard.audit.gate import audited
+from switchyard.audit.settings import AuditSettings
+from switchyard.audit.writer import AuditWriter
 from switchyard.bridge import ParkedCalls
 from switchyard.call import Identity
 from switchyard.delivery import ClientMessage, Delivery, OutboundHook, Push
@@ -72,6 +75,7 @@ class Plan:
     backends: tuple[BackendSettings, ...]
     views: tuple[ViewSpec, ...] = ()
     storage: StorageSettings = field(default_factory=StorageSettings)
+    audit: AuditSettings | None = None
 
 
 class Gateway:
@@ -110,7 +114,11 @@ class Gateway:
             self.delivery,
         )
         self.router = Router(self.catalog_for, self.forwarder.sole_server)
-        self.dispatcher = Dispatcher(self.forwarder, self.settings.policies, self.router)
+        self.audit = AuditWriter(plan.audit, plan.storage) if plan.audit is not None else None
+        policies = self.settings.policies
+        if self.audit is not None:
+            policies = audited(policies, self.audit)
+        self.dispatcher = Dispatcher(self.forwarder, policies, self.router)
         self.sessions.on_removed = self._session_removed
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -118,6 +126,8 @@ class Gateway:
 
     async def start(self) -> None:
         """Start every backend; wait (bounded) until each has made its first attempt."""
+        if self.audit is not None:
+            await self.audit.start()
         for backend in self.backends.values():
             self._tasks.append(asyncio.create_task(backend.run(), name=f"backend-{backend.name}"))
         self._tasks.append(asyncio.create_task(self._reap_sessions(), name="session-reaper"))
@@ -139,6 +149,9 @@ class Gateway:
         self._tasks.clear()
         if self.settings.limits is not None:
             await self.settings.limits.close()
+        if self.audit is not None:
+            # Last: the calls that ended while backends stopped are recorded too.
+            await self.audit.stop()
 
     async def _reap_sessions(self) -> None:
         while True:
@@ -283,6 +296,18 @@ class Gateway:
         }
         if self.settings.limits is not None:
             body["limits"] = self.settings.limits.status()
+        audit = self.audit
+        if audit is not None:
+            unavailable = audit.unavailable()
+            # Failing closed, a gateway that cannot record serves no call: not ready.
+            if unavailable is not None and audit.fail_closed:
+                ready = body["ready"] = False
+            body["audit"] = {
+                "writer": audit.writer_id,
+                "recording": unavailable is None,
+                "pending": audit.pending,
+                "dropped": audit.dropped,
+            }
         return ready, body
 
 

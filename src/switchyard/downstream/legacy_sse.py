@@ -19,6 +19,7 @@ from switchyard.downstream.asgi import (
     caller,
     caller_name,
     current_peer,
+    current_traceparent,
     current_view,
     header,
     refuse,
@@ -198,6 +199,7 @@ class LegacySseEndpoint:
                 identity=identity,
                 view=view,
                 request_id=id_raw,
+                traceparent=current_traceparent(),
             )
             reply = await session.requests.run(
                 id_raw, settle(method, self.gateway.dispatcher.request(ctx, method, params))

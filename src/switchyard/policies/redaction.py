@@ -9,11 +9,13 @@ tokens stand for.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Final
 
 import msgspec
 
 from switchyard.call import Call
+from switchyard.observability import decisions
 from switchyard.policies.base import Policy
 from switchyard.protocol import codes, methods
 from switchyard.protocol.versions import Era
@@ -46,6 +48,17 @@ class Redaction(Policy):
             fields = call.fields()
             arguments = fields.get("arguments")
             if arguments is not None:
+                if decisions.wanted():
+                    # What the caller sent, redacted and with its tokens still tokens (the
+                    # forwarded copy below has them resolved): the record (audit) never holds
+                    # what the backend alone may see.
+                    call.recorded_arguments = arguments
+                    with contextlib.suppress(msgspec.DecodeError):
+                        recorded = engine.redact_for_record(
+                            ctx.identity, ctx.view, route.backend, route.name, bytes(arguments)
+                        )
+                        if recorded is not None:
+                            call.recorded_arguments = Raw(recorded)
                 try:
                     redacted = engine.redact_arguments(
                         ctx.identity, ctx.view, route.backend, route.name, bytes(arguments)

@@ -205,6 +205,30 @@ class Redactor:
             changed = changed or resolved > 0
         return msgspec.json.encode(value) if changed else None
 
+    def redact_for_record(
+        self,
+        who: Identity | None,
+        view: str | None,
+        backend: str | None,
+        name: str | None,
+        arguments: bytes,
+    ) -> bytes | None:
+        """The `arguments` as a record (audit) may keep them: detected values redacted, the
+        caller's tokens left as tokens; None when nothing changed. Arguments a `block` rule
+        refuses are not kept at all: the record says which rule withheld them."""
+        plan = self.plan(Direction.ARGUMENTS, who, view, backend, name)
+        if plan is None:
+            return None
+        owner = who.key if who is not None else ANONYMOUS
+        state = _Pass(plan, Direction.ARGUMENTS, owner)
+        try:
+            value = self._redact(state, msgspec.json.decode(arguments), payload=True, top=False)
+        except Blocked as blocked:
+            return msgspec.json.encode(
+                f"[withheld: redaction rule {blocked.rule!r} blocks {blocked.detector}]"
+            )
+        return msgspec.json.encode(value) if state.changes else None
+
     def redact_result(
         self,
         method: str,
