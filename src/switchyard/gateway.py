@@ -14,6 +14,8 @@ from switchyard.bridge import ParkedCalls
 from switchyard.call import Identity
 from switchyard.dispatcher import Dispatcher
 from switchyard.forwarder import Forwarder
+from switchyard.pins.guard import PinGuard
+from switchyard.pins.settings import PinningSettings
 from switchyard.policies.access import AccessRules
 from switchyard.policies.base import PolicySpec
 from switchyard.policies.request_log import RequestLog
@@ -64,6 +66,9 @@ class Plan:
     backends: tuple[BackendSettings, ...]
     views: tuple[ViewSpec, ...] = ()
     storage: StorageSettings = field(default_factory=StorageSettings)
+    pinning: PinningSettings = field(default_factory=PinningSettings.disabled)
+    """Off unless configured: a plan built in code pins nothing (the config file's default,
+    `tofu`, is applied when it is compiled)."""
 
 
 class Gateway:
@@ -99,6 +104,17 @@ class Gateway:
         self.undeliverable = 0
         """Backend messages dropped because no single caller could be proven to own them."""
         self.sessions.on_removed = self._session_removed
+        self.pins = (
+            PinGuard(plan.pinning, plan.storage, self.settings.separator)
+            if plan.pinning.enabled
+            else None
+        )
+        self._trusted: list[catalog.Listing] = []
+        """What the pin check let through of every backend's listing, when pinning is on."""
+        self._pins_stale = False
+        self._pins_task: asyncio.Task[None] | None = None
+        self._pins_idle = asyncio.Event()
+        self._pins_idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.started = False
@@ -108,10 +124,15 @@ class Gateway:
         for backend in self.backends.values():
             self._tasks.append(asyncio.create_task(backend.run(), name=f"backend-{backend.name}"))
         self._tasks.append(asyncio.create_task(self._reap_sessions(), name="session-reaper"))
+        if self.pins is not None:
+            self._tasks.append(asyncio.create_task(self._poll_pins(), name="pin-poll"))
         waits = [b.first_attempt.wait() for b in self.backends.values()]
         if waits:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*waits), self.settings.startup_wait_s)
+            with contextlib.suppress(TimeoutError):
+                # The first listings are shown once checked against their pins.
+                await asyncio.wait_for(self._pins_idle.wait(), self.settings.startup_wait_s)
         self.started = True
         up = sum(b.is_up for b in self.backends.values())
         log.info("gateway started: %d of %d backends up", up, len(self.backends))
@@ -124,6 +145,12 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self._pins_task is not None:
+            self._pins_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pins_task
+        if self.pins is not None:
+            await self.pins.aclose()
 
     async def _reap_sessions(self) -> None:
         while True:
@@ -154,7 +181,49 @@ class Gateway:
         return self.views.get(view) or catalog.Catalog()
 
     def _backend_changed(self, backend: Backend) -> None:
-        listings = [b.listing for b in self.backends.values() if b.is_up and b.listing is not None]
+        if self.pins is None:
+            self._rebuild(self._listings())
+            return
+        self._check_pins()
+
+    def _listings(self) -> list[catalog.Listing]:
+        return [b.listing for b in self.backends.values() if b.is_up and b.listing is not None]
+
+    def _check_pins(self) -> None:
+        """Check every listing against its pins again, then rebuild; one check at a time, and
+        a change arriving meanwhile gets one more."""
+        self._pins_stale = True
+        self._pins_idle.clear()
+        if self._pins_task is None or self._pins_task.done():
+            self._pins_task = asyncio.create_task(self._settle_pins(), name="pin-check")
+
+    async def _settle_pins(self) -> None:
+        assert self.pins is not None
+        try:
+            while self._pins_stale:
+                self._pins_stale = False
+                try:
+                    self._trusted = await self.pins.visible(self._listings())
+                except Exception:
+                    log.exception("pin check failed; nothing new is shown until it succeeds")
+                    live = {listing.backend for listing in self._listings()}
+                    self._trusted = [t for t in self._trusted if t.backend in live]
+                self._rebuild(self._trusted)
+        finally:
+            self._pins_idle.set()
+
+    async def _poll_pins(self) -> None:
+        """Approvals and rejections are made elsewhere (the CLI, other processes): notice them."""
+        assert self.pins is not None
+        while True:
+            await asyncio.sleep(self.pins.settings.poll_s)
+            try:
+                if await self.pins.changed():
+                    self._check_pins()
+            except Exception:
+                log.exception("pin store poll failed")
+
+    def _rebuild(self, listings: list[catalog.Listing]) -> None:
         new = catalog.build(listings, self.settings.separator)
         old, self.catalog = self.catalog, new
         for spec in self.plan.views:
@@ -257,7 +326,10 @@ class Gateway:
             for name, b in self.backends.items()
         }
         ready = self.started and any(b.is_up for b in self.backends.values())
-        return ready, {"ready": ready, "backends": backends}
+        body: dict[str, Any] = {"ready": ready, "backends": backends}
+        if self.pins is not None:
+            body["pins"] = self.pins.status()
+        return ready, body
 
 
 def _task_id(params: bytes | None) -> str | None:

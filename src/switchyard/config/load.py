@@ -28,6 +28,7 @@ from switchyard.config.schema import (
     SwitchyardConfig,
 )
 from switchyard.gateway import GatewaySettings, Plan
+from switchyard.pins.settings import PinningSettings
 from switchyard.policies.access import AccessControl, AccessRules, Rule
 from switchyard.policies.base import PolicySpec
 from switchyard.policies.request_log import RequestLog
@@ -329,6 +330,21 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
         backends=tuple(backends),
         views=views(config),
         storage=storage(config, base),
+        pinning=pinning(config),
+    )
+
+
+def pinning(config: SwitchyardConfig) -> PinningSettings:
+    section = config.pinning
+    known = config.servers.keys() | config.mcpServers.keys()
+    for name in section.backends:
+        if name not in known:
+            raise ConfigError(f"pinning.backends.{name}: no server named {name!r}")
+    return PinningSettings(
+        mode=section.mode,
+        backends={name: b.mode for name, b in section.backends.items()},
+        poisoning=section.poisoning.model_dump(),
+        poll_s=section.poll_interval,
     )
 
 
