@@ -78,7 +78,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     )
     scanned = 0
     leaks: list[str] = []
-    for path in sorted(LOG_DIR.glob("*.log")):
+    # Logs, and what tests exported of the audit trail (`*.jsonl`).
+    for path in sorted([*LOG_DIR.glob("*.log"), *LOG_DIR.glob("*.jsonl")]):
         text = path.read_text(errors="replace")
         scanned += len(text)
         leaks += [f"{path.name}: {secret[:6]}..." for secret in secrets if secret in text]

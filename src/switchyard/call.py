@@ -78,6 +78,8 @@ class RequestContext:
     """The virtual server the request came through; None: the full gateway."""
     request_id: bytes | None = None
     """The request's JSON-RPC id as encoded on the wire (for the access log)."""
+    traceparent: str | None = None
+    """The HTTP request's W3C `traceparent` header (for the audit record's trace id)."""
 
     @property
     def caller(self) -> str:

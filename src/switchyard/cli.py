@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from switchyard import __version__
+from switchyard.audit import commands as audit_commands
 from switchyard.auth import keys_cli
 from switchyard.config.load import ConfigError, demo_config_path, load, load_plan
 from switchyard.observability import logging as observability_logging
@@ -52,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
 
     keys_cli.add_parser(sub)
 
+    def config_only(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", "-c", help="config file; default: the bundled demo")
+
+    audit_commands.add_parser(sub, config_only)
+
     demo = sub.add_parser("demo", help="run a bundled demo backend on stdio")
     demo.add_argument("name", choices=DEMOS)
     return p
@@ -65,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return _demo(args.name)
     if args.command == "keys":
         return keys_cli.run(args)
+    if args.command == "audit":
+        return _audit(args)
     observability_logging.setup(args.log_level, args.log_file)
     path = Path(args.config) if args.config else demo_config_path()
     try:
@@ -94,6 +102,22 @@ def _check(file: str) -> int:
     names = ", ".join(b.name for b in plan.backends) or "none"
     print(f"{file}: OK ({len(plan.backends)} servers: {names})")  # noqa: T201
     return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from switchyard.config.load import audit, storage
+
+    path = Path(args.config) if args.config else demo_config_path()
+    try:
+        config, _ = load(path)
+        base = path.resolve().parent
+        settings = audit(config, base, need_key=False)
+        where = storage(config, base)
+    except ConfigError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    assert settings is not None
+    return audit_commands.run(args, where, settings)
 
 
 def _serve(plan: object, config: object, host: str, port: int) -> int:

@@ -10,6 +10,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from switchyard.audit.gate import audited
+from switchyard.audit.settings import AuditSettings
+from switchyard.audit.writer import AuditWriter
 from switchyard.bridge import ParkedCalls
 from switchyard.call import Identity
 from switchyard.dispatcher import Dispatcher
@@ -69,6 +72,7 @@ class Plan:
     pinning: PinningSettings = field(default_factory=PinningSettings.disabled)
     """Off unless configured: a plan built in code pins nothing (the config file's default,
     `tofu`, is applied when it is compiled)."""
+    audit: AuditSettings | None = None
 
 
 class Gateway:
@@ -100,7 +104,11 @@ class Gateway:
             self.tasks,
         )
         self.router = Router(self.catalog_for, self.forwarder.sole_server)
-        self.dispatcher = Dispatcher(self.forwarder, self.settings.policies, self.router)
+        self.audit = AuditWriter(plan.audit, plan.storage) if plan.audit is not None else None
+        policies = self.settings.policies
+        if self.audit is not None:
+            policies = audited(policies, self.audit)
+        self.dispatcher = Dispatcher(self.forwarder, policies, self.router)
         self.undeliverable = 0
         """Backend messages dropped because no single caller could be proven to own them."""
         self.sessions.on_removed = self._session_removed
@@ -121,6 +129,8 @@ class Gateway:
 
     async def start(self) -> None:
         """Start every backend; wait (bounded) until each has made its first attempt."""
+        if self.audit is not None:
+            await self.audit.start()
         for backend in self.backends.values():
             self._tasks.append(asyncio.create_task(backend.run(), name=f"backend-{backend.name}"))
         self._tasks.append(asyncio.create_task(self._reap_sessions(), name="session-reaper"))
@@ -151,6 +161,9 @@ class Gateway:
                 await self._pins_task
         if self.pins is not None:
             await self.pins.aclose()
+        if self.audit is not None:
+            # Last: the calls that ended while backends stopped are recorded too.
+            await self.audit.stop()
 
     async def _reap_sessions(self) -> None:
         while True:
@@ -329,6 +342,18 @@ class Gateway:
         body: dict[str, Any] = {"ready": ready, "backends": backends}
         if self.pins is not None:
             body["pins"] = self.pins.status()
+        audit = self.audit
+        if audit is not None:
+            unavailable = audit.unavailable()
+            # Failing closed, a gateway that cannot record serves no call: not ready.
+            if unavailable is not None and audit.fail_closed:
+                ready = body["ready"] = False
+            body["audit"] = {
+                "writer": audit.writer_id,
+                "recording": unavailable is None,
+                "pending": audit.pending,
+                "dropped": audit.dropped,
+            }
         return ready, body
 
 

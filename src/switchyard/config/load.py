@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from switchyard.audit.settings import AuditSettings, RawArgumentsRule
 from switchyard.auth.authenticator import AuthSettings
 from switchyard.auth.jwt_verifier import IssuerConfig
 from switchyard.call import API_KEYS
@@ -331,6 +332,7 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
         views=views(config),
         storage=storage(config, base),
         pinning=pinning(config),
+        audit=audit(config, base),
     )
 
 
@@ -356,6 +358,47 @@ def storage(config: SwitchyardConfig, base: Path) -> StorageSettings:
         sqlite_path=(base / section.data_dir / "switchyard.db").resolve(),
         database_url=_resolve(url, "storage.database_url") if url else None,
         redis_url=_resolve(redis_url, "storage.redis_url") if redis_url else None,
+    )
+
+
+MIN_AUDIT_KEY_CHARS = 16
+
+
+def audit(config: SwitchyardConfig, base: Path, *, need_key: bool = True) -> AuditSettings | None:
+    """The `audit:` section; None when off. `need_key=False` (reading the trail back: verify,
+    export, key rotation) gives the settings even when off, with the arguments' HMAC key left
+    unresolved."""
+    section = config.audit
+    if need_key and not section.enabled:
+        return None
+    key = b""
+    if need_key:
+        if not section.hmac_key:
+            raise ConfigError("audit.hmac_key: required when audit is enabled")
+        resolved = _resolve(section.hmac_key, "audit.hmac_key")
+        if len(resolved) < MIN_AUDIT_KEY_CHARS:
+            raise ConfigError(f"audit.hmac_key: at least {MIN_AUDIT_KEY_CHARS} characters")
+        key = resolved.encode("utf-8")
+    anchor = section.anchor_file
+    return AuditSettings(
+        hmac_key=key,
+        keys_dir=(base / section.keys_dir).resolve(),
+        anchor_file=(base / anchor).resolve() if anchor else None,
+        checkpoint_every=section.checkpoint_every,
+        checkpoint_interval_s=section.checkpoint_interval,
+        retention_days=section.retention_days,
+        on_failure=section.on_failure,
+        buffer_size=section.buffer_size,
+        max_write_delay_s=section.max_write_delay,
+        raw_arguments=tuple(
+            RawArgumentsRule(
+                tuple(r.principals) if r.principals is not None else None,
+                tuple(r.backends) if r.backends is not None else None,
+                tuple(r.names) if r.names is not None else None,
+            )
+            for r in section.raw_arguments
+        ),
+        max_raw_arguments_bytes=section.max_raw_arguments_bytes,
     )
 
 

@@ -405,12 +405,67 @@ class PinningConfig(BaseModel):
     )
 
 
+class AuditRawArgumentsConfig(BaseModel):
+    """Calls whose raw arguments the audit record keeps (globs; an absent list matches all)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    principals: list[str] | None = Field(
+        None, description="Caller names or qualified keys (`api_key#alice`)."
+    )
+    backends: list[str] | None = Field(None, description="Backend names.")
+    names: list[str] | None = Field(None, description="Backend-side tool/prompt names or URIs.")
+
+
+class AuditConfig(BaseModel):
+    """The tamper-evident audit trail (the `audit:` section), stored in `storage:`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="One audit record per decision.")
+    hmac_key: str | None = Field(
+        None,
+        description="Key of the arguments' HMAC-SHA256 digest, e.g. `${SWITCHYARD_AUDIT_KEY}` "
+        "(at least 16 characters); required when enabled.",
+    )
+    keys_dir: str = Field(
+        "var/audit-keys",
+        description="The checkpoint signing key ring (relative to the config file).",
+    )
+    anchor_file: str | None = Field(
+        None, description="Also append every signed checkpoint to this file (another disk)."
+    )
+    checkpoint_every: int = Field(1000, ge=1, description="Records per signed checkpoint.")
+    checkpoint_interval: float = Field(
+        10.0, gt=0, description="Seconds at most between checkpoints while records come."
+    )
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="Delete records older than this (whole prefixes); keep all if unset.",
+    )
+    on_failure: Literal["fail_closed", "buffer"] = Field(
+        "fail_closed",
+        description="Store down or slow: refuse new calls (`fail_closed`) or queue records up "
+        "to `buffer_size` and count the drops beyond (`buffer`).",
+    )
+    buffer_size: int = Field(10_000, ge=1, description="Records queued at most.")
+    max_write_delay: float = Field(
+        5.0, gt=0, description="A record unwritten this many seconds means the store is slow."
+    )
+    raw_arguments: list[AuditRawArgumentsConfig] = Field(
+        default_factory=list, description="Calls whose raw arguments are kept in the record."
+    )
+    max_raw_arguments_bytes: int = Field(16_384, ge=0)
+
+
 class SwitchyardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     auth: AuthConfig = Field(default_factory=AuthConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     pinning: PinningConfig = Field(default_factory=PinningConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     servers: dict[str, ServerConfig] = Field(default_factory=dict)

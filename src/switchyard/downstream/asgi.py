@@ -8,6 +8,7 @@ from contextvars import ContextVar
 from typing import Any, Final
 
 from switchyard.observability.logging import write_decision
+from switchyard.observability.trace_context import trace_id
 from switchyard.policies.base import Identity
 
 Scope = MutableMapping[str, Any]
@@ -24,6 +25,14 @@ IDENTITY: ContextVar[Identity | None] = ContextVar("switchyard_identity", defaul
 
 VIEW: ContextVar[str | None] = ContextVar("switchyard_view", default=None)
 """The virtual server a request came through (None: the full gateway)."""
+
+
+TRACEPARENT: ContextVar[str | None] = ContextVar("switchyard_traceparent", default=None)
+"""The request's W3C `traceparent` header, for the faces' request contexts."""
+
+
+def current_traceparent() -> str | None:
+    return TRACEPARENT.get()
 
 
 PEER: ContextVar[str | None] = ContextVar("switchyard_peer", default=None)
@@ -161,7 +170,14 @@ def record_refusal(scope: Scope, status: int, reason: str) -> None:
         issuer=identity.issuer if identity is not None else None,
         view=VIEW.get(),
         face="http",
+        trace_id=trace_id(header(scope.get("headers") or [], b"traceparent")),
+        request_bytes=_declared_length(scope),
     )
+
+
+def _declared_length(scope: Scope) -> int | None:
+    value = header(scope.get("headers") or [], b"content-length")
+    return int(value) if value is not None and value.isdigit() and len(value) < 19 else None
 
 
 async def refuse(

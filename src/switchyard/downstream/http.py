@@ -20,11 +20,13 @@ from switchyard.downstream.asgi import (
     IDENTITY,
     IDENTITY_KEY,
     PEER,
+    TRACEPARENT,
     VIEW,
     ASGIApp,
     Receive,
     Scope,
     Send,
+    header,
     refuse,
     respond,
     respond_json,
@@ -108,6 +110,7 @@ class HttpApp:
         path = scope["path"]
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         PEER.set(scope["client"][0] if scope.get("client") else None)
+        TRACEPARENT.set(header(headers, b"traceparent"))
         if len(headers) > self.settings.max_headers or (
             sum(len(k) + len(v) for k, v in headers) > self.settings.max_header_bytes
         ):

@@ -18,6 +18,7 @@ from switchyard.downstream.asgi import (
     caller,
     caller_name,
     current_peer,
+    current_traceparent,
     current_view,
     header,
     refuse,
@@ -197,6 +198,7 @@ class LegacySseEndpoint:
                 identity=identity,
                 view=view,
                 request_id=id_raw,
+                traceparent=current_traceparent(),
             )
             reply = await session.requests.run(
                 id_raw, settle(method, self.gateway.dispatcher.request(ctx, method, params))

@@ -27,6 +27,7 @@ from switchyard.downstream.asgi import (
     caller,
     caller_name,
     current_peer,
+    current_traceparent,
     current_view,
     header,
     refuse,
@@ -458,6 +459,7 @@ class StreamableHttpEndpoint:
             log_level=log_level,
             view=current_view(),
             request_id=id_raw,
+            traceparent=current_traceparent(),
         )
         params_raw = env.params if env.params is not UNSET else None
         watch = DisconnectWatch(receive)
@@ -526,6 +528,7 @@ class StreamableHttpEndpoint:
             identity=caller(),
             view=current_view(),
             request_id=id_raw,
+            traceparent=current_traceparent(),
         )
         try:
             reply = await session.requests.run(
@@ -552,6 +555,7 @@ class StreamableHttpEndpoint:
             identity=identity,
             view=current_view(),
             request_id=id_raw,
+            traceparent=current_traceparent(),
         )
         params_raw = env.params if env.params is not UNSET else None
         reply = await settle(

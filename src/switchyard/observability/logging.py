@@ -17,6 +17,10 @@ import threading
 import time
 from typing import Final, TextIO
 
+from switchyard.observability import decisions
+from switchyard.observability.decisions import Decision
+from switchyard.wire.frame import Raw
+
 FLUSH_S: Final = 0.5
 BUFFER_BYTES: Final = 1 << 16
 
@@ -128,18 +132,52 @@ def write_decision(
     latency_ms: float | None = None,
     status: int | None = None,
     reason: str | None = None,
+    name: str | None = None,
+    trace_id: str | None = None,
+    request_bytes: int | None = None,
+    result_bytes: int | None = None,
+    arguments: Raw | None = None,
 ) -> None:
     """Write one access record: what was asked, by whom, and what the gateway decided.
 
     `decision` is `allow`, `deny` or `error`; `outcome` is `ok`, a JSON-RPC error code,
     `isError` (a tool result flagged as an error) or, for a refusal before any JSON-RPC
     handling, whatever the caller names (with the HTTP `status`). `request_id` is the
-    JSON-RPC id as it appeared on the wire (encoded JSON). Free when access logging is off.
+    JSON-RPC id as it appeared on the wire (encoded JSON). Every decision sink (the audit
+    trail) gets the same decision, with the fields only sinks take (`name`, `trace_id`, sizes,
+    `arguments`). Free when access logging is off and no sink is registered.
     """
+    now = time.time()
+    if decisions.wanted():
+        decisions.deliver(
+            Decision(
+                at=now,
+                decision=decision if decision in DECISIONS else "error",
+                outcome=outcome,
+                method=method,
+                request_id=request_id,
+                principal=principal,
+                via=via,
+                issuer=issuer,
+                view=view,
+                face=face,
+                era=era,
+                backend=backend,
+                target=target,
+                name=name,
+                latency_ms=latency_ms,
+                status=status,
+                reason=reason,
+                trace_id=trace_id,
+                request_bytes=request_bytes,
+                result_bytes=result_bytes,
+                arguments=arguments,
+            )
+        )
     if not access_log.enabled:
         return
     record: dict[str, object] = {
-        "ts": _timestamp(time.time()),
+        "ts": _timestamp(now),
         "logger": AccessLog.NAME,
         "id": capped(request_id.decode("utf-8", "replace")) if request_id is not None else None,
         "principal": capped(principal),
@@ -162,6 +200,11 @@ def write_decision(
     if latency_ms is not None:
         record["latency_ms"] = round(latency_ms, 3)
     access_log.write_record(record)
+
+
+def decisions_wanted() -> bool:
+    """Whether a decision record goes anywhere (the access log or a sink)."""
+    return access_log.enabled or decisions.wanted()
 
 
 access_log = AccessLog()

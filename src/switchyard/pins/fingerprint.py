@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Final
 
-from switchyard.pins.canonical import CanonicalError, canonical
+from switchyard.audit.canonical import CanonicalError, canonical
 from switchyard.routing import catalog
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw

@@ -9,7 +9,9 @@ from typing import Final
 import msgspec
 
 from switchyard.call import Call
-from switchyard.observability.logging import access_log, write_decision
+from switchyard.observability import decisions
+from switchyard.observability.logging import decisions_wanted, write_decision
+from switchyard.observability.trace_context import trace_id
 from switchyard.policies.base import Policy
 from switchyard.protocol import methods
 from switchyard.wire import frame
@@ -26,18 +28,18 @@ _tool_outcome: Final = msgspec.json.Decoder(_ToolOutcome)
 
 class RequestLog(Policy):
     async def __call__(self, call: Call) -> Reply:
-        if not access_log.enabled:
+        if not decisions_wanted():
             return await self.next(call)
         try:
             reply = await self.next(call)
         except asyncio.CancelledError:
-            _write(call, "allow", "cancelled")
+            _write(call, "allow", "cancelled", None)
             raise
         except Exception:
-            _write(call, "error", "exception")
+            _write(call, "error", "exception", None)
             raise
         denied = call.denied and call.method not in methods.LIST_METHODS  # lists filter
-        _write(call, "deny" if denied else "allow", _outcome(call, reply))
+        _write(call, "deny" if denied else "allow", _outcome(call, reply), reply)
         return reply
 
 
@@ -56,9 +58,22 @@ def _outcome(call: Call, reply: Reply) -> str | int:
     return "ok"
 
 
-def _write(call: Call, decision: str, outcome: str | int) -> None:
+def _write(call: Call, decision: str, outcome: str | int, reply: Reply | None) -> None:
     ctx = call.ctx
     identity = ctx.identity
+    extra: dict[str, object] = {}
+    if decisions.wanted():
+        # Only sinks (the audit trail) take these; the access log line stays as it was.
+        fields = _fields(call)
+        route = call.route
+        body = None if reply is None else reply.result if reply.error is None else reply.error
+        extra = {
+            "name": route.name if route is not None else None,
+            "trace_id": trace_id(ctx.traceparent) or _meta_trace_id(fields),
+            "request_bytes": len(call.params) if call.params is not None else 0,
+            "result_bytes": len(body) if body is not None else None,
+            "arguments": fields.get("arguments"),
+        }
     write_decision(
         decision=decision,
         outcome=outcome,
@@ -73,4 +88,24 @@ def _write(call: Call, decision: str, outcome: str | int) -> None:
         backend=call.backend,
         target=call.target,
         latency_ms=(time.perf_counter() - call.started) * 1000.0,
+        **extra,  # type: ignore[arg-type]
     )
+
+
+def _fields(call: Call) -> dict[str, frame.Raw]:
+    try:
+        return call.fields()
+    except (frame.DecodeError, frame.ValidationError):
+        return {}
+
+
+def _meta_trace_id(fields: dict[str, frame.Raw]) -> str | None:
+    """The trace id of the request's `_meta.traceparent` (MCP's place for trace context)."""
+    raw = fields.get("_meta")
+    if raw is None:
+        return None
+    try:
+        value = frame.decode_object(raw).get("traceparent")
+        return trace_id(frame.decode_str(value)) if value is not None else None
+    except (frame.DecodeError, frame.ValidationError):
+        return None

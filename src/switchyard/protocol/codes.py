@@ -36,3 +36,6 @@ CLIENT_BACKLOGGED: Final = -31011
 """The client is not reading: a backend's request to it could not even be queued."""
 QUOTA_EXCEEDED: Final = -31012
 """The caller's share of a shared table (parked calls, tasks, subscriptions) is used up."""
+AUDIT_UNAVAILABLE: Final = -31013
+"""The audit trail cannot record (its store is down or too slow) and `audit.on_failure` is
+`fail_closed`: no call runs unrecorded."""

@@ -1,0 +1,123 @@
+"""What one audit record holds, and its chain link.
+
+A record is a flat JSON object, versioned by `v`; its hash is SHA-256 over the previous
+record's hash (32 bytes) followed by the record's RFC 8785 bytes, so changing, removing or
+moving any record changes every hash after it. Records hold the caller's qualified principal
+and an HMAC-SHA256 digest of the call's arguments, never the credential and never the raw
+arguments unless a rule asks for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Any, Final
+
+import msgspec
+
+from switchyard.audit.canonical import CanonicalError, canonical
+from switchyard.audit.settings import AuditSettings
+from switchyard.observability.decisions import Decision
+
+VERSION: Final = 1
+SUPPORTED_VERSIONS: Final = frozenset({VERSION})
+GENESIS: Final = "0" * 64
+"""The `prev` of a stream's first record and of its first checkpoint."""
+FIELD_CHARS: Final = 1024
+METHOD_CHARS: Final = 128
+
+_json: Final = msgspec.json.Decoder()
+
+
+def timestamp(at: float) -> str:
+    """ISO 8601 UTC with milliseconds; sorts as text in time order."""
+    second = int(at)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{stamp}.{min(999, int((at - second) * 1000)):03d}Z"
+
+
+def link(prev: str, body: bytes) -> str:
+    """The hash of a record (or checkpoint) whose canonical bytes are `body`."""
+    return hashlib.sha256(bytes.fromhex(prev) + body).hexdigest()
+
+
+def _capped(value: str | None, limit: int = FIELD_CHARS) -> str | None:
+    if value is None or len(value) <= limit:
+        return value
+    return f"{value[:limit]}…[+{len(value) - limit} chars]"
+
+
+def arguments_digest(key: bytes, arguments: bytes | None) -> str | None:
+    """HMAC-SHA256 of the arguments' canonical form (equal for equal arguments, whatever key
+    order or spacing the client used); of the raw bytes when they are not canonicalisable."""
+    if arguments is None:
+        return None
+    try:
+        body = canonical(_json.decode(arguments))
+    except (msgspec.DecodeError, CanonicalError, RecursionError):
+        body = bytes(arguments)
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def decision_record(
+    decision: Decision, settings: AuditSettings, writer: str, seq: int
+) -> dict[str, Any]:
+    """The record of one decision, without its chain link."""
+    principal = decision.qualified_principal
+    request_id = decision.request_id
+    record: dict[str, Any] = {
+        "v": VERSION,
+        "event": "decision",
+        "writer": writer,
+        "seq": seq,
+        "ts": timestamp(decision.at),
+        "request_id": _capped(request_id.decode("utf-8", "replace"))
+        if request_id is not None
+        else None,
+        "trace_id": decision.trace_id,
+        "principal": _capped(principal),
+        "via": decision.via,
+        "view": _capped(decision.view),
+        "face": decision.face,
+        "era": decision.era,
+        "method": _capped(decision.method, METHOD_CHARS),
+        "backend": _capped(decision.backend),
+        "name": _capped(decision.name),
+        "public": _capped(decision.target),
+        "decision": decision.decision,
+        "reason": _capped(decision.reason),
+        "outcome": decision.outcome
+        if isinstance(decision.outcome, int)
+        else _capped(decision.outcome),
+        "status": decision.status,
+        "latency_ms": round(decision.latency_ms, 3) if decision.latency_ms is not None else None,
+        "request_bytes": decision.request_bytes,
+        "result_bytes": decision.result_bytes,
+        "args_hmac": arguments_digest(settings.hmac_key, decision.arguments),
+    }
+    if decision.arguments is not None and settings.wants_raw_arguments(
+        decision.principal, principal, decision.backend, decision.name
+    ):
+        record["args"] = _raw_arguments(bytes(decision.arguments), settings)
+    return record
+
+
+def _raw_arguments(arguments: bytes, settings: AuditSettings) -> Any:
+    if len(arguments) > settings.max_raw_arguments_bytes:
+        return f"[{len(arguments)} bytes: over audit.max_raw_arguments_bytes]"
+    try:
+        return _json.decode(arguments)
+    except msgspec.DecodeError:
+        return None
+
+
+class RecordHead(msgspec.Struct, forbid_unknown_fields=False):
+    """The fields a verifier reads of every record (the rest is only hashed)."""
+
+    v: int
+    writer: str
+    seq: int
+
+
+record_head: Final = msgspec.json.Decoder(RecordHead)
