@@ -194,15 +194,22 @@ def _strings(value: Any, path: str) -> Iterator[tuple[str, str, bool]]:
             yield from _strings(item, f"{path}[{i}]")
 
 
+def shown(text: str) -> str:
+    """`text` with every invisible or non-printing character written as an escape."""
+    if _INVISIBLE.search(text) is None and text.isprintable():
+        return text
+    return "".join(
+        c if _INVISIBLE.match(c) is None and (c.isprintable() or c == "\n") else f"\\u{ord(c):04x}"
+        for c in text
+    )
+
+
 def _excerpt(text: str, start: int, length: int) -> str:
     lo = max(0, start - 20)
-    piece = text[lo : lo + max(length, 1) + 40]
-    shown = "".join(
-        c if _INVISIBLE.match(c) is None and c.isprintable() else f"\\u{ord(c):04x}" for c in piece
-    )
-    if len(shown) > EXCERPT_CHARS:
-        shown = shown[:EXCERPT_CHARS] + "…"
-    return shown
+    piece = shown(text[lo : lo + max(length, 1) + 40])
+    if len(piece) > EXCERPT_CHARS:
+        piece = piece[:EXCERPT_CHARS] + "…"
+    return piece
 
 
 def _phrase_at(words: list[str], i: int) -> int:
