@@ -185,7 +185,8 @@ def _strings(value: Any, path: str) -> Iterator[tuple[str, str, bool]]:
         for key, item in value.items():
             where = f"{path}.{key}" if path else key
             yield where, key, False
-            if key in _SYNTAX_KEYS and isinstance(item, str):
+            # The item's own name is its identity, checked for invisible characters only.
+            if (key in _SYNTAX_KEYS or (not path and key == "name")) and isinstance(item, str):
                 yield where, item, False
             else:
                 yield from _strings(item, where)
