@@ -13,6 +13,7 @@ from switchyard.audit import commands as audit_commands
 from switchyard.auth import keys_cli
 from switchyard.config.load import ConfigError, demo_config_path, load, load_plan
 from switchyard.observability import logging as observability_logging
+from switchyard.pins import commands as pins_commands
 
 log = logging.getLogger("switchyard")
 
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", "-c", help="config file; default: the bundled demo")
 
     audit_commands.add_parser(sub, config_only)
+    pins_commands.add_parser(sub, config_only)
 
     demo = sub.add_parser("demo", help="run a bundled demo backend on stdio")
     demo.add_argument("name", choices=DEMOS)
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         return keys_cli.run(args)
     if args.command == "audit":
         return _audit(args)
+    if args.command == "pins":
+        return _pins(args)
     observability_logging.setup(args.log_level, args.log_file)
     path = Path(args.config) if args.config else demo_config_path()
     try:
@@ -118,6 +122,23 @@ def _audit(args: argparse.Namespace) -> int:
         return 2
     assert settings is not None
     return audit_commands.run(args, where, settings)
+
+
+def _pins(args: argparse.Namespace) -> int:
+    from switchyard.config.load import audit, storage
+
+    path = Path(args.config) if args.config else demo_config_path()
+    try:
+        config, _ = load(path)
+        base = path.resolve().parent
+        where = storage(config, base)
+        audited = audit(config, base)
+    except ConfigError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    # A decision is a pin event: it is logged like the gateway's own, and audited.
+    observability_logging.setup("info", None)
+    return pins_commands.run(args, where, audited)
 
 
 def _serve(plan: object, config: object, host: str, port: int) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,10 @@ from switchyard.call import Identity
 from switchyard.delivery import ClientMessage, Delivery, OutboundHook, Push
 from switchyard.dispatcher import Dispatcher
 from switchyard.forwarder import Forwarder
+from switchyard.pins import events as pin_events
+from switchyard.pins.events import PinEvent
+from switchyard.pins.guard import PinGuard
+from switchyard.pins.settings import PinningSettings
 from switchyard.policies.access import AccessRules
 from switchyard.policies.base import PolicySpec
 from switchyard.policies.rate_limits import Limiter
@@ -75,6 +80,9 @@ class Plan:
     backends: tuple[BackendSettings, ...]
     views: tuple[ViewSpec, ...] = ()
     storage: StorageSettings = field(default_factory=StorageSettings)
+    pinning: PinningSettings = field(default_factory=PinningSettings.disabled)
+    """Off unless configured: a plan built in code pins nothing (the config file's default,
+    `tofu`, is applied when it is compiled)."""
     audit: AuditSettings | None = None
 
 
@@ -120,21 +128,41 @@ class Gateway:
             policies = audited(policies, self.audit)
         self.dispatcher = Dispatcher(self.forwarder, policies, self.router)
         self.sessions.on_removed = self._session_removed
+        self.pins = (
+            PinGuard(plan.pinning, plan.storage, self.settings.separator)
+            if plan.pinning.enabled
+            else None
+        )
+        self._trusted: list[catalog.Listing] = []
+        """What the pin check let through of every backend's listing, when pinning is on."""
+        self._pins_stale = False
+        self._pins_task: asyncio.Task[None] | None = None
+        self._pins_idle = asyncio.Event()
+        self._pins_idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.started = False
+        self._pin_events: Callable[[PinEvent], None] | None = None
+        """Records pin events in the audit trail while this gateway runs."""
 
     async def start(self) -> None:
         """Start every backend; wait (bounded) until each has made its first attempt."""
         if self.audit is not None:
             await self.audit.start()
+            self._pin_events = pin_events.audit_sink(self.audit.submit)
+            pin_events.sinks.append(self._pin_events)
         for backend in self.backends.values():
             self._tasks.append(asyncio.create_task(backend.run(), name=f"backend-{backend.name}"))
         self._tasks.append(asyncio.create_task(self._reap_sessions(), name="session-reaper"))
+        if self.pins is not None:
+            self._tasks.append(asyncio.create_task(self._poll_pins(), name="pin-poll"))
         waits = [b.first_attempt.wait() for b in self.backends.values()]
         if waits:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*waits), self.settings.startup_wait_s)
+            with contextlib.suppress(TimeoutError):
+                # The first listings are shown once checked against their pins.
+                await asyncio.wait_for(self._pins_idle.wait(), self.settings.startup_wait_s)
         self.started = True
         up = sum(b.is_up for b in self.backends.values())
         log.info("gateway started: %d of %d backends up", up, len(self.backends))
@@ -149,6 +177,15 @@ class Gateway:
         self._tasks.clear()
         if self.settings.limits is not None:
             await self.settings.limits.close()
+        if self._pins_task is not None:
+            self._pins_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pins_task
+        if self.pins is not None:
+            await self.pins.aclose()
+        if self._pin_events is not None:
+            pin_events.sinks.remove(self._pin_events)
+            self._pin_events = None
         if self.audit is not None:
             # Last: the calls that ended while backends stopped are recorded too.
             await self.audit.stop()
@@ -182,7 +219,49 @@ class Gateway:
         return self.views.get(view) or catalog.Catalog()
 
     def _backend_changed(self, backend: Backend) -> None:
-        listings = [b.listing for b in self.backends.values() if b.is_up and b.listing is not None]
+        if self.pins is None:
+            self._rebuild(self._listings())
+            return
+        self._check_pins()
+
+    def _listings(self) -> list[catalog.Listing]:
+        return [b.listing for b in self.backends.values() if b.is_up and b.listing is not None]
+
+    def _check_pins(self) -> None:
+        """Check every listing against its pins again, then rebuild; one check at a time, and
+        a change arriving meanwhile gets one more."""
+        self._pins_stale = True
+        self._pins_idle.clear()
+        if self._pins_task is None or self._pins_task.done():
+            self._pins_task = asyncio.create_task(self._settle_pins(), name="pin-check")
+
+    async def _settle_pins(self) -> None:
+        assert self.pins is not None
+        try:
+            while self._pins_stale:
+                self._pins_stale = False
+                try:
+                    self._trusted = await self.pins.visible(self._listings())
+                except Exception:
+                    log.exception("pin check failed; nothing new is shown until it succeeds")
+                    live = {listing.backend for listing in self._listings()}
+                    self._trusted = [t for t in self._trusted if t.backend in live]
+                self._rebuild(self._trusted)
+        finally:
+            self._pins_idle.set()
+
+    async def _poll_pins(self) -> None:
+        """Approvals and rejections are made elsewhere (the CLI, other processes): notice them."""
+        assert self.pins is not None
+        while True:
+            await asyncio.sleep(self.pins.settings.poll_s)
+            try:
+                if await self.pins.changed():
+                    self._check_pins()
+            except Exception:
+                log.exception("pin store poll failed")
+
+    def _rebuild(self, listings: list[catalog.Listing]) -> None:
         new = catalog.build(listings, self.settings.separator)
         old, self.catalog = self.catalog, new
         for spec in self.plan.views:
@@ -296,6 +375,8 @@ class Gateway:
         }
         if self.settings.limits is not None:
             body["limits"] = self.settings.limits.status()
+        if self.pins is not None:
+            body["pins"] = self.pins.status()
         audit = self.audit
         if audit is not None:
             unavailable = audit.unavailable()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -65,6 +67,32 @@ def arguments_digest(key: bytes, arguments: bytes | None) -> str | None:
     except (msgspec.DecodeError, CanonicalError, RecursionError):
         body = bytes(arguments)
     return hmac.digest(key, body, "sha256").hex()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """Something the gateway did that no request asked for at that moment: a pin event now;
+    approvals and admin changes next. Recorded in the same chain as decisions."""
+
+    event: str
+    """The record's kind (`pin`, ...): never `decision`."""
+    at: float
+    fields: Mapping[str, Any]
+    """Flat JSON values describing it (capped strings; never a secret)."""
+
+
+def event_record(event: AuditEvent, writer: str, seq: int) -> dict[str, Any]:
+    """The record of one event, without its chain link."""
+    record: dict[str, Any] = {
+        "v": VERSION,
+        "event": event.event,
+        "writer": writer,
+        "seq": seq,
+        "ts": timestamp(event.at),
+    }
+    for key, value in event.fields.items():
+        record.setdefault(key, _capped(value) if isinstance(value, str) else value)
+    return record
 
 
 def decision_record(

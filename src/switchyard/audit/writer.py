@@ -28,7 +28,15 @@ from typing import Any, Final
 from switchyard.audit import store
 from switchyard.audit.canonical import CanonicalError, canonical
 from switchyard.audit.keyring import KeyRing, Signer, public_pem, verify
-from switchyard.audit.record import GENESIS, VERSION, decision_record, link, timestamp
+from switchyard.audit.record import (
+    GENESIS,
+    VERSION,
+    AuditEvent,
+    decision_record,
+    event_record,
+    link,
+    timestamp,
+)
 from switchyard.audit.settings import FAIL_CLOSED, AuditSettings
 from switchyard.observability import decisions
 from switchyard.observability.decisions import Decision
@@ -68,7 +76,7 @@ class AuditWriter:
         self.dropped = 0
         """Decisions lost because the buffer was full."""
         self.written = 0
-        self._queue: deque[tuple[float, Decision]] = deque()
+        self._queue: deque[tuple[float, Decision | AuditEvent]] = deque()
         self._db: Database | None = None
         self._error: str | None = UNAVAILABLE
         self._seq = 0
@@ -89,8 +97,9 @@ class AuditWriter:
 
     # --- the request path -------------------------------------------------------------------
 
-    def submit(self, decision: Decision) -> None:
-        """The decision sink: queue one record, or count it dropped when the buffer is full."""
+    def submit(self, decision: Decision | AuditEvent) -> None:
+        """The decision sink (and the way in for other events): queue one record, or count it
+        dropped when the buffer is full."""
         if len(self._queue) >= self.settings.buffer_size:
             self.dropped += 1
             now = time.monotonic()
@@ -257,13 +266,16 @@ class AuditWriter:
         self.written += len(batch)
 
     def _build(
-        self, batch: list[Decision], seq: int, head: str
+        self, batch: list[Decision | AuditEvent], seq: int, head: str
     ) -> tuple[list[tuple[Any, ...]], str]:
         rows: list[tuple[Any, ...]] = []
         writer = self.writer_id
-        for decision in batch:
+        for item in batch:
             seq += 1
-            record = decision_record(decision, self.settings, writer, seq)
+            if isinstance(item, AuditEvent):
+                record = event_record(item, writer, seq)
+            else:
+                record = decision_record(item, self.settings, writer, seq)
             try:
                 body = canonical(record)
             except CanonicalError:

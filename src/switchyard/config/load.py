@@ -31,6 +31,7 @@ from switchyard.config.schema import (
     SwitchyardConfig,
 )
 from switchyard.gateway import GatewaySettings, Plan
+from switchyard.pins.settings import PinningSettings
 from switchyard.policies.access import AccessControl, AccessRules, Rule
 from switchyard.policies.base import PolicySpec
 from switchyard.policies.rate_limits import Limiter, RateLimits
@@ -345,6 +346,7 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
         backends=tuple(backends),
         views=views(config),
         storage=stored,
+        pinning=pinning(config),
         audit=audit(config, base),
     )
 
@@ -354,6 +356,20 @@ def rate_limits(config: SwitchyardConfig, stored: StorageSettings) -> Limiter | 
         return compile_limits(config.rate_limits, stored, default_issuer(config))
     except RateLimitError as exc:
         raise ConfigError(f"invalid configuration:\n  {exc}") from None
+
+
+def pinning(config: SwitchyardConfig) -> PinningSettings:
+    section = config.pinning
+    known = config.servers.keys() | config.mcpServers.keys()
+    for name in section.backends:
+        if name not in known:
+            raise ConfigError(f"pinning.backends.{name}: no server named {name!r}")
+    return PinningSettings(
+        mode=section.mode,
+        backends={name: b.mode for name, b in section.backends.items()},
+        poisoning=section.poisoning.model_dump(),
+        poll_s=section.poll_interval,
+    )
 
 
 def storage(config: SwitchyardConfig, base: Path) -> StorageSettings:

@@ -513,6 +513,65 @@ class RateLimitsConfig(BaseModel):
     rules: list[RateLimitRuleConfig] = Field(default_factory=list)
 
 
+PoisoningAction = Literal["off", "warn", "quarantine", "block"]
+
+
+class PinBackendConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["off", "tofu", "quarantine_new"] = Field(
+        description="This backend's pinning mode (see `pinning.mode`)."
+    )
+
+
+class PoisoningConfig(BaseModel):
+    """Tool-poisoning rules (`pinning.poisoning:`): each `off`, `warn` (listed and logged),
+    `quarantine` (hidden until approved) or `block` (hidden, never approvable)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden_instructions: PoisoningAction = Field(
+        "quarantine",
+        description="Text addressing the model: 'ignore previous instructions', 'do not tell "
+        "the user', <IMPORTANT> blocks.",
+    )
+    sensitive_files: PoisoningAction = Field(
+        "quarantine", description="Credential and client-config paths: ~/.ssh, id_rsa, mcp.json."
+    )
+    invisible_characters: PoisoningAction = Field(
+        "quarantine",
+        description="Zero-width, bidirectional-control, tag-block and control characters.",
+    )
+    cross_tool_reference: PoisoningAction = Field(
+        "warn", description="Another backend's tool named in a definition's text."
+    )
+
+
+class PinningConfig(BaseModel):
+    """Tool pinning against rug pulls (the `pinning:` section): every tool, prompt and resource
+    template is fingerprinted over its full definition and shown only while it matches its
+    pin; pins live in the `storage:` database."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["off", "tofu", "quarantine_new"] = Field(
+        "tofu",
+        description="Default for every backend: `tofu` pins what is first seen, "
+        "`quarantine_new` hides new items until approved, `off` pins nothing. In the pinning "
+        "modes a definition that drifts from its pin is hidden until approved.",
+    )
+    backends: dict[str, PinBackendConfig] = Field(
+        default_factory=dict, description="Per-backend modes, by server name."
+    )
+    poisoning: PoisoningConfig = Field(default_factory=PoisoningConfig)
+    poll_interval: float = Field(
+        2.0,
+        ge=0.1,
+        le=300,
+        description="Seconds between checks for approvals and other processes' pins.",
+    )
+
+
 class AuditRawArgumentsConfig(BaseModel):
     """Calls whose raw arguments the audit record keeps (globs; an absent list matches all)."""
 
@@ -574,6 +633,7 @@ class SwitchyardConfig(BaseModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
     rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
+    pinning: PinningConfig = Field(default_factory=PinningConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
 
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
