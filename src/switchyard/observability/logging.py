@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
+import json.encoder
 import logging
 import sys
 import threading
@@ -22,6 +22,7 @@ from switchyard.observability.decisions import Decision
 from switchyard.wire.frame import Raw
 
 FLUSH_S: Final = 0.5
+_escape: Final = json.encoder.encode_basestring_ascii
 BUFFER_BYTES: Final = 1 << 16
 
 
@@ -80,11 +81,10 @@ class AccessLog:
         self._handler = handler
         self.enabled = logging.getLogger(self.NAME).isEnabledFor(logging.INFO)
 
-    def write_record(self, record: dict[str, object]) -> None:
+    def write_line(self, line: str) -> None:
         handler = self._handler
         if handler is None:
             return
-        line = json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"
         with handler.lock or threading.Lock(), contextlib.suppress(OSError, ValueError):
             handler.stream.write(line)
 
@@ -176,30 +176,36 @@ def write_decision(
         )
     if not access_log.enabled:
         return
-    record: dict[str, object] = {
-        "ts": _timestamp(now),
-        "logger": AccessLog.NAME,
-        "id": capped(request_id.decode("utf-8", "replace")) if request_id is not None else None,
-        "principal": capped(principal),
-        "via": capped(via),
-        "view": capped(view),
-        "face": capped(face),
-        "era": capped(era),
-        "method": capped(method, METHOD_CHARS),
-        "backend": capped(backend),
-        "target": capped(target),
-        "decision": decision if decision in DECISIONS else "error",
-        "outcome": outcome if isinstance(outcome, int) else capped(outcome),
-    }
+    # Assembled from escaped pieces rather than a dict through `json.dumps`: a record per
+    # request, and this was a tenth of a small call's CPU. Same fields, order and escaping.
+    line = (
+        f'{{"ts":"{_timestamp(now)}","logger":"{AccessLog.NAME}",'
+        f'"id":{_text(request_id.decode("utf-8", "replace") if request_id is not None else None)},'
+        f'"principal":{_text(principal)},"via":{_text(via)},"view":{_text(view)},'
+        f'"face":{_text(face)},"era":{_text(era)},"method":{_text(method, METHOD_CHARS)},'
+        f'"backend":{_text(backend)},"target":{_text(target)},'
+        f'"decision":"{decision if decision in DECISIONS else "error"}",'
+        f'"outcome":{outcome if type(outcome) is int else _text(str(outcome))}'
+    )
     if issuer is not None:
-        record["issuer"] = capped(issuer)
+        line += f',"issuer":{_text(issuer)}'
     if status is not None:
-        record["status"] = status
+        line += f',"status":{int(status)}'
     if reason is not None:
-        record["reason"] = capped(reason)
+        line += f',"reason":{_text(reason)}'
     if latency_ms is not None:
-        record["latency_ms"] = round(latency_ms, 3)
-    access_log.write_record(record)
+        line += f',"latency_ms":{round(latency_ms, 3)!r}'
+    access_log.write_line(line + "}\n")
+
+
+def _text(value: str | None, limit: int = FIELD_CHARS) -> str:
+    """A JSON string (or null), capped, with every control, non-ASCII or line-separating
+    character escaped (`ensure_ascii`): no value can end a record or start a forged one."""
+    if value is None:
+        return "null"
+    if len(value) > limit:
+        value = capped(value, limit) or ""
+    return _escape(value)
 
 
 def decisions_wanted() -> bool:
