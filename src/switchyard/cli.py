@@ -11,6 +11,7 @@ from typing import Any
 from switchyard import __version__
 from switchyard.auth import keys_cli
 from switchyard.config.load import ConfigError, demo_config_path, load, load_plan
+from switchyard.downstream import standard_streams
 from switchyard.observability import logging as observability_logging
 
 log = logging.getLogger("switchyard")
@@ -34,8 +35,10 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve MCP over HTTP (/mcp, /sse)")
     common(serve)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", type=_host, default="127.0.0.1", help="address to listen on")
+    serve.add_argument(
+        "--port", type=_port, default=8080, help="port to listen on (0: any free port)"
+    )
 
     stdio = sub.add_parser("stdio", help="serve MCP on stdin/stdout")
     common(stdio)
@@ -57,15 +60,58 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a number from 0 to 65535 (0: any free port), got {text!r}"
+        )
+    return port
+
+
+def _host(text: str) -> str:
+    if not text or any(c.isspace() for c in text) or "/" in text:
+        raise argparse.ArgumentTypeError(f"not a host name or address: {text!r}")
+    if text.count(":") == 1:
+        # `localhost:8080` is a common slip: say so rather than failing to resolve it.
+        raise argparse.ArgumentTypeError(f"{text!r}: give the host alone, and the port with --port")
+    return text.removeprefix("[").removesuffix("]")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    standard_streams.reserve()
     if args.command == "config":
         return _check(args.file)
     if args.command == "demo":
         return _demo(args.name)
     if args.command == "keys":
         return keys_cli.run(args)
-    observability_logging.setup(args.log_level, args.log_file)
+    if args.command == "stdio" and (
+        standard_streams.was_closed(0) or standard_streams.was_closed(1)
+    ):
+        which = "stdin" if standard_streams.was_closed(0) else "stdout"
+        print(  # noqa: T201
+            f"switchyard stdio: {which} is closed; this command speaks MCP on stdin/stdout "
+            "and must be started by an MCP client (or use `switchyard serve` for HTTP)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        observability_logging.setup(args.log_level, args.log_file)
+    except OSError as exc:
+        print(f"switchyard: --log-file {args.log_file}: {exc.strerror}", file=sys.stderr)  # noqa: T201
+        return 2
+    if args.command == "stdio" and standard_streams.is_terminal(0):
+        print(  # noqa: T201
+            "switchyard stdio: stdin is a terminal. This command speaks MCP (one JSON-RPC "
+            "message per line) on stdin/stdout, for a client that starts it; type messages, "
+            "or press Ctrl-D to end. For HTTP, run `switchyard serve`.",
+            file=sys.stderr,
+        )
     path = Path(args.config) if args.config else demo_config_path()
     try:
         plan, config, warnings = load_plan(path)
@@ -76,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("%s", warning)
     log.info("config %s: %d backends", path, len(plan.backends))
     if args.command == "serve":
-        return _serve(plan, config, args.host, args.port)
+        return _serve(plan, config, args.host, args.port, args.log_file)
     return _stdio(plan, config, args.server)
 
 
@@ -96,13 +142,31 @@ def _check(file: str) -> int:
     return 0
 
 
-def _serve(plan: object, config: object, host: str, port: int) -> int:
+def _serve(plan: object, config: object, host: str, port: int, log_file: str | None) -> int:
     from switchyard.config.load import auth_settings
     from switchyard.config.schema import SwitchyardConfig
-    from switchyard.downstream.http import HttpApp, HttpSettings, run
+    from switchyard.downstream.http import (
+        BindError,
+        HttpApp,
+        HttpSettings,
+        announce,
+        bind,
+        bound_base,
+        run,
+    )
     from switchyard.gateway import Gateway, Plan
 
     assert isinstance(plan, Plan) and isinstance(config, SwitchyardConfig)
+    # The port first: one in use is reported before any backend is spawned.
+    try:
+        sock = bind(host, port)
+    except BindError as exc:
+        if log_file:
+            log.error("%s", exc)
+        print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    port = sock.getsockname()[1]
+    announce(bound_base(host, sock), [v.name for v in plan.views])
     gw = config.gateway
     auth = auth_settings(config, host, port) if config.auth.enabled else None
     app = HttpApp(
@@ -123,7 +187,7 @@ def _serve(plan: object, config: object, host: str, port: int) -> int:
         ),
         auth,
     )
-    run(app, host, port)
+    run(app, sock)
     return 0
 
 

@@ -115,6 +115,12 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.started = False
+        self._started = asyncio.Event()
+
+    async def until_started(self) -> None:
+        """Wait for `start` to finish (it is bounded by `startup_wait`)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._started.wait(), self.settings.startup_wait_s + 1.0)
 
     async def start(self) -> None:
         """Start every backend; wait (bounded) until each has made its first attempt."""
@@ -126,6 +132,7 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*waits), self.settings.startup_wait_s)
         self.started = True
+        self._started.set()
         up = sum(b.is_up for b in self.backends.values())
         log.info("gateway started: %d of %d backends up", up, len(self.backends))
 
@@ -276,8 +283,10 @@ class Gateway:
             for name, b in self.backends.items()
         }
         ready = self.started and any(b.is_up for b in self.backends.values())
+        status = "ready" if ready else "starting" if not self.started else "unavailable"
         body: dict[str, Any] = {
             "ready": ready,
+            "status": status,
             "backends": backends,
             "undelivered": dict(self.delivery.dropped),
         }
