@@ -10,7 +10,9 @@ from typing import Any
 
 from switchyard import __version__
 from switchyard.auth import keys_cli
+from switchyard.config.lints import lint
 from switchyard.config.load import ConfigError, demo_config_path, load, load_plan
+from switchyard.config.reload import Reloader
 from switchyard.downstream import standard_streams
 from switchyard.observability import logging as observability_logging
 
@@ -50,8 +52,11 @@ def _parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
-    check = config_sub.add_parser("check", help="validate a config file")
-    check.add_argument("file")
+    check = config_sub.add_parser(
+        "check", help="validate a config file and show what looks like a mistake"
+    )
+    check.add_argument("file", nargs="?", help="the config file (or --config)")
+    check.add_argument("--config", "-c", dest="config_file", help="the config file")
 
     keys_cli.add_parser(sub)
 
@@ -85,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     standard_streams.reserve()
     if args.command == "config":
-        return _check(args.file)
+        if args.file and args.config_file and args.file != args.config_file:
+            print(  # noqa: T201
+                "switchyard config check: give the file once (a path or --config), not two",
+                file=sys.stderr,
+            )
+            return 2
+        return _check(args.file or args.config_file or str(demo_config_path()))
     if args.command == "demo":
         return _demo(args.name)
     if args.command == "keys":
@@ -118,12 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    for warning in warnings:
+    for warning in [*warnings, *lint(config)]:
         log.warning("%s", warning)
     log.info("config %s: %d backends", path, len(plan.backends))
     if args.command == "serve":
-        return _serve(plan, config, args.host, args.port, args.log_file)
-    return _stdio(plan, config, args.server)
+        return _serve(plan, config, args.host, args.port, args.log_file, path)
+    return _stdio(plan, config, args.server, path)
 
 
 def _check(file: str) -> int:
@@ -135,14 +146,16 @@ def _check(file: str) -> int:
     except ConfigError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    for warning in warnings:
+    for warning in [*warnings, *lint(config)]:
         print(f"warning: {warning}", file=sys.stderr)  # noqa: T201
     names = ", ".join(b.name for b in plan.backends) or "none"
     print(f"{file}: OK ({len(plan.backends)} servers: {names})")  # noqa: T201
     return 0
 
 
-def _serve(plan: object, config: object, host: str, port: int, log_file: str | None) -> int:
+def _serve(
+    plan: object, config: object, host: str, port: int, log_file: str | None, path: Path
+) -> int:
     from switchyard.config.load import auth_settings
     from switchyard.config.schema import SwitchyardConfig
     from switchyard.downstream.http import (
@@ -169,8 +182,9 @@ def _serve(plan: object, config: object, host: str, port: int, log_file: str | N
     announce(bound_base(host, sock), [v.name for v in plan.views])
     gw = config.gateway
     auth = auth_settings(config, host, port) if config.auth.enabled else None
+    gateway = Gateway(plan)
     app = HttpApp(
-        Gateway(plan),
+        gateway,
         HttpSettings(
             host=host,
             port=port,
@@ -187,6 +201,7 @@ def _serve(plan: object, config: object, host: str, port: int, log_file: str | N
         ),
         auth,
     )
+    app.on_hangup = Reloader(path, config, plan, gateway).reload
     run(app, sock)
     return 0
 
@@ -202,8 +217,10 @@ def json_limits(limits: Any) -> Any:
     )
 
 
-def _stdio(plan: object, config: object, server: str | None) -> int:
+def _stdio(plan: object, config: object, server: str | None, path: Path) -> int:
+    import asyncio
     import os
+    import signal
 
     import uvloop
 
@@ -253,6 +270,15 @@ def _stdio(plan: object, config: object, server: str | None) -> int:
     async def run() -> None:
         identity, authenticator, reverify = await identify()
         gateway = Gateway(plan)
+        reloader = Reloader(path, config, plan, gateway)
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def hangup() -> None:
+            task = asyncio.create_task(reloader.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)
         try:
             await gateway.start()
             stdio = StdioServer(gateway, server, identity, reverify=reverify)

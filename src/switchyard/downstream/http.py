@@ -101,10 +101,10 @@ class HttpApp:
             settings.json,
             settings.body_timeout_s,
         )
-        self.on_hangup: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self.on_hangup: Callable[[], Coroutine[Any, Any, object]] | None = None
         """What SIGHUP does (a config reload); None: it is logged and ignored."""
         self._starting: asyncio.Task[None] | None = None
-        self._hangups: set[asyncio.Task[None]] = set()
+        self._hangups: set[asyncio.Task[object]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
