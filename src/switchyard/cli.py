@@ -10,6 +10,7 @@ from typing import Any
 
 from switchyard import __version__
 from switchyard.auth import keys_cli
+from switchyard.auth.key_store import default_data_dir
 from switchyard.config.lints import lint
 from switchyard.config.load import ConfigError, demo_config_path, load, load_plan
 from switchyard.config.reload import Reloader
@@ -100,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return _demo(args.name)
     if args.command == "keys":
+        if args.config:
+            try:
+                _key_store_from_config(args)
+            except ConfigError as exc:
+                print(f"switchyard keys: {exc}", file=sys.stderr)  # noqa: T201
+                return 2
         return keys_cli.run(args)
     if args.command == "stdio" and (
         standard_streams.was_closed(0) or standard_streams.was_closed(1)
@@ -135,6 +142,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(plan, config, args.host, args.port, args.log_file, path)
     return _stdio(plan, config, args.server, path)
+
+
+def _key_store_from_config(args: argparse.Namespace) -> None:
+    """Where the gateway run with `--config` keeps its keys, unless a flag says otherwise:
+    the same settings the gateway's authenticator reads (`auth_settings`)."""
+    from switchyard.config.load import auth_settings
+
+    config, _ = load(args.config)
+    if args.dsn or args.data_dir or args.store == "sqlite":
+        return
+    settings = auth_settings(config, "127.0.0.1", 0)
+    if settings.database_url:
+        args.dsn = settings.database_url
+    elif args.store != "postgres":
+        args.data_dir = settings.data_dir or str(default_data_dir())
 
 
 def _check(file: str) -> int:

@@ -56,6 +56,12 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     store = argparse.ArgumentParser(add_help=False)
     group = store.add_argument_group("key store")
     group.add_argument(
+        "--config",
+        "-c",
+        help="the gateway's config file: its auth.database_url or auth.data_dir is the store "
+        "(the flags below win)",
+    )
+    group.add_argument(
         "--store",
         choices=["sqlite", "postgres"],
         help="default: postgres when a DSN is configured, else sqlite",
@@ -127,7 +133,14 @@ async def _open(args: argparse.Namespace) -> KeyStore:
             # asyncpg's DSN complaints quote the host part at most, never the credentials.
             raise _Usage(f"invalid PostgreSQL settings: {exc}") from None
     data_dir = args.data_dir or default_data_dir()
-    return await SqliteKeyStore.open(os.path.join(data_dir, SQLITE_FILENAME))
+    path = os.path.join(data_dir, SQLITE_FILENAME)
+    if not args.data_dir and not os.environ.get(DATA_DIR_ENV) and not args.config:
+        # Nothing said where: say it, so a key is not silently made in a store nobody reads.
+        _err(
+            f"using the SQLite key store {os.path.abspath(path)} (no --config, --data-dir "
+            f"or ${DATA_DIR_ENV}; a gateway finds it only when run from this directory)"
+        )
+    return await SqliteKeyStore.open(path)
 
 
 async def _run(args: argparse.Namespace) -> int:
