@@ -16,6 +16,7 @@ import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -134,10 +135,11 @@ async def _open(args: argparse.Namespace) -> KeyStore:
             raise _Usage(f"invalid PostgreSQL settings: {exc}") from None
     data_dir = args.data_dir or default_data_dir()
     path = os.path.join(data_dir, SQLITE_FILENAME)
+    shown = str(Path.cwd() / path)
     if not args.data_dir and not os.environ.get(DATA_DIR_ENV) and not args.config:
         # Nothing said where: say it, so a key is not silently made in a store nobody reads.
         _err(
-            f"using the SQLite key store {os.path.abspath(path)} (no --config, --data-dir "
+            f"using the SQLite key store {shown} (no --config, --data-dir "
             f"or ${DATA_DIR_ENV}; a gateway finds it only when run from this directory)"
         )
     return await SqliteKeyStore.open(path)
