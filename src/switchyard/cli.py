@@ -59,6 +59,34 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?", help="the config file (or --config)")
     check.add_argument("--config", "-c", dest="config_file", help="the config file")
 
+    backends = sub.add_parser(
+        "backends",
+        help="start the configured backends and show each one's state",
+        description="Starts the backends of the config in this process (as `serve` would) "
+        "and shows name, transport, era, state, tool count and last error.",
+    )
+    tools = sub.add_parser(
+        "tools",
+        help="start the configured backends and show the tools a caller would see",
+        description="Applies the virtual server's view and the access rules exactly as the "
+        "gateway does.",
+    )
+    for sp in (backends, tools):
+        sp.add_argument(
+            "--config", "-c", help="config file (YAML or JSON); default: the bundled demo"
+        )
+        sp.add_argument("--json", action="store_true", help="JSON instead of a table")
+        sp.add_argument(
+            "--log-level", default="error", choices=["debug", "info", "warning", "error"]
+        )
+        sp.add_argument("--log-file", help="write logs here instead of stderr")
+    tools.add_argument("--as", dest="principal", metavar="PRINCIPAL", help="the caller")
+    tools.add_argument(
+        "--role", action="append", default=[], dest="roles", help="the caller's role (repeatable)"
+    )
+    tools.add_argument("--issuer", help="who vouches for the caller (default: auth.default_issuer)")
+    tools.add_argument("--server", metavar="VIEW", help="a virtual server instead of /mcp")
+
     keys_cli.add_parser(sub)
 
     demo = sub.add_parser("demo", help="run a bundled demo backend on stdio")
@@ -139,9 +167,66 @@ def main(argv: list[str] | None = None) -> int:
     for warning in [*warnings, *lint(config)]:
         log.warning("%s", warning)
     log.info("config %s: %d backends", path, len(plan.backends))
+    if args.command in ("backends", "tools"):
+        return _inventory(plan, config, args)
     if args.command == "serve":
         return _serve(plan, config, args.host, args.port, args.log_file, path)
     return _stdio(plan, config, args.server, path)
+
+
+def _inventory(plan: object, config: object, args: argparse.Namespace) -> int:
+    import json
+
+    import uvloop
+
+    from switchyard.call import Identity
+    from switchyard.config.load import default_issuer
+    from switchyard.config.schema import SwitchyardConfig
+    from switchyard.gateway import Gateway, Plan
+    from switchyard.inventory import Refused, backend_rows, table, tool_rows
+
+    assert isinstance(plan, Plan) and isinstance(config, SwitchyardConfig)
+    identity = None
+    if args.command == "tools":
+        if (args.roles or args.issuer) and not args.principal:
+            print("switchyard tools: --role and --issuer describe --as; give --as", file=sys.stderr)  # noqa: T201
+            return 2
+        if args.principal and not config.auth.enabled:
+            print(  # noqa: T201
+                "switchyard tools: --as needs authentication on (auth.enabled): without it "
+                "every caller sees the same tools",
+                file=sys.stderr,
+            )
+            return 2
+        if args.principal:
+            identity = Identity(
+                name=args.principal,
+                roles=tuple(args.roles),
+                issuer=args.issuer or default_issuer(config),
+            )
+
+    async def collect() -> list[dict[str, Any]]:
+        gateway = Gateway(plan)
+        try:
+            await gateway.start()
+            if args.command == "backends":
+                return backend_rows(gateway)
+            return tool_rows(gateway, identity, args.server)
+        finally:
+            await gateway.stop()
+
+    try:
+        rows = uvloop.run(collect())
+    except Refused as exc:
+        print(f"switchyard tools: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    if args.json:
+        print(json.dumps(rows, indent=2))  # noqa: T201
+    elif args.command == "backends":
+        print(table(rows, ["name", "transport", "era", "state", "tools", "error"]))  # noqa: T201
+    else:
+        print(table(rows, ["name", "backend", "description"]))  # noqa: T201
+    return 0
 
 
 def _key_store_from_config(args: argparse.Namespace) -> None:
