@@ -186,7 +186,8 @@ class HttpApp:
                     return
                 scope[IDENTITY_KEY] = outcome
                 IDENTITY.set(outcome)
-        if not self.gateway.started and path in GUARDED_PATHS:
+        starting = self._starting
+        if starting is not None and not starting.done() and path in GUARDED_PATHS:
             # Bound before the backends started: a request this early waits for their first
             # attempt (bounded by `startup_wait`) instead of finding an empty gateway.
             await self.gateway.until_started()
