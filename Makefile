@@ -1,4 +1,4 @@
-# Switchyard developer tasks. Needs only python3 (>= 3.11), node 20 and npm on PATH:
+# Switchyard developer tasks. Needs only python3 (>= 3.11), plus node 20 and npm for the tests:
 # uv is bootstrapped into .venv at a pinned version, and both the Python environment and
 # tests/node/node_modules are installed from the committed lock files, never re-resolved.
 
@@ -25,7 +25,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.stamp-npm-ci
 
 help:
 	@echo "make install  - .venv (package + dev group, frozen from uv.lock) and $(NODE_DIR) (npm ci)"
-	@echo "make run      - serve the bundled demo config on http://127.0.0.1:8080"
+	@echo "make run      - serve the bundled demo config on http://127.0.0.1:8080 (no Node needed)"
 	@echo "make test     - pytest -n auto (PYTEST_ARGS=... to add arguments)"
 	@echo "make lint     - ruff check, ruff format --check, mypy, lint-imports (the layering)"
 	@echo "make bench    - bench/run.py"
@@ -53,7 +53,8 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund
 	touch $@
 
-run: install
+# The Python side alone: running the gateway needs no Node (only the tests' clients do).
+run: $(SYNC_STAMP)
 	$(VENV)/bin/switchyard serve --host 127.0.0.1 --port 8080
 
 # No `|| true` and no special-casing: pytest's exit 5 (no tests collected) fails the target.

@@ -11,7 +11,11 @@ from typing import Any
 from switchyard import __version__
 from switchyard.audit import commands as audit_commands
 from switchyard.auth import keys_cli
+from switchyard.auth.key_store import default_data_dir
+from switchyard.config.lints import lint
 from switchyard.config.load import ConfigError, demo_config_path, load, load_plan
+from switchyard.config.reload import Reloader
+from switchyard.downstream import standard_streams
 from switchyard.observability import logging as observability_logging
 from switchyard.pins import commands as pins_commands
 
@@ -36,8 +40,10 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve MCP over HTTP (/mcp, /sse)")
     common(serve)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", type=_host, default="127.0.0.1", help="address to listen on")
+    serve.add_argument(
+        "--port", type=_port, default=8080, help="port to listen on (0: any free port)"
+    )
 
     stdio = sub.add_parser("stdio", help="serve MCP on stdin/stdout")
     common(stdio)
@@ -49,8 +55,39 @@ def _parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
-    check = config_sub.add_parser("check", help="validate a config file")
-    check.add_argument("file")
+    check = config_sub.add_parser(
+        "check", help="validate a config file and show what looks like a mistake"
+    )
+    check.add_argument("file", nargs="?", help="the config file (or --config)")
+    check.add_argument("--config", "-c", dest="config_file", help="the config file")
+
+    backends = sub.add_parser(
+        "backends",
+        help="start the configured backends and show each one's state",
+        description="Starts the backends of the config in this process (as `serve` would) "
+        "and shows name, transport, era, state, tool count and last error.",
+    )
+    tools = sub.add_parser(
+        "tools",
+        help="start the configured backends and show the tools a caller would see",
+        description="Applies the virtual server's view and the access rules exactly as the "
+        "gateway does.",
+    )
+    for sp in (backends, tools):
+        sp.add_argument(
+            "--config", "-c", help="config file (YAML or JSON); default: the bundled demo"
+        )
+        sp.add_argument("--json", action="store_true", help="JSON instead of a table")
+        sp.add_argument(
+            "--log-level", default="error", choices=["debug", "info", "warning", "error"]
+        )
+        sp.add_argument("--log-file", help="write logs here instead of stderr")
+    tools.add_argument("--as", dest="principal", metavar="PRINCIPAL", help="the caller")
+    tools.add_argument(
+        "--role", action="append", default=[], dest="roles", help="the caller's role (repeatable)"
+    )
+    tools.add_argument("--issuer", help="who vouches for the caller (default: auth.default_issuer)")
+    tools.add_argument("--server", metavar="VIEW", help="a virtual server instead of /mcp")
 
     keys_cli.add_parser(sub)
 
@@ -65,31 +102,158 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a number from 0 to 65535 (0: any free port), got {text!r}"
+        )
+    return port
+
+
+def _host(text: str) -> str:
+    if not text or any(c.isspace() for c in text) or "/" in text:
+        raise argparse.ArgumentTypeError(f"not a host name or address: {text!r}")
+    if text.count(":") == 1:
+        # `localhost:8080` is a common slip: say so rather than failing to resolve it.
+        raise argparse.ArgumentTypeError(f"{text!r}: give the host alone, and the port with --port")
+    return text.removeprefix("[").removesuffix("]")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    standard_streams.reserve()
     if args.command == "config":
-        return _check(args.file)
+        if args.file and args.config_file and args.file != args.config_file:
+            print(  # noqa: T201
+                "switchyard config check: give the file once (a path or --config), not two",
+                file=sys.stderr,
+            )
+            return 2
+        return _check(args.file or args.config_file or str(demo_config_path()))
     if args.command == "demo":
         return _demo(args.name)
     if args.command == "keys":
+        if args.config:
+            try:
+                _key_store_from_config(args)
+            except ConfigError as exc:
+                print(f"switchyard keys: {exc}", file=sys.stderr)  # noqa: T201
+                return 2
         return keys_cli.run(args)
     if args.command == "audit":
         return _audit(args)
     if args.command == "pins":
         return _pins(args)
-    observability_logging.setup(args.log_level, args.log_file)
+    if args.command == "stdio" and (
+        standard_streams.was_closed(0) or standard_streams.was_closed(1)
+    ):
+        which = "stdin" if standard_streams.was_closed(0) else "stdout"
+        print(  # noqa: T201
+            f"switchyard stdio: {which} is closed; this command speaks MCP on stdin/stdout "
+            "and must be started by an MCP client (or use `switchyard serve` for HTTP)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        observability_logging.setup(args.log_level, args.log_file)
+    except OSError as exc:
+        print(f"switchyard: --log-file {args.log_file}: {exc.strerror}", file=sys.stderr)  # noqa: T201
+        return 2
+    if args.command == "stdio" and standard_streams.is_terminal(0):
+        print(  # noqa: T201
+            "switchyard stdio: stdin is a terminal. This command speaks MCP (one JSON-RPC "
+            "message per line) on stdin/stdout, for a client that starts it; type messages, "
+            "or press Ctrl-D to end. For HTTP, run `switchyard serve`.",
+            file=sys.stderr,
+        )
     path = Path(args.config) if args.config else demo_config_path()
     try:
         plan, config, warnings = load_plan(path)
     except ConfigError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    for warning in warnings:
+    for warning in [*warnings, *lint(config)]:
         log.warning("%s", warning)
     log.info("config %s: %d backends", path, len(plan.backends))
+    if args.command in ("backends", "tools"):
+        return _inventory(plan, config, args)
     if args.command == "serve":
-        return _serve(plan, config, args.host, args.port)
-    return _stdio(plan, config, args.server)
+        return _serve(plan, config, args.host, args.port, args.log_file, path)
+    return _stdio(plan, config, args.server, path)
+
+
+def _inventory(plan: object, config: object, args: argparse.Namespace) -> int:
+    import json
+
+    import uvloop
+
+    from switchyard.call import Identity
+    from switchyard.config.load import default_issuer
+    from switchyard.config.schema import SwitchyardConfig
+    from switchyard.gateway import Gateway, Plan
+    from switchyard.inventory import Refused, backend_rows, table, tool_rows
+
+    assert isinstance(plan, Plan) and isinstance(config, SwitchyardConfig)
+    identity = None
+    if args.command == "tools":
+        if (args.roles or args.issuer) and not args.principal:
+            print("switchyard tools: --role and --issuer describe --as; give --as", file=sys.stderr)  # noqa: T201
+            return 2
+        if args.principal and not config.auth.enabled:
+            print(  # noqa: T201
+                "switchyard tools: --as needs authentication on (auth.enabled): without it "
+                "every caller sees the same tools",
+                file=sys.stderr,
+            )
+            return 2
+        if args.principal:
+            identity = Identity(
+                name=args.principal,
+                roles=tuple(args.roles),
+                issuer=args.issuer or default_issuer(config),
+            )
+
+    async def collect() -> list[dict[str, Any]]:
+        gateway = Gateway(plan)
+        try:
+            await gateway.start()
+            if args.command == "backends":
+                return backend_rows(gateway)
+            return tool_rows(gateway, identity, args.server)
+        finally:
+            await gateway.stop()
+
+    try:
+        rows = uvloop.run(collect())
+    except Refused as exc:
+        print(f"switchyard tools: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    if args.json:
+        print(json.dumps(rows, indent=2))  # noqa: T201
+    elif args.command == "backends":
+        print(table(rows, ["name", "transport", "era", "state", "tools", "error"]))  # noqa: T201
+    else:
+        print(table(rows, ["name", "backend", "description"]))  # noqa: T201
+    return 0
+
+
+def _key_store_from_config(args: argparse.Namespace) -> None:
+    """Where the gateway run with `--config` keeps its keys, unless a flag says otherwise:
+    the same settings the gateway's authenticator reads (`auth_settings`)."""
+    from switchyard.config.load import auth_settings
+
+    config, _ = load(args.config)
+    if args.dsn or args.data_dir or args.store == "sqlite":
+        return
+    settings = auth_settings(config, "127.0.0.1", 0)
+    if settings.database_url:
+        args.dsn = settings.database_url
+    elif args.store != "postgres":
+        args.data_dir = settings.data_dir or str(default_data_dir())
 
 
 def _check(file: str) -> int:
@@ -101,7 +265,7 @@ def _check(file: str) -> int:
     except ConfigError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    for warning in warnings:
+    for warning in [*warnings, *lint(config)]:
         print(f"warning: {warning}", file=sys.stderr)  # noqa: T201
     names = ", ".join(b.name for b in plan.backends) or "none"
     print(f"{file}: OK ({len(plan.backends)} servers: {names})")  # noqa: T201
@@ -141,17 +305,38 @@ def _pins(args: argparse.Namespace) -> int:
     return pins_commands.run(args, where, audited)
 
 
-def _serve(plan: object, config: object, host: str, port: int) -> int:
+def _serve(
+    plan: object, config: object, host: str, port: int, log_file: str | None, path: Path
+) -> int:
     from switchyard.config.load import auth_settings
     from switchyard.config.schema import SwitchyardConfig
-    from switchyard.downstream.http import HttpApp, HttpSettings, run
+    from switchyard.downstream.http import (
+        BindError,
+        HttpApp,
+        HttpSettings,
+        announce,
+        bind,
+        bound_base,
+        run,
+    )
     from switchyard.gateway import Gateway, Plan
 
     assert isinstance(plan, Plan) and isinstance(config, SwitchyardConfig)
+    # The port first: one in use is reported before any backend is spawned.
+    try:
+        sock = bind(host, port)
+    except BindError as exc:
+        if log_file:
+            log.error("%s", exc)
+        print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    port = sock.getsockname()[1]
+    announce(bound_base(host, sock), [v.name for v in plan.views])
     gw = config.gateway
     auth = auth_settings(config, host, port) if config.auth.enabled else None
+    gateway = Gateway(plan)
     app = HttpApp(
-        Gateway(plan),
+        gateway,
         HttpSettings(
             host=host,
             port=port,
@@ -168,7 +353,8 @@ def _serve(plan: object, config: object, host: str, port: int) -> int:
         ),
         auth,
     )
-    run(app, host, port)
+    app.on_hangup = Reloader(path, config, plan, gateway).reload
+    run(app, sock)
     return 0
 
 
@@ -183,8 +369,10 @@ def json_limits(limits: Any) -> Any:
     )
 
 
-def _stdio(plan: object, config: object, server: str | None) -> int:
+def _stdio(plan: object, config: object, server: str | None, path: Path) -> int:
+    import asyncio
     import os
+    import signal
 
     import uvloop
 
@@ -234,6 +422,15 @@ def _stdio(plan: object, config: object, server: str | None) -> int:
     async def run() -> None:
         identity, authenticator, reverify = await identify()
         gateway = Gateway(plan)
+        reloader = Reloader(path, config, plan, gateway)
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def hangup() -> None:
+            task = asyncio.create_task(reloader.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)
         try:
             await gateway.start()
             stdio = StdioServer(gateway, server, identity, reverify=reverify)

@@ -78,6 +78,22 @@ class Delivery:
     def add_hook(self, name: str, hook: OutboundHook) -> None:
         self._hooks.append((name, hook))
 
+    def set_may_use(self, may_use: MayUse | None) -> None:
+        """New access rules (a config reload): every later message is judged by them."""
+        self._may_use = may_use
+
+    def set_hook(self, name: str, hook: OutboundHook | None) -> None:
+        """Replace (or, with None, remove) the hook named `name`, keeping its place."""
+        for i, (existing, _) in enumerate(self._hooks):
+            if existing == name:
+                if hook is None:
+                    del self._hooks[i]
+                else:
+                    self._hooks[i] = (name, hook)
+                return
+        if hook is not None:
+            self._hooks.append((name, hook))
+
     def admit(self, message: ClientMessage) -> ClientMessage | None:
         """The message as it may reach its recipient, or None (counted) when it may not."""
         identity = message.recipient.identity

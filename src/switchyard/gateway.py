@@ -73,6 +73,16 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Changes:
+    """What a reload did to the backends, by name."""
+
+    added: tuple[str, ...]
+    replaced: tuple[str, ...]
+    removed: tuple[str, ...]
+    kept: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """A validated configuration, compiled into each component's own settings."""
 
@@ -123,10 +133,7 @@ class Gateway:
         )
         self.router = Router(self.catalog_for, self.forwarder.sole_server)
         self.audit = AuditWriter(plan.audit, plan.storage) if plan.audit is not None else None
-        policies = self.settings.policies
-        if self.audit is not None:
-            policies = audited(policies, self.audit)
-        self.dispatcher = Dispatcher(self.forwarder, policies, self.router)
+        self.dispatcher = Dispatcher(self.forwarder, self._chain(self.settings), self.router)
         self.sessions.on_removed = self._session_removed
         self.pins = (
             PinGuard(plan.pinning, plan.storage, self.settings.separator)
@@ -144,6 +151,12 @@ class Gateway:
         self.started = False
         self._pin_events: Callable[[PinEvent], None] | None = None
         """Records pin events in the audit trail while this gateway runs."""
+        self._started = asyncio.Event()
+
+    async def until_started(self) -> None:
+        """Wait for `start` to finish (it is bounded by `startup_wait`)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._started.wait(), self.settings.startup_wait_s + 1.0)
 
     async def start(self) -> None:
         """Start every backend; wait (bounded) until each has made its first attempt."""
@@ -151,23 +164,113 @@ class Gateway:
             await self.audit.start()
             self._pin_events = pin_events.audit_sink(self.audit.submit)
             pin_events.sinks.append(self._pin_events)
-        for backend in self.backends.values():
-            self._tasks.append(asyncio.create_task(backend.run(), name=f"backend-{backend.name}"))
         self._tasks.append(asyncio.create_task(self._reap_sessions(), name="session-reaper"))
         if self.pins is not None:
             self._tasks.append(asyncio.create_task(self._poll_pins(), name="pin-poll"))
-        waits = [b.first_attempt.wait() for b in self.backends.values()]
-        if waits:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*waits), self.settings.startup_wait_s)
+        await self._start_backends(list(self.backends.values()), self.settings.startup_wait_s)
+        if self.pins is not None:
             with contextlib.suppress(TimeoutError):
                 # The first listings are shown once checked against their pins.
                 await asyncio.wait_for(self._pins_idle.wait(), self.settings.startup_wait_s)
         self.started = True
+        self._started.set()
         up = sum(b.is_up for b in self.backends.values())
         log.info("gateway started: %d of %d backends up", up, len(self.backends))
 
+    def _chain(self, settings: GatewaySettings) -> tuple[PolicySpec, ...]:
+        """The policies in the order they run: the audit gate wrapped around them when on."""
+        if self.audit is None:
+            return settings.policies
+        return audited(settings.policies, self.audit)
+
+    async def _start_backends(self, backends: list[Backend], wait_s: float) -> None:
+        for backend in backends:
+            self._tasks.append(asyncio.create_task(backend.run(), name=f"backend-{backend.name}"))
+        waits = [b.first_attempt.wait() for b in backends]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), wait_s)
+
+    async def apply(self, plan: Plan) -> Changes:
+        """Serve `plan` from now on (a config reload). Backends whose settings did not change
+        keep running untouched; changed and added ones are started first (bounded by
+        `startup_wait`), then everything is swapped in one step of the event loop, so a request
+        sees either the old configuration or the new one. Replaced and removed backends finish
+        the requests they have in flight (up to their `max_request_time`) before they stop.
+        Sessions whose lists may have changed get `list_changed`."""
+        current = dict(self.backends)
+        wanted = {b.name: b for b in plan.backends}
+        kept = {n for n, s in wanted.items() if n in current and current[n].settings == s}
+        fresh = {
+            n: Backend(s, self._backend_changed, self._backend_event, self._unattributed)
+            for n, s in wanted.items()
+            if n not in kept
+        }
+        for name, backend in fresh.items():
+            if name in current:
+                # Client subscriptions carry over: the replacement renews them once up.
+                backend.subscribed |= current[name].subscribed
+        await self._start_backends(list(fresh.values()), plan.gateway.startup_wait_s)
+        old_settings = self.settings
+        policy_changed = (
+            old_settings.access is not plan.gateway.access
+            or old_settings.redaction is not plan.gateway.redaction
+            or old_settings.policies != plan.gateway.policies
+        )
+        # -- the swap: no await from here to the end of the block --------------------------
+        self.backends.clear()
+        self.backends.update({n: current[n] if n in kept else fresh[n] for n in wanted})
+        self.plan = plan
+        self.settings = plan.gateway
+        access = plan.gateway.access
+        self.delivery.set_may_use(access.may_reach if access is not None else None)
+        redactor = plan.gateway.redaction
+        self.delivery.set_hook(
+            "redaction", _redaction_hook(redactor) if redactor is not None else None
+        )
+        self.forwarder.page_size = plan.gateway.page_size
+        self.forwarder.instructions = plan.gateway.instructions
+        self.dispatcher = Dispatcher(self.forwarder, self._chain(plan.gateway), self.router)
+        if self.pins is None:
+            self._rebuild(self._listings(), announce_all=policy_changed)
+        else:
+            # What stays trusted shows at once; new backends' listings once checked.
+            live = set(self.backends)
+            self._rebuild([t for t in self._trusted if t.backend in live], policy_changed)
+            self._check_pins()
+        # -- end of the swap ---------------------------------------------------------------
+        retired = [b for n, b in current.items() if n not in kept]
+        old_limits = old_settings.limits
+        closing = (
+            old_limits if old_limits is not None and old_limits is not plan.gateway.limits else None
+        )
+        task = asyncio.create_task(self._retire(retired, closing), name="retire-backends")
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+        return Changes(
+            added=tuple(sorted(n for n in fresh if n not in current)),
+            replaced=tuple(sorted(n for n in fresh if n in current)),
+            removed=tuple(sorted(n for n in current if n not in wanted)),
+            kept=tuple(sorted(kept)),
+        )
+
+    async def _retire(self, backends: list[Backend], limits: Limiter | None) -> None:
+        """Stop backends nothing routes to any more, once their requests in flight are done."""
+
+        async def drained(backend: Backend) -> None:
+            deadline = asyncio.get_running_loop().time() + backend.settings.max_request_s
+            # Polled: a backend has no event for "idle", and this runs once per reload.
+            while backend.in_flight and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            await backend.stop()
+
+        await asyncio.gather(*(drained(b) for b in backends), return_exceptions=True)
+        if limits is not None:
+            await limits.close()
+
     async def stop(self) -> None:
+        for task in list(self._side_tasks):
+            task.cancel()
         await asyncio.gather(*(b.stop() for b in self.backends.values()), return_exceptions=True)
         for task in self._tasks:
             task.cancel()
@@ -261,19 +364,32 @@ class Gateway:
             except Exception:
                 log.exception("pin store poll failed")
 
-    def _rebuild(self, listings: list[catalog.Listing]) -> None:
+    def _rebuild(self, listings: list[catalog.Listing], announce_all: bool = False) -> None:
+        """Rebuild the catalog and the views from `listings` (checked against their pins when
+        pinning is on); tell sessions whose lists changed (every session, when `announce_all`:
+        new access rules or policies)."""
         new = catalog.build(listings, self.settings.separator)
         old, self.catalog = self.catalog, new
-        for spec in self.plan.views:
-            self.views[spec.name] = build_view(new, spec)
+        old_views = self.views
+        self.views = {spec.name: build_view(new, spec) for spec in self.plan.views}
         announced: set[str] = set()
         for kind in catalog.KINDS:
-            if _items(old, kind) != _items(new, kind):
+            if announce_all or _items(old, kind) != _items(new, kind):
                 announced.add(_CHANGED[kind])
-        for method in sorted(announced):
-            for session in self.sessions.values():
-                if session.initialized:
-                    self.delivery.push(session.notify, session.recipient, None, method, None)
+        per_view: dict[str, set[str]] = {}
+        for name, view in self.views.items():
+            before = old_views.get(name) or catalog.Catalog()
+            per_view[name] = {
+                _CHANGED[kind]
+                for kind in catalog.KINDS
+                if _items(before, kind) != _items(view, kind)
+            }
+        for session in self.sessions.values():
+            if not session.initialized:
+                continue
+            for method in sorted(announced | per_view.get(session.view or "", set())):
+                self.delivery.push(session.notify, session.recipient, None, method, None)
+        for method in sorted(announced.union(*per_view.values())):
             self.subscriptions.list_changed(method)
 
     def _backend_event(
@@ -368,8 +484,10 @@ class Gateway:
             for name, b in self.backends.items()
         }
         ready = self.started and any(b.is_up for b in self.backends.values())
+        status = "ready" if ready else "starting" if not self.started else "unavailable"
         body: dict[str, Any] = {
             "ready": ready,
+            "status": status,
             "backends": backends,
             "undelivered": dict(self.delivery.dropped),
         }

@@ -16,6 +16,7 @@ import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -55,6 +56,12 @@ def add_parser(subparsers: Any) -> None:
 def _configure(parser: argparse.ArgumentParser) -> None:
     store = argparse.ArgumentParser(add_help=False)
     group = store.add_argument_group("key store")
+    group.add_argument(
+        "--config",
+        "-c",
+        help="the gateway's config file: its auth.database_url or auth.data_dir is the store "
+        "(the flags below win)",
+    )
     group.add_argument(
         "--store",
         choices=["sqlite", "postgres"],
@@ -127,7 +134,15 @@ async def _open(args: argparse.Namespace) -> KeyStore:
             # asyncpg's DSN complaints quote the host part at most, never the credentials.
             raise _Usage(f"invalid PostgreSQL settings: {exc}") from None
     data_dir = args.data_dir or default_data_dir()
-    return await SqliteKeyStore.open(os.path.join(data_dir, SQLITE_FILENAME))
+    path = os.path.join(data_dir, SQLITE_FILENAME)
+    shown = str(Path.cwd() / path)
+    if not args.data_dir and not os.environ.get(DATA_DIR_ENV) and not args.config:
+        # Nothing said where: say it, so a key is not silently made in a store nobody reads.
+        _err(
+            f"using the SQLite key store {shown} (no --config, --data-dir "
+            f"or ${DATA_DIR_ENV}; a gateway finds it only when run from this directory)"
+        )
+    return await SqliteKeyStore.open(path)
 
 
 async def _run(args: argparse.Namespace) -> int:

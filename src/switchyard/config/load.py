@@ -79,6 +79,11 @@ def load(path: str | Path) -> tuple[SwitchyardConfig, list[str]]:
     warnings: list[str] = []
     desktop = data.get("mcpServers")
     if isinstance(desktop, dict):
+        # A desktop client's config file (Claude Desktop, Cursor) carries the client's own
+        # settings next to `mcpServers`: accepted, each named, so nothing is silently dropped.
+        for key in sorted(set(data) - set(SwitchyardConfig.model_fields)):
+            warnings.append(f"{key}: not a Switchyard setting (a desktop client's key); ignored")
+            del data[key]
         for name, entry in desktop.items():
             if isinstance(entry, dict):
                 for key in sorted(set(entry) & DESKTOP_IGNORED_KEYS):
@@ -235,10 +240,13 @@ def _backend(
     base: Path,
     max_in_flight: int = 256,
     config: SwitchyardConfig | None = None,
+    shared_env: dict[str, str] | None = None,
 ) -> BackendSettings:
     transport: StdioSettings | UpstreamHttpSettings
     if server.command is not None:
-        env = _env_file(str(base / server.envFile), f"{where}.envFile") if server.envFile else {}
+        env = dict(shared_env or {})
+        if server.envFile:
+            env.update(_env_file(str(base / server.envFile), f"{where}.envFile"))
         env.update({k: _resolve(v, f"{where}.env.{k}") for k, v in server.env.items()})
         transport = StdioSettings(
             command=resolve_command(_resolve(server.command, f"{where}.command")),
@@ -290,6 +298,7 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
     base = base_dir or Path.cwd()
     gw = config.gateway
     backends: list[BackendSettings] = []
+    shared_env = shared_backend_env(config)
     for section, servers in (("servers", config.servers), ("mcpServers", config.mcpServers)):
         for name, server in servers.items():
             if server.disabled:
@@ -306,6 +315,7 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
                     base,
                     gw.limits.max_in_flight_per_backend,
                     config,
+                    shared_env,
                 )
             )
     policies: tuple[PolicySpec, ...] = (PolicySpec(RequestLog),) if gw.log_requests else ()
@@ -349,6 +359,23 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
         pinning=pinning(config),
         audit=audit(config, base),
     )
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+def shared_backend_env(config: SwitchyardConfig) -> dict[str, str]:
+    """What every stdio backend gets on top of the few inherited variables: the proxy
+    variables (when `gateway.proxy_env`), then `gateway.env`; a server's own `envFile` and
+    `env` come after and win."""
+    env: dict[str, str] = {}
+    if config.gateway.proxy_env:
+        for name in PROXY_VARIABLES:
+            for form in (name, name.lower()):
+                if (value := os.environ.get(form)) is not None:
+                    env[form] = value
+    env.update({k: _resolve(v, f"gateway.env.{k}") for k, v in config.gateway.env.items()})
+    return env
 
 
 def rate_limits(config: SwitchyardConfig, stored: StorageSettings) -> Limiter | None:

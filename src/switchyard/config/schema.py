@@ -122,6 +122,16 @@ class GatewayConfig(BaseModel):
         description="Seconds after which a legacy session is closed, even with a stream open.",
     )
     log_requests: bool = Field(True, description="Log one line per request with its timing.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment for every stdio server (a server's own `env` wins); values "
+        "may use ${VAR}.",
+    )
+    proxy_env: bool = Field(
+        False,
+        description="Pass HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY (either case) from "
+        "the gateway's environment to stdio servers.",
+    )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     allowed_backends: AllowedBackendsConfig | None = Field(
         None, description="Refuse, at load, any backend outside these URLs and commands."

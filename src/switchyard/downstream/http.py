@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -98,6 +103,10 @@ class HttpApp:
             settings.json,
             settings.body_timeout_s,
         )
+        self.on_hangup: Callable[[], Coroutine[Any, Any, object]] | None = None
+        """What SIGHUP does (a config reload); None: it is logged and ignored."""
+        self._starting: asyncio.Task[None] | None = None
+        self._hangups: set[asyncio.Task[object]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -184,6 +193,11 @@ class HttpApp:
                     return
                 scope[IDENTITY_KEY] = outcome
                 IDENTITY.set(outcome)
+        starting = self._starting
+        if starting is not None and not starting.done() and path in GUARDED_PATHS:
+            # Bound before the backends started: a request this early waits for their first
+            # attempt (bounded by `startup_wait`) instead of finding an empty gateway.
+            await self.gateway.until_started()
         if path == MCP_PATH or path == MCP_PATH + "/":
             await self._limited(scope, receive, send, self.mcp)
         elif path == MESSAGES_PATH or path == MESSAGES_PATH + "/":
@@ -208,7 +222,7 @@ class HttpApp:
                 scope["headers"], scope.get("query_string", b""), authenticator.resource_for(view)
             )
             if isinstance(outcome, Refusal):
-                body = {"ready": ready}
+                body = {"ready": ready, "status": body["status"]}
         await respond_json(send, 200 if ready else 503, frame.encode(body))
 
     def _view_route(self, path: str) -> tuple[str, str] | None:
@@ -259,21 +273,39 @@ class HttpApp:
                         self.authenticator = await open_authenticator(self.auth_settings)
                         self.mcp.scope_gate = self.authenticator.scope_refusal
                         self.sse.scope_gate = self.authenticator.scope_refusal
-                    await self.gateway.start()
                     self.memory.start()
                 except Exception as exc:
                     log.exception("gateway failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                # Serving (readiness says `starting`) while the backends make their first
+                # attempt: probes and early clients get an answer, not a refused connection.
+                self._starting = asyncio.create_task(self.gateway.start(), name="gateway-start")
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
                 self.shutting_down.set()
+                if self._starting is not None and not self._starting.done():
+                    self._starting.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._starting
+                for task in list(self._hangups):
+                    task.cancel()
                 await self.memory.aclose()
                 await self.gateway.stop()
                 if self.authenticator is not None:
                     await self.authenticator.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _hangup(self) -> None:
+        if self.on_hangup is None:
+            log.warning("SIGHUP: no configuration file to reload; ignored")
+            return
+        task = asyncio.create_task(self.on_hangup(), name="reload")
+        self._hangups.add(task)
+        task.add_done_callback(self._hangups.discard)
 
 
 def _client_key(scope: Scope) -> str | None:
@@ -353,8 +385,54 @@ def guarded_protocol(settings: HttpSettings) -> type[Any]:
     return GuardedProtocol
 
 
-def run(app: HttpApp, host: str, port: int) -> None:
-    """Serve until SIGTERM/SIGINT, then shut down gracefully and return (exit status 0)."""
+class BindError(Exception):
+    """The listening address cannot be used; the message says which and why."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, made before anything else starts: a port in use or a
+    host that is not this machine's is reported at once, not after every backend started."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BindError(f"--host {host!r}: cannot resolve it: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise BindError(f"cannot listen on {_host_port(host, port)}: {why.lower()}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def bound_base(host: str, sock: socket.socket) -> str:
+    """`http://host:port` of a bound socket (the port the system chose, for port 0)."""
+    return f"http://{_host_port(host, sock.getsockname()[1])}"
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def announce(base: str, views: list[str]) -> None:
+    """Where clients connect, once the socket is bound."""
+    log.info(
+        "listening on %s%s (Streamable HTTP) and %s%s (HTTP+SSE)", base, MCP_PATH, base, SSE_PATH
+    )
+    for name in views:
+        log.info("virtual server %r: %s%s%s%s", name, base, VIEWS_PREFIX, name, MCP_PATH)
+
+
+def run(app: HttpApp, sock: socket.socket) -> None:
+    """Serve on `sock` until SIGTERM/SIGINT, then shut down gracefully and return (exit status
+    0). SIGHUP calls `app.on_hangup` (a config reload) instead of ending the process."""
     import signal
     from types import FrameType
 
@@ -371,8 +449,6 @@ def run(app: HttpApp, host: str, port: int) -> None:
     Server(
         uvicorn.Config(
             app,
-            host=host,
-            port=port,
             loop="uvloop",
             http=guarded_protocol(app.settings),
             lifespan="on",
@@ -382,4 +458,4 @@ def run(app: HttpApp, host: str, port: int) -> None:
             # Many small keep-alive requests are the normal MCP pattern.
             timeout_keep_alive=30,
         )
-    ).run()
+    ).run(sockets=[sock])

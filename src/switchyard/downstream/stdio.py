@@ -11,11 +11,11 @@ import collections
 import contextlib
 import logging
 import secrets
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from switchyard.downstream import standard_streams
 from switchyard.downstream.streamable_http import _adopt, level_of
 from switchyard.gateway import Gateway
 from switchyard.policies.base import Identity, RequestContext
@@ -195,7 +195,7 @@ class StdioServer:
         self.identity = identity
         """The caller, established once from the environment's API key (authentication on)."""
         self.session: Session | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: standard_streams.Sink | None = None
         self.stdout = StdoutQueue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session_ready = asyncio.Event()
@@ -204,13 +204,7 @@ class StdioServer:
         self.outgoing = ClientRequests()
 
     async def serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
-        transport, protocol = await loop.connect_write_pipe(
-            asyncio.streams.FlowControlMixin, sys.stdout.buffer
-        )
-        self._writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        reader, self._writer = await standard_streams.open_streams(MAX_LINE_BYTES)
         outbox = asyncio.create_task(self._drain_outbox())
         writer = asyncio.create_task(self._write_stdout())
         watch = asyncio.create_task(self._watch_credential())

@@ -20,7 +20,7 @@ import aiohttp
 from switchyard.protocol import codes, methods
 from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era
-from switchyard.upstream import decoded_body, handshake
+from switchyard.upstream import decoded_body, handshake, unreachable
 from switchyard.upstream.connection import (
     ConnectionCore,
     MessageStream,
@@ -116,6 +116,8 @@ class StreamableHttpConnection(ConnectionCore):
         """The re-initialization under way after the backend forgot our session, if any."""
         self._deleting: set[asyncio.Task[None]] = set()
         self.credential: Credential | None = None
+        self._unreachable: str | None = None
+        """Why the handshake could not connect at all, when it could not."""
 
     @property
     def _http(self) -> aiohttp.ClientSession:
@@ -124,7 +126,14 @@ class StreamableHttpConnection(ConnectionCore):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        await asyncio.wait_for(self._handshake(), self.settings.handshake_timeout_s)
+        try:
+            await asyncio.wait_for(self._handshake(), self.settings.handshake_timeout_s)
+        except handshake.HandshakeFailed:
+            if self._unreachable is not None:
+                raise unreachable.BackendUnreachable(
+                    self.settings.url, "Streamable HTTP", self._unreachable
+                ) from None
+            raise
 
     async def _handshake(self) -> None:
         era = self.settings.era
@@ -305,8 +314,11 @@ class StreamableHttpConnection(ConnectionCore):
                     await asyncio.shield(self.notify(methods.CANCELLED, cancel))
             raise
         except (aiohttp.ClientConnectionError, OSError, UpstreamClosed) as exc:
-            self._mark_closed(f"connection failed: {exc}")
-            return unavailable(self.backend, f"connection failed: {type(exc).__name__}")
+            why = unreachable.reason(exc)
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                self._unreachable = why
+            self._mark_closed(f"connection failed: {why}")
+            return unavailable(self.backend, f"connection failed: {why}")
         except CredentialError as exc:
             code = codes.BACKEND_UNAVAILABLE if exc.temporary else codes.BACKEND_PROTOCOL_ERROR
             return frame.error_reply(code, str(exc), {"source": "gateway", "backend": self.backend})
@@ -622,6 +634,7 @@ class SseConnection(MessageStream):
         self._endpoint: str | None = None
         self._endpoint_ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        self._unreachable: str | None = None
 
     @property
     def _http(self) -> aiohttp.ClientSession:
@@ -641,6 +654,10 @@ class SseConnection(MessageStream):
             waiter.cancel()
             closed.cancel()
         if not self._endpoint_ready.is_set():
+            if self._unreachable is not None:
+                raise unreachable.BackendUnreachable(
+                    self.settings.url, "HTTP+SSE", self._unreachable
+                )
             raise UpstreamClosed(
                 self._close_reason if done else "no endpoint event from the SSE stream"
             )
@@ -675,8 +692,11 @@ class SseConnection(MessageStream):
                             self._endpoint_ready.set()
                         elif event.event == "message" and event.data:
                             await self._dispatch(event.data)
+        except aiohttp.ClientConnectorError as exc:
+            self._unreachable = unreachable.reason(exc)
+            reason = f"SSE stream failed: {self._unreachable}"
         except (aiohttp.ClientError, OSError, ValueError, UpstreamClosed) as exc:
-            reason = f"SSE stream failed: {type(exc).__name__}"
+            reason = f"SSE stream failed: {unreachable.reason(exc)}"
         finally:
             self._mark_closed(reason)
 
