@@ -169,7 +169,8 @@ class Gateway:
         return self.views.get(view) or catalog.Catalog()
 
     def _backend_changed(self, backend: Backend) -> None:
-        listings = [b.listing for b in self.backends.values() if b.is_up and b.listing is not None]
+        # A backend that went away stays listed through its grace period (calls fail fast).
+        listings = [b.listing for b in self.backends.values() if b.listed and b.listing is not None]
         new = catalog.build(listings, self.settings.separator)
         old, self.catalog = self.catalog, new
         for spec in self.plan.views:
@@ -272,6 +273,7 @@ class Gateway:
                 "error": b.status.last_error,
                 "restarts": b.status.restarts,
                 "isolatedSessions": b.isolated_sessions,
+                **b.state_detail(),
             }
             for name, b in self.backends.items()
         }
