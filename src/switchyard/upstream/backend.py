@@ -760,6 +760,7 @@ class Backend:
         if conn is None:
             return undelivered(self.name, ep.last_error or "endpoint not connected")
         ep.in_flight += 1
+        started = time.monotonic()
         try:
             reply = await conn.request(out)
         except BaseException:
@@ -768,6 +769,8 @@ class Backend:
         finally:
             ep.in_flight -= 1
         failure = failure_of(reply)
+        if failure is None or failure.delivered:
+            ep.observe(time.monotonic() - started)  # a timeout is a (long) latency too
         if failure is None:
             if ep.breaker.state != OPEN:  # an open breaker is closed by a trial or a probe
                 ep.breaker.success()

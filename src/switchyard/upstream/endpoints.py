@@ -2,12 +2,16 @@
 breaker and count of requests in flight, and how a request picks one.
 
 Picking is "power of two choices" on requests in flight: two endpoints drawn at random among
-those that admit calls, the less busy one wins. A slow endpoint accumulates requests in flight
-and so is picked less, without the herd behaviour of always choosing the global minimum.
+those that admit calls, the less busy one wins, without the herd behaviour of always choosing
+the global minimum. Requests in flight are weighted by the endpoint's recent latency (a
+peak-sensitive moving average that fades when the endpoint is not used): with a handful of
+callers a slow endpoint does not accumulate enough requests in flight to be avoided, so
+in-flight counts alone would keep sending it a third of them.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -19,6 +23,10 @@ from switchyard.upstream.http import HttpSettings
 from switchyard.upstream.stdio import StdioSettings
 
 Transport = StdioSettings | HttpSettings
+# How fast a remembered latency fades when an endpoint gets no traffic (it is then tried again).
+LATENCY_FADE_S = 10.0
+# Weight of a new latency sample below the current average (above it, it is taken at once).
+LATENCY_WEIGHT = 0.2
 
 
 @dataclass(eq=False)
@@ -37,6 +45,24 @@ class Endpoint:
     """Isolated sessions opened on this endpoint and still open."""
     failures: int = 0
     """Transport failures seen on real traffic (timeouts, connections lost)."""
+    latency_s: float = 0.0
+    latency_at: float = 0.0
+
+    def recent_latency(self, now: float) -> float:
+        if not self.latency_s:
+            return 0.0
+        return self.latency_s * math.exp(-(now - self.latency_at) / LATENCY_FADE_S)
+
+    def observe(self, seconds: float) -> None:
+        """One answered request's latency: a slower one is believed at once, a faster one
+        gradually (a single quick answer does not make a slow endpoint look fast)."""
+        now = time.monotonic()
+        current = self.recent_latency(now)
+        if seconds >= current:
+            self.latency_s = seconds
+        else:
+            self.latency_s = current + (seconds - current) * LATENCY_WEIGHT
+        self.latency_at = now
 
     @property
     def label(self) -> str:
@@ -67,6 +93,7 @@ class Endpoint:
             "error": self.last_error,
             "restarts": self.restarts,
             "failures": self.failures,
+            "latencyMs": round(self.recent_latency(time.monotonic()) * 1000, 1),
         }
         if b.state == OPEN:
             out["retryInMs"] = int(b.retry_in() * 1000)
@@ -95,12 +122,16 @@ def choose(
         if len(ready) == 1:
             return ready[0]
         a, b = rng.sample(ready, 2)
-        return a if _load(a, load) <= _load(b, load) else b
+        now = time.monotonic()
+        return a if _load(a, load, now) <= _load(b, load, now) else b
     for ep in endpoints:
         if ep.index not in exclude and ep.admits():
             return ep
     return None
 
 
-def _load(ep: Endpoint, load: str) -> int:
-    return ep.in_flight + (ep.isolated if load == "sessions" else 0)
+def _load(ep: Endpoint, load: str, now: float) -> float:
+    if load == "sessions":
+        return ep.in_flight + ep.isolated
+    # An endpoint never measured costs nothing yet: it gets tried.
+    return (ep.in_flight + 1) * ep.recent_latency(now)

@@ -302,7 +302,8 @@ class StreamableHttpConnection(ConnectionCore):
             self._mark_closed(f"connection failed: {exc}")
             return undelivered(self.backend, f"connection failed: {type(exc).__name__}")
         except (aiohttp.ClientConnectionError, OSError, UpstreamClosed) as exc:
-            self._mark_closed(f"connection failed: {exc}")
+            # One exchange broke after it was sent (the backend may have run it); the backend
+            # itself may be fine, and the next request that cannot connect closes this.
             return unavailable(self.backend, f"connection failed: {type(exc).__name__}")
         except CredentialError as exc:
             code = codes.BACKEND_UNAVAILABLE if exc.temporary else codes.BACKEND_PROTOCOL_ERROR
