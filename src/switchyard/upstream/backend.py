@@ -840,6 +840,8 @@ class Backend:
                 return frame.error_reply(
                     codes.BACKEND_BUSY, str(exc), {"source": "gateway", "backend": self.name}
                 )
+            except _NoEndpoint:
+                return self._refusal()
             except Exception as exc:
                 log.warning("backend %r: isolated session for a client failed: %s", self.name, exc)
                 return reply or unavailable(self.name, "no isolated session could be opened")
@@ -891,7 +893,7 @@ class Backend:
         # stays there: a legacy session exists only where it was initialized.
         ep = endpoints.choose(self.endpoints, set(), self._rng, load="sessions")
         if ep is None:
-            raise PoolRefused(f"backend {self.name!r} has no endpoint taking new sessions")
+            raise _NoEndpoint(self.name)
         conn = self._candidates(
             lambda m, p: self._isolated_notification(owner, m, p), ep.transport
         )[0]
@@ -954,3 +956,7 @@ def _has_progress_token(params: bytes | None) -> bool:
         return meta is not None and "progressToken" in frame.decode_object(meta)
     except (frame.DecodeError, frame.ValidationError):
         return True
+
+
+class _NoEndpoint(Exception):
+    """No endpoint takes a new isolated session now (all down, or their breakers open)."""
