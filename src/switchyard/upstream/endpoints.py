@@ -27,6 +27,8 @@ Transport = StdioSettings | HttpSettings
 LATENCY_FADE_S = 10.0
 # Weight of a new latency sample below the current average (above it, it is taken at once).
 LATENCY_WEIGHT = 0.2
+# Two endpoints' latencies count only when one is this many times the other.
+SLOWER = 2.0
 
 
 @dataclass(eq=False)
@@ -122,16 +124,24 @@ def choose(
         if len(ready) == 1:
             return ready[0]
         a, b = rng.sample(ready, 2)
-        now = time.monotonic()
-        return a if _load(a, load, now) <= _load(b, load, now) else b
+        la, lb = _load(a, b, load), _load(b, a, load)
+        if la == lb:
+            return a if rng.random() < 0.5 else b
+        return a if la < lb else b
     for ep in endpoints:
         if ep.index not in exclude and ep.admits():
             return ep
     return None
 
 
-def _load(ep: Endpoint, load: str, now: float) -> float:
+def _load(ep: Endpoint, other: Endpoint, load: str) -> float:
+    """`ep`'s cost when compared with `other`."""
     if load == "sessions":
         return ep.in_flight + ep.isolated
-    # An endpoint never measured costs nothing yet: it gets tried.
-    return (ep.in_flight + 1) * ep.recent_latency(now)
+    now = time.monotonic()
+    mine, theirs = ep.recent_latency(now), other.recent_latency(now)
+    if mine <= 0 or theirs <= 0 or max(mine, theirs) < SLOWER * min(mine, theirs):
+        # Equally fast (or not measured yet): noise in latency must not starve one of
+        # traffic; requests in flight alone decide.
+        return ep.in_flight
+    return (ep.in_flight + 1) * mine
