@@ -24,6 +24,7 @@ from switchyard.routing.catalog import Catalog, Entry
 from switchyard.routing.router import Route, invalid_params, str_field, unroutable
 from switchyard.subscriptions import Subscriptions
 from switchyard.tasks import TaskRoutes
+from switchyard.upstream import retries
 from switchyard.upstream.backend import Backend
 from switchyard.upstream.connection import protocol_error
 from switchyard.upstream.outbound import Caller, Outbound
@@ -420,6 +421,9 @@ class Forwarder:
             out.link = link
         facts = backend.facts
         route = call.route
+        out.idempotent = retries.safe_to_repeat(
+            call.method, _annotations(route.entry.item) if route is not None else None
+        )
         if (
             call.method == methods.TOOLS_CALL
             and route is not None
@@ -462,6 +466,17 @@ class Forwarder:
             session_link=session_link,
             log_level=ctx.log_level,
         )
+
+
+def _annotations(item: bytes) -> object:
+    """A listed tool's `annotations`, decoded (None when it has none or is not a tool)."""
+    if not item:
+        return None
+    try:
+        raw = frame.decode_object(item).get("annotations")
+        return frame.decode_any(raw) if raw is not None else None
+    except (frame.DecodeError, frame.ValidationError):
+        return None
 
 
 def _recipient(call: Call) -> Recipient:

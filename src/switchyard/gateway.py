@@ -328,7 +328,8 @@ class Gateway:
         self._check_pins()
 
     def _listings(self) -> list[catalog.Listing]:
-        return [b.listing for b in self.backends.values() if b.is_up and b.listing is not None]
+        # A backend that went away stays listed through its grace period (calls fail fast).
+        return [b.listing for b in self.backends.values() if b.listed and b.listing is not None]
 
     def _check_pins(self) -> None:
         """Check every listing against its pins again, then rebuild; one check at a time, and
@@ -480,6 +481,7 @@ class Gateway:
                 "error": b.status.last_error,
                 "restarts": b.status.restarts,
                 "isolatedSessions": b.isolated_sessions,
+                **b.state_detail(),
             }
             for name, b in self.backends.items()
         }

@@ -118,7 +118,8 @@ async def test_list_changed_reaches_a_listening_legacy_client_when_a_backend_lea
     gw = gateway_factory(
         {
             "servers": {
-                "crashy": stdio_fixture("crashy", isolation="shared"),
+                # No grace: its tools leave the lists the moment it goes.
+                "crashy": stdio_fixture("crashy", isolation="shared", unavailable_grace=0),
                 "steady": stdio_fixture(script="sdk_stdio.py"),
             }
         }

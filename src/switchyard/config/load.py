@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import sys
+from dataclasses import replace
 from fnmatch import fnmatchcase
 from importlib import resources
 from pathlib import Path
@@ -42,8 +43,11 @@ from switchyard.routing.views import Selector, ViewSpec
 from switchyard.sessions import SessionLimits
 from switchyard.storage.settings import StorageSettings
 from switchyard.upstream.backend import BackendSettings
+from switchyard.upstream.breaker import BreakerSettings
 from switchyard.upstream.credentials import CredentialSpec, check_token_url
+from switchyard.upstream.health import HealthSettings
 from switchyard.upstream.http import HttpSettings as UpstreamHttpSettings
+from switchyard.upstream.retries import RetrySettings
 from switchyard.upstream.stdio import StdioSettings
 
 log = logging.getLogger("switchyard.config")
@@ -120,7 +124,19 @@ def _check(config: SwitchyardConfig) -> None:
             where = f"{section}.{name}"
             if re.fullmatch(NAME_PATTERN, name) is None:
                 problems.append(f"{where}: server names must match {NAME_PATTERN}")
-            if (server.command is None) == (server.url is None):
+            if server.url is not None and server.urls is not None:
+                problems.append(f"{where}: set `url` or `urls`, not both")
+            elif server.urls is not None and server.command is not None:
+                problems.append(f"{where}.urls: a stdio server takes `replicas`, not `urls`")
+            elif server.replicas > 1 and server.command is None:
+                problems.append(f"{where}.replicas: only for a stdio `command` (HTTP: `urls`)")
+            if server.url is None and server.urls is not None:
+                for i, url in enumerate(server.urls):
+                    if not url.startswith("${") and not re.match(r"^https?://", url):
+                        problems.append(f"{where}.urls[{i}]: must be an http:// or https:// URL")
+                    if server.type == "stdio":
+                        problems.append(f"{where}.type: 'stdio' needs `command`, not `urls`")
+            elif (server.command is None) == (server.url is None):
                 problems.append(f"{where}: set exactly one of `command` (stdio) or `url` (HTTP)")
             elif server.command is not None and server.type not in (None, "stdio"):
                 problems.append(f"{where}.type: {server.type!r} needs `url`, not `command`")
@@ -257,14 +273,14 @@ def _backend(
             max_message_bytes=max_msg,
         )
     else:
-        assert server.url is not None
+        first = server.url if server.url is not None else (server.urls or [""])[0]
         kind = {
             None: "auto",
             "sse": "sse",
             "streamable-http": "streamable-http",
             "http": "streamable-http",
         }[server.type]
-        url = _resolve(server.url, f"{where}.url")
+        url = _resolve(first, f"{where}.url" if server.url is not None else f"{where}.urls[0]")
         if not re.match(r"^https?://", url):
             raise ConfigError(f"{where}.url: must resolve to an http:// or https:// URL")
         transport = UpstreamHttpSettings(
@@ -275,7 +291,21 @@ def _backend(
             max_message_bytes=max_msg,
         )
     if config is not None:
-        _check_allowed(where, transport, config, server.command or server.url)
+        _check_allowed(where, transport, config, server.command or first)
+    replicas: tuple[StdioSettings | UpstreamHttpSettings, ...] = ()
+    if isinstance(transport, StdioSettings) and server.replicas > 1:
+        replicas = (transport,) * server.replicas
+    elif isinstance(transport, UpstreamHttpSettings) and server.urls and len(server.urls) > 1:
+        others: list[StdioSettings | UpstreamHttpSettings] = [transport]
+        for i, written in enumerate(server.urls[1:], start=1):
+            other = _resolve(written, f"{where}.urls[{i}]")
+            if not re.match(r"^https?://", other):
+                raise ConfigError(f"{where}.urls[{i}]: must resolve to an http:// or https:// URL")
+            replica = replace(transport, url=other)
+            if config is not None:
+                _check_allowed(f"{where}.urls[{i}]", replica, config, written)
+            others.append(replica)
+        replicas = tuple(others)
     credentials = _credentials(where, server, transport)
     return BackendSettings(
         name=name,
@@ -290,6 +320,22 @@ def _backend(
         spawns_per_s=server.spawns_per_second,
         max_in_flight=max_in_flight,
         credentials=credentials,
+        replicas=replicas,
+        health=HealthSettings(
+            interval_s=server.health.interval,
+            timeout_s=server.health.timeout,
+            unhealthy_after=server.health.unhealthy_after,
+            enabled=server.health.enabled,
+        ),
+        breaker=BreakerSettings(
+            failures=server.breaker.failures,
+            open_s=server.breaker.open,
+            max_open_s=max(server.breaker.max_open, server.breaker.open),
+            jitter=server.breaker.jitter,
+            enabled=server.breaker.enabled,
+        ),
+        retries=RetrySettings(attempts=server.retries.attempts, backoff_s=server.retries.backoff),
+        unavailable_grace_s=server.unavailable_grace,
     )
 
 

@@ -153,6 +153,46 @@ class UpstreamAuthConfig(BaseModel):
     audience: str | None = Field(None, description="token_exchange: the audience parameter.")
 
 
+class HealthConfig(BaseModel):
+    """Active health probes of each endpoint: `ping` (legacy) or `server/discover` (2026-07-28);
+    any JSON-RPC answer, an error such as -32601 included, means alive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Probe this backend's endpoints.")
+    interval: float = Field(15.0, gt=0, description="Seconds between probes of one endpoint.")
+    timeout: float = Field(5.0, gt=0, description="Seconds a probe waits for any answer.")
+    unhealthy_after: int = Field(
+        2, ge=1, description="Failed probes in a row that mark an endpoint unhealthy."
+    )
+
+
+class BreakerConfig(BaseModel):
+    """Each endpoint's circuit breaker: open after consecutive transport failures (no answer,
+    connection lost; never a tool's isError or a backend's own error), then one trial call
+    after a jittered, doubling delay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Use a circuit breaker on this backend.")
+    failures: int = Field(5, ge=1, description="Consecutive transport failures that open it.")
+    open: float = Field(5.0, gt=0, description="Seconds of the first opening (then doubled).")
+    max_open: float = Field(300.0, gt=0, description="Longest opening, in seconds.")
+    jitter: float = Field(0.5, ge=0, le=1, description="Random spread of each opening (±).")
+
+
+class RetriesConfig(BaseModel):
+    """Re-sends of a failed request, only when that cannot execute anything twice: it never
+    reached the backend, or it is a read or a tool annotated readOnlyHint and idempotentHint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempts: int = Field(3, ge=1, le=10, description="Sends of one request, the first included.")
+    backoff: float = Field(
+        0.1, ge=0, description="Seconds before the first re-send; doubled each time, ±50 %."
+    )
+
+
 class ServerConfig(BaseModel):
     """One backend MCP server: `command` for stdio, or `url` for HTTP."""
 
@@ -215,6 +255,25 @@ class ServerConfig(BaseModel):
         description="Era toward this backend; auto probes server/discover, then initialize.",
     )
     disabled: bool = Field(False, description="Skip this server.")
+    urls: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Several URLs of one HTTP server (replicas), instead of `url`: requests go "
+        "to the less busy of two random healthy ones; a legacy session stays on its URL.",
+    )
+    replicas: int = Field(
+        1, ge=1, le=64, description="Processes of a stdio server sharing its requests."
+    )
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    unavailable_grace: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a backend with no live endpoint keeps its tools listed (calls to "
+        "it fail fast meanwhile): a flapping backend causes no storm of list_changed.",
+    )
     auth: UpstreamAuthConfig | None = Field(
         None, description="OAuth credentials for this HTTP backend (Streamable HTTP only)."
     )

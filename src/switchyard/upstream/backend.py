@@ -1,7 +1,11 @@
-"""One configured backend: its connection, supervised, and what it currently offers.
+"""One configured backend: its endpoints' connections, supervised, and what it offers.
 
-A backend that fails to start or dies never takes the gateway down: its capabilities leave the
-catalog, requests to it fail fast with an error naming it, and it is restarted with backoff.
+A backend that fails to start or dies never takes the gateway down: requests to it fail fast
+with an error naming it, it is restarted with backoff, and its capabilities leave the catalog
+once it has stayed away for `unavailable_grace_s` (a flapping backend causes no storm of
+`list_changed`). Each endpoint (a URL, or a stdio replica) has its own connection, health
+probes and circuit breaker; requests go to the less busy of two random healthy endpoints and
+are re-sent only when that cannot execute anything twice (`retries.py`).
 """
 
 from __future__ import annotations
@@ -9,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -20,17 +26,23 @@ from switchyard.protocol import codes, eras, methods
 from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import Era
 from switchyard.routing import catalog
-from switchyard.upstream import handshake
+from switchyard.upstream import endpoints, handshake
+from switchyard.upstream.breaker import OPEN, BreakerSettings
+from switchyard.upstream.coalescing import SingleFlight
 from switchyard.upstream.connection import (
     Connection,
     NotificationHandler,
     ServerFacts,
     unavailable,
+    undelivered,
 )
 from switchyard.upstream.credentials import Credential, CredentialSpec, token_session
+from switchyard.upstream.endpoints import Endpoint
+from switchyard.upstream.health import HealthSettings, Prober
 from switchyard.upstream.http import HttpSettings, SseConnection, StreamableHttpConnection
 from switchyard.upstream.outbound import Outbound
 from switchyard.upstream.pool import IsolatedPool, OwnerKey, PoolLimits, PoolRefused, principal_key
+from switchyard.upstream.retries import RetrySettings, failure_of
 from switchyard.upstream.stdio import StdioConnection, StdioSettings
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
@@ -82,6 +94,18 @@ class BackendSettings:
     """OAuth credentials for an HTTP backend (client credentials or token exchange)."""
     isolated_idle_s: float = 300.0
     restart_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+    replicas: tuple[StdioSettings | HttpSettings, ...] = ()
+    """Every endpoint when there are several (`urls`, or `replicas` for stdio); empty: just
+    `transport`."""
+    health: HealthSettings = field(default_factory=HealthSettings)
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    retries: RetrySettings = field(default_factory=RetrySettings)
+    unavailable_grace_s: float = 30.0
+    """How long a backend with no live endpoint keeps its tools listed (calls fail fast)."""
+
+    @property
+    def transports(self) -> tuple[StdioSettings | HttpSettings, ...]:
+        return self.replicas or (self.transport,)
 
 
 @dataclass(slots=True)
@@ -103,7 +127,14 @@ class Backend:
         self.settings = settings
         self.name = settings.name
         self.status = BackendStatus()
-        self.connection: Connection | None = None
+        self.endpoints: list[Endpoint] = endpoints.build(settings.transports, settings.breaker)
+        self._endpoint_of: weakref.WeakKeyDictionary[Any, Endpoint] = weakref.WeakKeyDictionary()
+        """The endpoint each isolated session was opened on: it stays there (pinned)."""
+        self._rng = random.Random()
+        self._subscribed_on: Connection | None = None
+        self._grace: asyncio.Task[None] | None = None
+        self._reads = SingleFlight[tuple[Any, ...], Reply]()
+        self._side: set[asyncio.Task[None]] = set()
         self.listing: catalog.Listing | None = None
         self.first_attempt = asyncio.Event()
         self._on_change = on_change
@@ -139,47 +170,180 @@ class Backend:
         return self.status.state == "up"
 
     @property
+    def connection(self) -> Connection | None:
+        """The first connected endpoint's connection: listings, subscriptions and the era
+        facts come from it."""
+        for ep in self.endpoints:
+            if ep.connected:
+                return ep.connection
+        return None
+
+    @property
     def facts(self) -> ServerFacts | None:
-        return self.connection.facts if self.connection is not None and self.is_up else None
+        conn = self.connection
+        return conn.facts if conn is not None else None
+
+    @property
+    def listed(self) -> bool:
+        """Are this backend's capabilities in the catalog? While it is up, and for the grace
+        period after its last endpoint went away."""
+        if self.listing is None:
+            return False
+        return self.is_up or (self._grace is not None and not self._grace.done())
 
     # -- supervision ---------------------------------------------------------------------------
 
     async def run(self) -> None:
+        try:
+            await asyncio.gather(*(self._supervise(ep) for ep in self.endpoints))
+        finally:
+            if self._grace is not None:
+                self._grace.cancel()
+            self._set_state("stopped", None)
+
+    async def _supervise(self, ep: Endpoint) -> None:
         attempt = 0
+        label = self._label(ep)
         while not self._stopping.is_set():
-            conn = await self._connect()
+            conn = await self._connect(ep)
             if conn is not None:
                 started = time.monotonic()
-                self.connection = conn
+                ep.connection = conn
+                ep.breaker.success()
+                ep.set_state("up", None)
                 self.known_capabilities = dict(conn.facts.capabilities)
-                self._set_state("up", None)
+                self._endpoints_changed()
                 self.first_attempt.set()
-                self._on_change(self)
-                # Serving first: re-subscribing (any number of URIs) must not hold it back.
-                resubscribe = asyncio.create_task(self._open_subscriptions(conn))
+                prober = Prober(
+                    label,
+                    self.settings.health,
+                    lambda ok, failed, why: self._probed(ep, ok, failed, why),
+                )
+                probing = asyncio.create_task(prober.run(conn, self._stopping.wait))
                 await self._until_closed_or_stopped(conn)
-                resubscribe.cancel()
-                self.connection = None
-                self.listing = None
-                if self._refresh_task is not None:
-                    self._refresh_task.cancel()
+                probing.cancel()
+                ep.connection = None
+                if self._subscribed_on is conn:
+                    self._subscribed_on = None
                 with contextlib.suppress(Exception):
                     await conn.aclose()
                 if self._stopping.is_set():
                     break
-                self._set_state("down", "connection lost")
-                log.warning("backend %r: connection lost; restarting", self.name)
-                self._on_change(self)
+                ep.set_state("down", "connection lost")
+                log.warning("%s: connection lost; restarting", label)
+                self._endpoints_changed()
                 if time.monotonic() - started > HEALTHY_RESET_S:
                     attempt = 0
             self.first_attempt.set()
             delays = self.settings.restart_delays_s
             delay = delays[min(attempt, len(delays) - 1)]
             attempt += 1
+            ep.restarts += 1
             self.status.restarts += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
-        self._set_state("stopped", None)
+        ep.set_state("stopped", None)
+
+    def _label(self, ep: Endpoint) -> str:
+        if len(self.endpoints) == 1:
+            return f"backend {self.name!r}"
+        return f"backend {self.name!r} ({ep.label})"
+
+    def _probed(self, ep: Endpoint, alive: bool, failed_in_row: int, why: str | None) -> None:
+        """A health probe's verdict: enough failures in a row make the endpoint unhealthy and
+        open its breaker; one answer makes it healthy again and closes the breaker."""
+        if alive:
+            if ep.state == "unhealthy" or ep.breaker.state != "closed":
+                log.info("%s: answering again; healthy", self._label(ep))
+                ep.breaker.success()
+                ep.set_state("up", None)
+                self._endpoints_changed()
+            return
+        if ep.state == "up" and failed_in_row >= self.settings.health.unhealthy_after:
+            reason = why or "health probes failed"
+            log.warning("%s: unhealthy: %s", self._label(ep), reason)
+            ep.set_state("unhealthy", reason)
+            if ep.breaker.state != OPEN:
+                ep.breaker.trip()
+            self._endpoints_changed()
+
+    def _endpoints_changed(self) -> None:
+        """Recompute the backend's state from its endpoints; keep its capabilities listed
+        through the grace period when the last endpoint goes; tell the gateway."""
+        was_up = self.is_up
+        states = [ep.state for ep in self.endpoints]
+        errors = [
+            f"{ep.label}: {ep.last_error}" if len(self.endpoints) > 1 else ep.last_error
+            for ep in self.endpoints
+            if ep.last_error and ep.state != "up"
+        ]
+        if "up" in states:
+            state = "up"
+        elif "unhealthy" in states:
+            state = "unhealthy"
+        elif all(s == "stopped" for s in states):
+            state = "stopped"
+        elif all(s == "starting" for s in states):
+            state = "starting"
+        else:
+            state = "down"
+        error = "; ".join(e for e in errors if e) or None
+        if state != self.status.state or error != self.status.last_error:
+            self._set_state(state, error if state != "up" else None)
+        self._ensure_subscriptions()
+        if self.is_up:
+            if self._grace is not None:
+                self._grace.cancel()
+                self._grace = None
+        elif was_up and self.listing is not None and not self._stopping.is_set():
+            grace = self.settings.unavailable_grace_s
+            if grace > 0:
+                log.info(
+                    "backend %r: unavailable; its capabilities stay listed for %g s",
+                    self.name,
+                    grace,
+                )
+                self._grace = asyncio.create_task(self._end_of_grace(grace))
+            else:
+                self.listing = None
+        self._on_change(self)
+
+    async def _end_of_grace(self, grace: float) -> None:
+        await asyncio.sleep(grace)
+        if self.is_up:
+            return
+        log.warning("backend %r: still unavailable after %g s; delisted", self.name, grace)
+        self.listing = None
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+        self._grace = None
+        self._on_change(self)
+
+    def _ensure_subscriptions(self) -> None:
+        """Subscriptions (and a modern backend's listen stream) live on the first connected
+        endpoint; when that changes they are opened on the new one."""
+        conn = self.connection
+        if conn is None or conn is self._subscribed_on:
+            return
+        self._subscribed_on = conn
+        # Serving first: re-subscribing (any number of URIs) must not hold it back.
+        task = asyncio.create_task(self._open_subscriptions(conn))
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+    def state_detail(self) -> dict[str, Any]:
+        """Endpoints, breakers and the grace period, for readiness and metrics."""
+        not_closed = [ep.breaker.state for ep in self.endpoints if ep.breaker.state != "closed"]
+        detail: dict[str, Any] = {
+            # The backend's breaker: open only when no endpoint's is closed.
+            "breaker": "closed" if len(not_closed) < len(self.endpoints) else not_closed[0],
+            "endpoints": [ep.status() for ep in self.endpoints],
+            "inFlight": self.in_flight,
+            "listed": self.listed,
+        }
+        if self._grace is not None and not self._grace.done():
+            detail["delistingInGrace"] = True
+        return detail
 
     async def _until_closed_or_stopped(self, conn: Connection) -> None:
         closed = asyncio.create_task(conn.wait_closed())
@@ -190,9 +354,13 @@ class Backend:
             closed.cancel()
             stopping.cancel()
 
-    def _candidates(self, notify: NotificationHandler | None = None) -> list[Connection]:
+    def _candidates(
+        self,
+        notify: NotificationHandler | None = None,
+        transport: StdioSettings | HttpSettings | None = None,
+    ) -> list[Connection]:
         """Connections to try, in order: what worked last time first, then detection."""
-        transport = self.settings.transport
+        transport = transport or self.settings.transport
         notify = notify or self._notification
         if isinstance(transport, StdioSettings):
             fresh: list[Connection] = [StdioConnection(self.name, transport, notify)]
@@ -237,24 +405,26 @@ class Backend:
         if self._on_unattributed is not None:
             self._on_unattributed(self, method, why)
 
-    async def _connect(self) -> Connection | None:
-        candidates = self._candidates()
+    async def _connect(self, ep: Endpoint) -> Connection | None:
+        candidates = self._candidates(transport=ep.transport)
         for candidate in candidates:
             candidate.client_timeout_s = self.settings.timeout_s
         errors: list[str] = []
         for conn in candidates:
             try:
                 await conn.open()
-                self.listing = await self._list_all(conn)
+                listing = await self._list_all(conn)
+                if self.listing is None or not self.is_up:
+                    self.listing = listing
                 # Cache the detected transport and era: a restart skips the probe.
                 kind = "sse" if isinstance(conn, SseConnection) else "stdio-or-streamable"
                 self._detected = (kind, conn.facts.era.value)
                 log.info(
-                    "backend %r: up (%s %s), %s",
-                    self.name,
+                    "%s: up (%s %s), %s",
+                    self._label(ep),
                     conn.facts.era.value,
                     conn.facts.version,
-                    ", ".join(f"{len(v)} {k}" for k, v in self.listing.items.items()),
+                    ", ".join(f"{len(v)} {k}" for k, v in listing.items.items()),
                 )
                 return conn
             except asyncio.CancelledError:
@@ -265,8 +435,9 @@ class Backend:
                 errors.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
                 with contextlib.suppress(Exception):
                     await conn.aclose()
-        self._set_state("down", "; ".join(errors))
-        log.warning("backend %r: failed to start: %s", self.name, self.status.last_error)
+        ep.set_state("down", "; ".join(errors))
+        log.warning("%s: failed to start: %s", self._label(ep), ep.last_error)
+        self._endpoints_changed()
         return None
 
     def _set_state(self, state: str, error: str | None) -> None:
@@ -276,10 +447,8 @@ class Backend:
 
     async def stop(self) -> None:
         self._stopping.set()
-        conn = self.connection
         closing = [self._pool.close_all()]
-        if conn is not None:
-            closing.append(conn.aclose())
+        closing.extend(ep.connection.aclose() for ep in self.endpoints if ep.connection)
         await asyncio.gather(*closing, return_exceptions=True)
         if self._credential is not None:
             await self._credential.aclose()
@@ -478,7 +647,8 @@ class Backend:
 
     def isolates(self) -> bool:
         conn = self.connection
-        return conn is not None and self.is_up and self._isolates(conn)
+        # Connected is enough: an unhealthy backend's calls must still never share a session.
+        return conn is not None and self._isolates(conn)
 
     async def set_level(self, out: Outbound) -> Reply | None:
         """Forward a legacy `logging/setLevel`, to the caller's own session when isolated;
@@ -512,9 +682,8 @@ class Backend:
         return await self._forward(out, open_session=False)
 
     async def _forward(self, out: Outbound, *, open_session: bool) -> Reply | None:
-        conn = self.connection
-        if conn is None or not self.is_up:
-            return unavailable(self.name, self.status.last_error or self.status.state)
+        if self.connection is None:
+            return self._refusal()
         if self.in_flight >= self.settings.max_in_flight:
             return frame.error_reply(
                 codes.BACKEND_BUSY,
@@ -525,13 +694,120 @@ class Backend:
         out.max_s = max(self.settings.max_request_s, self.settings.timeout_s)
         self.in_flight += 1
         try:
-            return await self._request(out, conn, open_session)
+            if self.isolates():
+                return await self._isolated(out, open_session)
+            if self._coalescible(out):
+                return await self._reads.run(self._read_key(out), lambda: self._shared(out))
+            return await self._shared(out)
         finally:
             self.in_flight -= 1
 
-    async def _request(self, out: Outbound, conn: Connection, open_session: bool) -> Reply | None:
-        if not self._isolates(conn):
-            return await conn.request(out)
+    def _coalescible(self, out: Outbound) -> bool:
+        """A read on the shared connection that nobody follows: no progress to relay, no log
+        lines asked for (those go to one client), nothing per-request in its `_meta`."""
+        return (
+            out.method == methods.RESOURCES_READ
+            and out.log_level is None
+            and not _has_progress_token(out.params)
+        )
+
+    def _read_key(self, out: Outbound) -> tuple[Any, ...]:
+        # With per-caller credentials the backend may answer each principal differently.
+        spec = self.settings.credentials
+        per_caller = spec is not None and spec.kind == "token_exchange"
+        return (
+            out.method,
+            out.params,
+            out.name,
+            out.extra_headers,
+            out.principal if per_caller else None,
+        )
+
+    async def _shared(self, out: Outbound) -> Reply:
+        """Send on a shared connection: the less busy of two random endpoints; on a failure,
+        again only if `retries.py` says that cannot execute anything twice."""
+        retry = self.settings.retries
+        tried: set[int] = set()
+        last: Reply | None = None
+        for attempt in range(max(1, retry.attempts)):
+            if attempt and not any(
+                ep.index not in tried and ep.connected and ep.breaker.state == "closed"
+                for ep in self.endpoints
+            ):
+                # Nowhere else to go now: back off, then any endpoint may take it again.
+                await asyncio.sleep(retry.delay(attempt - 1, self._rng))
+                tried.clear()
+            ep = endpoints.choose(self.endpoints, tried, self._rng)
+            if ep is None:
+                return last if last is not None else self._refusal()
+            reply = await self._attempt(ep, ep.connection, out)
+            failure = failure_of(reply)
+            if failure is None or (failure.delivered and not out.idempotent):
+                return reply
+            last = reply
+            tried.add(ep.index)
+            log.info(
+                "%s: %s %s; re-sending",
+                self._label(ep),
+                out.method,
+                "never reached it" if not failure.delivered else "failed (safe to repeat)",
+            )
+        assert last is not None
+        return last
+
+    async def _attempt(self, ep: Endpoint, conn: Connection | None, out: Outbound) -> Reply:
+        """One send on one endpoint; its outcome feeds the endpoint's breaker."""
+        if conn is None:
+            return undelivered(self.name, ep.last_error or "endpoint not connected")
+        ep.in_flight += 1
+        started = time.monotonic()
+        try:
+            reply = await conn.request(out)
+        except BaseException:
+            ep.breaker.release()
+            raise
+        finally:
+            ep.in_flight -= 1
+        failure = failure_of(reply)
+        if failure is None or failure.delivered:
+            ep.observe(time.monotonic() - started)  # a timeout is a (long) latency too
+        if failure is None:
+            if ep.breaker.state != OPEN:  # an open breaker is closed by a trial or a probe
+                ep.breaker.success()
+            return reply
+        ep.failures += 1
+        if ep.breaker.failure():
+            log.warning(
+                "%s: circuit breaker open after %d failures; next trial in %.1f s",
+                self._label(ep),
+                ep.breaker.consecutive,
+                ep.breaker.retry_in(),
+            )
+            self._endpoints_changed()
+        return reply
+
+    def _refusal(self) -> Reply:
+        """The answer when no endpoint takes a request: a breaker that is open says so, and
+        when it will let a call through again."""
+        open_eps = [ep for ep in self.endpoints if ep.connected and ep.breaker.state == OPEN]
+        if open_eps:
+            retry_in = min(ep.breaker.retry_in() for ep in open_eps)
+            why = next((ep.last_error for ep in open_eps if ep.last_error), None)
+            return frame.error_reply(
+                codes.BACKEND_UNAVAILABLE,
+                f"backend {self.name!r} is unavailable: circuit breaker open after repeated "
+                f"failures{f' ({why})' if why else ''}; next attempt in {retry_in:.1f} s",
+                {
+                    "source": "gateway",
+                    "backend": self.name,
+                    "breaker": "open",
+                    "retryAfterMs": int(retry_in * 1000),
+                    "delivered": False,
+                },
+            )
+        return undelivered(self.name, self.status.last_error or self.status.state)
+
+    async def _isolated(self, out: Outbound, open_session: bool) -> Reply | None:
         principal = principal_key(out.principal)
         owner = self.owner_for(out.session, out.principal)
         if not open_session:
@@ -540,32 +816,55 @@ class Backend:
                 return None
             found.busy += 1
             try:
-                return await found.connection.request(out)
+                return await self._on_session(found.connection, out)
             finally:
                 self._pool.give_back(found)
-        try:
-            if owner is None:
-                # A 2026-07-28 caller keeps no session: one of its principal's warm sessions
-                # serves this call, exclusively, and goes back to the pool after it.
-                isolated = await self._pool.borrow(
-                    principal, out.client_capabilities, self.settings.timeout_s
+        retry = self.settings.retries
+        reply: Reply | None = None
+        for attempt in range(max(1, retry.attempts)):
+            if attempt:
+                await asyncio.sleep(retry.delay(attempt - 1, self._rng))
+            try:
+                if owner is None:
+                    # A 2026-07-28 caller keeps no session: one of its principal's warm
+                    # sessions serves this call, exclusively, and goes back to the pool after.
+                    isolated = await self._pool.borrow(
+                        principal, out.client_capabilities, self.settings.timeout_s
+                    )
+                else:
+                    isolated = await self._pool.acquire(
+                        owner, principal, out.client_capabilities, out.session_link
+                    )
+            except PoolRefused as exc:
+                log.warning("backend %r: %s", self.name, exc)
+                return frame.error_reply(
+                    codes.BACKEND_BUSY, str(exc), {"source": "gateway", "backend": self.name}
                 )
-            else:
-                isolated = await self._pool.acquire(
-                    owner, principal, out.client_capabilities, out.session_link
-                )
-        except PoolRefused as exc:
-            log.warning("backend %r: %s", self.name, exc)
-            return frame.error_reply(
-                codes.BACKEND_BUSY, str(exc), {"source": "gateway", "backend": self.name}
-            )
-        except Exception as exc:
-            log.warning("backend %r: isolated session for a client failed: %s", self.name, exc)
-            return unavailable(self.name, "no isolated session could be opened")
-        try:
-            return await isolated.connection.request(out)
-        finally:
-            self._pool.give_back(isolated)
+            except _NoEndpoint:
+                return self._refusal()
+            except Exception as exc:
+                log.warning("backend %r: isolated session for a client failed: %s", self.name, exc)
+                return reply or unavailable(self.name, "no isolated session could be opened")
+            try:
+                reply = await self._on_session(isolated.connection, out)
+            finally:
+                self._pool.give_back(isolated)
+            failure = failure_of(reply)
+            if failure is None or (failure.delivered and not out.idempotent):
+                return reply
+        assert reply is not None
+        return reply
+
+    async def _on_session(self, conn: Connection, out: Outbound) -> Reply:
+        """A request on an isolated session, which stays on the endpoint it was opened on.
+        An HTTP endpoint's breaker guards its sessions too; a stdio session is its own
+        process, judged by its own failures."""
+        ep = self._endpoint_of.get(conn)
+        if ep is None or not isinstance(ep.transport, HttpSettings):
+            return await conn.request(out)
+        if not ep.breaker.allows():
+            return self._refusal()
+        return await self._attempt(ep, conn, out)
 
     # -- isolation -----------------------------------------------------------------------------
 
@@ -590,7 +889,19 @@ class Backend:
     async def _open_isolated(
         self, owner: OwnerKey, capabilities: Raw | None, session_link: ClientLink | None
     ) -> Connection:
-        conn = self._candidates(lambda m, p: self._isolated_notification(owner, m, p))[0]
+        # A new session goes to the endpoint with fewer sessions (of two random ones), and
+        # stays there: a legacy session exists only where it was initialized.
+        ep = endpoints.choose(self.endpoints, set(), self._rng, load="sessions")
+        if ep is None:
+            raise _NoEndpoint(self.name)
+        conn = self._candidates(
+            lambda m, p: self._isolated_notification(owner, m, p), ep.transport
+        )[0]
+        self._endpoint_of[conn] = ep
+        ep.isolated += 1
+        watch = asyncio.create_task(_count_down(ep, conn))
+        self._side.add(watch)
+        watch.add_done_callback(self._side.discard)
         conn.client_timeout_s = self.settings.timeout_s
         conn.owner = session_link
         conn.exclusive_owner = str(owner)
@@ -628,3 +939,24 @@ class Backend:
     def reap_isolated(self) -> int:
         """Close isolated sessions idle past their time."""
         return self._pool.reap()
+
+
+async def _count_down(ep: Endpoint, conn: Connection) -> None:
+    try:
+        await conn.wait_closed()
+    finally:
+        ep.isolated -= 1
+
+
+def _has_progress_token(params: bytes | None) -> bool:
+    if params is None:
+        return False
+    try:
+        meta = frame.decode_object(params).get("_meta")
+        return meta is not None and "progressToken" in frame.decode_object(meta)
+    except (frame.DecodeError, frame.ValidationError):
+        return True
+
+
+class _NoEndpoint(Exception):
+    """No endpoint takes a new isolated session now (all down, or their breakers open)."""

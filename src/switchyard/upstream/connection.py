@@ -34,6 +34,10 @@ class UpstreamClosed(Exception):
     """The backend connection is gone; in-flight requests are answered with an error."""
 
 
+class NotSent(UpstreamClosed):
+    """The request could not be written at all: the backend provably never received it."""
+
+
 @dataclass(slots=True)
 class ServerFacts:
     """What the handshake taught us about a backend."""
@@ -80,6 +84,16 @@ def unavailable(backend: str, why: str) -> Reply:
         codes.BACKEND_UNAVAILABLE,
         f"backend {backend!r} is unavailable: {why}",
         {"source": "gateway", "backend": backend},
+    )
+
+
+def undelivered(backend: str, why: str) -> Reply:
+    """`unavailable`, for a request that provably never reached the backend: the one kind of
+    failure after which any request may be sent again (`data.delivered` is false)."""
+    return frame.error_reply(
+        codes.BACKEND_UNAVAILABLE,
+        f"backend {backend!r} is unavailable: {why}",
+        {"source": "gateway", "backend": backend, "delivered": False},
     )
 
 
@@ -267,7 +281,7 @@ class MessageStream(ConnectionCore):
 
     async def request(self, out: Outbound) -> Reply:
         if self._closed.is_set():
-            return unavailable(self.backend, self._close_reason)
+            return undelivered(self.backend, self._close_reason)
         request_id = next(self._ids)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
@@ -288,6 +302,8 @@ class MessageStream(ConnectionCore):
         except asyncio.CancelledError:
             await self._cancel_upstream(request_id, "client cancelled")
             raise
+        except NotSent as exc:
+            return undelivered(self.backend, str(exc) or type(exc).__name__)
         except (OSError, UpstreamClosed) as exc:
             return unavailable(self.backend, str(exc) or type(exc).__name__)
         finally:

@@ -25,12 +25,14 @@ from switchyard.upstream.connection import (
     ConnectionCore,
     MessageStream,
     NotificationHandler,
+    NotSent,
     ServerFacts,
     UpstreamClosed,
     protocol_error,
     reply_from,
     timed_out,
     unavailable,
+    undelivered,
 )
 from switchyard.upstream.credentials import Credential, CredentialError
 from switchyard.upstream.outbound import Caller, Outbound
@@ -225,7 +227,7 @@ class StreamableHttpConnection(ConnectionCore):
             if self._reinit is not None and not self._reinit.done():
                 await _outcome(self._reinit)  # a new session is on its way: wait for it
             if self._closed.is_set():
-                return unavailable(self.backend, self._close_reason)
+                return undelivered(self.backend, self._close_reason)
             try:
                 return await self._post_once(out)
             except _SessionExpired as expired:
@@ -313,12 +315,16 @@ class StreamableHttpConnection(ConnectionCore):
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.notify(methods.CANCELLED, cancel))
             raise
-        except (aiohttp.ClientConnectionError, OSError, UpstreamClosed) as exc:
+        except aiohttp.ClientConnectorError as exc:
+            # No connection could be made: the request never left.
             why = unreachable.reason(exc)
-            if isinstance(exc, aiohttp.ClientConnectorError):
-                self._unreachable = why
+            self._unreachable = why
             self._mark_closed(f"connection failed: {why}")
-            return unavailable(self.backend, f"connection failed: {why}")
+            return undelivered(self.backend, f"connection failed: {why}")
+        except (aiohttp.ClientConnectionError, OSError, UpstreamClosed) as exc:
+            # One exchange broke after it was sent (the backend may have run it); the backend
+            # itself may be fine, and the next request that cannot connect closes this.
+            return unavailable(self.backend, f"connection failed: {unreachable.reason(exc)}")
         except CredentialError as exc:
             code = codes.BACKEND_UNAVAILABLE if exc.temporary else codes.BACKEND_PROTOCOL_ERROR
             return frame.error_reply(code, str(exc), {"source": "gateway", "backend": self.backend})
@@ -710,7 +716,7 @@ class SseConnection(MessageStream):
 
     async def _send(self, data: bytes) -> None:
         if self._endpoint is None or self._closed.is_set():
-            raise UpstreamClosed(self._close_reason)
+            raise NotSent(self._close_reason)
         try:
             async with self._http.post(
                 self._endpoint,
@@ -720,6 +726,8 @@ class SseConnection(MessageStream):
             ) as resp:
                 if resp.status >= 300:
                     raise UpstreamClosed(f"endpoint refused a message with HTTP {resp.status}")
+        except aiohttp.ClientConnectorError as exc:
+            raise NotSent(f"POST failed: {type(exc).__name__}") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamClosed(f"POST failed: {type(exc).__name__}") from exc
 

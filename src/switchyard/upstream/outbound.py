@@ -45,6 +45,9 @@ class Outbound:
     """The client's session stream: where an isolated session reaches it between requests."""
     log_level: str | None = None
     """The client wants log lines of this request (at or above this level); None: none."""
+    idempotent: bool = False
+    """Safe to send twice (a read, or a tool annotated read-only and idempotent): re-sent
+    after a failure even when it may have reached the backend."""
     timeout_s: float = 60.0
     """How long the backend may stay silent; progress pushes the deadline back ..."""
     max_s: float | None = None

@@ -17,7 +17,12 @@ from typing import Final
 
 from switchyard.protocol import codes, methods
 from switchyard.upstream import handshake
-from switchyard.upstream.connection import MessageStream, NotificationHandler, UpstreamClosed
+from switchyard.upstream.connection import (
+    MessageStream,
+    NotificationHandler,
+    NotSent,
+    UpstreamClosed,
+)
 from switchyard.upstream.outbound import Outbound
 from switchyard.wire import frame
 from switchyard.wire.frame import Reply
@@ -135,10 +140,16 @@ class StdioConnection(MessageStream):
     async def _send(self, data: bytes) -> None:
         proc = self.process
         if proc is None or proc.stdin is None or self._closed.is_set():
-            raise UpstreamClosed(self._close_reason)
+            raise NotSent(self._close_reason)
         async with self._write_lock:
-            proc.stdin.write(data + b"\n")
-            await proc.stdin.drain()
+            if proc.stdin.is_closing() or proc.returncode is not None:
+                raise NotSent("process exited")
+            try:
+                proc.stdin.write(data + b"\n")
+                await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                # The pipe's reader is gone: the process never read this line.
+                raise NotSent(f"process stdin closed: {type(exc).__name__}") from exc
 
     async def _read_stdout(self) -> None:
         assert self.process is not None and self.process.stdout is not None
