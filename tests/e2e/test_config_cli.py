@@ -210,7 +210,11 @@ def test_keys_cli_reads_the_key_store_from_the_config_and_says_where_it_writes_w
 
 def test_make_run_installs_the_python_side_only() -> None:
     done = subprocess.run(
-        ["make", "-n", "-B", "run"], cwd=ROOT, capture_output=True, text=True, timeout=30
+        ["make", "--no-print-directory", "-n", "-B", "run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 0, done.stderr
     assert "npm" not in done.stdout

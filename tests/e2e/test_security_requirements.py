@@ -440,7 +440,9 @@ async def test_readyz_shows_backend_details_only_to_an_authenticated_caller(
     for headers in ({}, {"Authorization": "Bearer sy_not-a-real-key"}):
         async with http.get(url, headers=headers) as resp:
             assert resp.status == 200
-            assert await resp.json() == {"ready": True}
+            # Whether it serves, and the lifecycle word (starting/ready/unavailable): nothing
+            # about any backend.
+            assert await resp.json() == {"ready": True, "status": "ready"}
             assert "WWW-Authenticate" not in resp.headers
     # Any valid credential, even one no rule allows anything, sees the details.
     for who in ("nobody", "user"):

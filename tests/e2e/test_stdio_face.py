@@ -253,7 +253,9 @@ async def test_a_malformed_log_level_is_invalid_params(tmp_path: Path) -> None:
 async def test_subscriptions_listen_on_stdio_is_acknowledged_tagged_and_ends_with_stdin(
     tmp_path: Path,
 ) -> None:
-    config = {"servers": {"fx": stdio_fixture("chatty", isolation="shared")}}
+    # No grace period: the backend's tools leave the lists the moment it dies.
+    fx = {**stdio_fixture("chatty", isolation="shared"), "unavailable_grace": 0}
+    config = {"servers": {"fx": fx}}
     async with stdio_gateway(tmp_path, config) as client:
         listen = await client.request(
             "subscriptions/listen",
