@@ -388,3 +388,73 @@ async def test_raw_arguments_are_recorded_redacted_and_tokens_stay_tokens(
     recorded = json.dumps(echoes)
     assert values["SECRET_EMAIL"] not in recorded
     assert values["SECRET_CARD"] not in recorded
+
+
+async def test_a_limited_a_redacted_and_a_quarantined_call_each_leave_exactly_one_record(
+    tmp_path: Path, hmac_key: str
+) -> None:
+    """What the official SDK client sees for a rate-limited call, a result a redaction rule
+    blocks and a tool quarantined by pinning, and that each is exactly one audit record with
+    the outcome the client saw."""
+    from tests.e2e.test_redaction import REDACTION_KEY, _values
+
+    values = _values()
+    for value in values.values():
+        register_secret(value)
+        register_secret(value.replace(" ", ""))
+    data = tmp_path / "keys"
+    alice = create_key(data, "alice", "user")
+    config = {
+        "auth": {"enabled": True, "data_dir": str(data), "rules": [{"effect": "allow"}]},
+        "storage": {"data_dir": str(tmp_path / "db")},
+        "servers": {
+            "vault": {
+                "command": PYTHON,
+                "args": [str(FIXTURES / "secrets_stdio.py")],
+                "env": values,
+            },
+            "clock": CLOCK,
+        },
+        "rate_limits": {
+            "rules": [
+                {"name": "one-echo", "tools": ["echo"], "windows": [{"period": "hour", "max": 1}]}
+            ]
+        },
+        "redaction": {
+            "key": REDACTION_KEY,
+            "rules": [{"name": "no-cloud-keys", "detectors": ["aws_*"], "action": "block"}],
+        },
+        "pinning": {"backends": {"clock": {"mode": "quarantine_new"}}},
+        "audit": _audit(tmp_path),
+    }
+    gw = start_gateway(config, tmp_path)
+    try:
+        gw.wait_backend("vault")
+        gw.wait_backend("clock")
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {alice}"})
+        async with Client(streamable_http_client(gw.url, http_client=http)) as client:  # type: ignore[arg-type]
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert "vault_echo" in names and not any(n.startswith("clock_") for n in names)
+            await client.call_tool("vault_echo", {"text": "one"})
+            with pytest.raises(MCPError) as limited:
+                await client.call_tool("vault_echo", {"text": "two"})
+            assert limited.value.error.code == -31020
+            with pytest.raises(MCPError) as blocked:
+                await client.call_tool("vault_leak", {})
+            assert blocked.value.error.code == -31030
+            with pytest.raises(MCPError) as quarantined:
+                await client.call_tool("clock_now", {})
+            assert quarantined.value.error.code == -32602
+            assert quarantined.value.error.message == "Unknown tool: clock_now"
+    finally:
+        gw.stop()
+    calls = [r for r in _export(gw) if r["event"] == "decision" and r["method"] == "tools/call"]
+    by_target: dict[str, list[Any]] = {}
+    for record in calls:
+        by_target.setdefault(record["public"], []).append(record["outcome"])
+    assert by_target == {
+        "vault_echo": ["ok", -31020],
+        "vault_leak": [-31030],
+        # Quarantined looks exactly like unknown: no route, no backend named.
+        None: [-32602],
+    }
