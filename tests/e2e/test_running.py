@@ -5,6 +5,7 @@ test runs the real `switchyard` command and asserts what the user reads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -310,7 +311,11 @@ def test_stdio_on_a_terminal_says_what_it_is_and_serves(tmp_path: Path) -> None:
     config = _write(tmp_path, {"servers": {"fx": stdio_fixture()}})
     pid, fd = pty.fork()
     if pid == 0:  # the child: the terminal is its stdin, stdout and stderr
-        os.execv(SWITCHYARD, [SWITCHYARD, "stdio", "--config", str(config)])
+        try:
+            os.execv(SWITCHYARD, [SWITCHYARD, "stdio", "--config", str(config)])
+        finally:
+            os._exit(127)  # never go on as a copy of the test process
+    reaped = False
     seen = b""
     try:
         deadline = time.monotonic() + 60
@@ -334,12 +339,12 @@ def test_stdio_on_a_terminal_says_what_it_is_and_serves(tmp_path: Path) -> None:
         assert '{"jsonrpc":"2.0","id":7,"result":{}}' in text
         os.write(fd, b"\x04")  # Ctrl-D: end of input
         _, status = os.waitpid(pid, 0)
+        reaped = True
         assert os.waitstatus_to_exitcode(status) == 0
         assert "Fatal Python error" not in text
     finally:
         os.close(fd)
-        try:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        if not reaped:  # a reaped pid may already belong to another process
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
