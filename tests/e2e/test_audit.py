@@ -340,12 +340,9 @@ async def test_raw_arguments_are_recorded_redacted_and_tokens_stay_tokens(
     """Redaction runs before audit: where a rule keeps raw arguments, the record holds what
     the caller sent with detected values masked, and a caller's token as the token, never the
     value the backend alone received."""
-    from tests.e2e.test_redaction import REDACTION_KEY, _digest, _values
+    from tests.e2e.test_redaction import REDACTION_KEY, _digest, registered_values
 
-    values = _values()
-    for value in values.values():
-        register_secret(value)
-        register_secret(value.replace(" ", ""))
+    values = registered_values()
     data = tmp_path / "keys"
     alice = create_key(data, "alice", "user")
     config = {
@@ -396,12 +393,9 @@ async def test_a_limited_a_redacted_and_a_quarantined_call_each_leave_exactly_on
     """What the official SDK client sees for a rate-limited call, a result a redaction rule
     blocks and a tool quarantined by pinning, and that each is exactly one audit record with
     the outcome the client saw."""
-    from tests.e2e.test_redaction import REDACTION_KEY, _values
+    from tests.e2e.test_redaction import REDACTION_KEY, registered_values
 
-    values = _values()
-    for value in values.values():
-        register_secret(value)
-        register_secret(value.replace(" ", ""))
+    values = registered_values()
     data = tmp_path / "keys"
     alice = create_key(data, "alice", "user")
     config = {

@@ -52,14 +52,21 @@ def _values() -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("redaction")
-    data = tmp / "keys"
+def registered_values() -> dict[str, str]:
+    """Fresh secret values for the fixture backend, each registered for the suite's log scan
+    (as written and without spaces)."""
     values = _values()
     for value in values.values():
         register_secret(value)
         register_secret(value.replace(" ", ""))
+    return values
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("redaction")
+    data = tmp / "keys"
+    values = registered_values()
     config = {
         "auth": {
             "enabled": True,
