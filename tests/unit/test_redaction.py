@@ -10,13 +10,17 @@ import textwrap
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator, FormatChecker
 
 from switchyard.call import Identity
 from switchyard.config.redaction import compile_redaction
 from switchyard.config.schema import RedactionConfig
 from switchyard.redaction.custom import PatternError, custom_detector
 from switchyard.redaction.engine import Blocked, Redactor, Withheld
-from switchyard.redaction.output_schema import first_violation
+from switchyard.redaction.output_schema import changed_violation, first_violation
+from switchyard.redaction.rules import Direction
 from switchyard.redaction.vault import TokenVault
 
 KEY = "unit-test-redaction-key"
@@ -369,7 +373,7 @@ def test_catastrophic_backtracking_patterns_run_in_linear_time() -> None:
         """
         import json
         from switchyard.redaction.custom import custom_detector
-        from switchyard.redaction.output_schema import first_violation
+        from switchyard.redaction.output_schema import changed_violation, first_violation
         from switchyard.redaction.scanner import Scanner
         text = "a" * 1_000_000 + "b"
         evil = [custom_detector("evil", "(a+)+$"), custom_detector("e2", "(x*)*y")]
@@ -388,3 +392,121 @@ def test_a_backends_schema_pattern_runs_on_re2_too() -> None:
     schema = {"type": "object", "properties": {"v": {"type": "string", "pattern": "^(a+)+$"}}}
     assert first_violation(b"t1", schema, {"v": "a" * 64 + "!"}) == "/v"
     assert first_violation(b"t1", schema, {"v": "aaa"}) is None
+
+
+_STRING_SCHEMAS = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["string", "integer", ["string", "null"], ["null"]]),
+        "format": st.sampled_from(["email", "uuid", "date", "ipv4", "no-such-format"]),
+        "pattern": st.sampled_from(["^[0-9 ]+$", "@", "^a", "x{2}"]),
+        "minLength": st.integers(0, 12),
+        "maxLength": st.integers(0, 12),
+        "enum": st.lists(st.sampled_from(["a", "b@c.de", "1", 1, None]), min_size=1),
+        "const": st.sampled_from(["a", "b@c.de", 1]),
+        "description": st.just("d"),
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    sub=_STRING_SCHEMAS,
+    value=st.one_of(
+        st.text(max_size=14),
+        st.sampled_from(["a", "b@c.de", "1", "2026-12-02", "10.0.0.1", "x*****@example.com"]),
+    ),
+)
+def test_the_quick_string_check_judges_a_replaced_value_as_the_validator_does(
+    sub: dict[str, Any], value: str
+) -> None:
+    # A replaced leaf under a plain string subschema is judged without a validator; it must
+    # reach the validator's verdict for every combination of the keywords it handles.
+    schema = {"type": "object", "properties": {"v": sub}}
+    validator = Draft202012Validator(schema, format_checker=FormatChecker())
+    expected = "/v" if not validator.is_valid({"v": value}) else None
+    schema_json = json.dumps(schema).encode()
+    assert changed_violation(schema_json, schema, {"v": value}, ["/v"]) == expected
+
+
+# -- text blocks that render the structuredContent ------------------------------------------
+
+
+def _customers(n: int) -> dict[str, Any]:
+    return {
+        "customers": [
+            {
+                "id": f"c-{i:04d}",
+                "email": f"user.{i}@example.com",
+                "note": f"call +44 20 7946 0{100 + i} or pay with {CARD}" if i % 3 == 0 else "ok",
+                "name": "Zoë Ångström" if i % 5 == 0 else f"User {i}",
+                "score": i * 1.5,
+            }
+            for i in range(n)
+        ]
+    }
+
+
+RENDERINGS = {
+    "python sdk (indent 2, non-ascii as is)": lambda v: json.dumps(v, indent=2, ensure_ascii=False),
+    "json.dumps default": json.dumps,
+    "JSON.stringify compact": lambda v: json.dumps(v, separators=(",", ":"), ensure_ascii=False),
+}
+
+
+@pytest.mark.parametrize("render", RENDERINGS.values(), ids=list(RENDERINGS))
+def test_a_text_rendering_of_the_structure_is_redacted_exactly_as_scanning_it_would(
+    render: Any,
+) -> None:
+    r = engine({"name": "all", "detectors": ["*"], "action": "mask"})
+    structured = _customers(20)
+    text = render(structured)
+    plan = r.plan(Direction.RESULTS, ALICE, None, "crm", "lookup")
+    assert plan is not None
+    scanned_texts: list[str] = []
+    find_many = plan.scanner.find_many
+
+    def spy(texts: Any, keys: Any) -> Any:
+        scanned_texts.extend(texts)
+        return find_many(texts, keys)
+
+    plan.scanner.find_many = spy  # type: ignore[method-assign]
+    mirrored = result(
+        r, {"content": [{"type": "text", "text": text}], "structuredContent": structured}
+    )
+    # The rendering was not scanned a second time: it was rendered from the redacted copy.
+    assert text not in scanned_texts and "user.3@example.com" in scanned_texts
+    # A trailing space makes the text no exact rendering, so it is scanned as any text is.
+    scanned = result(
+        r, {"content": [{"type": "text", "text": text + " "}], "structuredContent": structured}
+    )
+    assert mirrored["content"][0]["text"] == scanned["content"][0]["text"][:-1]
+    assert mirrored["content"][0]["text"] == render(mirrored["structuredContent"])
+    assert mirrored["structuredContent"] == scanned["structuredContent"]
+    assert "user.3@example.com" not in mirrored["content"][0]["text"] and CARD not in json.dumps(
+        mirrored
+    )
+    # Each value is counted where it was replaced: in the structure and in its rendering.
+    assert r.applied[("all", "email", "results")] == 2 * 2 * 20
+
+
+def test_a_value_in_a_key_of_the_structure_leaves_its_rendering_to_be_scanned() -> None:
+    r = engine({"name": "all", "detectors": ["email"], "action": "mask"})
+    structured = {"by_mail": {EMAIL: {"orders": 3}}, "pad": ["x" * 40] * 20}
+    text = json.dumps(structured)
+    out = result(r, {"content": [{"type": "text", "text": text}], "structuredContent": structured})
+    # Keys are never rewritten in the structure, but the text must not carry the address.
+    assert EMAIL not in out["content"][0]["text"]
+    assert out["structuredContent"] == structured
+
+
+def test_a_custom_pattern_scans_the_rendering_itself() -> None:
+    # An operator's pattern may match the JSON syntax of the text ("key": "value").
+    r = engine(
+        {"name": "c", "detectors": ["ticket"], "action": "mask"},
+        patterns={"ticket": {"regex": r'"ticket": "(?P<value>T-\d+)"'}},
+    )
+    structured = {"ticket": "T-12345", "pad": ["y" * 40] * 20}
+    text = json.dumps(structured)
+    out = result(r, {"content": [{"type": "text", "text": text}], "structuredContent": structured})
+    assert "T-12345" not in out["content"][0]["text"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -121,6 +122,8 @@ class _Pass:
     changes: list[tuple[str, str, str]] = field(default_factory=list)
     """(JSON pointer, rule, detector) of every replacement or stripped key."""
     stripped: bool = False
+    replaced: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(detector, value) -> its mask or hash: a value a message carries twice is replaced once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +254,23 @@ class Redactor:
         if not isinstance(decoded, dict):
             return None
         state = _Pass(plan, Direction.RESULTS, who.key if who is not None else ANONYMOUS)
+        mirrors = _mirrors(plan, decoded)
+        for index, _style, _text in mirrors:
+            decoded["content"][index]["text"] = ""  # rendered from the redacted copy below
         redacted = self._redact(state, decoded, payload=False, top=True)
+        for index, style, text in mirrors:
+            item = redacted["content"][index]
+            if not state.changes:
+                item["text"] = text
+                continue
+            item["text"] = _render(redacted["structuredContent"], style)
+            where = f"/content/{index}/text"
+            prefix = "/structuredContent"
+            state.changes.extend(
+                (where, rule, detector)
+                for path, rule, detector in list(state.changes)
+                if path.startswith(prefix) and detector
+            )
         if not state.changes:
             return None
         self._count(state)
@@ -381,14 +400,21 @@ class Redactor:
         return "".join(parts)
 
     def _replace(self, state: _Pass, rule: RedactionRule, detector: str, value: str) -> str:
+        if rule.action is Action.TOKENIZE:
+            return self.vault.tokenize(state.owner, detector, value)
+        # Mask and hash depend on the value alone.
+        seen = state.replaced.get((detector, value))
+        if seen is not None:
+            return seen
         if rule.action is Action.MASK:
-            return self._detectors[detector].mask(value)
-        if rule.action is Action.HASH:
+            out = self._detectors[detector].mask(value)
+        else:
             digest = hmac.new(
                 self._key, f"{detector}\0{value}".encode(), hashlib.sha256
             ).hexdigest()[:16]
-            return f"«hash:{detector}:{digest}»"
-        return self.vault.tokenize(state.owner, detector, value)
+            out = f"«hash:{detector}:{digest}»"
+        state.replaced[(detector, value)] = out
+        return out
 
     def _resolve(self, owner: str, value: Any) -> tuple[Any, int]:
         if isinstance(value, str):
@@ -470,6 +496,80 @@ class Redactor:
                 state.direction.value,
                 sorted({f"{rule}/{detector}" for _p, rule, detector in state.changes}),
             )
+
+
+_MIN_MIRROR: Final = 512
+"""Below this a text block is cheaper to scan than to compare with a rendering."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Style:
+    """How a backend wrote its structuredContent as text (`json.dumps` and `JSON.stringify`
+    forms; the official Python SDK's is `indent=2`, non-ASCII as is)."""
+
+    indent: int | None
+    separators: tuple[str, str]
+    ensure_ascii: bool
+
+
+def _style_of(text: str) -> _Style:
+    ascii_only = text.isascii()
+    if text[:1] in "[{" and text[1:4] == "\n  ":
+        return _Style(2, (",", ": "), ascii_only)
+    spaced = '": ' in text[:256]
+    return _Style(None, (", ", ": ") if spaced else (",", ":"), ascii_only)
+
+
+def _render(value: Any, style: _Style) -> str:
+    return json.dumps(
+        value, indent=style.indent, separators=style.separators, ensure_ascii=style.ensure_ascii
+    )
+
+
+def _mirrors(plan: _Plan, result: dict[str, Any]) -> list[tuple[int, _Style, str]]:
+    """The text blocks of a tool result that are exactly its structuredContent rendered as
+    JSON (what SDK servers send for compatibility): redacting the structure and rendering it
+    again redacts them identically, without scanning the same values a second time. Only
+    when the plan's detectors are all built-in ones, which never match across JSON syntax,
+    and no object key of the structure holds a finding (keys are not rewritten; the text's
+    copy of them would then go unredacted)."""
+    structured = result.get("structuredContent")
+    content = result.get("content")
+    if not isinstance(structured, dict | list) or not isinstance(content, list):
+        return []
+    if not plan.scanner.builtin_only:
+        return []
+    found: list[tuple[int, _Style, str]] = []
+    for index, item in enumerate(content):
+        if not isinstance(item, dict) or item.get("type") != "text":
+            continue
+        text = item.get("text")
+        if not isinstance(text, str) or len(text) < _MIN_MIRROR or text[:1] not in "[{":
+            continue
+        style = _style_of(text)
+        try:
+            same = _render(structured, style) == text
+        except (TypeError, ValueError):
+            same = False
+        if same:
+            found.append((index, style, text))
+    if found:
+        keys = sorted(_keys(structured))
+        if keys and any(plan.scanner.find_many(keys, [None] * len(keys))):
+            return []
+    return found
+
+
+def _keys(value: Any, into: set[str] | None = None) -> set[str]:
+    into = set() if into is None else into
+    if isinstance(value, dict):
+        into.update(value)
+        for v in value.values():
+            _keys(v, into)
+    elif isinstance(value, list):
+        for v in value:
+            _keys(v, into)
+    return into
 
 
 def _pointer(key: str) -> str:

@@ -122,6 +122,67 @@ def _leaf(root: Any, instance: Any, parts: list[str]) -> tuple[Any, str, Any] | 
     return (node, where, instance) if node is not None else None
 
 
+# Subschema keywords a replaced string can be judged by directly, without a validator: one
+# leaf's check then costs a few dictionary lookups instead of a validator's descent.
+_STRING_KEYWORDS: Final = frozenset(
+    {"type", "format", "pattern", "minLength", "maxLength", "enum", "const", "title",
+     "description", "examples", "default", "$comment", "deprecated", "readOnly", "writeOnly",
+     "contentMediaType", "contentEncoding"}
+)  # fmt: skip
+_FORMATS: Final = FormatChecker()
+_walks: dict[tuple[bytes, tuple[str, ...]], tuple[Any, str] | None] = {}
+
+
+def _string_conforms(sub: dict[str, Any], value: str) -> bool | None:
+    """Whether the string `value` meets `sub`; None when `sub` holds a keyword only a
+    validator can judge."""
+    if not sub.keys() <= _STRING_KEYWORDS:
+        return None
+    kind = sub.get("type")
+    if kind is not None and kind != "string" and not (isinstance(kind, list) and "string" in kind):
+        return False
+    if "enum" in sub and value not in [v for v in sub["enum"] if isinstance(v, str)]:
+        return False
+    if "const" in sub and sub["const"] != value:
+        return False
+    low, high = sub.get("minLength"), sub.get("maxLength")
+    if (isinstance(low, int) and len(value) < low) or (isinstance(high, int) and len(value) > high):
+        return False
+    pattern = sub.get("pattern")
+    if isinstance(pattern, str) and next(_pattern(None, pattern, value, sub), None) is not None:
+        return False
+    fmt = sub.get("format")
+    return not isinstance(fmt, str) or _FORMATS.conforms(value, fmt)
+
+
+def _located(
+    schema_json: bytes, schema: Any, instance: Any, parts: list[str]
+) -> tuple[Any, str, Any] | None:
+    """`_leaf`, with the schema walk remembered per shape of path: every item of an array
+    shares its subschema unless the schema has `prefixItems`."""
+    shape: list[str] = []
+    value = instance
+    for part in parts:
+        if isinstance(value, list):
+            value = value[int(part)]
+            shape.append("[]")
+        elif isinstance(value, dict):
+            value = value[part]
+            shape.append(part)
+        else:
+            return None
+    if b"prefixItems" in schema_json:
+        return _leaf(schema, instance, parts)
+    key = (schema_json, tuple(shape))
+    if key not in _walks:
+        found = _leaf(schema, instance, parts)
+        if len(_walks) >= MAX_CACHED:
+            _walks.clear()
+        _walks[key] = None if found is None else (found[0], found[1])
+    walked = _walks[key]
+    return None if walked is None else (walked[0], walked[1], value)
+
+
 def changed_violation(
     schema_json: bytes, schema: Any, instance: Any, changed: list[str]
 ) -> str | None:
@@ -135,12 +196,18 @@ def changed_violation(
     for pointer in changed:
         parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
         try:
-            found = _leaf(schema, instance, parts)
+            found = _located(schema_json, schema, instance, parts)
         except (IndexError, KeyError, ValueError):
             found = None
         if found is None:
             return first_violation(schema_json, schema, instance)
         sub, where, value = found
+        if isinstance(value, str) and isinstance(sub, dict):
+            conforms = _string_conforms(sub, value)
+            if conforms is not None:
+                if not conforms:
+                    return pointer
+                continue
         key = (schema_json, where)
         leaf = _leaf_validators.get(key)
         if leaf is None:

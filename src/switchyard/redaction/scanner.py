@@ -28,6 +28,7 @@ class Scanner:
         # anchors or match line breaks, so they run on each string alone.
         self._joined = tuple((r, d) for r, d in enumerate(self.detectors) if d.builtin)
         self._alone = tuple((r, d) for r, d in enumerate(self.detectors) if not d.builtin)
+        self.builtin_only = not self._alone
         self._prefilter = Prefilter([d.pattern for _r, d in self._joined])  # type: ignore[misc]
 
     def find_many(self, texts: Sequence[str], keys: Sequence[str | None]) -> list[list[Finding]]:
@@ -79,6 +80,9 @@ class Scanner:
         found: list[Finding] = []
         folded = text.lower() if self._folded else ""
         for rank, d in detectors:
+            # A result often carries each value twice (structuredContent and its text
+            # rendering): each distinct candidate is validated once per pass.
+            checked: dict[str, str | None] = {}
             if d.gates and not any(g in text for g in d.gates):
                 continue
             if d.folded_gates and not any(g in folded for g in d.folded_gates):
@@ -89,7 +93,10 @@ class Scanner:
                     continue
                 start = m.span(d.group)[0]
                 if d.validate is not None:
-                    accepted = d.validate(value)
+                    if value in checked:
+                        accepted = checked[value]
+                    else:
+                        accepted = checked[value] = d.validate(value)
                     if not accepted:
                         continue
                     value = accepted
