@@ -449,6 +449,8 @@ async def test_a_limited_a_redacted_and_a_quarantined_call_each_leave_exactly_on
     assert by_target == {
         "vault_echo": ["ok", -31020],
         "vault_leak": [-31030],
-        # Quarantined looks exactly like unknown: no route, no backend named.
-        None: [-32602],
+        # Quarantined looks exactly like unknown: the name asked for, no backend named.
+        "clock_now": [-32602],
     }
+    (refused,) = (r for r in calls if r["public"] == "clock_now")
+    assert refused["backend"] is None and refused["name"] is None

@@ -86,10 +86,28 @@ def _write(call: Call, decision: str, outcome: str | int, reply: Reply | None) -
         face=ctx.transport,
         era=ctx.era.value,
         backend=call.backend,
-        target=call.target,
+        target=call.target if call.route is not None else _requested(call),
         latency_ms=(time.perf_counter() - call.started) * 1000.0,
         **extra,  # type: ignore[arg-type]
     )
+
+
+_REQUESTED_CHARS = 256
+
+
+def _requested(call: Call) -> str | None:
+    """The name or URI a call asked for when it matched nothing (an unknown, hidden or
+    quarantined tool): the record says what was asked, not just that it failed."""
+    if call.params is None:
+        return None
+    fields = _fields(call)
+    raw = fields.get("name") or fields.get("uri")
+    if raw is None:
+        return None
+    try:
+        return frame.decode_str(raw)[:_REQUESTED_CHARS]
+    except (frame.DecodeError, frame.ValidationError):
+        return None
 
 
 def _fields(call: Call) -> dict[str, frame.Raw]:
