@@ -140,6 +140,8 @@ class Gateway:
             if plan.pinning.enabled
             else None
         )
+        for backend in self.backends.values():
+            self._watch_sessions(backend)
         self._trusted: list[catalog.Listing] = []
         """What the pin check let through of every backend's listing, when pinning is on."""
         self._pins_stale = False
@@ -177,6 +179,12 @@ class Gateway:
         up = sum(b.is_up for b in self.backends.values())
         log.info("gateway started: %d of %d backends up", up, len(self.backends))
 
+    def _watch_sessions(self, backend: Backend) -> None:
+        """With pinning on, a client's own session of a backend must list what the catalog
+        was built from (a backend may show each session something else)."""
+        if self.pins is not None:
+            backend.session_check = self.pins.session_view
+
     def _chain(self, settings: GatewaySettings) -> tuple[PolicySpec, ...]:
         """The policies in the order they run: the audit gate wrapped around them when on."""
         if self.audit is None:
@@ -207,6 +215,7 @@ class Gateway:
             if n not in kept
         }
         for name, backend in fresh.items():
+            self._watch_sessions(backend)
             if name in current:
                 # Client subscriptions carry over: the replacement renews them once up.
                 backend.subscribed |= current[name].subscribed

@@ -24,10 +24,13 @@ KINDS: Final = frozenset(
         "warned",
         "approved",
         "rejected",
+        "session_mismatch",
     }
 )
 # Events a reviewer must act on are warnings; the rest are information.
-_WARNINGS: Final = frozenset({"pending_new", "drifted", "quarantined", "blocked", "warned"})
+_WARNINGS: Final = frozenset(
+    {"pending_new", "drifted", "quarantined", "blocked", "warned", "session_mismatch"}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,6 +232,46 @@ class PinGuard:
             record_pin_event(event)
         return not blocked and pin.trusts(defn.fingerprint, quarantined)
 
+    def session_view(self, listing: catalog.Listing, shared: catalog.Listing | None) -> str | None:
+        """Why a backend's session for one client may not serve it, or None. The catalog, and
+        so the pin check, sees what the backend lists on the gateway's own connection
+        (`shared`); a session that lists another definition under one of those names would
+        run, on that client's behalf, something nobody reviewed. Names only the session lists
+        are not in the catalog: no call reaches them."""
+        if self.settings.mode_for(listing.backend) == "off":
+            return None
+        expected: dict[PinKey, str] = {}
+        for kind in PINNED_KINDS:
+            for item in shared.items.get(kind, ()) if shared is not None else ():
+                try:
+                    known = definition(listing.backend, kind, item)
+                except UnpinnableItem:
+                    continue
+                expected[known.key] = known.fingerprint
+        for kind in PINNED_KINDS:
+            for item in listing.items.get(kind, ()):
+                try:
+                    defn = definition(listing.backend, kind, item)
+                except UnpinnableItem:
+                    continue  # left out of the catalog as well
+                previous = expected.get(defn.key)
+                if previous is None or previous == defn.fingerprint:
+                    continue
+                record_pin_event(
+                    PinEvent(
+                        "session_mismatch",
+                        str(defn.key),
+                        defn.fingerprint,
+                        previous=previous,
+                        reason="this client's session lists another definition",
+                    )
+                )
+                return (
+                    f"its session for this client lists another definition of "
+                    f"{kind[:-1]} {defn.key.name!r} than every client was shown"
+                )
+        return None
+
     def status(self) -> dict[str, object]:
         return {
             "store": "ok" if self.failure is None else "unavailable",

@@ -45,4 +45,7 @@ RATE_LIMITED: Final = -31020
 """A rate limit, concurrency cap or budget refused the call (`data.retryAfterMs`, `data.rule`,
 `data.limit`); over HTTP, a 429 with `Retry-After`. Limits take -31020..-31029."""
 LIMITS_UNAVAILABLE: Final = -31021
+SESSION_VIEW_REFUSED: Final = -31060
+"""Tool pinning: a backend's session for this client lists a tool, prompt or template unlike
+the one every client was shown (a per-session rug pull); the session is not used."""
 """The rate-limit counters cannot be reached and the rule fails closed; over HTTP, a 503."""

@@ -57,6 +57,7 @@ LIST_METHODS: Final = {
     catalog.RESOURCES: (methods.RESOURCES_LIST, "resources"),
     catalog.TEMPLATES: (methods.TEMPLATES_LIST, "resources"),
 }
+PINNED_LISTS: Final = (catalog.TOOLS, catalog.PROMPTS, catalog.TEMPLATES)
 CHANGED_KIND: Final = {
     methods.TOOLS_CHANGED: (catalog.TOOLS,),
     methods.PROMPTS_CHANGED: (catalog.PROMPTS,),
@@ -151,6 +152,10 @@ class Backend:
             ),
             self._open_isolated,
         )
+        self.session_check: Callable[[catalog.Listing, catalog.Listing | None], str | None] | None
+        self.session_check = None
+        """Judges what a client's own session lists against the shared listing (tool pinning):
+        a reason refuses that session."""
         self._levels: dict[OwnerKey, bytes] = {}
         """`logging/setLevel` params per owner: replayed when its isolated session opens."""
         self.in_flight = 0
@@ -842,6 +847,13 @@ class Backend:
                 )
             except _NoEndpoint:
                 return self._refusal()
+            except _ViewRefused as exc:
+                log.warning("backend %r: a client's session refused: %s", self.name, exc)
+                return frame.error_reply(
+                    codes.SESSION_VIEW_REFUSED,
+                    f"backend {self.name!r} refused: {exc}",
+                    {"source": "gateway", "backend": self.name},
+                )
             except Exception as exc:
                 log.warning("backend %r: isolated session for a client failed: %s", self.name, exc)
                 return reply or unavailable(self.name, "no isolated session could be opened")
@@ -913,6 +925,19 @@ class Backend:
             with contextlib.suppress(Exception):
                 await asyncio.shield(conn.aclose())
             raise
+        check = self.session_check
+        if check is not None:
+            try:
+                own = await self._list_all(conn, PINNED_LISTS)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.aclose())
+                raise
+            reason = check(own, self.listing)
+            if reason is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.aclose())
+                raise _ViewRefused(reason)
         level = self._levels.get(owner)
         if level is not None and "logging" in conn.facts.capabilities:
             # The level its owner set before this session existed.
@@ -956,6 +981,10 @@ def _has_progress_token(params: bytes | None) -> bool:
         return meta is not None and "progressToken" in frame.decode_object(meta)
     except (frame.DecodeError, frame.ValidationError):
         return True
+
+
+class _ViewRefused(Exception):
+    """A client's own session lists something else than the catalog was built from."""
 
 
 class _NoEndpoint(Exception):
