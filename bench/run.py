@@ -25,6 +25,11 @@ and switchyard-modern's (goal: at most 1.15). Then bench/audit_verify.py writes
 --audit-records records through the audit writer and times `switchyard audit verify` over them
 (goal: 1,000,000 in under 30 s).
 
+Every governance feature on: a fourth Switchyard process with the audit trail, a rate-limit
+rule selecting every call (in memory), redaction with every built-in detector and tool pinning
+(trust on first use) serves all-legacy and all-modern; the report gives its CPU per call and
+p50 against the same era with everything off and against the floor.
+
 Loads: small results (echo, 16 bytes) and large results (payload, 64 KiB), each at c=1 and
 c=32. Each round runs every load against every target in turn (the target order rotates per
 round); each run is warm-up calls, then a bounded measured count, under a wall-time cap.
@@ -91,6 +96,8 @@ TARGETS = {
         Target("limits-redis", "switchyard-limits-redis", "legacy"),
         Target("audit-legacy", "switchyard-audit", "legacy"),
         Target("audit-modern", "switchyard-audit", "modern"),
+        Target("all-legacy", "switchyard-all", "legacy"),
+        Target("all-modern", "switchyard-all", "modern"),
     )
 }
 LIMIT_TARGETS = ("limits-memory", "limits-redis")
@@ -99,8 +106,12 @@ GOAL_STDIO_P50 = 1.5  # stdio-modern p50 ÷ stdio-legacy p50: at most
 SWITCHYARD = ("switchyard-legacy", "switchyard-modern")
 AUDIT = {"audit-legacy": "switchyard-legacy", "audit-modern": "switchyard-modern"}
 GOAL_AUDIT_CPU = 1.15  # Switchyard with audit on, CPU/call ÷ the same with it off: at most
+ALL_ON = {"all-legacy": "switchyard-legacy", "all-modern": "switchyard-modern"}
 GOAL_AUDIT_VERIFY_S = 30.0  # seconds to verify 1,000,000 records: under
-DEFAULT_TARGETS = "direct,floor,switchyard-legacy,switchyard-modern,audit-legacy,audit-modern"
+DEFAULT_TARGETS = (
+    "direct,floor,switchyard-legacy,switchyard-modern,audit-legacy,audit-modern,"
+    "all-legacy,all-modern"
+)
 
 
 @dataclass(frozen=True)
@@ -299,6 +310,18 @@ servers:
     spawn_burst: 64
     prefix: ""
 """
+# Every governance feature at once, each selecting every call and refusing none.
+SWITCHYARD_ALL_CONFIG = (
+    SWITCHYARD_AUDIT_CONFIG
+    + """\
+redaction:
+  key: bench-redaction-key-0123
+  rules:
+    - {{name: all, detectors: ["*"], action: mask}}
+pinning:
+  mode: tofu
+"""
+)
 # Selects every call, refuses none: what is measured is the check itself (all three kinds of
 # limit, counted per principal), not refusals.
 LIMITS_CONFIG = """\
@@ -363,6 +386,13 @@ def services(args: argparse.Namespace, logs: Path) -> Iterator[dict[str, Service
             config.write_text(SWITCHYARD_AUDIT_CONFIG.format(url=backend.url))
             os.environ.setdefault("BENCH_AUDIT_HMAC", "bench-audit-hmac-key-0123456789")
             svcs["switchyard-audit"] = start_switchyard(args, "switchyard-audit", config)
+        if "switchyard-all" in needed:
+            config = logs / "switchyard-all.yaml"
+            text = SWITCHYARD_ALL_CONFIG.format(url=backend.url)
+            text += LIMITS_CONFIG.format(store="memory", prefix=f"switchyard-bench:{logs.name}")
+            config.write_text(text.replace("audit-db", "all-db").replace("audit-keys", "all-keys"))
+            os.environ.setdefault("BENCH_AUDIT_HMAC", "bench-audit-hmac-key-0123456789")
+            svcs["switchyard-all"] = start_switchyard(args, "switchyard-all", config)
         if args.stdio_targets:
             config = logs / "switchyard-stdio.yaml"
             config.write_text(
@@ -379,6 +409,7 @@ def services(args: argparse.Namespace, logs: Path) -> Iterator[dict[str, Service
             "switchyard",
             "switchyard-stdio",
             "switchyard-audit",
+            "switchyard-all",
             *(f"switchyard-limits-{s}" for s in ("memory", "redis")),
         ):
             if name in svcs:
@@ -741,6 +772,35 @@ class Summary:
                 )
         return lines, found
 
+    def all_on_costs(self) -> list[str]:
+        """Everything on against everything off (same era) and against the floor."""
+        pairs = [
+            (on, off) for on, off in ALL_ON.items() if on in self.targets and off in self.targets
+        ]
+        if not pairs:
+            return []
+        lines = [
+            "| load | c | era | CPU/call off | CPU/call on | on ÷ off | on ÷ floor's "
+            "| p50 off | p50 on |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for load in self.loads:
+            for on, off in pairs:
+                a = self.median(on, load, "cpu_proxy_us")
+                b = self.median(off, load, "cpu_proxy_us")
+                f = self.median(self.baseline("floor", off), load, "cpu_proxy_us")
+                if a is None or b is None:
+                    continue
+                vs_off = f"{a / b:.2f}" if b else "-"
+                vs_floor = f"{a / f:.2f}" if f else "-"
+                p_off = fmt_us(self.median(off, load, "p50_us"))
+                p_on = fmt_us(self.median(on, load, "p50_us"))
+                lines.append(
+                    f"| {self.label(load)} | {load[1]} | {TARGETS[on].era} | {fmt_us(b)} "
+                    f"| {fmt_us(a)} | {vs_off} | {vs_floor} | {p_off} | {p_on} |"
+                )
+        return lines
+
     def ratio(self, kind: str, sw: str, load: LoadKey) -> Record:
         floor, direct = self.baseline("floor", sw), self.baseline("direct", sw)
         value: float | None = None
@@ -957,6 +1017,13 @@ def report(records: list[Record], args: argparse.Namespace, meta: Record, out: P
         with out.open("a") as f:
             for rec in audit_ratios:
                 f.write(json.dumps({"run_id": meta["run_id"], **rec}) + "\n")
+    all_lines = summary.all_on_costs()
+    if all_lines:
+        print(
+            "\nEvery feature on (audit, a rate-limit rule, redaction with every built-in "
+            "detector, pinning) vs none:\n"
+        )
+        print("\n".join(all_lines))
     for r in [r for r in records if not clean(r)][:10]:
         why = r.get("failed") or ("truncated by --max-seconds" * bool(r.get("truncated")))
         print(f"- r{r['round']} {r['target']} {r['load']} c={r['concurrency']}: "
