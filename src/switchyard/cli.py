@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from switchyard import __version__
+from switchyard import __version__, approvals_cli
 from switchyard.audit import commands as audit_commands
 from switchyard.auth import keys_cli
 from switchyard.auth.key_store import default_data_dir
@@ -96,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
     audit_commands.add_parser(sub, config_only)
     pins_commands.add_parser(sub, config_only)
+    approvals_cli.add_parser(sub, config_only)
 
     demo = sub.add_parser("demo", help="run a bundled demo backend on stdio")
     demo.add_argument("name", choices=DEMOS)
@@ -148,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         return _audit(args)
     if args.command == "pins":
         return _pins(args)
+    if args.command == "approvals":
+        return _approvals(args)
     if args.command == "stdio" and (
         standard_streams.was_closed(0) or standard_streams.was_closed(1)
     ):
@@ -305,6 +308,22 @@ def _pins(args: argparse.Namespace) -> int:
     return pins_commands.run(args, where, audited)
 
 
+def _approvals(args: argparse.Namespace) -> int:
+    from switchyard.config.load import approvals, audit, storage
+
+    path = Path(args.config) if args.config else demo_config_path()
+    try:
+        config, _ = load(path)
+        base = path.resolve().parent
+        gate = approvals(config, storage(config, base))
+        audited = audit(config, base)
+    except ConfigError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    observability_logging.setup("info", None)
+    return approvals_cli.run(args, gate, audited)
+
+
 def _serve(
     plan: object, config: object, host: str, port: int, log_file: str | None, path: Path
 ) -> int:
@@ -335,6 +354,7 @@ def _serve(
     gw = config.gateway
     auth = auth_settings(config, host, port) if config.auth.enabled else None
     gateway = Gateway(plan)
+    gateway.public_base = bound_base(host, sock)
     app = HttpApp(
         gateway,
         HttpSettings(

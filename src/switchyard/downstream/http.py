@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from switchyard.auth.authenticator import Authenticator, AuthSettings, Refusal, open_authenticator
+from switchyard.downstream import approvals_api
 from switchyard.downstream.admission import (
     ADMISSION_KEY,
     RETRY_AFTER_S,
@@ -208,8 +209,25 @@ class HttpApp:
             await respond_json(send, 200, b'{"status":"ok"}')
         elif path == "/readyz":
             await self._readyz(scope, send, view)
+        elif approvals_api.handles(path) and view is None:
+            await self._approvals_api(scope, receive, send)
         else:
             await respond(send, 404, b"Not Found", [(b"content-type", b"text/plain")])
+
+    async def _approvals_api(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Approvers' and applications' REST: the same credentials as `/mcp`."""
+        who: Identity | None = None
+        authenticator = self.authenticator
+        if authenticator is not None:
+            outcome = await authenticator.authenticate(scope["headers"], b"")
+            if isinstance(outcome, Refusal):
+                challenge = (b"www-authenticate", outcome.challenge.encode("latin-1"))
+                body = frame.encode({"error": outcome.message})
+                await respond_json(send, outcome.status, body, [challenge])
+                return
+            who = outcome
+            IDENTITY.set(who)
+        await approvals_api.serve(self.gateway, scope, receive, send, who)
 
     async def _readyz(self, scope: Scope, send: Send, view: str | None) -> None:
         """Readiness for probes. With authentication on, backend details (names, states, their
