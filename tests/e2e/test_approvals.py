@@ -144,6 +144,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     }
     receiver = Receiver()
     config = approvals_config(data, receiver)
+    config["audit"] = {
+        "enabled": True,
+        "hmac_key": register_secret("audit-hmac-" + secrets.token_hex(12)),
+        "keys_dir": str(data / "audit-keys"),
+    }
     gw = start_gateway(config, data)
     try:
         gw.wait_backend("fx")
@@ -654,6 +659,46 @@ async def test_the_cli_lists_and_approves_from_the_same_database(
     done = await raw_call(gw, keys["alice"], flood_args(path))
     assert done["result"]["content"][0]["text"] == "flooded 0"
     assert runs(path) == 1
+
+
+async def test_every_approval_event_is_in_the_audit_trail(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    gw, keys = world["gw"], world["keys"]
+    path = done_file(tmp_path)
+    ticket = pending_ticket(await raw_call(gw, keys["alice"], flood_args(path)))
+    await rest(gw, "POST", f"/admin/v1/approvals/{ticket}/approve", keys["alice"])
+    await decide(gw, keys["carol"], ticket)
+    await raw_call(gw, keys["alice"], flood_args(path))
+
+    def audit(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "switchyard"), "audit", *args, "--config", str(gw.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    deadline = time.monotonic() + 20
+    mine: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline and "consumed" not in mine:
+        out = await asyncio.to_thread(audit, "export", "--since", "2020-01-01")
+        assert out.returncode == 0, out.stderr
+        assert SECRET not in out.stdout and keys["carol"] not in out.stdout
+        records = [json.loads(line) for line in out.stdout.splitlines()]
+        mine = {
+            r["approval_event"]: r
+            for r in records
+            if r.get("event") == "approval" and r.get("ticket") == ticket
+        }
+        await asyncio.sleep(0.2)
+    assert {"requested", "decision_refused", "approved", "consumed"} <= set(mine)
+    assert mine["approved"]["actor"] == "api_key#carol"
+    assert mine["decision_refused"]["actor"] == "api_key#alice"
+    assert mine["requested"]["principal"] == "api_key#alice"
+    assert mine["requested"]["rule"] == "floods" and mine["requested"]["name"] == "flood"
+    verified = await asyncio.to_thread(audit, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 # -- applications: explicit execution ------------------------------------------------------------

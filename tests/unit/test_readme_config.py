@@ -12,6 +12,8 @@ from pydantic import BaseModel
 
 from switchyard.config.schema import (
     AccessRuleConfig,
+    ApprovalRuleConfig,
+    ApprovalsConfig,
     GatewayConfig,
     LimitsConfig,
     RateLimitRuleConfig,
@@ -34,6 +36,7 @@ TABLES: dict[str, tuple[type[BaseModel], set[str]]] = {
         RateLimitsConfig,
         {"rules"},  # each rule's keys have their own table
     ),
+    "### Approvals and agent mode (`approvals:`)": (ApprovalsConfig, set()),
 }
 
 
@@ -149,3 +152,14 @@ def test_access_rule_keys_match_the_schema() -> None:
             break
         documented |= set(re.findall(r"`([^`]+)`", line.split("|")[1]))
     assert documented == set(AccessRuleConfig.model_fields)
+
+
+def test_approval_rule_keys_match_the_schema() -> None:
+    start = README.index("| `approvals.rules[]` key | meaning |")
+    rows = [line for line in README[start:].splitlines()[2:] if line.startswith("|")]
+    documented = set()
+    for line in rows:
+        if not line.startswith("| `"):
+            break
+        documented |= set(re.findall(r"`([^`]+)`", line.split("|")[1]))
+    assert documented == set(ApprovalRuleConfig.model_fields)
