@@ -29,7 +29,15 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ElicitResult
 
 from tests.databases import pg_schema
-from tests.harness import BIN, Gateway, create_key, register_secret, start_gateway, stdio_fixture
+from tests.harness import (
+    BIN,
+    NODE_DIR,
+    Gateway,
+    create_key,
+    register_secret,
+    start_gateway,
+    stdio_fixture,
+)
 from tests.rpc import MODERN_META, RawClient, Response
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -416,6 +424,62 @@ async def test_a_headless_accept_never_stands_in_for_an_approver(
     forged = {"switchyard.approval": {"action": "accept", "content": {"approve": True}}}
     answer = await raw_call(gw, keys["bob"], args, state=state, responses=forged, caps=ELICIT_CAPS)
     assert pending_ticket(answer) and runs(path) == 0
+
+
+# -- the official TypeScript SDK client (2025) -----------------------------------------------
+
+
+def ts_approval(gw: Gateway, key: str, approver: str, mode: str, args: dict[str, Any]) -> Any:
+    cmd = [
+        str(NODE_DIR / "node_modules" / ".bin" / "node"),
+        str(NODE_DIR / "ts_approval.mjs"),
+        "--url",
+        gw.url,
+        "--key",
+        key,
+        "--approver-key",
+        approver,
+        "--mode",
+        mode,
+        "--tool",
+        "fx_flood",
+        "--arguments",
+        json.dumps(args),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=90, cwd=NODE_DIR)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+async def test_typescript_sdk_without_elicitation_retries_after_approval_once(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    gw, keys = world["gw"], world["keys"]
+    path = done_file(tmp_path)
+    out = await asyncio.to_thread(
+        ts_approval, gw, keys["alice"], keys["carol"], "retry", flood_args(path)
+    )
+    first, second, third = (c["result"] for c in out["calls"])
+    assert first["isError"] and first["structuredContent"]["approval"]["status"] == "pending"
+    assert second["content"][0]["text"] == "flooded 0" and not second.get("isError")
+    assert third["isError"]
+    assert (
+        third["structuredContent"]["approval"]["id"] != first["structuredContent"]["approval"]["id"]
+    )
+    assert runs(path) == 1 and out["elicitations"] == []
+
+
+@pytest.mark.parametrize("mode", ["confirm", "url"])
+async def test_typescript_sdk_with_elicitation_runs_once(
+    world: dict[str, Any], tmp_path: Path, mode: str
+) -> None:
+    gw, keys = world["gw"], world["keys"]
+    path = done_file(tmp_path)
+    args = flood_args(path, size=1 if mode == "confirm" else 0)
+    out = await asyncio.to_thread(ts_approval, gw, keys["bob"], keys["carol"], mode, args)
+    assert out["calls"][0]["result"]["content"][0]["text"] == "flooded 0"
+    assert [e["mode"] for e in out["elicitations"]] == ["form" if mode == "confirm" else "url"]
+    assert runs(path) == 1
 
 
 # -- decisions: deny, expiry, policy change --------------------------------------------------
