@@ -341,6 +341,9 @@ def _serve(
     from switchyard.gateway import Gateway, Plan
 
     assert isinstance(plan, Plan) and isinstance(config, SwitchyardConfig)
+    if config.admin.dynamic_registration:
+        plan, config = _database_source(plan, config, path)
+        assert isinstance(plan, Plan) and isinstance(config, SwitchyardConfig)
     # The port first: one in use is reported before any backend is spawned.
     try:
         sock = bind(host, port)
@@ -373,9 +376,30 @@ def _serve(
         ),
         auth,
     )
-    app.on_hangup = Reloader(path, config, plan, gateway).reload
-    run(app, sock)
+    from switchyard.admin.install import install
+
+    try:
+        # SIGHUP reloads through the versioned configuration.
+        admin_sock = install(app, config, Reloader(path, config, plan, gateway))
+    except BindError as exc:
+        sock.close()
+        print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    run(app, sock, *([admin_sock] if admin_sock is not None else []))
     return 0
+
+
+def _database_source(plan: Any, config: Any, path: Path) -> tuple[Any, Any]:
+    """With dynamic registration the database holds the configuration: the file seeds it."""
+    import asyncio
+
+    from switchyard.config.load import compile_plan
+    from switchyard.config.versions import database_source
+
+    stored = asyncio.run(database_source(config, plan.storage))
+    if stored is config:
+        return plan, config
+    return compile_plan(stored, path.resolve().parent), stored
 
 
 def json_limits(limits: Any) -> Any:

@@ -199,16 +199,21 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*waits), wait_s)
 
-    async def apply(self, plan: Plan) -> Changes:
+    async def apply(self, plan: Plan, restart: frozenset[str] = frozenset()) -> Changes:
         """Serve `plan` from now on (a config reload). Backends whose settings did not change
         keep running untouched; changed and added ones are started first (bounded by
         `startup_wait`), then everything is swapped in one step of the event loop, so a request
         sees either the old configuration or the new one. Replaced and removed backends finish
         the requests they have in flight (up to their `max_request_time`) before they stop.
-        Sessions whose lists may have changed get `list_changed`."""
+        Sessions whose lists may have changed get `list_changed`. Backends named in `restart`
+        are replaced even when their settings did not change."""
         current = dict(self.backends)
         wanted = {b.name: b for b in plan.backends}
-        kept = {n for n, s in wanted.items() if n in current and current[n].settings == s}
+        kept = {
+            n
+            for n, s in wanted.items()
+            if n in current and current[n].settings == s and n not in restart
+        }
         fresh = {
             n: Backend(s, self._backend_changed, self._backend_event, self._unattributed)
             for n, s in wanted.items()

@@ -105,6 +105,18 @@ def load(path: str | Path) -> tuple[SwitchyardConfig, list[str]]:
     return config, warnings
 
 
+def validate_document(data: object, where: str) -> SwitchyardConfig:
+    """A configuration given as data (the admin API, the database), validated like a file."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping")
+    try:
+        config = SwitchyardConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(Path(where), exc)) from None
+    _check(config)
+    return config
+
+
 def _format_errors(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: invalid configuration:"]
     for err in exc.errors():

@@ -18,7 +18,7 @@ from typing import Any
 from switchyard.config.lints import lint
 from switchyard.config.load import ConfigError, compile_plan, load
 from switchyard.config.schema import SwitchyardConfig
-from switchyard.gateway import Gateway, Plan
+from switchyard.gateway import Changes, Gateway, Plan
 from switchyard.policies.base import PolicySpec
 
 log = logging.getLogger("switchyard.reload")
@@ -93,6 +93,28 @@ class Reloader:
                 list(changes.removed),
             )
             return True
+
+    def check(self, config: SwitchyardConfig) -> Plan:
+        """The plan of `config`, if a reload can apply it (ConfigError says why not)."""
+        restart = restart_only_changes(self.config, config)
+        if restart:
+            raise ConfigError(f"these keys changed and need a restart: {', '.join(restart)}")
+        return compile_plan(config, self.path.resolve().parent)
+
+    async def apply_config(self, config: SwitchyardConfig) -> Changes:
+        """Serve an already validated configuration (from the admin API or the database)."""
+        async with self._lock:
+            plan = self._carry_over(config, self.check(config))
+            changes = await self.gateway.apply(plan)
+            self.config, self.plan = config, plan
+            log.info(
+                "configuration applied: %d servers unchanged; added %s; replaced %s; removed %s",
+                len(changes.kept),
+                list(changes.added),
+                list(changes.replaced),
+                list(changes.removed),
+            )
+            return changes
 
     def _prepare(self) -> tuple[SwitchyardConfig, Plan, list[str]]:
         config, warnings = load(self.path)

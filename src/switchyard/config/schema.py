@@ -792,6 +792,43 @@ class ApprovalsConfig(BaseModel):
     rules: list[ApprovalRuleConfig] = Field(default_factory=list)
 
 
+class AdminConfig(BaseModel):
+    """The admin plane (`/admin/v1`): who may use it, where it listens, and whether the
+    configuration is changed through it (dynamic registration)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Serve the admin API at `/admin/v1`.")
+    listen: str | None = Field(
+        None,
+        description="`host:port` of a listener of its own (then not on the MCP port); default: "
+        "the MCP port.",
+    )
+    roles: list[str] = Field(["admin"], description="Roles that may read and change everything.")
+    read_roles: list[str] = Field(
+        ["admin-read"], description="Roles that may read everything and change nothing."
+    )
+    scopes: list[str] = Field(
+        ["switchyard:admin"], description="JWT scopes granting what `roles` grant."
+    )
+    read_scopes: list[str] = Field(
+        ["switchyard:admin.read"], description="JWT scopes granting what `read_roles` grant."
+    )
+    local_unauthenticated: bool = Field(
+        False,
+        description="With `auth.enabled: false`, let loopback callers use the admin API as "
+        "admins (otherwise it is refused without authentication).",
+    )
+    dynamic_registration: bool = Field(
+        False,
+        description="Backends are created, changed and deleted through the API; the database "
+        "becomes the configuration's source (the file only seeds it).",
+    )
+    poll_interval: float = Field(
+        0.5, gt=0, le=60, description="Seconds between checks for a newer configuration version."
+    )
+
+
 class SwitchyardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -802,6 +839,7 @@ class SwitchyardConfig(BaseModel):
     pinning: PinningConfig = Field(default_factory=PinningConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
 
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     servers: dict[str, ServerConfig] = Field(default_factory=dict)

@@ -8,9 +8,9 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from switchyard.auth.authenticator import Authenticator, AuthSettings, Refusal, open_authenticator
 from switchyard.downstream import approvals_api
@@ -57,6 +57,18 @@ VIEWS_PREFIX: Final = "/servers/"
 GUARDED_PATHS: Final = frozenset(
     {MCP_PATH, MCP_PATH + "/", SSE_PATH, MESSAGES_PATH, MESSAGES_PATH + "/"}
 )
+
+
+class AdminFace(Protocol):
+    """The admin plane, when served (it lives above this layer and is handed in)."""
+
+    admin_port: int | None
+
+    def serves(self, scope: Scope) -> bool: ...
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +120,14 @@ class HttpApp:
         """What SIGHUP does (a config reload); None: it is logged and ignored."""
         self._starting: asyncio.Task[None] | None = None
         self._hangups: set[asyncio.Task[object]] = set()
+        self.admin: AdminFace | None = None
+        """The admin plane (`/admin/v1`, approvals, `/v1/tools`); None: approvals alone."""
+        self.admin_guard: Guard | None = None
+        """The Origin/Host guard of the admin plane's own listener, when it has one."""
+        self.on_started: list[Callable[[], Awaitable[None]]] = []
+        """Run once the gateway started (in order); `on_stopping` before it stops."""
+        self.on_stopping: list[Callable[[], Awaitable[None]]] = []
+        self._after_start: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -137,7 +157,13 @@ class HttpApp:
                 json=False,
             )
             return
-        refusal = self.guard.check(headers)
+        admin = self.admin
+        guard = self.guard
+        if admin is not None and self.admin_guard is not None:
+            server = scope.get("server")
+            if server is not None and server[1] == admin.admin_port:
+                guard = self.admin_guard
+        refusal = guard.check(headers)
         if refusal:
             reason = (
                 "Forbidden: Origin not allowed"
@@ -151,6 +177,9 @@ class HttpApp:
                 frame.response_bytes(b"null", frame.error_reply(-32600, reason)),
                 reason,
             )
+            return
+        if admin is not None and admin.serves(scope):
+            await admin(scope, receive, send)
             return
         view: str | None = None
         if path.startswith((VIEWS_PREFIX, WELL_KNOWN_ROOT + VIEWS_PREFIX)):
@@ -299,6 +328,10 @@ class HttpApp:
                 # Serving (readiness says `starting`) while the backends make their first
                 # attempt: probes and early clients get an answer, not a refused connection.
                 self._starting = asyncio.create_task(self.gateway.start(), name="gateway-start")
+                if self.on_started:
+                    self._after_start = asyncio.create_task(
+                        self._run_after_start(self._starting), name="after-start"
+                    )
                 asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -310,12 +343,30 @@ class HttpApp:
                         await self._starting
                 for task in list(self._hangups):
                     task.cancel()
+                if self._after_start is not None and not self._after_start.done():
+                    self._after_start.cancel()
+                for hook in self.on_stopping:
+                    try:
+                        await hook()
+                    except Exception:
+                        log.exception("a shutdown step failed")
+                if self.admin is not None:
+                    await self.admin.aclose()
                 await self.memory.aclose()
                 await self.gateway.stop()
                 if self.authenticator is not None:
                     await self.authenticator.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _run_after_start(self, starting: asyncio.Task[None]) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(starting)
+        for hook in self.on_started:
+            try:
+                await hook()
+            except Exception:
+                log.exception("a start-up step failed")
 
     def _hangup(self) -> None:
         if self.on_hangup is None:
@@ -448,7 +499,7 @@ def announce(base: str, views: list[str]) -> None:
         log.info("virtual server %r: %s%s%s%s", name, base, VIEWS_PREFIX, name, MCP_PATH)
 
 
-def run(app: HttpApp, sock: socket.socket) -> None:
+def run(app: HttpApp, sock: socket.socket, *more: socket.socket) -> None:
     """Serve on `sock` until SIGTERM/SIGINT, then shut down gracefully and return (exit status
     0). SIGHUP calls `app.on_hangup` (a config reload) instead of ending the process."""
     import signal
@@ -476,4 +527,4 @@ def run(app: HttpApp, sock: socket.socket) -> None:
             # Many small keep-alive requests are the normal MCP pattern.
             timeout_keep_alive=30,
         )
-    ).run(sockets=[sock])
+    ).run(sockets=[sock, *more])
