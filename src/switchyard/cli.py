@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from switchyard import __version__, approvals_cli
+from switchyard.admin import commands as admin_commands
 from switchyard.audit import commands as audit_commands
 from switchyard.auth import keys_cli
 from switchyard.auth.key_store import default_data_dir
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     audit_commands.add_parser(sub, config_only)
     pins_commands.add_parser(sub, config_only)
     approvals_cli.add_parser(sub, config_only)
+    admin_commands.add_parser(sub)
 
     demo = sub.add_parser("demo", help="run a bundled demo backend on stdio")
     demo.add_argument("name", choices=DEMOS)
@@ -151,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return _pins(args)
     if args.command == "approvals":
         return _approvals(args)
+    if args.command == "admin":
+        return admin_commands.run(args)
     if args.command == "stdio" and (
         standard_streams.was_closed(0) or standard_streams.was_closed(1)
     ):

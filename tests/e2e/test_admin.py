@@ -354,3 +354,94 @@ def test_own_listener_serves_the_admin_api_and_the_mcp_port_does_not(
         assert status == 200 and tools["tools"]
     finally:
         gw.stop()
+
+
+def test_a_drifted_pin_is_reviewed_and_approved_through_the_api(tmp_path: Path) -> None:
+    from tests.e2e.test_pins import LISTER, REPORT, _gateway, _write
+
+    data = tmp_path / "keys"
+    admin, reader = create_key(data, "alice", "admin"), create_key(data, "rita", "admin-read")
+    auth = {
+        "enabled": True,
+        "data_dir": str(data),
+        "rules": [{"effect": "allow", "roles": ["admin", "probe"]}],
+    }
+    with _gateway(tmp_path, [REPORT, LISTER], {}, auth) as (gw, defs):
+        drifted = dict(REPORT, annotations={"destructiveHint": True})
+        _write(defs, [drifted, LISTER])
+        key = "/admin/v1/pins/files/tool/send_report"
+
+        def tools() -> list[str]:
+            page = call(gw, "GET", "/admin/v1/backends/files/tools", reader)[2]
+            return sorted(t["name"] for t in page["items"])
+
+        deadline = time.monotonic() + 15
+        while tools() != ["files_list_reports"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tools() == ["files_list_reports"]
+        status, _, pending = call(gw, "GET", "/admin/v1/pins?state=pending", reader)
+        assert status == 200 and [p["key"] for p in pending["pins"]] == ["files/tool/send_report"]
+        status, headers, pin = call(gw, "GET", key, reader)
+        assert status == 200 and headers["etag"] == f'"{pin["candidate"]}"'
+        assert {
+            "category": "annotations",
+            "summary": "destructiveHint false -> true",
+            "detail": [],
+        } in pin["changes"]
+        assert (
+            call(gw, "POST", key + "/approve", reader, headers={"If-Match": headers["etag"]})[0]
+            == 403
+        )
+        assert call(gw, "POST", key + "/approve", admin, headers={"If-Match": '"0000"'})[0] == 412
+        status, _, approved = call(
+            gw, "POST", key + "/approve", admin, headers={"If-Match": headers["etag"]}
+        )
+        assert status == 200 and approved["state"] == "pinned"
+        assert approved["approved_by"] == "api_key#alice"
+        deadline = time.monotonic() + 15
+        while len(tools()) != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tools() == ["files_list_reports", "files_send_report"]
+
+
+def admin_cli(gw: Gateway, key: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "switchyard"), "admin", "--url", gw.base, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SWITCHYARD_API_KEY": key},
+    )
+
+
+def test_every_json_operation_is_a_cli_subcommand_and_they_work(plane: dict[str, Any]) -> None:
+    from switchyard.admin.commands import command_name
+    from switchyard.admin.table import ROUTES
+
+    gw, keys = plane["gw"], plane["keys"]
+    usage = admin_cli(gw, keys["reader"], "--help").stdout
+    for op in ROUTES.operations:
+        if op.media == "application/json":
+            assert command_name(op) in usage
+    listed = admin_cli(gw, keys["reader"], "list-backends")
+    assert listed.returncode == 0, listed.stderr
+    assert [b["name"] for b in json.loads(listed.stdout)["backends"]] == ["fx"]
+    decided = admin_cli(
+        gw, keys["reader"], "simulate-permissions", "--principal", "bob", "--roles", "user",
+        "--tool", "fx_echo",
+    )  # fmt: skip
+    assert json.loads(decided.stdout)["decision"]["rule"] == 1
+    # A write reads the ETag it needs, then changes; a read-only key is refused (exit 1).
+    refused = admin_cli(gw, keys["reader"], "create-key", "--body", '{"principal": "dave"}')
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "switchyard admin: 403: read-only: this change needs an admin role"
+    )
+    made = admin_cli(gw, keys["admin"], "create-key", "--body", '{"principal": "dave"}')
+    assert made.returncode == 0, made.stderr
+    record = json.loads(made.stdout)
+    register_secret(record["key"])
+    revoked = admin_cli(gw, keys["admin"], "revoke-key", record["prefix"])
+    assert revoked.returncode == 0 and json.loads(revoked.stdout)["revoked"] is True
+    gone = admin_cli(gw, keys["admin"], "get-key", "nosuchkey")
+    assert (gone.returncode, gone.stderr.strip()) == (1, "switchyard admin: 404: no key nosuchkey")

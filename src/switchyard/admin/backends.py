@@ -290,6 +290,7 @@ OPERATIONS: Final = (
         if_match=True,
         etag=True,
         statuses=(409, 412, 422, 428),
+        etag_from="/admin/v1/status",
     ),
     Operation(
         "DELETE",
@@ -303,6 +304,7 @@ OPERATIONS: Final = (
         if_match=True,
         etag=True,
         statuses=(409, 412, 422, 428),
+        etag_from="/admin/v1/status",
     ),
     Operation(
         "POST",
@@ -316,5 +318,6 @@ OPERATIONS: Final = (
         status=202,
         if_match=True,
         statuses=(412, 428),
+        etag_from="/admin/v1/status",
     ),
 )

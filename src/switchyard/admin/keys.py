@@ -166,6 +166,7 @@ OPERATIONS: Final = (
         if_match=True,
         etag=True,
         statuses=(409, 412, 428),
+        etag_from="/admin/v1/keys",
     ),
     Operation(
         "GET",
@@ -191,5 +192,6 @@ OPERATIONS: Final = (
         if_match=True,
         etag=True,
         statuses=(409, 412, 428),
+        etag_from="/admin/v1/keys/{prefix}",
     ),
 )

@@ -140,6 +140,7 @@ OPERATIONS: Final = (
         if_match=True,
         etag=True,
         statuses=(409, 412, 428),
+        etag_from=PIN_PATH,
     ),
     Operation(
         "POST",
@@ -153,5 +154,6 @@ OPERATIONS: Final = (
         if_match=True,
         etag=True,
         statuses=(409, 412, 428),
+        etag_from=PIN_PATH,
     ),
 )

@@ -21,18 +21,10 @@ from urllib.parse import parse_qs
 
 import jsonschema
 
-from switchyard.admin import (
-    approvals,
-    audit_records,
-    backends,
-    configuration,
-    keys,
-    permissions,
-    pins,
-)
 from switchyard.admin.context import AdminContext, Problem, Request
 from switchyard.admin.openapi import document
-from switchyard.admin.routes import Access, Answer, Operation, Routes, obj
+from switchyard.admin.routes import Access, Operation
+from switchyard.admin.table import ROUTES
 from switchyard.audit.record import AuditEvent
 from switchyard.auth.authenticator import Refusal
 from switchyard.call import Identity
@@ -52,7 +44,6 @@ from switchyard.wire import frame
 log = logging.getLogger("switchyard.admin")
 
 PREFIX: Final = "/admin/v1"
-OPENAPI_PATH: Final = PREFIX + "/openapi.json"
 CALLER_PREFIXES: Final = ("/admin/v1/approvals", "/approvals/", "/v1/tools")
 MAX_BODY: Final = 1024 * 1024
 LOCAL: Final = "local"
@@ -63,27 +54,7 @@ class AdminPlane:
         self.ctx = ctx
         self.admin_port = admin_port
         """The port of the admin plane's own listener; None: it shares the MCP port."""
-        self.routes = Routes(
-            [
-                Operation(
-                    "GET",
-                    OPENAPI_PATH,
-                    "getOpenApi",
-                    "This document",
-                    "read",
-                    "meta",
-                    obj({"openapi": {"type": "string"}, "paths": {"type": "object"}}, ["openapi"]),
-                    self._openapi,
-                ),
-                *configuration.OPERATIONS,
-                *backends.OPERATIONS,
-                *permissions.OPERATIONS,
-                *keys.OPERATIONS,
-                *pins.OPERATIONS,
-                *audit_records.OPERATIONS,
-                *approvals.OPERATIONS,
-            ]
-        )
+        self.routes = ROUTES
         self._validators: dict[int, jsonschema.protocols.Validator] = {}
         settings = ctx.settings
         self._write_roles = frozenset(settings.roles)
@@ -103,9 +74,6 @@ class AdminPlane:
         if path.startswith(CALLER_PREFIXES):
             return True
         return self.admin_port is None and (path == PREFIX or path.startswith(PREFIX + "/"))
-
-    async def _openapi(self, request: Request) -> Answer:
-        return Answer(200, document(self.routes))
 
     def document(self) -> dict[str, Any]:
         return document(self.routes)

@@ -81,6 +81,8 @@ class Operation:
     media: str = "application/json"
     statuses: tuple[int, ...] = ()
     """Other statuses it may answer with (besides the success one and the common errors)."""
+    etag_from: str | None = None
+    """For a write: the path whose GET answers with the ETag it needs (the CLI reads it)."""
     segments: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
