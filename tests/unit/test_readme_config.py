@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from switchyard.config.schema import (
     AccessRuleConfig,
+    AdminConfig,
     ApprovalRuleConfig,
     ApprovalsConfig,
     GatewayConfig,
@@ -37,6 +38,7 @@ TABLES: dict[str, tuple[type[BaseModel], set[str]]] = {
         {"rules"},  # each rule's keys have their own table
     ),
     "### Approvals and agent mode (`approvals:`)": (ApprovalsConfig, set()),
+    "## Admin API (`admin:`)": (AdminConfig, set()),
 }
 
 
@@ -129,6 +131,8 @@ def test_every_stated_default_is_the_schemas(heading: str) -> None:
             assert _number(stated) == default, (heading, key, stated, default)
         elif isinstance(default, str):
             assert stated == f"`{default}`", (heading, key, stated, default)
+        elif isinstance(default, list) and default and all(isinstance(v, str) for v in default):
+            assert stated == "`[" + ", ".join(default) + "]`", (heading, key, stated, default)
         elif isinstance(default, list | dict):
             assert stated in ("`[]`", "`{}`") and not default, (heading, key, stated, default)
 
