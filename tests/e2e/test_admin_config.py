@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 import yaml
@@ -18,6 +19,7 @@ import yaml
 from tests.databases import PG_BASE
 from tests.e2e.test_admin import call
 from tests.harness import Gateway, create_key, start_gateway, stdio_fixture
+from tests.rpc import RawClient
 
 pytestmark = pytest.mark.e2e
 
@@ -195,3 +197,81 @@ def test_two_gateways_on_postgresql_converge_within_a_second(tmp_path: Path) -> 
             b.stop()
     finally:
         asyncio.run(_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_no_mcp_request_fails_while_backends_come_and_go_through_the_api(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys"
+    admin = create_key(keys, "carol", "admin")
+    callers = {"alice": create_key(keys, "alice", "user"), "bob": create_key(keys, "bob", "user")}
+    config = base_config(tmp_path, dynamic_registration=True)
+    config["servers"]["fx"] = stdio_fixture("crashy", isolation="shared")
+    gw = start_gateway(config, tmp_path)
+    failures: list[Any] = []
+    answered = {"alice": 0, "bob": 0}
+    stop = asyncio.Event()
+
+    async def caller(who: str, http: aiohttp.ClientSession) -> None:
+        client = await RawClient(
+            gw.url, http, extra_headers={"Authorization": f"Bearer {callers[who]}"}
+        ).open()
+        deadline = time.monotonic() + 90
+        for i in range(5000):  # bounded in count and in time
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            text = f"{who}-{i}"
+            resp = await client.request(
+                "tools/call", {"name": "fx_echo", "arguments": {"text": text}}, i
+            )
+            body = resp.json if resp.status == 200 else None
+            content = (body or {}).get("result", {}).get("content", [{}])
+            if resp.status != 200 or content[0].get("text") != text:
+                failures.append((who, resp.status, resp.body[:300]))
+            answered[who] += 1
+
+    async def admin_call(method: str, path: str, body: Any, etag: str) -> dict[str, Any]:
+        status, _, answer = await asyncio.to_thread(
+            call, gw, method, path, admin, body, {"If-Match": etag}
+        )
+        assert status == 200, answer
+        return answer  # type: ignore[no-any-return]
+
+    try:
+        gw.wait_backend("fx")
+        async with aiohttp.ClientSession() as http:
+            load = [asyncio.create_task(caller(who, http)) for who in callers]
+            try:
+                version = 1
+                for round_ in range(3):
+                    while sum(answered.values()) < 20 * (round_ + 1):
+                        assert not any(t.done() for t in load), [t.exception() for t in load]
+                        await asyncio.sleep(0.01)
+                    entry = stdio_fixture("crashy")
+                    added = await admin_call(
+                        "PUT", f"/admin/v1/backends/extra{round_}", entry, f'"v{version}"'
+                    )
+                    version = added["version"]
+                    removed = await admin_call(
+                        "DELETE", f"/admin/v1/backends/extra{round_}", None, f'"v{version}"'
+                    )
+                    version = removed["version"]
+                    assert removed["removed"] == [f"extra{round_}"]
+                target = sum(answered.values()) + 20
+                while sum(answered.values()) < target:
+                    assert not any(t.done() for t in load), [t.exception() for t in load]
+                    await asyncio.sleep(0.01)
+            finally:
+                stop.set()
+                await asyncio.gather(*load)
+        assert failures == []
+        assert answered["alice"] > 20 and answered["bob"] > 20
+        assert version == 7
+    finally:
+        gw.stop()

@@ -223,8 +223,10 @@ async def restart_backend(request: Request) -> Answer:
     """A fresh connection (or process) for one backend; its configuration is unchanged."""
     name = _known(request)
     request.require(config_etag(request))
-    gateway = request.ctx.gateway
-    await gateway.apply(gateway.plan, restart=frozenset({name}))
+    desired = request.ctx.desired
+    if desired is None:
+        raise Problem(409, "this gateway cannot restart backends through the API")
+    await desired.reloader.restart(name)
     return Answer(
         202, {"name": name, "restarted": True}, audit={"target": f"restart backend {name}"}
     )

@@ -116,6 +116,12 @@ class Reloader:
             )
             return changes
 
+    async def restart(self, name: str) -> None:
+        """A fresh connection (or process) for one backend, its configuration unchanged; never
+        at the same time as a reload, which could otherwise swap the old plan back in."""
+        async with self._lock:
+            await self.gateway.apply(self.plan, restart=frozenset({name}))
+
     def _prepare(self) -> tuple[SwitchyardConfig, Plan, list[str]]:
         config, warnings = load(self.path)
         restart = restart_only_changes(self.config, config)
