@@ -445,3 +445,72 @@ def test_every_json_operation_is_a_cli_subcommand_and_they_work(plane: dict[str,
     assert revoked.returncode == 0 and json.loads(revoked.stdout)["revoked"] is True
     gone = admin_cli(gw, keys["admin"], "get-key", "nosuchkey")
     assert (gone.returncode, gone.stderr.strip()) == (1, "switchyard admin: 404: no key nosuchkey")
+
+
+def test_tokens_are_authorised_by_scope_and_an_mcp_only_token_is_refused_everywhere(
+    tmp_path: Path,
+) -> None:
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    signer = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = (
+        signer.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    issuer = "https://idp.example"
+    port = free_port()
+    config = {
+        "auth": {
+            "enabled": True,
+            "public_url": f"http://127.0.0.1:{port}",
+            "data_dir": str(tmp_path / "keys"),
+            "issuers": [{"issuer": issuer, "static_keys": [pem], "algorithms": ["RS256"]}],
+            "rules": [{"effect": "allow", "roles": ["probe"]}],
+        },
+        "storage": {"data_dir": str(tmp_path / "db")},
+        "servers": {"fx": stdio_fixture("crashy")},
+    }
+
+    def token(sub: str, scope: str) -> str:
+        claims = {
+            "iss": issuer,
+            "sub": sub,
+            "aud": f"http://127.0.0.1:{port}/mcp",
+            "exp": int(time.time()) + 600,
+            "scope": scope,
+        }
+        return register_secret(jwt.encode(claims, signer, algorithm="RS256"))
+
+    mcp_only, reader, admin = (
+        token("mia", "mcp:call"),
+        token("rex", "switchyard:admin.read"),
+        token("ada", "switchyard:admin"),
+    )
+    gw = start_gateway(config, tmp_path, port=port)
+    try:
+        _, _, doc = call(gw, "GET", "/admin/v1/openapi.json", reader)
+        for path, item in doc["paths"].items():
+            for method, op in item.items():
+                if op["x-switchyard-access"] == "caller":
+                    continue
+                body = {} if "requestBody" in op else None
+                status, _, answer = call(gw, method.upper(), _concrete(path), mcp_only, body)
+                assert (status, answer) == (
+                    403,
+                    {"error": "the admin API needs an admin role or scope"},
+                ), (method, path)
+        assert call(gw, "GET", "/admin/v1/status", reader)[0] == 200
+        status, headers, _ = call(gw, "GET", "/admin/v1/keys", reader)
+        create = {"principal": "zed"}
+        refused = call(gw, "POST", "/admin/v1/keys", reader, create, {"If-Match": headers["etag"]})
+        assert refused[:1] == (403,)
+        status, _, made = call(
+            gw, "POST", "/admin/v1/keys", admin, create, {"If-Match": headers["etag"]}
+        )
+        assert status == 201 and made["principal"] == "zed"
+        register_secret(made["key"])
+    finally:
+        gw.stop()

@@ -45,6 +45,7 @@ log = logging.getLogger("switchyard.admin")
 
 PREFIX: Final = "/admin/v1"
 CALLER_PREFIXES: Final = ("/admin/v1/approvals", "/approvals/", "/v1/tools")
+ALL_PREFIXES: Final = (PREFIX, "/approvals/", "/v1/tools")
 MAX_BODY: Final = 1024 * 1024
 LOCAL: Final = "local"
 
@@ -67,13 +68,13 @@ class AdminPlane:
         return self.admin_port is not None and server is not None and server[1] == self.admin_port
 
     def serves(self, scope: Scope) -> bool:
-        """Whether this request is the admin plane's to answer."""
+        """Whether this request is the admin plane's to answer. On every request's path: one
+        prefix test when the plane shares the MCP port."""
+        if self.admin_port is None:
+            return bool(scope["path"].startswith(ALL_PREFIXES))
         if self.on_admin_listener(scope):
             return True
-        path: str = scope["path"]
-        if path.startswith(CALLER_PREFIXES):
-            return True
-        return self.admin_port is None and (path == PREFIX or path.startswith(PREFIX + "/"))
+        return bool(scope["path"].startswith(CALLER_PREFIXES))
 
     def document(self) -> dict[str, Any]:
         return document(self.routes)
