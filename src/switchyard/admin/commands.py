@@ -35,13 +35,17 @@ def command_name(op: Operation) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", op.name).lower()
 
 
-def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "admin",
-        help="the admin API of a running gateway (every operation, one subcommand each)",
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="switchyard admin",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=os.environ.get("SWITCHYARD_ADMIN_URL", DEFAULT_URL))
     parser.add_argument("--key-file", help="a file holding the API key ($SWITCHYARD_API_KEY)")
     sub = parser.add_subparsers(dest="admin_command", required=True)
