@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 import jsonschema
 
+from switchyard.admin.console import Console
 from switchyard.admin.context import AdminContext, Problem, Request
 from switchyard.admin.openapi import document
 from switchyard.admin.routes import Access, Operation
@@ -45,7 +46,8 @@ log = logging.getLogger("switchyard.admin")
 
 PREFIX: Final = "/admin/v1"
 CALLER_PREFIXES: Final = ("/admin/v1/approvals", "/approvals/", "/v1/tools")
-ALL_PREFIXES: Final = (PREFIX, "/approvals/", "/v1/tools")
+CONSOLE: Final = "/admin/console"
+ALL_PREFIXES: Final = (PREFIX, CONSOLE, "/approvals/", "/v1/tools")
 MAX_BODY: Final = 1024 * 1024
 LOCAL: Final = "local"
 
@@ -56,6 +58,7 @@ class AdminPlane:
         self.admin_port = admin_port
         """The port of the admin plane's own listener; None: it shares the MCP port."""
         self.routes = ROUTES
+        self.console = Console(self)
         self._validators: dict[int, jsonschema.protocols.Validator] = {}
         settings = ctx.settings
         self._write_roles = frozenset(settings.roles)
@@ -81,6 +84,9 @@ class AdminPlane:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
+        if scope["path"] == CONSOLE or scope["path"].startswith(CONSOLE + "/"):
+            await self.console(scope, receive, send)
+            return
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
         path = raw.split(b"?", 1)[0].decode("latin-1")
         found = self.routes.find(method, path)
@@ -100,7 +106,7 @@ class AdminPlane:
             await op.raw(request)
             return
         try:
-            self._authorise(who, op.access)
+            self.authorise(who, op.access)
             request.query = self._query(op, scope)
             request.body = await self._body(op, receive)
             request.if_match = _header(scope, b"if-match")
@@ -110,7 +116,7 @@ class AdminPlane:
             answer = await op.handler(request)
         except Problem as exc:
             if op.access == "write":
-                self._audit(op, request, exc.status, {"error": exc.message})
+                self.audit(op, request, exc.status, {"error": exc.message})
             await _error(send, exc.status, exc.message)
             return
         except Exception:
@@ -121,7 +127,7 @@ class AdminPlane:
         if answer.etag is not None:
             headers.append((b"etag", answer.etag.encode()))
         if op.access == "write":
-            self._audit(op, request, answer.status, answer.audit or {})
+            self.audit(op, request, answer.status, answer.audit or {})
         await respond_json(send, answer.status, frame.encode(answer.body), headers)
 
     async def _who(self, scope: Scope, send: Send, access: Access) -> Identity | bool | None:
@@ -147,7 +153,7 @@ class AdminPlane:
         IDENTITY.set(outcome)
         return outcome
 
-    def _authorise(self, who: Identity | None, access: Access) -> None:
+    def authorise(self, who: Identity | None, access: Access) -> None:
         if access == "caller" or (who is not None and who.via == LOCAL):
             return
         assert who is not None
@@ -194,11 +200,15 @@ class AdminPlane:
             body = json.loads(raw) if raw else None
         except ValueError:
             raise Problem(400, "the body is not valid JSON") from None
+        self.validate_body(op, body)
+        return body
+
+    def validate_body(self, op: Operation, body: Any) -> None:
+        assert op.body is not None
         error = jsonschema.exceptions.best_match(self._validator(op.body).iter_errors(body))
         if error is not None:
             where = ".".join(str(p) for p in error.absolute_path)
             raise Problem(400, f"{where or 'body'}: {error.message}")
-        return body
 
     def _validator(self, schema: dict[str, Any]) -> Any:
         found = self._validators.get(id(schema))
@@ -207,7 +217,7 @@ class AdminPlane:
             self._validators[id(schema)] = found
         return found
 
-    def _audit(
+    def audit(
         self, op: Operation, request: Request, status: int, extra: dict[str, Any] | Any
     ) -> None:
         fields: dict[str, Any] = {

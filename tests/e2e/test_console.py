@@ -1,0 +1,149 @@
+"""The web console in a real browser: Debian's chromium, headless, driven by Playwright, against
+a running gateway with a real backend; an admin and a read-only admin signed in at once.
+Screenshots of each page are kept with the test logs (console-*.png)."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_admin import admin_config, hmac_env  # noqa: F401 (a fixture)
+from tests.harness import LOG_DIR, create_key, register_secret, start_gateway
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _shot(page: Any, name: str) -> None:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(LOG_DIR / f"console-{name}.png"), full_page=True)
+
+
+def _sign_in(browser: Any, base: str, key: str) -> tuple[Any, list[str]]:
+    context = browser.new_context()
+    page = context.new_page()
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Security Policy" in m.text else None)
+    page.goto(base + "/admin/console/")
+    assert page.url.endswith("/admin/console/login")
+    page.fill("input[name=key]", key)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/admin/console/")
+    return page, violations
+
+
+@pytest.mark.timeout(300)
+def test_console_in_chromium_with_an_admin_and_a_read_only_admin(
+    tmp_path: Path,
+    browser: Any,
+    hmac_env: None,  # noqa: F811
+) -> None:
+    data = tmp_path / "keys"
+    admin_key = create_key(data, "alice", "admin")
+    reader_key = create_key(data, "rita", "admin-read")
+    user_key = create_key(data, "bob", "user")
+    gw = start_gateway(admin_config(tmp_path), tmp_path)
+    try:
+        gw.wait_backend("fx")
+        base = gw.base
+        # A plain user cannot sign in.
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(base + "/admin/console/login")
+        page.fill("input[name=key]", user_key)
+        page.click("button[type=submit]")
+        assert "the admin API needs an admin role or scope" in page.inner_text("main")
+        context.close()
+
+        admin, admin_csp = _sign_in(browser, base, admin_key)
+        reader, reader_csp = _sign_in(browser, base, reader_key)
+        assert "fx" in admin.inner_text("table") and "up" in admin.inner_text("table")
+        _shot(admin, "overview")
+
+        admin.goto(base + "/admin/console/keys")
+        admin.fill("input[name=principal]", "carol")
+        admin.fill("input[name=roles]", "user")
+        admin.click("text=Create")
+        created = register_secret(admin.inner_text("#new-key"))
+        assert created.startswith("sy_")
+        # The read-only admin sees the new key's record, never the key, and cannot create one.
+        reader.goto(base + "/admin/console/keys")
+        assert "carol" in reader.inner_text("table")
+        assert created not in reader.content()
+        reader.fill("input[name=principal]", "mallory")
+        reader.click("text=Create")
+        assert "403: read-only: this change needs an admin role" in reader.inner_text("main")
+        assert "mallory" not in reader.inner_text("table")
+        # The admin revokes it; the page's ETag goes with the form.
+        admin.goto(base + "/admin/console/keys")
+        row = admin.locator("tr", has_text="carol")
+        row.locator("text=Revoke").click()
+        assert "Revoked" in admin.inner_text("main")
+        assert "revoked" in admin.locator("tr", has_text="carol").inner_text()
+        _shot(admin, "keys")  # after the revocation: the page no longer shows the key
+
+        admin.goto(base + "/admin/console/access")
+        admin.fill("input[name=principal]", "bob")
+        admin.fill("input[name=roles]", "user")
+        admin.fill("input[name=tool]", "fx_echo")
+        admin.click("text=Simulate")
+        assert admin.inner_text("#decision") == (
+            "api_key#bob may not call fx_echo: denied by access rule 1 (deny)"
+        )
+        _shot(admin, "access")
+
+        admin.goto(base + "/admin/console/pins")
+        assert "Nothing waits for review." in admin.inner_text("main")
+        _shot(admin, "pins")
+
+        admin.goto(base + "/admin/console/audit?event=admin")
+        text = admin.inner_text("table")
+        deadline_reload = 0
+        while "revokeKey" not in text and deadline_reload < 50:
+            admin.wait_for_timeout(100)
+            admin.reload()
+            text = admin.inner_text("table")
+            deadline_reload += 1
+        assert "createKey" in text and "revokeKey" in text and "api_key#alice" in text
+        _shot(admin, "audit")
+        assert created not in admin.content()
+
+        # A form posted without the session's CSRF token is refused, cookie or not.
+        cookie = "; ".join(f"{c['name']}={c['value']}" for c in admin.context.cookies())
+        request = urllib.request.Request(
+            base + "/admin/console/keys",
+            data=b"principal=eve&roles=admin&csrf=forged",
+            method="POST",
+            headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403
+        csp = refused.value.headers["content-security-policy"]
+        assert csp.startswith("default-src 'none'") and "script-src" not in csp
+        reader.goto(base + "/admin/console/keys")
+        assert "eve" not in reader.inner_text("table")
+        assert admin_csp == [] and reader_csp == []
+    finally:
+        gw.stop()
