@@ -4,6 +4,7 @@ Screenshots of each page are kept with the test logs (console-*.png)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import urllib.error
 import urllib.request
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_admin import admin_config, hmac_env  # noqa: F401 (a fixture)
-from tests.harness import LOG_DIR, create_key, register_secret, start_gateway
+from tests.harness import LOG_DIR, create_key, register_secret, start_gateway, stdio_fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -63,7 +64,7 @@ def test_console_in_chromium_with_an_admin_and_a_read_only_admin(
     admin_key = create_key(data, "alice", "admin")
     reader_key = create_key(data, "rita", "admin-read")
     user_key = create_key(data, "bob", "user")
-    gw = start_gateway(admin_config(tmp_path), tmp_path)
+    gw = start_gateway(admin_config(tmp_path, dynamic_registration=True), tmp_path)
     try:
         gw.wait_backend("fx")
         base = gw.base
@@ -79,7 +80,25 @@ def test_console_in_chromium_with_an_admin_and_a_read_only_admin(
         admin, admin_csp = _sign_in(browser, base, admin_key)
         reader, reader_csp = _sign_in(browser, base, reader_key)
         assert "fx" in admin.inner_text("table") and "up" in admin.inner_text("table")
+        # Register a backend from the console; its tools show once it is up and checked.
+        admin.fill("input[type=text][name=name]", "more")
+        admin.fill("textarea[name=entry]", json.dumps(stdio_fixture("crashy")))
+        admin.click("button:has-text('Register')")
+        assert "Version 2 applied." in admin.inner_text("main")
+        for _ in range(100):
+            row = admin.locator("tr", has_text="more").inner_text().split("\t")
+            if row[1:2] == ["up"] and row[3:4] not in (["0"], [""]):
+                break
+            admin.wait_for_timeout(100)
+            admin.goto(base + "/admin/console/")
+        assert row[:2] == ["more", "up"] and int(row[3]) > 0, row
         _shot(admin, "overview")
+        reader.goto(base + "/admin/console/")
+        reader.fill("input[type=text][name=name]", "evil")
+        reader.fill("textarea[name=entry]", json.dumps(stdio_fixture("crashy")))
+        reader.click("button:has-text('Register')")
+        assert "403: read-only: this change needs an admin role" in reader.inner_text("main")
+        assert "evil" not in reader.inner_text("table")
 
         admin.goto(base + "/admin/console/keys")
         admin.fill("input[name=principal]", "carol")

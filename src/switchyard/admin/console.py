@@ -216,17 +216,59 @@ class Console:
     # -- pages ------------------------------------------------------------------------------
 
     async def _overview(self, c: _Call, method: str, form: dict[str, str], q: Any) -> Any:
-        status = (await c.run("getStatus")).body
+        notice = ""
+        if method == "POST":
+            name = form.get("name", "")
+            try:
+                if form.get("action") == "remove":
+                    answer = await c.run("deleteBackend", {"name": name}, if_match=form.get("etag"))
+                else:
+                    try:
+                        entry = json.loads(form.get("entry", ""))
+                    except ValueError:
+                        raise Problem(400, "the entry is not valid JSON") from None
+                    answer = await c.run(
+                        "putBackend", {"name": name}, body=entry, if_match=form.get("etag")
+                    )
+                notice = f"<p class=ok>Version {_e(answer.body['version'])} applied.</p>"
+            except Problem as exc:
+                notice = f"<p class=error>{exc.status}: {_e(exc.message)}</p>"
+        status = await c.run("getStatus")
+        dynamic = bool(status.body.get("dynamic_registration"))
+        etag = _e(status.etag)
+
+        def remove(name: str) -> str:
+            if not dynamic:
+                return ""
+            return (
+                "<form class=inline method=post><input type=hidden name=csrf value=__CSRF__>"
+                f"<input type=hidden name=etag value='{etag}'>"
+                f"<input type=hidden name=name value='{_e(name)}'>"
+                "<input type=hidden name=action value=remove><button type=submit>Remove</button>"
+                "</form>"
+            )
+
         rows = "".join(
             f"<tr><td>{_e(b['name'])}</td><td>{_e(b['state'])}</td><td>{_e(b['transport'])}</td>"
-            f"<td>{_e(b['tools'])}</td><td>{_e(b['error'])}</td></tr>"
+            f"<td>{_e(b['tools'])}</td><td>{_e(b['error'])}</td><td>{remove(b['name'])}</td></tr>"
             for b in (await c.run("listBackends")).body["backends"]
         )
+        register = (
+            "<h2>Register a backend</h2><form method=post>"
+            "<input type=hidden name=csrf value=__CSRF__>"
+            f"<input type=hidden name=etag value='{etag}'>"
+            "<label>name <input type=text name=name></label><br>"
+            "<label>entry (a <code>servers:</code> entry as JSON)<br>"
+            "<textarea name=entry rows=4 cols=80></textarea></label><br>"
+            "<button type=submit>Register</button></form>"
+            if dynamic
+            else "<p>Backends come from the configuration file (dynamic registration is off).</p>"
+        )
         body = (
-            f"<p>Status <b>{_e(status['status'])}</b>, configuration version "
-            f"<b>{_e(status['version'])}</b> (source: {_e(status['source'])}).</p>"
+            notice + f"<p>Status <b>{_e(status.body['status'])}</b>, configuration version "
+            f"<b>{_e(status.body['version'])}</b> (source: {_e(status.body['source'])}).</p>"
             "<table><tr><th>backend</th><th>state</th><th>transport</th><th>tools</th>"
-            f"<th>error</th></tr>{rows}</table>"
+            f"<th>error</th><th></th></tr>{rows}</table>{register}"
         )
         return "Overview", body
 
