@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -164,5 +165,52 @@ def test_console_in_chromium_with_an_admin_and_a_read_only_admin(
         reader.goto(base + "/admin/console/keys")
         assert "eve" not in reader.inner_text("table")
         assert admin_csp == [] and reader_csp == []
+    finally:
+        gw.stop()
+
+
+@pytest.mark.timeout(300)
+def test_console_approves_a_waiting_call(
+    tmp_path: Path,
+    browser: Any,
+    hmac_env: None,  # noqa: F811
+) -> None:
+    from tests.e2e.test_admin import call
+    from tests.harness import keys_cli
+
+    data = tmp_path / "keys"
+    alice = keys_cli(
+        "create", "--principal", "alice", "--role", "admin", "--role", "approver",
+        "--data-dir", str(data),
+    )  # fmt: skip
+    bob = create_key(data, "bob", "user")
+    config = admin_config(tmp_path)
+    config["approvals"] = {
+        "enabled": True,
+        "secret": register_secret("console-approval-secret-" + str(time.monotonic_ns())),
+        "rules": [{"name": "floods", "tools": ["flood"], "approver": "approver"}],
+    }
+    gw = start_gateway(config, tmp_path)
+    try:
+        gw.wait_backend("fx")
+        proposed = {
+            "name": "fx_flood",
+            "arguments": {"count": 0, "size": 0, "done_file": str(tmp_path / "done")},
+        }
+        status, _, waiting = call(gw, "POST", "/v1/tools/call", bob, proposed)
+        assert status == 202 and waiting["status"] == "approval_required"
+        ticket = waiting["approval"]["id"]
+        page, violations = _sign_in(browser, gw.base, alice)
+        page.goto(gw.base + "/admin/console/approvals")
+        row = page.locator("tr", has_text=ticket)
+        assert "api_key#bob" in row.inner_text() and "fx_flood" in row.inner_text()
+        _shot(page, "approvals")
+        row.locator("button[value=approve]").click()
+        assert f"{ticket}: approved." in page.inner_text("main")
+        assert "No call waits for a decision." in page.inner_text("main")
+        status, _, done = call(gw, "POST", "/v1/tools/call", bob, proposed)
+        assert status == 200 and done["status"] == "completed"
+        assert done["result"]["content"][0]["text"] == "flooded 0"
+        assert violations == []
     finally:
         gw.stop()

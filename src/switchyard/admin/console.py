@@ -35,6 +35,8 @@ from switchyard.downstream.asgi import (
     read_body,
     respond,
 )
+from switchyard.policies.approvals import ApprovalRefused
+from switchyard.storage.database import StorageError
 
 ROOT: Final = "/admin/console"
 COOKIE: Final = "sy_console"
@@ -108,6 +110,7 @@ class Console:
             ROOT + "/access": self._access,
             ROOT + "/pins": self._pins,
             ROOT + "/audit": self._audit,
+            ROOT + "/approvals": self._approvals,
         }
         page = pages.get(path)
         if page is None:
@@ -196,6 +199,7 @@ class Console:
                     ("/access", "Access"),
                     ("/pins", "Pins"),
                     ("/audit", "Audit"),
+                    ("/approvals", "Approvals"),
                 )
             )
             nav = (
@@ -418,6 +422,55 @@ class Console:
             f"<th>outcome</th><th>target</th></tr>{rows}</table>"
         )
         return "Audit", body
+
+    async def _approvals(self, c: _Call, method: str, form: dict[str, str], q: Any) -> Any:
+        """The queue of waiting calls this caller may see; deciding is the approvals policy's
+        (`may_decide`), exactly as over `/admin/v1/approvals`."""
+        approvals = self.plane.ctx.gateway.settings.approvals
+        if approvals is None:
+            return "Approvals", "<p>Approvals are not enabled.</p>"
+        notice = ""
+        try:
+            store = await approvals.ready()
+            if method == "POST":
+                approve = form.get("action") == "approve"
+                reason = form.get("reason") or None
+                try:
+                    if not approve and not reason:
+                        raise ApprovalRefused(400, "a denial needs a reason")
+                    ticket = await approvals.decide(
+                        form.get("id", ""), approve, c.who, c.who.key, reason
+                    )
+                    notice = f"<p class=ok>{_e(ticket.id)}: {_e(ticket.status())}.</p>"
+                except ApprovalRefused as exc:
+                    notice = f"<p class=error>{exc.status}: {_e(str(exc))}</p>"
+            tickets = [t for t in await store.listed("pending") if approvals.may_see(t, c.who)]
+        except StorageError:
+            return "Approvals", "<p class=error>The ticket store is unavailable.</p>"
+        rows = []
+        for ticket in tickets:
+            t = ticket.as_json()
+            refusal = approvals.may_decide(ticket, c.who)
+            action = (
+                _e(refusal)
+                if refusal is not None
+                else "<form class=inline method=post><input type=hidden name=csrf value=__CSRF__>"
+                f"<input type=hidden name=id value='{_e(t['id'])}'>"
+                "<input type=text name=reason placeholder='reason (needed to deny)'> "
+                "<button type=submit name=action value=approve>Approve</button> "
+                "<button type=submit name=action value=deny>Deny</button></form>"
+            )
+            rows.append(
+                f"<tr><td>{_e(t['id'])}</td><td>{_e(t['principal'])}</td><td>{_e(t['name'])}</td>"
+                f"<td>{_e(t['rule'])}</td><td>{_e(t['expiresAt'])}</td><td>{action}</td></tr>"
+            )
+        body = notice + (
+            "<table><tr><th>ticket</th><th>caller</th><th>tool</th><th>rule</th><th>expires</th>"
+            f"<th></th></tr>{''.join(rows)}</table>"
+            if rows
+            else "<p>No call waits for a decision.</p>"
+        )
+        return "Approvals", body
 
 
 class _Call:
