@@ -133,6 +133,16 @@ def test_console_in_chromium_with_an_admin_and_a_read_only_admin(
         )
         _shot(admin, "access")
 
+        # The playground: a form from the tool's input schema, called as the signed-in admin.
+        admin.goto(base + "/admin/console/playground")
+        admin.click("a:text-is('fx_echo')")
+        admin.fill("input[name='arg.text']", "hello from the console")
+        admin.click("button:has-text('Call')")
+        result = json.loads(admin.inner_text("#result"))
+        assert result["content"][0]["text"] == "hello from the console"
+        assert "ms)" in admin.inner_text("h2")
+        _shot(admin, "playground")
+
         admin.goto(base + "/admin/console/pins")
         assert "Nothing waits for review." in admin.inner_text("main")
         _shot(admin, "pins")

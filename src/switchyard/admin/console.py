@@ -18,13 +18,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 from switchyard.admin.context import Problem, Request
 from switchyard.admin.routes import Answer, Operation
 from switchyard.admin.table import ROUTES
 from switchyard.auth.authenticator import Refusal
-from switchyard.call import Identity
+from switchyard.call import Identity, RequestContext
 from switchyard.downstream.asgi import (
     BodyTooLarge,
     BodyTooSlow,
@@ -36,7 +36,10 @@ from switchyard.downstream.asgi import (
     respond,
 )
 from switchyard.policies.approvals import ApprovalRefused
+from switchyard.protocol import methods
+from switchyard.protocol.versions import LATEST_MODERN, Era
 from switchyard.storage.database import StorageError
+from switchyard.wire import frame
 
 ROOT: Final = "/admin/console"
 COOKIE: Final = "sy_console"
@@ -111,6 +114,7 @@ class Console:
             ROOT + "/pins": self._pins,
             ROOT + "/audit": self._audit,
             ROOT + "/approvals": self._approvals,
+            ROOT + "/playground": self._playground,
         }
         page = pages.get(path)
         if page is None:
@@ -200,6 +204,7 @@ class Console:
                     ("/pins", "Pins"),
                     ("/audit", "Audit"),
                     ("/approvals", "Approvals"),
+                    ("/playground", "Playground"),
                 )
             )
             nav = (
@@ -471,6 +476,77 @@ class Console:
             else "<p>No call waits for a decision.</p>"
         )
         return "Approvals", body
+
+    async def _playground(self, c: _Call, method: str, form: dict[str, str], q: Any) -> Any:
+        """Call a tool as yourself through the same chain as `/mcp` (access rules, limits,
+        approvals, redaction all apply): a form made from the tool's input schema."""
+        gateway = self.plane.ctx.gateway
+        ctx = RequestContext(
+            Era.MODERN, LATEST_MODERN, "console", principal=c.who.key, identity=c.who
+        )
+        listed = await gateway.dispatcher.request(ctx, methods.TOOLS_LIST, frame.Raw(b"{}"))
+        tools = (
+            frame.decode_any(listed.result).get("tools", []) if listed.result is not None else []
+        )
+        by_name = {t["name"]: t for t in tools if isinstance(t, dict) and "name" in t}
+        links = "".join(
+            f"<li><a href='{ROOT}/playground?{urlencode({'tool': n})}'>{_e(n)}</a></li>"
+            for n in sorted(by_name)
+        )
+        name = form.get("tool") or q.get("tool")
+        tool = by_name.get(name or "")
+        if tool is None:
+            return "Playground", f"<p>Pick a tool you may call:</p><ul>{links}</ul>"
+        schema = tool.get("inputSchema") or {}
+        properties = schema.get("properties") or {}
+        result = ""
+        if method == "POST":
+            try:
+                arguments = {
+                    key: _argument(prop, form[f"arg.{key}"])
+                    for key, prop in properties.items()
+                    if form.get(f"arg.{key}", "") != ""
+                }
+            except ValueError as exc:
+                result = f"<p class=error>{_e(exc)}</p>"
+            else:
+                params = frame.encode({"name": name, "arguments": arguments})
+                started = time.perf_counter()
+                reply = await gateway.dispatcher.request(ctx, methods.TOOLS_CALL, frame.Raw(params))
+                took = (time.perf_counter() - started) * 1000
+                answer = reply.result if reply.result is not None else reply.error
+                shown = json.dumps(frame.decode_any(answer or b"null"), indent=2)
+                result = f"<h2>Result ({took:.1f} ms)</h2><pre id=result>{_e(shown)}</pre>"
+        fields = "".join(
+            f"<label>{_e(key)} <small>{_e(prop.get('type', 'json'))}</small> "
+            f"<input type=text name='arg.{_e(key)}'></label><br>"
+            for key, prop in properties.items()
+            if isinstance(prop, dict)
+        )
+        body = (
+            f"<p><b>{_e(name)}</b>: {_e(tool.get('description', ''))}</p>"
+            "<form method=post><input type=hidden name=csrf value=__CSRF__>"
+            f"<input type=hidden name=tool value='{_e(name)}'>{fields}"
+            "<button type=submit>Call</button></form>" + result + f"<ul>{links}</ul>"
+        )
+        return "Playground", body
+
+
+def _argument(prop: Any, text: str) -> Any:
+    """A form field as the schema's type: numbers, booleans and JSON for the rest."""
+    kind = prop.get("type") if isinstance(prop, dict) else None
+    try:
+        if kind == "string":
+            return text
+        if kind == "integer":
+            return int(text)
+        if kind == "number":
+            return float(text)
+        if kind == "boolean":
+            return text.lower() in ("1", "true", "yes", "on")
+        return json.loads(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a {kind or 'JSON value'}") from None
 
 
 class _Call:
