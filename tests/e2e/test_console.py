@@ -224,3 +224,40 @@ def test_console_approves_a_waiting_call(
         assert violations == []
     finally:
         gw.stop()
+
+
+@pytest.mark.timeout(300)
+def test_console_reviews_and_approves_a_drifted_pin(tmp_path: Path, browser: Any) -> None:
+    from tests.e2e.test_pins import LISTER, REPORT, _gateway, _write
+
+    data = tmp_path / "keys"
+    admin = create_key(data, "alice", "admin")
+    auth = {
+        "enabled": True,
+        "data_dir": str(data),
+        "rules": [{"effect": "allow", "roles": ["admin", "probe"]}],
+    }
+    with _gateway(tmp_path, [REPORT, LISTER], {}, auth) as (gw, defs):
+        _write(defs, [dict(REPORT, annotations={"destructiveHint": True}), LISTER])
+        page, violations = _sign_in(browser, gw.base, admin)
+        for _ in range(150):
+            page.goto(gw.base + "/admin/console/pins")
+            if "files/tool/send_report" in page.inner_text("main"):
+                break
+            page.wait_for_timeout(100)
+        text = page.inner_text("main")
+        assert "files/tool/send_report" in text and "destructiveHint false -> true" in text
+        _shot(page, "pin-diff")
+        page.goto(gw.base + "/admin/console/playground")
+        assert "files_send_report" not in page.inner_text("main")  # held back until approved
+        page.goto(gw.base + "/admin/console/pins")
+        page.click("button:has-text('Approve')")
+        assert "files/tool/send_report: done." in page.inner_text("main")
+        assert "Nothing waits for review." in page.inner_text("main")
+        for _ in range(150):
+            page.goto(gw.base + "/admin/console/playground")
+            if "files_send_report" in page.inner_text("main"):
+                break
+            page.wait_for_timeout(100)
+        assert "files_send_report" in page.inner_text("main")
+        assert violations == []
