@@ -38,12 +38,15 @@ from switchyard.downstream.asgi import (
 from switchyard.policies.approvals import ApprovalRefused
 from switchyard.protocol import methods
 from switchyard.protocol.versions import LATEST_MODERN, Era
+from switchyard.routing import catalog
 from switchyard.storage.database import StorageError
 from switchyard.wire import frame
 
 ROOT: Final = "/admin/console"
 COOKIE: Final = "sy_console"
 SESSION_S: Final = 8 * 3600.0
+PAGE_ROWS: Final = 200
+"""Rows a page shows at most (a search or a filter narrows the rest)."""
 MAX_SESSIONS: Final = 1000
 MAX_FORM: Final = 64 * 1024
 CSP: Final = (
@@ -350,11 +353,13 @@ class Console:
                 tools = "".join(
                     f"<tr><td>{_e(t['name'])}</td><td>{_e(t['backend'])}</td>"
                     f"<td>{_e(t['rule'])}</td></tr>"
-                    for t in found["tools"]
+                    for t in found["tools"][:PAGE_ROWS]
                 )
+                more = len(found["tools"]) - PAGE_ROWS
                 result += (
-                    f"<h2>Listed for {_e(found['principal'])}</h2><table><tr><th>tool</th>"
-                    f"<th>backend</th><th>allowing rule</th></tr>{tools}</table>"
+                    f"<h2>Listed for {_e(found['principal'])}: {len(found['tools'])} tools</h2>"
+                    "<table><tr><th>tool</th><th>backend</th><th>allowing rule</th></tr>"
+                    f"{tools}</table>" + (f"<p>{more} more not shown.</p>" if more > 0 else "")
                 )
         rules = (await c.run("listAccessRules")).body["rules"]
         rule_rows = "".join(
@@ -484,19 +489,38 @@ class Console:
         ctx = RequestContext(
             Era.MODERN, LATEST_MODERN, "console", principal=c.who.key, identity=c.who
         )
-        listed = await gateway.dispatcher.request(ctx, methods.TOOLS_LIST, frame.Raw(b"{}"))
-        tools = (
-            frame.decode_any(listed.result).get("tools", []) if listed.result is not None else []
-        )
-        by_name = {t["name"]: t for t in tools if isinstance(t, dict) and "name" in t}
-        links = "".join(
-            f"<li><a href='{ROOT}/playground?{urlencode({'tool': n})}'>{_e(n)}</a></li>"
-            for n in sorted(by_name)
+        # What the caller would list, decided as `/mcp` decides (the catalog, checked against
+        # its pins, and the access rules); read from the catalog, not paged through the chain,
+        # so the page stays fast with thousands of tools.
+        access = gateway.settings.access
+        by_name = {
+            entry.public: entry
+            for entry in gateway.catalog.entries[catalog.TOOLS]
+            if access is None or access.allows(c.who, entry)
+        }
+        # Pages stay small with thousands of tools: a search, and the first matches only.
+        needle = str(q.get("q", ""))
+        matching = sorted(n for n in by_name if needle in n)
+        links = (
+            "<form method=get><label>search <input type=text name=q "
+            f"value='{_e(needle)}'></label> <button type=submit>Find</button></form>"
+            f"<p>{len(matching)} tools</p><ul>"
+            + "".join(
+                f"<li><a href='{ROOT}/playground?{urlencode({'tool': n})}'>{_e(n)}</a></li>"
+                for n in matching[:PAGE_ROWS]
+            )
+            + "</ul>"
+            + (
+                f"<p>{len(matching) - PAGE_ROWS} more: narrow the search.</p>"
+                if len(matching) > PAGE_ROWS
+                else ""
+            )
         )
         name = form.get("tool") or q.get("tool")
-        tool = by_name.get(name or "")
+        entry = by_name.get(name or "")
+        tool = frame.decode_any(entry.item) if entry is not None else None
         if tool is None:
-            return "Playground", f"<p>Pick a tool you may call:</p><ul>{links}</ul>"
+            return "Playground", f"<p>Pick a tool you may call:</p>{links}"
         schema = tool.get("inputSchema") or {}
         properties = schema.get("properties") or {}
         result = ""
@@ -527,7 +551,7 @@ class Console:
             f"<p><b>{_e(name)}</b>: {_e(tool.get('description', ''))}</p>"
             "<form method=post><input type=hidden name=csrf value=__CSRF__>"
             f"<input type=hidden name=tool value='{_e(name)}'>{fields}"
-            "<button type=submit>Call</button></form>" + result + f"<ul>{links}</ul>"
+            "<button type=submit>Call</button></form>" + result + links
         )
         return "Playground", body
 
