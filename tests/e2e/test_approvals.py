@@ -31,7 +31,9 @@ from mcp_types import ElicitResult
 from tests.databases import pg_schema
 from tests.harness import (
     BIN,
+    FIXTURES,
     NODE_DIR,
+    PYTHON,
     Gateway,
     create_key,
     register_secret,
@@ -107,6 +109,7 @@ def approvals_config(
     rules: list[dict[str, Any]] = [
         # The caller's own user confirms a flood of size 1; anything else needs an approver.
         {"name": "confirm", "tools": ["flood"], "arguments": {"size": {"equals": 1}}},
+        {"name": "greet", "backends": ["m"], "tools": ["introduce"]},
         {"name": "floods", "tools": ["flood"], "approver": "approver"},
         {
             "name": "destructive",
@@ -127,6 +130,8 @@ def approvals_config(
         "servers": {
             "fx": stdio_fixture("chatty", isolation="shared"),
             "an": annotated,
+            # A 2026-07-28 backend that itself asks the client for input (MRTR).
+            "m": {"command": PYTHON, "args": [str(FIXTURES / "sdk_stdio.py"), "--name", "m"]},
         },
         "approvals": {
             "enabled": True,
@@ -161,6 +166,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     try:
         gw.wait_backend("fx")
         gw.wait_backend("an")
+        gw.wait_backend("m")
         yield {"gw": gw, "keys": keys, "data": data, "receiver": receiver, "config": config}
     finally:
         gw.stop()
@@ -344,6 +350,59 @@ async def test_modern_raw_flow_approve_then_replay_is_refused(
     again = await raw_call(gw, keys["alice"], args, state=state, caps=ELICIT_CAPS)
     assert error_code(again) == USED and ticket in again["error"]["message"]
     assert runs(path) == 1
+
+
+async def test_modern_backend_rounds_after_approval_continue_the_same_approval(
+    world: dict[str, Any],
+) -> None:
+    gw, keys = world["gw"], world["keys"]
+    asked: list[str] = []
+
+    async def answer(ctx: Any, params: Any) -> ElicitResult:
+        fields = set(params.requested_schema["properties"])
+        asked.append(",".join(sorted(fields)))
+        if fields == {"approve"}:
+            return ElicitResult(action="accept", content={"approve": True})
+        return ElicitResult(action="accept", content={"name": "Ada"})
+
+    async with sdk(gw, keys["alice"], elicitation_callback=answer) as client:
+        result = await client.call_tool("m_introduce", {})
+    assert text_of(result) == "Hello, Ada!"
+    assert asked == ["approve", "name"]
+
+
+async def test_a_round_of_an_approved_call_is_taken_once(world: dict[str, Any]) -> None:
+    gw, keys = world["gw"], world["keys"]
+    first = await raw_call(gw, keys["bob"], {}, tool="m_introduce", caps=ELICIT_CAPS)
+    yes = {"switchyard.approval": {"action": "accept", "content": {"approve": True}}}
+    asked = await raw_call(
+        gw,
+        keys["bob"],
+        {},
+        tool="m_introduce",
+        state=first["result"]["requestState"],
+        responses=yes,
+        caps=ELICIT_CAPS,
+    )
+    result = asked["result"]
+    assert result["resultType"] == "input_required"
+    (key,) = result["inputRequests"]
+    assert key != "switchyard.approval"
+    state = result["requestState"]
+    assert state.startswith("sy-approval.1.")
+    name = {key: {"action": "accept", "content": {"name": "Grace"}}}
+    done = await raw_call(
+        gw, keys["bob"], {}, tool="m_introduce", state=state, responses=name, caps=ELICIT_CAPS
+    )
+    assert done["result"]["content"][0]["text"] == "Hello, Grace!"
+    again = await raw_call(
+        gw, keys["bob"], {}, tool="m_introduce", state=state, responses=name, caps=ELICIT_CAPS
+    )
+    assert error_code(again) == USED and "round" in again["error"]["message"]
+    stolen = await raw_call(
+        gw, keys["alice"], {}, tool="m_introduce", state=state, responses=name, caps=ELICIT_CAPS
+    )
+    assert error_code(stolen) == STATE_INVALID
 
 
 # -- 2025: elicitation during the call, or an isError result and a retry ------------------------
@@ -806,24 +865,28 @@ async def test_a_thousand_pending_tickets_hold_no_request_task_or_session(
 ) -> None:
     gw, keys = world["gw"], world["keys"]
     pid = gw.process.pid
-    fds_before = len(os.listdir(f"/proc/{pid}/fd"))
     semaphore = asyncio.Semaphore(16)
 
     async def one(i: int) -> str:
         async with semaphore:
-            return pending_ticket(
-                await raw_call(gw, keys["bob"], {"count": 0, "size": 0, "done_file": f"/x/{i}"})
-            )
+            args = {"count": 0, "size": 0, "done_file": f"/nonexistent/{i}"}
+            return pending_ticket(await raw_call(gw, keys["bob"], args))
 
-    tickets = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(1000))), 300)
+    async def make(numbers: range) -> list[str]:
+        return await asyncio.wait_for(asyncio.gather(*(one(i) for i in numbers)), 300)
+
+    def descriptors() -> int:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+
+    tickets = await make(range(100))
+    after_100 = descriptors()
+    tickets += await make(range(100, 1000))
+    after_1000 = descriptors()
+    # Every one of the 1,000 calls was answered (so no request waits), and 900 more pending
+    # tickets added no socket, pipe or file to the process: nothing is held per ticket.
     assert len(set(tickets)) == 1000
-    _, listed = await rest(gw, "GET", "/admin/v1/approvals?status=pending", keys["bob"])
-    assert len(listed["approvals"]) == 100  # one page; every answer above came back already
-    status = gw.readyz()
-    assert status["backends"]["fx"]["isolatedSessions"] == 0
-    # Every answer came back, so nothing waits on a request; the process keeps no socket,
-    # file or task per ticket (sockets and pipes would show as descriptors).
-    assert len(os.listdir(f"/proc/{pid}/fd")) <= fds_before + 8
+    assert after_1000 <= after_100 + 4, (after_100, after_1000)
+    assert gw.readyz()["backends"]["fx"]["isolatedSessions"] == 0
 
 
 # -- two gateway processes sharing PostgreSQL ------------------------------------------------------

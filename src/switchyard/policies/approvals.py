@@ -51,7 +51,7 @@ INPUT_KEY: Final = "switchyard.approval"
 """The gateway's own key in `inputRequests` (a backend's keys are passed through untouched)."""
 EVENT: Final = "approval"
 ELICITATION_CREATE: Final = "elicitation/create"
-MAX_LIST: Final = 500
+WEBHOOK_CONNECTIONS: Final = 8
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -198,7 +198,10 @@ class Approvals:
 
     async def _post(self, hook: WebhookSettings, body: bytes, ticket: Ticket) -> None:
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            # A few connections however many tickets are made at once.
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=WEBHOOK_CONNECTIONS)
+            )
         for attempt in range(3):
             at = int(time.time())
             headers = {
@@ -318,7 +321,7 @@ class Approvals:
             if ticket.state == "approved":
                 if await store.consume(ticket.id, binding):
                     self.event("consumed", ticket)
-                    return await run(call)
+                    return await self._execute(call, ticket, binding, 0, run)
             elif pending is None:
                 pending = ticket
         if changed is not None and pending is None:
@@ -379,6 +382,8 @@ class Approvals:
                 reason=str(exc),
             )
             return _error(codes.APPROVAL_STATE_INVALID, f"Approval refused: {exc}", None, "invalid")
+        if state.step is not None:
+            return await self._continue(call, binding, state, run, store)
         ticket = await store.get(state.ticket)
         if ticket is None or not _same_call(ticket.binding, binding):
             self.event("refused", ticket, reason="the state names another call")
@@ -400,7 +405,7 @@ class Approvals:
         if status == "approved":
             if await store.consume(ticket.id, binding):
                 self.event("consumed", ticket)
-                return await run(call)
+                return await self._execute(call, ticket, binding, 0, run)
             current = await store.get(ticket.id)
             status = current.status() if current is not None else "consumed"
         if status == "pending":
@@ -418,6 +423,77 @@ class Approvals:
             ticket,
             status,
         )
+
+    async def _continue(
+        self, call: Call, binding: Binding, state: ApprovalState, run: Runner, store: TicketStore
+    ) -> Reply:
+        """A later round of an approved call (its backend asked the client for input): each
+        round is taken once, so a replayed state cannot make the backend run it again."""
+        ticket = await store.get(state.ticket)
+        if ticket is None or not _same_call(ticket.binding, binding):
+            return _error(
+                codes.APPROVAL_STATE_INVALID,
+                "Approval refused: the approval state names another call",
+                None,
+                "invalid",
+            )
+        if ticket.binding.policy_version != binding.policy_version:
+            self.event("refused", ticket, reason="policy changed")
+            return _policy_changed(ticket)
+        assert state.step is not None
+        if not await store.advance(ticket.id, binding, state.step):
+            self.event("refused", ticket, reason="round already taken", step=state.step)
+            return _error(
+                codes.APPROVAL_USED,
+                f"Approval refused: this round of the call approved by ticket {ticket.id} "
+                "was already taken",
+                ticket,
+                "consumed",
+            )
+        return await self._execute(call, ticket, binding, state.step + 1, run, state.backend_state)
+
+    async def _execute(
+        self,
+        call: Call,
+        ticket: Ticket,
+        binding: Binding,
+        step: int,
+        run: Runner,
+        backend_state: str | None = None,
+    ) -> Reply:
+        """Run the approved call. When a 2026-07-28 backend answers `input_required`, its
+        `requestState` travels inside one of ours (one field, two owners), so the client's
+        retry continues this approved call instead of asking for a new approval."""
+        _without_our_fields(call)
+        if backend_state is not None:
+            fields = dict(call.fields())
+            fields["requestState"] = Raw(frame.encode(backend_state))
+            call.params = Raw(frame.encode_object(fields))
+            call._fields = None
+        reply = await run(call)
+        result = reply.result
+        if call.ctx.era is not Era.MODERN or result is None or b"input_required" not in result:
+            return reply
+        try:
+            decoded = frame.decode_object(result)
+            kind = decoded.get("resultType")
+            if kind is None or frame.decode_any(kind) != "input_required":
+                return reply
+            theirs = decoded.get("requestState")
+            their_state = frame.decode_str(theirs) if theirs is not None else None
+        except (frame.DecodeError, frame.ValidationError):
+            return reply
+        ours = ApprovalState(
+            ticket.id,
+            binding.principal,
+            binding.args_digest,
+            now_ms() + self.settings.ticket_ttl_ms,
+            step,
+            their_state,
+        )
+        decoded["requestState"] = Raw(frame.encode(approval_state.sign(self.settings.key, ours)))
+        self.event("continued", ticket, step=step)
+        return Reply(frame.encode_object(decoded), reply.error, reply.http)
 
     async def _confirmed(self, ticket: Ticket, accepted: bool, binding: Binding) -> Ticket:
         store = await self.ready()
@@ -488,7 +564,7 @@ class Approvals:
         status = ticket.status()
         if status == "approved" and await store.consume(ticket.id, binding):
             self.event("consumed", ticket)
-            return await run(call)
+            return await self._execute(call, ticket, binding, 0, run)
         if status == "denied":
             return _denied(ticket)
         return self._pending(call, ticket)

@@ -51,6 +51,10 @@ MIGRATIONS: Final = (
             f"CREATE INDEX IF NOT EXISTS {TABLE}_state ON {TABLE} (state, created)",
         ),
     ),
+    Migration(
+        2,
+        statements=(f"ALTER TABLE {TABLE} ADD COLUMN steps INTEGER NOT NULL DEFAULT 0",),
+    ),
 )
 _COLUMNS: Final = (
     "id, state, principal, view_name, backend, tool, public_name, args_digest, policy_version, "
@@ -267,6 +271,25 @@ class TicketStore:
             at,
             ticket_id,
             at,
+            b.principal,
+            b.view,
+            b.backend,
+            b.tool,
+            b.args_digest,
+            b.policy_version,
+        )
+        return changed == 1
+
+    async def advance(self, ticket_id: str, binding: Binding, step: int) -> bool:
+        """Take round `step` of an approved call whose backend asked for more input: once."""
+        b = binding
+        changed = await self.db.execute(
+            f"UPDATE {TABLE} SET steps = ? WHERE id = ? AND state = 'consumed' AND steps = ? "
+            "AND principal = ? AND view_name = ? AND backend = ? AND tool = ? AND "
+            "args_digest = ? AND policy_version = ?",
+            step + 1,
+            ticket_id,
+            step,
             b.principal,
             b.view,
             b.backend,
