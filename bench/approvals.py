@@ -127,11 +127,11 @@ def main() -> int:
     args = parser.parse_args()
     result = asyncio.run(measure(args.calls))
     if args.json:
-        print(json.dumps(result))  # noqa: T201
+        print(json.dumps(result))
     else:
         for name in ("pass", "ticket", "consume"):
             r = result[name]
-            print(f"{name:8} p50 {r['p50_us']:>9.1f} us   p99 {r['p99_us']:>9.1f} us")  # noqa: T201
+            print(f"{name:8} p50 {r['p50_us']:>9.1f} us   p99 {r['p99_us']:>9.1f} us")
     return 0
 
 
