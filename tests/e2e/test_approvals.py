@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import secrets
+import signal
 import subprocess
 import threading
 import time
@@ -24,6 +25,7 @@ from typing import Any
 import aiohttp
 import httpx2
 import pytest
+import yaml
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ElicitResult
@@ -620,6 +622,83 @@ async def test_an_approval_made_under_another_policy_is_refused(
         assert runs(path) == 0
     finally:
         other.stop()
+
+
+async def test_agent_mode_runs_the_listed_tools_and_escalates_what_waits(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    alice = create_key(data, "alice", "dev")
+    carol = create_key(data, "carol", "approver")
+    oncall = create_key(data, "olga", "oncall")
+    receiver = Receiver()
+    config = approvals_config(data, receiver)
+    config["approvals"].update(
+        default="require",
+        default_approver="approver",
+        auto_execute=["fx_echo"],
+        rules=[],
+        escalate_after=1,
+        escalate_to="oncall",
+    )
+    gw = start_gateway(config, tmp_path)
+    try:
+        gw.wait_backend("fx")
+        echo = await raw_call(gw, alice, {"text": "hi"}, tool="fx_echo")
+        assert echo["result"]["content"][0]["text"] == "hi"  # agent mode: runs at once
+        path = done_file(tmp_path)
+        ticket = pending_ticket(await raw_call(gw, alice, flood_args(path)))  # fail closed
+        _, shown = await rest(gw, "GET", f"/admin/v1/approvals/{ticket}", carol)
+        assert (shown["rule"], shown["approver"]) == ("default", "approver")
+        status, body = await rest(gw, "POST", f"/admin/v1/approvals/{ticket}/approve", oncall)
+        assert status == 403, body  # not escalated yet: on-call may not decide
+        deadline = time.monotonic() + 15
+        escalated = None
+        while escalated is None and time.monotonic() < deadline:
+            for headers, raw in list(receiver.received):
+                sent = json.loads(raw)
+                if sent["event"] == "approval.escalated" and sent["ticket"]["id"] == ticket:
+                    assert verify_signature(HOOK_SECRET, headers, raw)
+                    escalated = sent
+            await asyncio.sleep(0.1)
+        assert escalated is not None and escalated["ticket"]["escalatedAt"] is not None
+        await decide(gw, oncall, ticket)
+        done = await raw_call(gw, alice, flood_args(path))
+        assert done["result"]["content"][0]["text"] == "flooded 0"
+        assert runs(path) == 1
+    finally:
+        gw.stop()
+        receiver.close()
+
+
+async def test_a_reload_that_changes_the_rules_voids_earlier_approvals(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    alice, carol = create_key(data, "alice", "dev"), create_key(data, "carol", "approver")
+    config = approvals_config(data, None)
+    gw = start_gateway(config, tmp_path)
+    try:
+        gw.wait_backend("fx")
+        path = done_file(tmp_path)
+        ticket = pending_ticket(await raw_call(gw, alice, flood_args(path)))
+        await decide(gw, carol, ticket)
+        before = gw.log_text().count("config reloaded")
+        changed = approvals_config(data, None, extra_rule=True)
+        gw.config_path.write_text(yaml.safe_dump(changed, sort_keys=False))
+        gw.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        reloaded = False
+        while not reloaded and time.monotonic() < deadline:
+            reloaded = gw.log_text().count("config reloaded") > before
+            if not reloaded:
+                await asyncio.sleep(0.05)
+        assert reloaded, gw.log_text()[-2000:]
+        answer = await raw_call(gw, alice, flood_args(path))
+        assert error_code(answer) == POLICY_CHANGED and ticket in answer["error"]["message"]
+        # The new rules are in force: echo now waits for an approver.
+        assert pending_ticket(await raw_call(gw, alice, {"text": "x"}, tool="fx_echo"))
+        assert runs(path) == 0
+    finally:
+        gw.stop()
 
 
 # -- abuse -------------------------------------------------------------------------------------
