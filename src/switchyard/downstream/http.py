@@ -226,8 +226,14 @@ class HttpApp:
                 await respond_json(send, outcome.status, body, [challenge])
                 return
             who = outcome
+            scope[IDENTITY_KEY] = who
             IDENTITY.set(who)
-        await approvals_api.serve(self.gateway, scope, receive, send, who)
+
+        async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+            await approvals_api.serve(self.gateway, scope, receive, send, who)
+
+        # The same per-client and memory admission as `/mcp`: REST is no way around it.
+        await self._limited(scope, receive, send, serve)
 
     async def _readyz(self, scope: Scope, send: Send, view: str | None) -> None:
         """Readiness for probes. With authentication on, backend details (names, states, their
