@@ -112,12 +112,19 @@ async def measure(calls: int) -> dict[str, Any]:
             assert done.result == RESULT
         assert await store.count("pending") == 0
         await gate.close()
-    return {
+    out: dict[str, Any] = {
+        "type": "approvals",
         "calls": calls,
         "pass": _us(passing),
         "ticket": _us(tickets),
         "consume": _us(consumes),
     }
+    out["line"] = (
+        f"approvals (in process, SQLite): an ungated call pays p50 {out['pass']['p50_us']} us "
+        f"(p99 {out['pass']['p99_us']}); a new ticket p50 {out['ticket']['p50_us']} us; an "
+        f"approved retry p50 {out['consume']['p50_us']} us"
+    )
+    return out
 
 
 def main() -> int:
