@@ -812,6 +812,9 @@ async def test_annotations_gate_destructive_tools_and_leave_read_only_ones(
     ticket = pending_ticket(wipe)
     _, shown = await rest(gw, "GET", f"/admin/v1/approvals/{ticket}", keys["carol"])
     assert shown["rule"] == "destructive" and shown["approver"] == "approver"
+    assert shown["arguments"] == {"target": "x"}  # approvers see what they approve
+    status, page = await rest(gw, "GET", f"/approvals/{ticket}", keys["carol"])
+    assert status == 200 and "{&quot;target&quot;: &quot;x&quot;}" in page
     echo = await raw_call(gw, keys["alice"], {"text": "hi"}, tool="fx_echo")
     assert echo["result"]["content"][0]["text"] == "hi"
 

@@ -166,9 +166,12 @@ def test_the_policy_version_follows_the_rules_not_the_secret(tmp_path: Path) -> 
 
 
 def test_the_digest_ignores_key_order_and_spacing() -> None:
-    assert arguments_digest({"a": 1, "b": [1, 2]}) == arguments_digest({"b": [1, 2], "a": 1})
-    assert arguments_digest({"a": 1}) != arguments_digest({"a": 1.5})
-    assert arguments_digest({"a": "1"}) != arguments_digest({"a": 1})
+    key = b"k" * 32
+    same = arguments_digest(key, {"a": 1, "b": [1, 2]})
+    assert same == arguments_digest(key, {"b": [1, 2], "a": 1})
+    assert arguments_digest(key, {"a": 1}) != arguments_digest(key, {"a": 1.5})
+    assert arguments_digest(key, {"a": "1"}) != arguments_digest(key, {"a": 1})
+    assert arguments_digest(b"j" * 32, {"a": 1}) != arguments_digest(key, {"a": 1})
 
 
 def test_the_request_state_binds_caller_arguments_and_expiry() -> None:

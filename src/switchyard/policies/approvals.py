@@ -79,6 +79,8 @@ class ApprovalSettings:
     escalate_to: str | None = None
     public_url: str | None = None
     webhook: WebhookSettings | None = None
+    show_arguments_bytes: int = 16_384
+    """Arguments a ticket keeps for approvers to see (larger ones are not kept)."""
 
     @property
     def approver_roles(self) -> frozenset[str]:
@@ -160,7 +162,6 @@ class Approvals:
                 backend=b.backend,
                 name=b.tool,
                 view=b.view or None,
-                args_digest=b.args_digest,
                 policy_version=b.policy_version,
                 rule=ticket.rule,
                 approver=ticket.approver,
@@ -331,8 +332,9 @@ class Approvals:
         if expired is not None and pending is None:
             return expired
         if pending is None:
+            shown = _shown_arguments(fields.get("arguments"), self.settings.show_arguments_bytes)
             pending = await store.create(
-                binding, verdict.rule, verdict.approver, self.settings.ticket_ttl_ms
+                binding, verdict.rule, verdict.approver, self.settings.ticket_ttl_ms, shown
             )
             self.event("requested", pending, view=call.ctx.view, era=call.ctx.era.value)
             self.notify("requested", pending)
@@ -599,6 +601,16 @@ class Approvals:
 
 
 Runner = Callable[[Call], Awaitable[Reply]]
+
+
+def _shown_arguments(raw: Raw | None, limit: int) -> str | None:
+    """The arguments as approvers will see them; None when off or too large (then the ticket
+    says so, and approvers see the digest only)."""
+    if limit <= 0 or raw is None:
+        return None
+    if len(raw) > limit:
+        return json.dumps({"omitted": f"{len(raw)} bytes, over approvals.show_arguments_bytes"})
+    return bytes(raw).decode("utf-8", "replace")
 
 
 def _same_call(a: Binding, b: Binding) -> bool:

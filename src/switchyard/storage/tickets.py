@@ -9,6 +9,7 @@ sees zero rows changed. Consuming is `approved -> consumed`: an approval runs ex
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -44,21 +45,21 @@ MIGRATIONS: Final = (
                 decided_at BIGINT,
                 reason TEXT,
                 consumed_at BIGINT,
-                escalated_at BIGINT
+                escalated_at BIGINT,
+                arguments TEXT,
+                steps INTEGER NOT NULL DEFAULT 0
             )""",
             f"CREATE INDEX IF NOT EXISTS {TABLE}_binding ON {TABLE} "
             "(principal, backend, tool, args_digest)",
             f"CREATE INDEX IF NOT EXISTS {TABLE}_state ON {TABLE} (state, created)",
         ),
     ),
-    Migration(
-        2,
-        statements=(f"ALTER TABLE {TABLE} ADD COLUMN steps INTEGER NOT NULL DEFAULT 0",),
-    ),
 )
+
 _COLUMNS: Final = (
     "id, state, principal, view_name, backend, tool, public_name, args_digest, policy_version, "
-    "rule, approver, created, expires, decided_by, decided_at, reason, consumed_at, escalated_at"
+    "rule, approver, created, expires, decided_by, decided_at, reason, consumed_at, escalated_at, "
+    "arguments"
 )
 
 
@@ -94,6 +95,8 @@ class Ticket:
     reason: str | None
     consumed_at: int | None
     escalated_at: int | None
+    arguments: str | None = None
+    """The call's arguments as JSON, for approvers to see (None: not kept)."""
 
     @classmethod
     def from_row(cls, row: Row) -> Ticket:
@@ -110,6 +113,7 @@ class Ticket:
             row[15],
             int(row[16]) if row[16] is not None else None,
             int(row[17]) if row[17] is not None else None,
+            row[18],
         )
 
     def status(self, at_ms: int | None = None) -> str:
@@ -140,6 +144,7 @@ class Ticket:
             "reason": self.reason,
             "consumedAt": _iso(self.consumed_at) if self.consumed_at is not None else None,
             "escalatedAt": _iso(self.escalated_at) if self.escalated_at is not None else None,
+            "arguments": json.loads(self.arguments) if self.arguments is not None else None,
         }
 
 
@@ -160,14 +165,20 @@ class TicketStore:
         await self.db.migrate(COMPONENT, MIGRATIONS)
 
     async def create(
-        self, binding: Binding, rule: str, approver: str, ttl_ms: int, at_ms: int | None = None
+        self,
+        binding: Binding,
+        rule: str,
+        approver: str,
+        ttl_ms: int,
+        arguments: str | None = None,
+        at_ms: int | None = None,
     ) -> Ticket:
         at = at_ms if at_ms is not None else now_ms()
         ticket_id = new_id()
         b = binding
         await self.db.execute(
             f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES "
-            "(?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL)",
+            "(?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, ?)",
             ticket_id,
             b.principal,
             b.view,
@@ -180,6 +191,7 @@ class TicketStore:
             approver,
             at,
             at + ttl_ms,
+            arguments,
         )
         ticket = await self.get(ticket_id)
         assert ticket is not None
