@@ -343,28 +343,10 @@ class Approvals:
     async def _report_expired(self, binding: Binding) -> Reply | None:
         """A retry after the ticket for these exact arguments expired learns that, once."""
         store = await self.ready()
-        rows = await store.db.fetch(
-            "SELECT id FROM switchyard_approval_tickets WHERE principal = ? AND view_name = ? "
-            "AND backend = ? AND tool = ? AND args_digest = ? AND state IN "
-            "('pending', 'approved') AND expires <= ?",
-            binding.principal,
-            binding.view,
-            binding.backend,
-            binding.tool,
-            binding.args_digest,
-            now_ms(),
-        )
         reply: Reply | None = None
-        for (ticket_id,) in rows:
-            changed = await store.db.execute(
-                "UPDATE switchyard_approval_tickets SET state = 'expired' WHERE id = ? AND "
-                "state IN ('pending', 'approved')",
-                ticket_id,
-            )
-            ticket = await store.get(ticket_id)
-            if changed == 1 and ticket is not None:
-                self.event("expired", ticket)
-                reply = _expired(ticket)
+        for ticket in await store.expire(binding):
+            self.event("expired", ticket)
+            reply = _expired(ticket)
         return reply
 
     async def _resume(

@@ -19,7 +19,7 @@ from switchyard.storage.database import Database, Migration, Row
 
 COMPONENT: Final = "approvals"
 TABLE: Final = "switchyard_approval_tickets"
-State = Literal["pending", "approved", "denied", "consumed", "superseded"]
+State = Literal["pending", "approved", "denied", "consumed", "superseded", "expired"]
 STATES: Final = ("pending", "approved", "denied", "consumed", "superseded", "expired")
 ID_PREFIX: Final = "apr_"
 
@@ -310,6 +310,32 @@ class TicketStore:
             b.policy_version,
         )
         return changed == 1
+
+    async def expire(self, binding: Binding) -> list[Ticket]:
+        """Mark this call's tickets that ran out of time `expired`, each once; those this
+        caller marked (so the expiry is reported once, then the call asks anew)."""
+        b = binding
+        rows = await self.db.fetch(
+            f"SELECT id FROM {TABLE} WHERE principal = ? AND view_name = ? AND backend = ? AND "
+            "tool = ? AND args_digest = ? AND state IN ('pending', 'approved') AND expires <= ?",
+            b.principal,
+            b.view,
+            b.backend,
+            b.tool,
+            b.args_digest,
+            now_ms(),
+        )
+        out: list[Ticket] = []
+        for (ticket_id,) in rows:
+            changed = await self.db.execute(
+                f"UPDATE {TABLE} SET state = 'expired' WHERE id = ? AND "
+                "state IN ('pending', 'approved')",
+                ticket_id,
+            )
+            ticket = await self.get(ticket_id)
+            if changed == 1 and ticket is not None:
+                out.append(ticket)
+        return out
 
     async def supersede(self, ticket_id: str) -> bool:
         """A ticket of an older policy version is out of use for good."""
