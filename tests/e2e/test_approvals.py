@@ -26,7 +26,7 @@ import aiohttp
 import httpx2
 import pytest
 import yaml
-from mcp import Client, MCPError
+from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ElicitResult
 
@@ -543,6 +543,29 @@ async def test_typescript_sdk_with_elicitation_runs_once(
     assert runs(path) == 1
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_switchyard_stdio_confirms_in_both_eras(
+    world: dict[str, Any], tmp_path: Path, mode: str
+) -> None:
+    gw, keys = world["gw"], world["keys"]
+    asked: list[str] = []
+
+    async def confirm(ctx: Any, params: Any) -> ElicitResult:
+        asked.append(params.mode)
+        return ElicitResult(action="accept", content={"approve": True})
+
+    params = StdioServerParameters(
+        command=str(BIN / "switchyard"),
+        args=["stdio", "--config", str(gw.config_path), "--log-level", "warning"],
+        env={**os.environ, "SWITCHYARD_API_KEY": keys["alice"]},
+    )
+    path = done_file(tmp_path)
+    async with Client(params, mode=mode, elicitation_callback=confirm) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("fx_flood", flood_args(path, size=1))
+    assert text_of(result) == "flooded 0"
+    assert asked == ["form"] and runs(path) == 1
+
+
 # -- decisions: deny, expiry, policy change --------------------------------------------------
 
 
@@ -1002,6 +1025,17 @@ async def test_a_ticket_approved_on_one_process_is_consumed_exactly_once_across_
             assert runs(path) == 1
             _, shown = await rest(a, "GET", f"/admin/v1/approvals/{ticket}", carol)
             assert shown["status"] == "consumed"
+            # An approval outlives every process: approved, all stopped, used after a restart.
+            later = done_file(tmp_path)
+            second = pending_ticket(await raw_call(b, alice, flood_args(later)))
+            await decide(a, carol, second)
+            a.stop()
+            b.stop()
+            a = start_gateway(config, tmp_path)
+            a.wait_backend("fx")
+            done = await raw_call(a, alice, flood_args(later))
+            assert done["result"]["content"][0]["text"] == "flooded 0"
+            assert runs(later) == 1
         finally:
             a.stop()
             b.stop()
