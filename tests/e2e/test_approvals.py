@@ -30,6 +30,7 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ElicitResult
 
+from switchyard.policies.approval_state import signature_valid
 from tests.databases import pg_schema
 from tests.harness import (
     BIN,
@@ -94,13 +95,8 @@ class Receiver:
 
 
 def verify_signature(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """What a receiver does: recompute the HMAC over `t.body` and compare."""
-    header = headers.get("x-switchyard-signature")
-    if not header:
-        return False
-    parts = dict(p.split("=", 1) for p in header.split(","))
-    mac = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(mac, parts.get("v1", ""))
+    """What a receiver does (the check Switchyard ships for receivers written in Python)."""
+    return signature_valid(secret.encode(), headers.get("x-switchyard-signature"), body)
 
 
 def approvals_config(
@@ -855,6 +851,13 @@ async def test_the_webhook_is_signed_and_carries_the_ticket(
     assert not verify_signature("another-secret-of-16", headers, body)
     assert not verify_signature(HOOK_SECRET, {}, body)
     assert not verify_signature(HOOK_SECRET, headers, body.replace(b"alice", b"mallory"))
+    # Recomputed independently: HMAC-SHA256 over "<t>.<body>".
+    parts = dict(p.split("=", 1) for p in headers["x-switchyard-signature"].split(","))
+    mac = hmac.new(HOOK_SECRET.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
+    assert parts["v1"] == mac.hexdigest()
+    # A delivery replayed an hour later is refused by the receiver's check.
+    later = int(parts["t"]) + 3600
+    assert not signature_valid(HOOK_SECRET.encode(), headers["x-switchyard-signature"], body, later)
     sent = json.loads(body)
     assert sent["event"] == "approval.requested"
     assert sent["ticket"]["principal"] == "api_key#alice" and sent["ticket"]["status"] == "pending"

@@ -103,3 +103,22 @@ def signature(key: bytes, body: bytes, at: int) -> str:
     """The webhook's `X-Switchyard-Signature`: `t=<unix seconds>,v1=<hex HMAC of t.body>`."""
     mac = hmac.new(key, f"{at}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={at},v1={mac}"
+
+
+def signature_valid(
+    key: bytes, header: str | None, body: bytes, now: float | None = None, tolerance_s: int = 300
+) -> bool:
+    """What a webhook receiver checks: the header is present, well formed, signed with `key`
+    over exactly this body, and no older (or newer) than `tolerance_s` (a replayed delivery)."""
+    if not header:
+        return False
+    try:
+        parts = dict(p.split("=", 1) for p in header.split(","))
+        at = int(parts["t"])
+        given = parts["v1"]
+    except (ValueError, KeyError):
+        return False
+    if abs((now if now is not None else time.time()) - at) > tolerance_s:
+        return False
+    expected = signature(key, body, at).split(",v1=", 1)[1]
+    return hmac.compare_digest(given, expected)
