@@ -595,6 +595,24 @@ def _shown_arguments(raw: Raw | None, limit: int) -> str | None:
     return bytes(raw).decode("utf-8", "replace")
 
 
+REFUSALS: Final = frozenset(
+    {
+        codes.APPROVAL_DENIED,
+        codes.APPROVAL_EXPIRED,
+        codes.APPROVAL_STATE_INVALID,
+        codes.APPROVAL_POLICY_CHANGED,
+        codes.APPROVAL_USED,
+    }
+)
+
+
+def _refusal(error: bytes) -> bool:
+    try:
+        return frame.decode_error(error).code in REFUSALS
+    except (frame.DecodeError, frame.ValidationError):
+        return False
+
+
 def _same_call(a: Binding, b: Binding) -> bool:
     return (a.principal, a.view, a.backend, a.tool, a.args_digest) == (
         b.principal,
@@ -782,7 +800,7 @@ class Approval(Policy):
             return await self.next(c)
 
         try:
-            return await approvals.gate(call, verdict, binding, run)
+            reply = await approvals.gate(call, verdict, binding, run)
         except StorageError as exc:
             log.warning("approvals: the ticket store failed (%s); refusing", exc)
             call.denied = True
@@ -791,3 +809,6 @@ class Approval(Policy):
                 "Approvals cannot be checked right now; the call did not run. Retry shortly",
                 {"source": "gateway"},
             )
+        if reply.error is not None and _refusal(reply.error):
+            call.denied = True  # the access log and audit record say the gate refused it
+        return reply
