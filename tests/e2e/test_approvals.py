@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import secrets
+import signal
 import subprocess
 import threading
 import time
@@ -24,14 +25,18 @@ from typing import Any
 import aiohttp
 import httpx2
 import pytest
-from mcp import Client, MCPError
+import yaml
+from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ElicitResult
 
+from switchyard.policies.approval_state import signature_valid
 from tests.databases import pg_schema
 from tests.harness import (
     BIN,
+    FIXTURES,
     NODE_DIR,
+    PYTHON,
     Gateway,
     create_key,
     register_secret,
@@ -90,13 +95,8 @@ class Receiver:
 
 
 def verify_signature(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """What a receiver does: recompute the HMAC over `t.body` and compare."""
-    header = headers.get("x-switchyard-signature")
-    if not header:
-        return False
-    parts = dict(p.split("=", 1) for p in header.split(","))
-    mac = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(mac, parts.get("v1", ""))
+    """What a receiver does (the check Switchyard ships for receivers written in Python)."""
+    return signature_valid(secret.encode(), headers.get("x-switchyard-signature"), body)
 
 
 def approvals_config(
@@ -107,6 +107,7 @@ def approvals_config(
     rules: list[dict[str, Any]] = [
         # The caller's own user confirms a flood of size 1; anything else needs an approver.
         {"name": "confirm", "tools": ["flood"], "arguments": {"size": {"equals": 1}}},
+        {"name": "greet", "backends": ["m"], "tools": ["introduce"]},
         {"name": "floods", "tools": ["flood"], "approver": "approver"},
         {
             "name": "destructive",
@@ -127,6 +128,8 @@ def approvals_config(
         "servers": {
             "fx": stdio_fixture("chatty", isolation="shared"),
             "an": annotated,
+            # A 2026-07-28 backend that itself asks the client for input (MRTR).
+            "m": {"command": PYTHON, "args": [str(FIXTURES / "sdk_stdio.py"), "--name", "m"]},
         },
         "approvals": {
             "enabled": True,
@@ -161,6 +164,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     try:
         gw.wait_backend("fx")
         gw.wait_backend("an")
+        gw.wait_backend("m")
         yield {"gw": gw, "keys": keys, "data": data, "receiver": receiver, "config": config}
     finally:
         gw.stop()
@@ -346,6 +350,59 @@ async def test_modern_raw_flow_approve_then_replay_is_refused(
     assert runs(path) == 1
 
 
+async def test_modern_backend_rounds_after_approval_continue_the_same_approval(
+    world: dict[str, Any],
+) -> None:
+    gw, keys = world["gw"], world["keys"]
+    asked: list[str] = []
+
+    async def answer(ctx: Any, params: Any) -> ElicitResult:
+        fields = set(params.requested_schema["properties"])
+        asked.append(",".join(sorted(fields)))
+        if fields == {"approve"}:
+            return ElicitResult(action="accept", content={"approve": True})
+        return ElicitResult(action="accept", content={"name": "Ada"})
+
+    async with sdk(gw, keys["alice"], elicitation_callback=answer) as client:
+        result = await client.call_tool("m_introduce", {})
+    assert text_of(result) == "Hello, Ada!"
+    assert asked == ["approve", "name"]
+
+
+async def test_a_round_of_an_approved_call_is_taken_once(world: dict[str, Any]) -> None:
+    gw, keys = world["gw"], world["keys"]
+    first = await raw_call(gw, keys["bob"], {}, tool="m_introduce", caps=ELICIT_CAPS)
+    yes = {"switchyard.approval": {"action": "accept", "content": {"approve": True}}}
+    asked = await raw_call(
+        gw,
+        keys["bob"],
+        {},
+        tool="m_introduce",
+        state=first["result"]["requestState"],
+        responses=yes,
+        caps=ELICIT_CAPS,
+    )
+    result = asked["result"]
+    assert result["resultType"] == "input_required"
+    (key,) = result["inputRequests"]
+    assert key != "switchyard.approval"
+    state = result["requestState"]
+    assert state.startswith("sy-approval.1.")
+    name = {key: {"action": "accept", "content": {"name": "Grace"}}}
+    done = await raw_call(
+        gw, keys["bob"], {}, tool="m_introduce", state=state, responses=name, caps=ELICIT_CAPS
+    )
+    assert done["result"]["content"][0]["text"] == "Hello, Grace!"
+    again = await raw_call(
+        gw, keys["bob"], {}, tool="m_introduce", state=state, responses=name, caps=ELICIT_CAPS
+    )
+    assert error_code(again) == USED and "round" in again["error"]["message"]
+    stolen = await raw_call(
+        gw, keys["alice"], {}, tool="m_introduce", state=state, responses=name, caps=ELICIT_CAPS
+    )
+    assert error_code(stolen) == STATE_INVALID
+
+
 # -- 2025: elicitation during the call, or an isError result and a retry ------------------------
 
 
@@ -482,6 +539,29 @@ async def test_typescript_sdk_with_elicitation_runs_once(
     assert runs(path) == 1
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_switchyard_stdio_confirms_in_both_eras(
+    world: dict[str, Any], tmp_path: Path, mode: str
+) -> None:
+    gw, keys = world["gw"], world["keys"]
+    asked: list[str] = []
+
+    async def confirm(ctx: Any, params: Any) -> ElicitResult:
+        asked.append(params.mode)
+        return ElicitResult(action="accept", content={"approve": True})
+
+    params = StdioServerParameters(
+        command=str(BIN / "switchyard"),
+        args=["stdio", "--config", str(gw.config_path), "--log-level", "warning"],
+        env={**os.environ, "SWITCHYARD_API_KEY": keys["alice"]},
+    )
+    path = done_file(tmp_path)
+    async with Client(params, mode=mode, elicitation_callback=confirm) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("fx_flood", flood_args(path, size=1))
+    assert text_of(result) == "flooded 0"
+    assert asked == ["form"] and runs(path) == 1
+
+
 # -- decisions: deny, expiry, policy change --------------------------------------------------
 
 
@@ -561,6 +641,83 @@ async def test_an_approval_made_under_another_policy_is_refused(
         assert runs(path) == 0
     finally:
         other.stop()
+
+
+async def test_agent_mode_runs_the_listed_tools_and_escalates_what_waits(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    alice = create_key(data, "alice", "dev")
+    carol = create_key(data, "carol", "approver")
+    oncall = create_key(data, "olga", "oncall")
+    receiver = Receiver()
+    config = approvals_config(data, receiver)
+    config["approvals"].update(
+        default="require",
+        default_approver="approver",
+        auto_execute=["fx_echo"],
+        rules=[],
+        escalate_after=1,
+        escalate_to="oncall",
+    )
+    gw = start_gateway(config, tmp_path)
+    try:
+        gw.wait_backend("fx")
+        echo = await raw_call(gw, alice, {"text": "hi"}, tool="fx_echo")
+        assert echo["result"]["content"][0]["text"] == "hi"  # agent mode: runs at once
+        path = done_file(tmp_path)
+        ticket = pending_ticket(await raw_call(gw, alice, flood_args(path)))  # fail closed
+        _, shown = await rest(gw, "GET", f"/admin/v1/approvals/{ticket}", carol)
+        assert (shown["rule"], shown["approver"]) == ("default", "approver")
+        status, body = await rest(gw, "POST", f"/admin/v1/approvals/{ticket}/approve", oncall)
+        assert status == 403, body  # not escalated yet: on-call may not decide
+        deadline = time.monotonic() + 15
+        escalated = None
+        while escalated is None and time.monotonic() < deadline:
+            for headers, raw in list(receiver.received):
+                sent = json.loads(raw)
+                if sent["event"] == "approval.escalated" and sent["ticket"]["id"] == ticket:
+                    assert verify_signature(HOOK_SECRET, headers, raw)
+                    escalated = sent
+            await asyncio.sleep(0.1)
+        assert escalated is not None and escalated["ticket"]["escalatedAt"] is not None
+        await decide(gw, oncall, ticket)
+        done = await raw_call(gw, alice, flood_args(path))
+        assert done["result"]["content"][0]["text"] == "flooded 0"
+        assert runs(path) == 1
+    finally:
+        gw.stop()
+        receiver.close()
+
+
+async def test_a_reload_that_changes_the_rules_voids_earlier_approvals(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    alice, carol = create_key(data, "alice", "dev"), create_key(data, "carol", "approver")
+    config = approvals_config(data, None)
+    gw = start_gateway(config, tmp_path)
+    try:
+        gw.wait_backend("fx")
+        path = done_file(tmp_path)
+        ticket = pending_ticket(await raw_call(gw, alice, flood_args(path)))
+        await decide(gw, carol, ticket)
+        before = gw.log_text().count("config reloaded")
+        changed = approvals_config(data, None, extra_rule=True)
+        gw.config_path.write_text(yaml.safe_dump(changed, sort_keys=False))
+        gw.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        reloaded = False
+        while not reloaded and time.monotonic() < deadline:
+            reloaded = gw.log_text().count("config reloaded") > before
+            if not reloaded:
+                await asyncio.sleep(0.05)
+        assert reloaded, gw.log_text()[-2000:]
+        answer = await raw_call(gw, alice, flood_args(path))
+        assert error_code(answer) == POLICY_CHANGED and ticket in answer["error"]["message"]
+        # The new rules are in force: echo now waits for an approver.
+        assert pending_ticket(await raw_call(gw, alice, {"text": "x"}, tool="fx_echo"))
+        assert runs(path) == 0
+    finally:
+        gw.stop()
 
 
 # -- abuse -------------------------------------------------------------------------------------
@@ -674,6 +831,9 @@ async def test_annotations_gate_destructive_tools_and_leave_read_only_ones(
     ticket = pending_ticket(wipe)
     _, shown = await rest(gw, "GET", f"/admin/v1/approvals/{ticket}", keys["carol"])
     assert shown["rule"] == "destructive" and shown["approver"] == "approver"
+    assert shown["arguments"] == {"target": "x"}  # approvers see what they approve
+    status, page = await rest(gw, "GET", f"/approvals/{ticket}", keys["carol"])
+    assert status == 200 and "{&quot;target&quot;: &quot;x&quot;}" in page
     echo = await raw_call(gw, keys["alice"], {"text": "hi"}, tool="fx_echo")
     assert echo["result"]["content"][0]["text"] == "hi"
 
@@ -691,6 +851,13 @@ async def test_the_webhook_is_signed_and_carries_the_ticket(
     assert not verify_signature("another-secret-of-16", headers, body)
     assert not verify_signature(HOOK_SECRET, {}, body)
     assert not verify_signature(HOOK_SECRET, headers, body.replace(b"alice", b"mallory"))
+    # Recomputed independently: HMAC-SHA256 over "<t>.<body>".
+    parts = dict(p.split("=", 1) for p in headers["x-switchyard-signature"].split(","))
+    mac = hmac.new(HOOK_SECRET.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
+    assert parts["v1"] == mac.hexdigest()
+    # A delivery replayed an hour later is refused by the receiver's check.
+    later = int(parts["t"]) + 3600
+    assert not signature_valid(HOOK_SECRET.encode(), headers["x-switchyard-signature"], body, later)
     sent = json.loads(body)
     assert sent["event"] == "approval.requested"
     assert sent["ticket"]["principal"] == "api_key#alice" and sent["ticket"]["status"] == "pending"
@@ -806,24 +973,28 @@ async def test_a_thousand_pending_tickets_hold_no_request_task_or_session(
 ) -> None:
     gw, keys = world["gw"], world["keys"]
     pid = gw.process.pid
-    fds_before = len(os.listdir(f"/proc/{pid}/fd"))
     semaphore = asyncio.Semaphore(16)
 
     async def one(i: int) -> str:
         async with semaphore:
-            return pending_ticket(
-                await raw_call(gw, keys["bob"], {"count": 0, "size": 0, "done_file": f"/x/{i}"})
-            )
+            args = {"count": 0, "size": 0, "done_file": f"/nonexistent/{i}"}
+            return pending_ticket(await raw_call(gw, keys["bob"], args))
 
-    tickets = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(1000))), 300)
+    async def make(numbers: range) -> list[str]:
+        return await asyncio.wait_for(asyncio.gather(*(one(i) for i in numbers)), 300)
+
+    def descriptors() -> int:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+
+    tickets = await make(range(100))
+    after_100 = descriptors()
+    tickets += await make(range(100, 1000))
+    after_1000 = descriptors()
+    # Every one of the 1,000 calls was answered (so no request waits), and 900 more pending
+    # tickets added no socket, pipe or file to the process: nothing is held per ticket.
     assert len(set(tickets)) == 1000
-    _, listed = await rest(gw, "GET", "/admin/v1/approvals?status=pending", keys["bob"])
-    assert len(listed["approvals"]) == 100  # one page; every answer above came back already
-    status = gw.readyz()
-    assert status["backends"]["fx"]["isolatedSessions"] == 0
-    # Every answer came back, so nothing waits on a request; the process keeps no socket,
-    # file or task per ticket (sockets and pipes would show as descriptors).
-    assert len(os.listdir(f"/proc/{pid}/fd")) <= fds_before + 8
+    assert after_1000 <= after_100 + 4, (after_100, after_1000)
+    assert gw.readyz()["backends"]["fx"]["isolatedSessions"] == 0
 
 
 # -- two gateway processes sharing PostgreSQL ------------------------------------------------------
@@ -857,6 +1028,17 @@ async def test_a_ticket_approved_on_one_process_is_consumed_exactly_once_across_
             assert runs(path) == 1
             _, shown = await rest(a, "GET", f"/admin/v1/approvals/{ticket}", carol)
             assert shown["status"] == "consumed"
+            # An approval outlives every process: approved, all stopped, used after a restart.
+            later = done_file(tmp_path)
+            second = pending_ticket(await raw_call(b, alice, flood_args(later)))
+            await decide(a, carol, second)
+            a.stop()
+            b.stop()
+            a = start_gateway(config, tmp_path)
+            a.wait_backend("fx")
+            done = await raw_call(a, alice, flood_args(later))
+            assert done["result"]["content"][0]["text"] == "flooded 0"
+            assert runs(later) == 1
         finally:
             a.stop()
             b.stop()

@@ -52,5 +52,7 @@ def install(app: HttpApp, config: SwitchyardConfig, reloader: Reloader) -> socke
         plan.audit,
         lambda: app.authenticator,
     )
-    app.admin = AdminPlane(ctx, admin_port)
+    plane = AdminPlane(ctx, admin_port)
+    plane.admission = app.admitted
+    app.admin = plane
     return sock

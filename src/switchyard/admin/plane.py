@@ -16,6 +16,7 @@ import ipaddress
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import parse_qs
 
@@ -31,6 +32,8 @@ from switchyard.auth.authenticator import Refusal
 from switchyard.call import Identity
 from switchyard.downstream.asgi import (
     IDENTITY,
+    IDENTITY_KEY,
+    ASGIApp,
     BodyTooLarge,
     BodyTooSlow,
     ClientGone,
@@ -43,6 +46,8 @@ from switchyard.downstream.asgi import (
 from switchyard.wire import frame
 
 log = logging.getLogger("switchyard.admin")
+
+Admit = Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]]
 
 PREFIX: Final = "/admin/v1"
 CALLER_PREFIXES: Final = ("/admin/v1/approvals", "/approvals/", "/v1/tools")
@@ -58,6 +63,8 @@ class AdminPlane:
         self.admin_port = admin_port
         """The port of the admin plane's own listener; None: it shares the MCP port."""
         self.routes = ROUTES
+        self.admission: Admit | None = None
+        """The listener's per-client and memory admission, for the caller operations."""
         self.console = Console(self)
         self._validators: dict[int, jsonschema.protocols.Validator] = {}
         settings = ctx.settings
@@ -103,7 +110,7 @@ class AdminPlane:
         assert who is not True
         request = Request(self.ctx, who, params, {}, None, None, scope, receive, send)
         if op.raw is not None:
-            await op.raw(request)
+            await self._raw(op, request)
             return
         try:
             self.authorise(who, op.access)
@@ -129,6 +136,24 @@ class AdminPlane:
         if op.access == "write":
             self.audit(op, request, answer.status, answer.audit or {})
         await respond_json(send, answer.status, frame.encode(answer.body), headers)
+
+    async def _raw(self, op: Operation, request: Request) -> None:
+        """The approvals' and applications' REST, under the same per-client and memory
+        admission as `/mcp` (`admission`, the listener's): REST is no way around it."""
+        raw = op.raw
+        assert raw is not None
+        if request.who is not None:
+            request.scope[IDENTITY_KEY] = request.who
+        admission = self.admission
+        if admission is None:
+            await raw(request)
+            return
+
+        async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+            request.scope, request.receive, request.send = scope, receive, send
+            await raw(request)
+
+        await admission(request.scope, request.receive, request.send, serve)
 
     async def _who(self, scope: Scope, send: Send, access: Access) -> Identity | bool | None:
         """The caller; False once a refusal was sent."""

@@ -3,7 +3,9 @@ policy version every ticket is bound to (a digest of the section as configured).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import json
 from collections.abc import Callable
 from typing import Any, Final
@@ -29,14 +31,15 @@ class ApprovalConfigError(ValueError):
     """The section is invalid; the message names the offending key."""
 
 
-def arguments_digest(arguments: Any) -> str:
-    """SHA-256 of the arguments' RFC 8785 form: equal for equal arguments, whatever key order
-    or spacing the client used."""
+def arguments_digest(key: bytes, arguments: Any) -> str:
+    """HMAC-SHA256 of the arguments' RFC 8785 form: equal for equal arguments, whatever key
+    order or spacing the client used; keyed, so a digest shown to approvers or recorded in the
+    audit trail cannot be matched against guessed arguments."""
     try:
         body = canonical(arguments)
     except (CanonicalError, RecursionError):
         body = msgspec.json.encode(arguments)
-    return hashlib.sha256(body).hexdigest()
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 def _rule(where: str, rule: ApprovalRuleConfig, default_issuer: str) -> ApprovalRule:
@@ -144,7 +147,8 @@ def compile_approvals(
         ),
         key=secret.encode(),
         policy_version=policy_version(section),
-        digest=arguments_digest,
+        digest=functools.partial(arguments_digest, secret.encode()),
+        show_arguments_bytes=section.show_arguments_bytes,
         storage=storage,
         ticket_ttl_ms=int(section.ticket_ttl * 1000),
         elicitation_wait_s=section.elicitation_wait,

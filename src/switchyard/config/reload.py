@@ -30,6 +30,7 @@ RELOADABLE: dict[str, Any] = {
     "virtual_servers": True,
     "redaction": True,
     "rate_limits": True,
+    "approvals": True,
     "auth": {"rules": True, "default_issuer": True},
     "gateway": {
         "separator": True,
@@ -153,6 +154,15 @@ class Reloader:
         ):
             swaps[id(new.limits)] = old.limits
             settings = replace(settings, limits=old.limits)
+        if (
+            same_issuer
+            and self.config.approvals == config.approvals
+            and self.config.storage == config.storage
+            and new.approvals
+        ):
+            # The same tickets, store connection and escalation: only other sections changed.
+            swaps[id(new.approvals)] = old.approvals
+            settings = replace(settings, approvals=old.approvals)
         policies = tuple(
             PolicySpec(p.cls, swaps.get(id(p.settings), p.settings)) for p in new.policies
         )

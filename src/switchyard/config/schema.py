@@ -788,6 +788,13 @@ class ApprovalsConfig(BaseModel):
         description="The gateway's base URL as approvers reach it (approval page links); "
         "default: the address it listens on.",
     )
+    show_arguments_bytes: int = Field(
+        16_384,
+        ge=0,
+        le=1_048_576,
+        description="A ticket keeps the call's arguments (up to this many bytes) for approvers "
+        "to see; 0 keeps none (approvers see the digest only).",
+    )
     webhook: ApprovalWebhookConfig | None = None
     rules: list[ApprovalRuleConfig] = Field(default_factory=list)
 

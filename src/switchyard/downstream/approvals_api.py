@@ -275,9 +275,13 @@ async def _approvals(
         await _error(send, 503, "the ticket store is unavailable; retry shortly")
 
 
+def _shown(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else str(value)
+
+
 def _page(ticket: dict[str, Any], refusal: str | None) -> str:
     rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(_shown(v))}</td></tr>"
         for k, v in ticket.items()
         if v is not None
     )

@@ -255,8 +255,14 @@ class HttpApp:
                 await respond_json(send, outcome.status, body, [challenge])
                 return
             who = outcome
+            scope[IDENTITY_KEY] = who
             IDENTITY.set(who)
-        await approvals_api.serve(self.gateway, scope, receive, send, who)
+
+        async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+            await approvals_api.serve(self.gateway, scope, receive, send, who)
+
+        # The same per-client and memory admission as `/mcp`: REST is no way around it.
+        await self._limited(scope, receive, send, serve)
 
     async def _readyz(self, scope: Scope, send: Send, view: str | None) -> None:
         """Readiness for probes. With authentication on, backend details (names, states, their
@@ -282,6 +288,11 @@ class HttpApp:
             return None
         rest = "/" + rest
         return name, WELL_KNOWN_ROOT + rest if well_known else rest
+
+    async def admitted(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+        """`app` under the per-client and memory admission of `/mcp` (for faces served from
+        above this layer, e.g. the admin plane's REST)."""
+        await self._limited(scope, receive, send, app)
 
     async def _limited(
         self, scope: Scope, receive: Receive, send: Send, app: ASGIApp, deferred: bool = False

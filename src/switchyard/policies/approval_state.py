@@ -30,6 +30,11 @@ class ApprovalState:
     principal: str
     args_digest: str
     expires_ms: int
+    step: int | None = None
+    """Set on the state of an approved call's later round (its backend asked for input):
+    which round it is, so each is taken once."""
+    backend_state: str | None = None
+    """The backend's own `requestState` of that round, carried inside ours."""
 
 
 def _b64(data: bytes) -> str:
@@ -45,11 +50,16 @@ def is_ours(state: str) -> bool:
 
 
 def sign(key: bytes, state: ApprovalState) -> str:
-    body = json.dumps(
-        {"t": state.ticket, "p": state.principal, "d": state.args_digest, "e": state.expires_ms},
-        separators=(",", ":"),
-        sort_keys=True,
-    ).encode()
+    fields: dict[str, object] = {
+        "t": state.ticket,
+        "p": state.principal,
+        "d": state.args_digest,
+        "e": state.expires_ms,
+    }
+    if state.step is not None:
+        fields["s"] = state.step
+        fields["b"] = state.backend_state
+    body = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
     mac = hmac.digest(key, PREFIX.encode() + body, "sha256")
     return f"{PREFIX}{_b64(body)}.{_b64(mac)}"
 
@@ -68,8 +78,15 @@ def verify(key: bytes, text: str, principal: str, args_digest: str) -> ApprovalS
         raise StateError("the approval state's signature is not valid")
     try:
         fields = json.loads(body)
+        step = fields.get("s")
+        backend = fields.get("b")
         state = ApprovalState(
-            str(fields["t"]), str(fields["p"]), str(fields["d"]), int(fields["e"])
+            str(fields["t"]),
+            str(fields["p"]),
+            str(fields["d"]),
+            int(fields["e"]),
+            int(step) if step is not None else None,
+            str(backend) if backend is not None else None,
         )
     except (ValueError, KeyError, TypeError):
         raise StateError("the approval state is malformed") from None
@@ -86,3 +103,22 @@ def signature(key: bytes, body: bytes, at: int) -> str:
     """The webhook's `X-Switchyard-Signature`: `t=<unix seconds>,v1=<hex HMAC of t.body>`."""
     mac = hmac.new(key, f"{at}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={at},v1={mac}"
+
+
+def signature_valid(
+    key: bytes, header: str | None, body: bytes, now: float | None = None, tolerance_s: int = 300
+) -> bool:
+    """What a webhook receiver checks: the header is present, well formed, signed with `key`
+    over exactly this body, and no older (or newer) than `tolerance_s` (a replayed delivery)."""
+    if not header:
+        return False
+    try:
+        parts = dict(p.split("=", 1) for p in header.split(","))
+        at = int(parts["t"])
+        given = parts["v1"]
+    except (ValueError, KeyError):
+        return False
+    if abs((now if now is not None else time.time()) - at) > tolerance_s:
+        return False
+    expected = signature(key, body, at).split(",v1=", 1)[1]
+    return hmac.compare_digest(given, expected)

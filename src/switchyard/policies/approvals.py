@@ -51,7 +51,7 @@ INPUT_KEY: Final = "switchyard.approval"
 """The gateway's own key in `inputRequests` (a backend's keys are passed through untouched)."""
 EVENT: Final = "approval"
 ELICITATION_CREATE: Final = "elicitation/create"
-MAX_LIST: Final = 500
+WEBHOOK_CONNECTIONS: Final = 8
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -79,6 +79,8 @@ class ApprovalSettings:
     escalate_to: str | None = None
     public_url: str | None = None
     webhook: WebhookSettings | None = None
+    show_arguments_bytes: int = 16_384
+    """Arguments a ticket keeps for approvers to see (larger ones are not kept)."""
 
     @property
     def approver_roles(self) -> frozenset[str]:
@@ -160,7 +162,6 @@ class Approvals:
                 backend=b.backend,
                 name=b.tool,
                 view=b.view or None,
-                args_digest=b.args_digest,
                 policy_version=b.policy_version,
                 rule=ticket.rule,
                 approver=ticket.approver,
@@ -198,7 +199,10 @@ class Approvals:
 
     async def _post(self, hook: WebhookSettings, body: bytes, ticket: Ticket) -> None:
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            # A few connections however many tickets are made at once.
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=WEBHOOK_CONNECTIONS)
+            )
         for attempt in range(3):
             at = int(time.time())
             headers = {
@@ -318,7 +322,7 @@ class Approvals:
             if ticket.state == "approved":
                 if await store.consume(ticket.id, binding):
                     self.event("consumed", ticket)
-                    return await run(call)
+                    return await self._execute(call, ticket, binding, 0, run)
             elif pending is None:
                 pending = ticket
         if changed is not None and pending is None:
@@ -328,8 +332,9 @@ class Approvals:
         if expired is not None and pending is None:
             return expired
         if pending is None:
+            shown = _shown_arguments(fields.get("arguments"), self.settings.show_arguments_bytes)
             pending = await store.create(
-                binding, verdict.rule, verdict.approver, self.settings.ticket_ttl_ms
+                binding, verdict.rule, verdict.approver, self.settings.ticket_ttl_ms, shown
             )
             self.event("requested", pending, view=call.ctx.view, era=call.ctx.era.value)
             self.notify("requested", pending)
@@ -338,28 +343,10 @@ class Approvals:
     async def _report_expired(self, binding: Binding) -> Reply | None:
         """A retry after the ticket for these exact arguments expired learns that, once."""
         store = await self.ready()
-        rows = await store.db.fetch(
-            "SELECT id FROM switchyard_approval_tickets WHERE principal = ? AND view_name = ? "
-            "AND backend = ? AND tool = ? AND args_digest = ? AND state IN "
-            "('pending', 'approved') AND expires <= ?",
-            binding.principal,
-            binding.view,
-            binding.backend,
-            binding.tool,
-            binding.args_digest,
-            now_ms(),
-        )
         reply: Reply | None = None
-        for (ticket_id,) in rows:
-            changed = await store.db.execute(
-                "UPDATE switchyard_approval_tickets SET state = 'expired' WHERE id = ? AND "
-                "state IN ('pending', 'approved')",
-                ticket_id,
-            )
-            ticket = await store.get(ticket_id)
-            if changed == 1 and ticket is not None:
-                self.event("expired", ticket)
-                reply = _expired(ticket)
+        for ticket in await store.expire(binding):
+            self.event("expired", ticket)
+            reply = _expired(ticket)
         return reply
 
     async def _resume(
@@ -379,6 +366,8 @@ class Approvals:
                 reason=str(exc),
             )
             return _error(codes.APPROVAL_STATE_INVALID, f"Approval refused: {exc}", None, "invalid")
+        if state.step is not None:
+            return await self._continue(call, binding, state, run, store)
         ticket = await store.get(state.ticket)
         if ticket is None or not _same_call(ticket.binding, binding):
             self.event("refused", ticket, reason="the state names another call")
@@ -400,7 +389,7 @@ class Approvals:
         if status == "approved":
             if await store.consume(ticket.id, binding):
                 self.event("consumed", ticket)
-                return await run(call)
+                return await self._execute(call, ticket, binding, 0, run)
             current = await store.get(ticket.id)
             status = current.status() if current is not None else "consumed"
         if status == "pending":
@@ -418,6 +407,77 @@ class Approvals:
             ticket,
             status,
         )
+
+    async def _continue(
+        self, call: Call, binding: Binding, state: ApprovalState, run: Runner, store: TicketStore
+    ) -> Reply:
+        """A later round of an approved call (its backend asked the client for input): each
+        round is taken once, so a replayed state cannot make the backend run it again."""
+        ticket = await store.get(state.ticket)
+        if ticket is None or not _same_call(ticket.binding, binding):
+            return _error(
+                codes.APPROVAL_STATE_INVALID,
+                "Approval refused: the approval state names another call",
+                None,
+                "invalid",
+            )
+        if ticket.binding.policy_version != binding.policy_version:
+            self.event("refused", ticket, reason="policy changed")
+            return _policy_changed(ticket)
+        assert state.step is not None
+        if not await store.advance(ticket.id, binding, state.step):
+            self.event("refused", ticket, reason="round already taken", step=state.step)
+            return _error(
+                codes.APPROVAL_USED,
+                f"Approval refused: this round of the call approved by ticket {ticket.id} "
+                "was already taken",
+                ticket,
+                "consumed",
+            )
+        return await self._execute(call, ticket, binding, state.step + 1, run, state.backend_state)
+
+    async def _execute(
+        self,
+        call: Call,
+        ticket: Ticket,
+        binding: Binding,
+        step: int,
+        run: Runner,
+        backend_state: str | None = None,
+    ) -> Reply:
+        """Run the approved call. When a 2026-07-28 backend answers `input_required`, its
+        `requestState` travels inside one of ours (one field, two owners), so the client's
+        retry continues this approved call instead of asking for a new approval."""
+        _without_our_fields(call)
+        if backend_state is not None:
+            fields = dict(call.fields())
+            fields["requestState"] = Raw(frame.encode(backend_state))
+            call.params = Raw(frame.encode_object(fields))
+            call._fields = None
+        reply = await run(call)
+        result = reply.result
+        if call.ctx.era is not Era.MODERN or result is None or b"input_required" not in result:
+            return reply
+        try:
+            decoded = frame.decode_object(result)
+            kind = decoded.get("resultType")
+            if kind is None or frame.decode_any(kind) != "input_required":
+                return reply
+            theirs = decoded.get("requestState")
+            their_state = frame.decode_str(theirs) if theirs is not None else None
+        except (frame.DecodeError, frame.ValidationError):
+            return reply
+        ours = ApprovalState(
+            ticket.id,
+            binding.principal,
+            binding.args_digest,
+            now_ms() + self.settings.ticket_ttl_ms,
+            step,
+            their_state,
+        )
+        decoded["requestState"] = Raw(frame.encode(approval_state.sign(self.settings.key, ours)))
+        self.event("continued", ticket, step=step)
+        return Reply(frame.encode_object(decoded), reply.error, reply.http)
 
     async def _confirmed(self, ticket: Ticket, accepted: bool, binding: Binding) -> Ticket:
         store = await self.ready()
@@ -488,7 +548,7 @@ class Approvals:
         status = ticket.status()
         if status == "approved" and await store.consume(ticket.id, binding):
             self.event("consumed", ticket)
-            return await run(call)
+            return await self._execute(call, ticket, binding, 0, run)
         if status == "denied":
             return _denied(ticket)
         return self._pending(call, ticket)
@@ -523,6 +583,34 @@ class Approvals:
 
 
 Runner = Callable[[Call], Awaitable[Reply]]
+
+
+def _shown_arguments(raw: Raw | None, limit: int) -> str | None:
+    """The arguments as approvers will see them; None when off or too large (then the ticket
+    says so, and approvers see the digest only)."""
+    if limit <= 0 or raw is None:
+        return None
+    if len(raw) > limit:
+        return json.dumps({"omitted": f"{len(raw)} bytes, over approvals.show_arguments_bytes"})
+    return bytes(raw).decode("utf-8", "replace")
+
+
+REFUSALS: Final = frozenset(
+    {
+        codes.APPROVAL_DENIED,
+        codes.APPROVAL_EXPIRED,
+        codes.APPROVAL_STATE_INVALID,
+        codes.APPROVAL_POLICY_CHANGED,
+        codes.APPROVAL_USED,
+    }
+)
+
+
+def _refusal(error: bytes) -> bool:
+    try:
+        return frame.decode_error(error).code in REFUSALS
+    except (frame.DecodeError, frame.ValidationError):
+        return False
 
 
 def _same_call(a: Binding, b: Binding) -> bool:
@@ -712,7 +800,7 @@ class Approval(Policy):
             return await self.next(c)
 
         try:
-            return await approvals.gate(call, verdict, binding, run)
+            reply = await approvals.gate(call, verdict, binding, run)
         except StorageError as exc:
             log.warning("approvals: the ticket store failed (%s); refusing", exc)
             call.denied = True
@@ -721,3 +809,6 @@ class Approval(Policy):
                 "Approvals cannot be checked right now; the call did not run. Retry shortly",
                 {"source": "gateway"},
             )
+        if reply.error is not None and _refusal(reply.error):
+            call.denied = True  # the access log and audit record say the gate refused it
+        return reply

@@ -9,6 +9,7 @@ sees zero rows changed. Consuming is `approved -> consumed`: an approval runs ex
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from switchyard.storage.database import Database, Migration, Row
 
 COMPONENT: Final = "approvals"
 TABLE: Final = "switchyard_approval_tickets"
-State = Literal["pending", "approved", "denied", "consumed", "superseded"]
+State = Literal["pending", "approved", "denied", "consumed", "superseded", "expired"]
 STATES: Final = ("pending", "approved", "denied", "consumed", "superseded", "expired")
 ID_PREFIX: Final = "apr_"
 
@@ -44,7 +45,9 @@ MIGRATIONS: Final = (
                 decided_at BIGINT,
                 reason TEXT,
                 consumed_at BIGINT,
-                escalated_at BIGINT
+                escalated_at BIGINT,
+                arguments TEXT,
+                steps INTEGER NOT NULL DEFAULT 0
             )""",
             f"CREATE INDEX IF NOT EXISTS {TABLE}_binding ON {TABLE} "
             "(principal, backend, tool, args_digest)",
@@ -52,9 +55,11 @@ MIGRATIONS: Final = (
         ),
     ),
 )
+
 _COLUMNS: Final = (
     "id, state, principal, view_name, backend, tool, public_name, args_digest, policy_version, "
-    "rule, approver, created, expires, decided_by, decided_at, reason, consumed_at, escalated_at"
+    "rule, approver, created, expires, decided_by, decided_at, reason, consumed_at, escalated_at, "
+    "arguments"
 )
 
 
@@ -90,6 +95,8 @@ class Ticket:
     reason: str | None
     consumed_at: int | None
     escalated_at: int | None
+    arguments: str | None = None
+    """The call's arguments as JSON, for approvers to see (None: not kept)."""
 
     @classmethod
     def from_row(cls, row: Row) -> Ticket:
@@ -106,6 +113,7 @@ class Ticket:
             row[15],
             int(row[16]) if row[16] is not None else None,
             int(row[17]) if row[17] is not None else None,
+            row[18],
         )
 
     def status(self, at_ms: int | None = None) -> str:
@@ -136,6 +144,7 @@ class Ticket:
             "reason": self.reason,
             "consumedAt": _iso(self.consumed_at) if self.consumed_at is not None else None,
             "escalatedAt": _iso(self.escalated_at) if self.escalated_at is not None else None,
+            "arguments": json.loads(self.arguments) if self.arguments is not None else None,
         }
 
 
@@ -156,14 +165,20 @@ class TicketStore:
         await self.db.migrate(COMPONENT, MIGRATIONS)
 
     async def create(
-        self, binding: Binding, rule: str, approver: str, ttl_ms: int, at_ms: int | None = None
+        self,
+        binding: Binding,
+        rule: str,
+        approver: str,
+        ttl_ms: int,
+        arguments: str | None = None,
+        at_ms: int | None = None,
     ) -> Ticket:
         at = at_ms if at_ms is not None else now_ms()
         ticket_id = new_id()
         b = binding
         await self.db.execute(
             f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES "
-            "(?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL)",
+            "(?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, ?)",
             ticket_id,
             b.principal,
             b.view,
@@ -176,6 +191,7 @@ class TicketStore:
             approver,
             at,
             at + ttl_ms,
+            arguments,
         )
         ticket = await self.get(ticket_id)
         assert ticket is not None
@@ -275,6 +291,51 @@ class TicketStore:
             b.policy_version,
         )
         return changed == 1
+
+    async def advance(self, ticket_id: str, binding: Binding, step: int) -> bool:
+        """Take round `step` of an approved call whose backend asked for more input: once."""
+        b = binding
+        changed = await self.db.execute(
+            f"UPDATE {TABLE} SET steps = ? WHERE id = ? AND state = 'consumed' AND steps = ? "
+            "AND principal = ? AND view_name = ? AND backend = ? AND tool = ? AND "
+            "args_digest = ? AND policy_version = ?",
+            step + 1,
+            ticket_id,
+            step,
+            b.principal,
+            b.view,
+            b.backend,
+            b.tool,
+            b.args_digest,
+            b.policy_version,
+        )
+        return changed == 1
+
+    async def expire(self, binding: Binding) -> list[Ticket]:
+        """Mark this call's tickets that ran out of time `expired`, each once; those this
+        caller marked (so the expiry is reported once, then the call asks anew)."""
+        b = binding
+        rows = await self.db.fetch(
+            f"SELECT id FROM {TABLE} WHERE principal = ? AND view_name = ? AND backend = ? AND "
+            "tool = ? AND args_digest = ? AND state IN ('pending', 'approved') AND expires <= ?",
+            b.principal,
+            b.view,
+            b.backend,
+            b.tool,
+            b.args_digest,
+            now_ms(),
+        )
+        out: list[Ticket] = []
+        for (ticket_id,) in rows:
+            changed = await self.db.execute(
+                f"UPDATE {TABLE} SET state = 'expired' WHERE id = ? AND "
+                "state IN ('pending', 'approved')",
+                ticket_id,
+            )
+            ticket = await self.get(ticket_id)
+            if changed == 1 and ticket is not None:
+                out.append(ticket)
+        return out
 
     async def supersede(self, ticket_id: str) -> bool:
         """A ticket of an older policy version is out of use for good."""
