@@ -69,3 +69,18 @@ def test_masking_keeps_references_and_hides_values() -> None:
     assert gh["env"] == {"TOKEN": MASK}
     assert gh["auth"]["client_secret"] == MASK
     assert shown["storage"]["database_url"] == MASK
+
+
+def test_the_published_copy_of_the_document_is_current() -> None:
+    """docs/admin-openapi.json (linked from the README) is the served document; regenerate it
+    with `python -c` as its test failure message says when an operation changes."""
+    import json
+    from pathlib import Path
+
+    published = Path(__file__).parents[2] / "docs" / "admin-openapi.json"
+    current = json.dumps(document(ROUTES), indent=2, sort_keys=True) + "\n"
+    assert published.read_text(encoding="utf-8") == current, (
+        "regenerate: python -c 'import json; from switchyard.admin.openapi import document; "
+        'from switchyard.admin.table import ROUTES; open("docs/admin-openapi.json", "w")'
+        '.write(json.dumps(document(ROUTES), indent=2, sort_keys=True) + "\\n")\''
+    )
