@@ -303,6 +303,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(
             capture_output=True,
             text=True,
             timeout=540,
+            cwd=tmp_path,  # its example database lands there, not in the work tree
         )
         assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
         assert " passed" in run.stdout
