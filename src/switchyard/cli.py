@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from switchyard import __version__
+from switchyard import __version__, approvals_cli
 from switchyard.audit import commands as audit_commands
 from switchyard.auth import keys_cli
 from switchyard.auth.key_store import default_data_dir
@@ -96,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
 
     audit_commands.add_parser(sub, config_only)
     pins_commands.add_parser(sub, config_only)
+    approvals_cli.add_parser(sub, config_only)
+    # Its subcommands come from the admin route table, imported only when it is used.
+    admin = sub.add_parser(
+        "admin",
+        help="the admin API of a running gateway (every operation, one subcommand each)",
+        add_help=False,
+    )
+    admin.add_argument("admin_args", nargs=argparse.REMAINDER)
 
     demo = sub.add_parser("demo", help="run a bundled demo backend on stdio")
     demo.add_argument("name", choices=DEMOS)
@@ -124,6 +132,12 @@ def _host(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["admin"]:
+        # Parsed by its own parser, made from the admin route table (imported only here).
+        from switchyard.admin import commands as admin_commands
+
+        return admin_commands.main(given[1:])
     args = _parser().parse_args(argv)
     standard_streams.reserve()
     if args.command == "config":
@@ -148,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         return _audit(args)
     if args.command == "pins":
         return _pins(args)
+    if args.command == "approvals":
+        return _approvals(args)
     if args.command == "stdio" and (
         standard_streams.was_closed(0) or standard_streams.was_closed(1)
     ):
@@ -305,6 +321,22 @@ def _pins(args: argparse.Namespace) -> int:
     return pins_commands.run(args, where, audited)
 
 
+def _approvals(args: argparse.Namespace) -> int:
+    from switchyard.config.load import approvals, audit, storage
+
+    path = Path(args.config) if args.config else demo_config_path()
+    try:
+        config, _ = load(path)
+        base = path.resolve().parent
+        gate = approvals(config, storage(config, base))
+        audited = audit(config, base)
+    except ConfigError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    observability_logging.setup("info", None)
+    return approvals_cli.run(args, gate, audited)
+
+
 def _serve(
     plan: object, config: object, host: str, port: int, log_file: str | None, path: Path
 ) -> int:
@@ -322,6 +354,9 @@ def _serve(
     from switchyard.gateway import Gateway, Plan
 
     assert isinstance(plan, Plan) and isinstance(config, SwitchyardConfig)
+    if config.admin.dynamic_registration:
+        plan, config = _database_source(plan, config, path)
+        assert isinstance(plan, Plan) and isinstance(config, SwitchyardConfig)
     # The port first: one in use is reported before any backend is spawned.
     try:
         sock = bind(host, port)
@@ -335,6 +370,7 @@ def _serve(
     gw = config.gateway
     auth = auth_settings(config, host, port) if config.auth.enabled else None
     gateway = Gateway(plan)
+    gateway.public_base = bound_base(host, sock)
     app = HttpApp(
         gateway,
         HttpSettings(
@@ -353,9 +389,30 @@ def _serve(
         ),
         auth,
     )
-    app.on_hangup = Reloader(path, config, plan, gateway).reload
-    run(app, sock)
+    from switchyard.admin.install import install
+
+    try:
+        # SIGHUP reloads through the versioned configuration.
+        admin_sock = install(app, config, Reloader(path, config, plan, gateway))
+    except BindError as exc:
+        sock.close()
+        print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    run(app, sock, *([admin_sock] if admin_sock is not None else []))
     return 0
+
+
+def _database_source(plan: Any, config: Any, path: Path) -> tuple[Any, Any]:
+    """With dynamic registration the database holds the configuration: the file seeds it."""
+    import asyncio
+
+    from switchyard.config.load import compile_plan
+    from switchyard.config.versions import database_source
+
+    stored = asyncio.run(database_source(config, plan.storage))
+    if stored is config:
+        return plan, config
+    return compile_plan(stored, path.resolve().parent), stored
 
 
 def json_limits(limits: Any) -> Any:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from switchyard.audit.gate import audited
+from switchyard.audit.record import AuditEvent
 from switchyard.audit.settings import AuditSettings
 from switchyard.audit.writer import AuditWriter
 from switchyard.bridge import ParkedCalls
@@ -24,6 +26,7 @@ from switchyard.pins.events import PinEvent
 from switchyard.pins.guard import PinGuard
 from switchyard.pins.settings import PinningSettings
 from switchyard.policies.access import AccessRules
+from switchyard.policies.approvals import Approvals
 from switchyard.policies.base import PolicySpec
 from switchyard.policies.rate_limits import Limiter
 from switchyard.policies.request_log import RequestLog
@@ -70,6 +73,8 @@ class GatewaySettings:
     `redact_notification` for every client-bound message outside a result."""
     limits: Limiter | None = None
     """The rate limits' rules and counters, when `rate_limits:` has rules (the chain's policy)."""
+    approvals: Approvals | None = None
+    """The approval gate's tickets, events and webhook, when `approvals:` is enabled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +156,8 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.started = False
+        self.public_base: str | None = None
+        """Where clients reach this gateway over HTTP (set by the HTTP listener)."""
         self._pin_events: Callable[[PinEvent], None] | None = None
         """Records pin events in the audit trail while this gateway runs."""
         self._started = asyncio.Event()
@@ -167,6 +174,7 @@ class Gateway:
             self._pin_events = pin_events.audit_sink(self.audit.submit)
             pin_events.sinks.append(self._pin_events)
         self._tasks.append(asyncio.create_task(self._reap_sessions(), name="session-reaper"))
+        self._adopt_approvals(self.settings.approvals)
         if self.pins is not None:
             self._tasks.append(asyncio.create_task(self._poll_pins(), name="pin-poll"))
         await self._start_backends(list(self.backends.values()), self.settings.startup_wait_s)
@@ -199,16 +207,21 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*waits), wait_s)
 
-    async def apply(self, plan: Plan) -> Changes:
+    async def apply(self, plan: Plan, restart: frozenset[str] = frozenset()) -> Changes:
         """Serve `plan` from now on (a config reload). Backends whose settings did not change
         keep running untouched; changed and added ones are started first (bounded by
         `startup_wait`), then everything is swapped in one step of the event loop, so a request
         sees either the old configuration or the new one. Replaced and removed backends finish
         the requests they have in flight (up to their `max_request_time`) before they stop.
-        Sessions whose lists may have changed get `list_changed`."""
+        Sessions whose lists may have changed get `list_changed`. Backends named in `restart`
+        are replaced even when their settings did not change."""
         current = dict(self.backends)
         wanted = {b.name: b for b in plan.backends}
-        kept = {n for n, s in wanted.items() if n in current and current[n].settings == s}
+        kept = {
+            n
+            for n, s in wanted.items()
+            if n in current and current[n].settings == s and n not in restart
+        }
         fresh = {
             n: Backend(s, self._backend_changed, self._backend_event, self._unattributed)
             for n, s in wanted.items()
@@ -253,6 +266,10 @@ class Gateway:
         closing = (
             old_limits if old_limits is not None and old_limits is not plan.gateway.limits else None
         )
+        old_gate = old_settings.approvals
+        if old_gate is not None and old_gate is not plan.gateway.approvals:
+            self._side_task(old_gate.close(), "retire-approvals")
+        self._adopt_approvals(plan.gateway.approvals)
         task = asyncio.create_task(self._retire(retired, closing), name="retire-backends")
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
@@ -289,6 +306,8 @@ class Gateway:
         self._tasks.clear()
         if self.settings.limits is not None:
             await self.settings.limits.close()
+        if self.settings.approvals is not None:
+            await self.settings.approvals.close()
         if self._pins_task is not None:
             self._pins_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -316,6 +335,25 @@ class Gateway:
             self.parked.expire()
             for backend in self.backends.values():
                 backend.reap_isolated()
+
+    def _adopt_approvals(self, approvals: Approvals | None) -> None:
+        """Approval events go to the audit trail; the approval page is linked at this
+        gateway's address unless `approvals.public_url` says otherwise."""
+        if approvals is None or approvals.sinks:
+            return
+        if self.audit is not None:
+            submit = self.audit.submit
+            approvals.sinks.append(
+                lambda fields: submit(AuditEvent("approval", time.time(), fields))
+            )
+        if approvals.base_url is None:
+            approvals.base_url = self.public_base
+        approvals.start()
+
+    def _side_task(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     def view_roles(self, view: str | None) -> frozenset[str] | None:
         """The roles a virtual server requires of its callers (None: no requirement)."""

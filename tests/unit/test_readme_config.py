@@ -12,6 +12,9 @@ from pydantic import BaseModel
 
 from switchyard.config.schema import (
     AccessRuleConfig,
+    AdminConfig,
+    ApprovalRuleConfig,
+    ApprovalsConfig,
     GatewayConfig,
     LimitsConfig,
     RateLimitRuleConfig,
@@ -34,6 +37,8 @@ TABLES: dict[str, tuple[type[BaseModel], set[str]]] = {
         RateLimitsConfig,
         {"rules"},  # each rule's keys have their own table
     ),
+    "### Approvals and agent mode (`approvals:`)": (ApprovalsConfig, set()),
+    "## Admin API (`admin:`)": (AdminConfig, set()),
 }
 
 
@@ -126,6 +131,8 @@ def test_every_stated_default_is_the_schemas(heading: str) -> None:
             assert _number(stated) == default, (heading, key, stated, default)
         elif isinstance(default, str):
             assert stated == f"`{default}`", (heading, key, stated, default)
+        elif isinstance(default, list) and default and all(isinstance(v, str) for v in default):
+            assert stated == "`[" + ", ".join(default) + "]`", (heading, key, stated, default)
         elif isinstance(default, list | dict):
             assert stated in ("`[]`", "`{}`") and not default, (heading, key, stated, default)
 
@@ -149,3 +156,14 @@ def test_access_rule_keys_match_the_schema() -> None:
             break
         documented |= set(re.findall(r"`([^`]+)`", line.split("|")[1]))
     assert documented == set(AccessRuleConfig.model_fields)
+
+
+def test_approval_rule_keys_match_the_schema() -> None:
+    start = README.index("| `approvals.rules[]` key | meaning |")
+    rows = [line for line in README[start:].splitlines()[2:] if line.startswith("|")]
+    documented = set()
+    for line in rows:
+        if not line.startswith("| `"):
+            break
+        documented |= set(re.findall(r"`([^`]+)`", line.split("|")[1]))
+    assert documented == set(ApprovalRuleConfig.model_fields)

@@ -63,6 +63,11 @@ class Authenticator:
         self.tokens = tokens
         self._key_store = key_store
 
+    @property
+    def key_store(self) -> KeyStore | None:
+        """Where API keys live (None when API keys are off): the admin plane manages them."""
+        return self._key_store
+
     def resource_for(self, view: str | None) -> ProtectedResource:
         """The protected resource behind an endpoint: `/mcp`, or a virtual server's own."""
         if view is None:

@@ -23,6 +23,7 @@ from switchyard.auth.authenticator import AuthSettings
 from switchyard.auth.jwt_verifier import IssuerConfig
 from switchyard.call import API_KEYS
 from switchyard.config.allowed_urls import PatternError, UrlPattern, redacted
+from switchyard.config.approvals import ApprovalConfigError, compile_approvals
 from switchyard.config.rate_limits import RateLimitError, compile_limits
 from switchyard.config.redaction import compile_redaction
 from switchyard.config.schema import (
@@ -34,6 +35,7 @@ from switchyard.config.schema import (
 from switchyard.gateway import GatewaySettings, Plan
 from switchyard.pins.settings import PinningSettings
 from switchyard.policies.access import AccessControl, AccessRules, Rule
+from switchyard.policies.approvals import Approval, Approvals
 from switchyard.policies.base import PolicySpec
 from switchyard.policies.rate_limits import Limiter, RateLimits
 from switchyard.policies.redaction import Redaction
@@ -101,6 +103,18 @@ def load(path: str | Path) -> tuple[SwitchyardConfig, list[str]]:
         raise ConfigError(_format_errors(p, exc)) from None
     _check(config)
     return config, warnings
+
+
+def validate_document(data: object, where: str) -> SwitchyardConfig:
+    """A configuration given as data (the admin API, the database), validated like a file."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping")
+    try:
+        config = SwitchyardConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(Path(where), exc)) from None
+    _check(config)
+    return config
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:
@@ -373,6 +387,10 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
     if limiter is not None:
         # After access control: a call the caller may not make is never counted.
         policies = (*policies, PolicySpec(RateLimits, limiter))
+    gate = approvals(config, stored)
+    if gate is not None:
+        # After rate limits: only an allowed, admitted call can make a ticket.
+        policies = (*policies, PolicySpec(Approval, gate))
     redactor = compile_redaction(config.redaction, default_issuer(config), _resolve, ConfigError)
     if redactor is not None:
         # Innermost: next to the backend, so every policy outside sees redacted results.
@@ -396,6 +414,7 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
         access=access,
         redaction=redactor,
         limits=limiter,
+        approvals=gate,
     )
     return Plan(
         gateway=settings,
@@ -429,6 +448,16 @@ def rate_limits(config: SwitchyardConfig, stored: StorageSettings) -> Limiter | 
         return compile_limits(config.rate_limits, stored, default_issuer(config))
     except RateLimitError as exc:
         raise ConfigError(f"invalid configuration:\n  {exc}") from None
+
+
+def approvals(config: SwitchyardConfig, stored: StorageSettings) -> Approvals | None:
+    try:
+        settings = compile_approvals(
+            config.approvals, stored, default_issuer(config), _resolve, config.auth.enabled
+        )
+    except ApprovalConfigError as exc:
+        raise ConfigError(f"invalid configuration:\n  {exc}") from None
+    return Approvals(settings) if settings is not None else None
 
 
 def pinning(config: SwitchyardConfig) -> PinningSettings:

@@ -18,7 +18,7 @@ from typing import Any
 from switchyard.config.lints import lint
 from switchyard.config.load import ConfigError, compile_plan, load
 from switchyard.config.schema import SwitchyardConfig
-from switchyard.gateway import Gateway, Plan
+from switchyard.gateway import Changes, Gateway, Plan
 from switchyard.policies.base import PolicySpec
 
 log = logging.getLogger("switchyard.reload")
@@ -30,6 +30,7 @@ RELOADABLE: dict[str, Any] = {
     "virtual_servers": True,
     "redaction": True,
     "rate_limits": True,
+    "approvals": True,
     "auth": {"rules": True, "default_issuer": True},
     "gateway": {
         "separator": True,
@@ -94,6 +95,34 @@ class Reloader:
             )
             return True
 
+    def check(self, config: SwitchyardConfig) -> Plan:
+        """The plan of `config`, if a reload can apply it (ConfigError says why not)."""
+        restart = restart_only_changes(self.config, config)
+        if restart:
+            raise ConfigError(f"these keys changed and need a restart: {', '.join(restart)}")
+        return compile_plan(config, self.path.resolve().parent)
+
+    async def apply_config(self, config: SwitchyardConfig) -> Changes:
+        """Serve an already validated configuration (from the admin API or the database)."""
+        async with self._lock:
+            plan = self._carry_over(config, self.check(config))
+            changes = await self.gateway.apply(plan)
+            self.config, self.plan = config, plan
+            log.info(
+                "configuration applied: %d servers unchanged; added %s; replaced %s; removed %s",
+                len(changes.kept),
+                list(changes.added),
+                list(changes.replaced),
+                list(changes.removed),
+            )
+            return changes
+
+    async def restart(self, name: str) -> None:
+        """A fresh connection (or process) for one backend, its configuration unchanged; never
+        at the same time as a reload, which could otherwise swap the old plan back in."""
+        async with self._lock:
+            await self.gateway.apply(self.plan, restart=frozenset({name}))
+
     def _prepare(self) -> tuple[SwitchyardConfig, Plan, list[str]]:
         config, warnings = load(self.path)
         restart = restart_only_changes(self.config, config)
@@ -125,6 +154,15 @@ class Reloader:
         ):
             swaps[id(new.limits)] = old.limits
             settings = replace(settings, limits=old.limits)
+        if (
+            same_issuer
+            and self.config.approvals == config.approvals
+            and self.config.storage == config.storage
+            and new.approvals
+        ):
+            # The same tickets, store connection and escalation: only other sections changed.
+            swaps[id(new.approvals)] = old.approvals
+            settings = replace(settings, approvals=old.approvals)
         policies = tuple(
             PolicySpec(p.cls, swaps.get(id(p.settings), p.settings)) for p in new.policies
         )

@@ -695,6 +695,147 @@ class AuditConfig(BaseModel):
     max_raw_arguments_bytes: int = Field(16_384, ge=0)
 
 
+class ApprovalArgumentConfig(BaseModel):
+    """A condition on one top-level argument: all that are set must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    equals: str | int | float | bool | None = Field(None, description="Exactly this value.")
+    one_of: list[str | int | float | bool] | None = Field(None, description="One of these values.")
+    matches: str | None = Field(None, description="A string matching this glob.")
+    greater_than: float | None = Field(None, description="A number greater than this.")
+    present: bool | None = Field(None, description="The argument is (true) or is not present.")
+
+
+class ApprovalRuleConfig(BaseModel):
+    """One approval rule: which calls it selects, and who decides. The first rule that
+    selects a call applies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique; names the rule in tickets.")
+    action: Literal["require", "auto"] = Field(
+        "require", description="require: the call waits for a decision; auto: it runs."
+    )
+    approver: str = Field(
+        "caller",
+        description="`caller`: the caller's own user confirms (at the client); else a role "
+        "whose members decide out of band (never the caller itself).",
+    )
+    principals: list[str] | None = Field(None, description="Caller names (globs).")
+    issuers: list[str] | None = Field(
+        None, description="Issuer globs; absent: `auth.default_issuer` for a rule with principals."
+    )
+    roles: list[str] | None = Field(None, description="Any of these roles.")
+    views: list[str] | None = Field(None, description="Virtual server names (globs).")
+    backends: list[str] | None = Field(None, description="Backend names (globs).")
+    tools: list[str] | None = Field(None, description="Backend-side tool names (globs).")
+    annotations: dict[Literal["destructiveHint", "openWorldHint", "readOnlyHint"], bool] | None = (
+        Field(None, description="Tool hints the tool must have (absent hints: MCP defaults).")
+    )
+    arguments: dict[str, ApprovalArgumentConfig] | None = Field(
+        None, description="Conditions on top-level arguments (all must hold)."
+    )
+
+
+class ApprovalWebhookConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="Receives a POST with the ticket on creation and escalation.")
+    secret: str = Field(
+        description="HMAC-SHA256 key of the `X-Switchyard-Signature` header (16+ characters)."
+    )
+    timeout: float = Field(5.0, gt=0, le=60, description="Seconds per delivery attempt.")
+
+
+class ApprovalsConfig(BaseModel):
+    """Approvals and agent mode (the `approvals:` section): calls that wait for a decision
+    bound to exactly that call. Tickets live in the `storage:` database."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Gate tool calls by the rules below.")
+    default: Literal["auto", "require"] = Field(
+        "auto", description="What a call no rule selects does (require: fail closed)."
+    )
+    default_approver: str = Field(
+        "caller", description="Who decides calls gated by `default: require`."
+    )
+    auto_execute: list[str] = Field(
+        default_factory=list,
+        description="Agent mode: tools (public names, globs) that run without a decision "
+        "when no rule selects them.",
+    )
+    secret: str | None = Field(
+        None,
+        description="Key signing `requestState` (16+ characters, e.g. `${SWITCHYARD_APPROVAL_KEY}`"
+        "); the same in every gateway process. Required when enabled.",
+    )
+    ticket_ttl: float = Field(
+        3600.0, gt=0, description="Seconds a ticket stays decidable and, once approved, usable."
+    )
+    elicitation_wait: float = Field(
+        60.0, gt=0, le=600, description="Seconds a 2025 client's confirmation may take."
+    )
+    escalate_after: float | None = Field(
+        None, gt=0, description="Seconds a pending ticket waits before it is escalated."
+    )
+    escalate_to: str | None = Field(
+        None, description="The role that may also decide an escalated ticket."
+    )
+    public_url: str | None = Field(
+        None,
+        description="The gateway's base URL as approvers reach it (approval page links); "
+        "default: the address it listens on.",
+    )
+    show_arguments_bytes: int = Field(
+        16_384,
+        ge=0,
+        le=1_048_576,
+        description="A ticket keeps the call's arguments (up to this many bytes) for approvers "
+        "to see; 0 keeps none (approvers see the digest only).",
+    )
+    webhook: ApprovalWebhookConfig | None = None
+    rules: list[ApprovalRuleConfig] = Field(default_factory=list)
+
+
+class AdminConfig(BaseModel):
+    """The admin plane (`/admin/v1`): who may use it, where it listens, and whether the
+    configuration is changed through it (dynamic registration)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Serve the admin API at `/admin/v1`.")
+    listen: str | None = Field(
+        None,
+        description="`host:port` of a listener of its own (then not on the MCP port); default: "
+        "the MCP port.",
+    )
+    roles: list[str] = Field(["admin"], description="Roles that may read and change everything.")
+    read_roles: list[str] = Field(
+        ["admin-read"], description="Roles that may read everything and change nothing."
+    )
+    scopes: list[str] = Field(
+        ["switchyard:admin"], description="JWT scopes granting what `roles` grant."
+    )
+    read_scopes: list[str] = Field(
+        ["switchyard:admin.read"], description="JWT scopes granting what `read_roles` grant."
+    )
+    local_unauthenticated: bool = Field(
+        False,
+        description="With `auth.enabled: false`, let loopback callers use the admin API as "
+        "admins (otherwise it is refused without authentication).",
+    )
+    dynamic_registration: bool = Field(
+        False,
+        description="Backends are created, changed and deleted through the API; the database "
+        "becomes the configuration's source (the file only seeds it).",
+    )
+    poll_interval: float = Field(
+        0.5, gt=0, le=60, description="Seconds between checks for a newer configuration version."
+    )
+
+
 class SwitchyardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -704,6 +845,8 @@ class SwitchyardConfig(BaseModel):
     rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
     pinning: PinningConfig = Field(default_factory=PinningConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
 
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     servers: dict[str, ServerConfig] = Field(default_factory=dict)

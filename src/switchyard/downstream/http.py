@@ -8,11 +8,12 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from switchyard.auth.authenticator import Authenticator, AuthSettings, Refusal, open_authenticator
+from switchyard.downstream import approvals_api
 from switchyard.downstream.admission import (
     ADMISSION_KEY,
     RETRY_AFTER_S,
@@ -56,6 +57,18 @@ VIEWS_PREFIX: Final = "/servers/"
 GUARDED_PATHS: Final = frozenset(
     {MCP_PATH, MCP_PATH + "/", SSE_PATH, MESSAGES_PATH, MESSAGES_PATH + "/"}
 )
+
+
+class AdminFace(Protocol):
+    """The admin plane, when served (it lives above this layer and is handed in)."""
+
+    admin_port: int | None
+
+    def serves(self, scope: Scope) -> bool: ...
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +120,14 @@ class HttpApp:
         """What SIGHUP does (a config reload); None: it is logged and ignored."""
         self._starting: asyncio.Task[None] | None = None
         self._hangups: set[asyncio.Task[object]] = set()
+        self.admin: AdminFace | None = None
+        """The admin plane (`/admin/v1`, approvals, `/v1/tools`); None: approvals alone."""
+        self.admin_guard: Guard | None = None
+        """The Origin/Host guard of the admin plane's own listener, when it has one."""
+        self.on_started: list[Callable[[], Awaitable[None]]] = []
+        """Run once the gateway started (in order); `on_stopping` before it stops."""
+        self.on_stopping: list[Callable[[], Awaitable[None]]] = []
+        self._after_start: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -136,7 +157,13 @@ class HttpApp:
                 json=False,
             )
             return
-        refusal = self.guard.check(headers)
+        admin = self.admin
+        guard = self.guard
+        if admin is not None and self.admin_guard is not None:
+            server = scope.get("server")
+            if server is not None and server[1] == admin.admin_port:
+                guard = self.admin_guard
+        refusal = guard.check(headers)
         if refusal:
             reason = (
                 "Forbidden: Origin not allowed"
@@ -150,6 +177,9 @@ class HttpApp:
                 frame.response_bytes(b"null", frame.error_reply(-32600, reason)),
                 reason,
             )
+            return
+        if admin is not None and admin.serves(scope):
+            await admin(scope, receive, send)
             return
         view: str | None = None
         if path.startswith((VIEWS_PREFIX, WELL_KNOWN_ROOT + VIEWS_PREFIX)):
@@ -208,8 +238,31 @@ class HttpApp:
             await respond_json(send, 200, b'{"status":"ok"}')
         elif path == "/readyz":
             await self._readyz(scope, send, view)
+        elif approvals_api.handles(path) and view is None:
+            await self._approvals_api(scope, receive, send)
         else:
             await respond(send, 404, b"Not Found", [(b"content-type", b"text/plain")])
+
+    async def _approvals_api(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Approvers' and applications' REST: the same credentials as `/mcp`."""
+        who: Identity | None = None
+        authenticator = self.authenticator
+        if authenticator is not None:
+            outcome = await authenticator.authenticate(scope["headers"], b"")
+            if isinstance(outcome, Refusal):
+                challenge = (b"www-authenticate", outcome.challenge.encode("latin-1"))
+                body = frame.encode({"error": outcome.message})
+                await respond_json(send, outcome.status, body, [challenge])
+                return
+            who = outcome
+            scope[IDENTITY_KEY] = who
+            IDENTITY.set(who)
+
+        async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+            await approvals_api.serve(self.gateway, scope, receive, send, who)
+
+        # The same per-client and memory admission as `/mcp`: REST is no way around it.
+        await self._limited(scope, receive, send, serve)
 
     async def _readyz(self, scope: Scope, send: Send, view: str | None) -> None:
         """Readiness for probes. With authentication on, backend details (names, states, their
@@ -235,6 +288,11 @@ class HttpApp:
             return None
         rest = "/" + rest
         return name, WELL_KNOWN_ROOT + rest if well_known else rest
+
+    async def admitted(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+        """`app` under the per-client and memory admission of `/mcp` (for faces served from
+        above this layer, e.g. the admin plane's REST)."""
+        await self._limited(scope, receive, send, app)
 
     async def _limited(
         self, scope: Scope, receive: Receive, send: Send, app: ASGIApp, deferred: bool = False
@@ -281,6 +339,10 @@ class HttpApp:
                 # Serving (readiness says `starting`) while the backends make their first
                 # attempt: probes and early clients get an answer, not a refused connection.
                 self._starting = asyncio.create_task(self.gateway.start(), name="gateway-start")
+                if self.on_started:
+                    self._after_start = asyncio.create_task(
+                        self._run_after_start(self._starting), name="after-start"
+                    )
                 asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -292,12 +354,30 @@ class HttpApp:
                         await self._starting
                 for task in list(self._hangups):
                     task.cancel()
+                if self._after_start is not None and not self._after_start.done():
+                    self._after_start.cancel()
+                for hook in self.on_stopping:
+                    try:
+                        await hook()
+                    except Exception:
+                        log.exception("a shutdown step failed")
+                if self.admin is not None:
+                    await self.admin.aclose()
                 await self.memory.aclose()
                 await self.gateway.stop()
                 if self.authenticator is not None:
                     await self.authenticator.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _run_after_start(self, starting: asyncio.Task[None]) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(starting)
+        for hook in self.on_started:
+            try:
+                await hook()
+            except Exception:
+                log.exception("a start-up step failed")
 
     def _hangup(self) -> None:
         if self.on_hangup is None:
@@ -430,7 +510,7 @@ def announce(base: str, views: list[str]) -> None:
         log.info("virtual server %r: %s%s%s%s", name, base, VIEWS_PREFIX, name, MCP_PATH)
 
 
-def run(app: HttpApp, sock: socket.socket) -> None:
+def run(app: HttpApp, sock: socket.socket, *more: socket.socket) -> None:
     """Serve on `sock` until SIGTERM/SIGINT, then shut down gracefully and return (exit status
     0). SIGHUP calls `app.on_hangup` (a config reload) instead of ending the process."""
     import signal
@@ -458,4 +538,4 @@ def run(app: HttpApp, sock: socket.socket) -> None:
             # Many small keep-alive requests are the normal MCP pattern.
             timeout_keep_alive=30,
         )
-    ).run(sockets=[sock])
+    ).run(sockets=[sock, *more])

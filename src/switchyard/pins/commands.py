@@ -193,3 +193,8 @@ def _changes(pin: Pin) -> list[diff.Change]:
     new = from_canonical(pin.key, pin.candidate_def).value
     old = from_canonical(pin.key, pin.pinned_def).value if pin.pinned_def is not None else None
     return diff.classify(old, new)
+
+
+def pin_changes(pin: Pin) -> list[diff.Change]:
+    """What changed between a pin and its candidate (empty: no candidate)."""
+    return _changes(pin)

@@ -91,6 +91,18 @@ class AccessRules:
                 allowed = True
         return allowed
 
+    def explain(self, who: Identity, kind: str, backend: str, name: str) -> tuple[bool, int | None]:
+        """`decide`, with the rule that decides: the first deny that matches, else the first
+        allow; None when no rule matches (the default, deny)."""
+        first_allow: int | None = None
+        for index, rule in enumerate(self.rules):
+            if rule.matches(who, kind, backend, name):
+                if not rule.allow:
+                    return False, index
+                if first_allow is None:
+                    first_allow = index
+        return first_allow is not None, first_allow
+
     def allows(self, who: Identity, entry: Entry) -> bool:
         """A listed item, judged by its backend-side name (a template by its template)."""
         return self.decide(who, entry.kind, entry.backend, entry.original)

@@ -49,3 +49,17 @@ SESSION_VIEW_REFUSED: Final = -31060
 """Tool pinning: a backend's session for this client lists a tool, prompt or template unlike
 the one every client was shown (a per-session rug pull); the session is not used."""
 """The rate-limit counters cannot be reached and the rule fails closed; over HTTP, a 503."""
+APPROVAL_DENIED: Final = -31040
+"""An approver (or the caller's own user, for a confirmation) denied the call's ticket.
+Approvals take -31040..-31049; every one carries `data.ticket` when a ticket is known."""
+APPROVAL_EXPIRED: Final = -31041
+"""The call's ticket expired before it was approved and used; the next call asks anew."""
+APPROVAL_STATE_INVALID: Final = -31042
+"""A `requestState` the gateway did not sign for this caller and these arguments (forged,
+tampered, another caller's, other arguments, or expired)."""
+APPROVAL_POLICY_CHANGED: Final = -31043
+"""The `approvals:` rules changed since the ticket was made: it is void; ask again."""
+APPROVAL_UNAVAILABLE: Final = -31044
+"""The ticket store cannot be reached: a gated call does not run."""
+APPROVAL_USED: Final = -31045
+"""The approval was already used: one approval runs exactly one call."""

@@ -220,8 +220,12 @@ class SqliteDatabase(Database):
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Owner-only before SQLite touches it; its -wal and -shm files inherit the mode.
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        # Owner-only before SQLite touches it; its -wal and -shm files inherit the mode. Only
+        # when new: closing any descriptor of a file drops every POSIX lock this process holds
+        # on it, so opening a second store on a file already open here would let another
+        # process take itself for the last user and delete the WAL under our writes.
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")

@@ -1,0 +1,323 @@
+"""The web console in a real browser: Debian's chromium, headless, driven by Playwright, against
+a running gateway with a real backend; an admin and a read-only admin signed in at once.
+Screenshots of each page are kept with the test logs (console-*.png)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_admin import admin_config, hmac_env  # noqa: F401 (a fixture)
+from tests.harness import LOG_DIR, create_key, register_secret, start_gateway, stdio_fixture
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _shot(page: Any, name: str) -> None:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(LOG_DIR / f"console-{name}.png"), full_page=True)
+
+
+def _sign_in(browser: Any, base: str, key: str) -> tuple[Any, list[str]]:
+    context = browser.new_context()
+    page = context.new_page()
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Security Policy" in m.text else None)
+    page.goto(base + "/admin/console/")
+    assert page.url.endswith("/admin/console/login")
+    page.fill("input[name=key]", key)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/admin/console/")
+    return page, violations
+
+
+@pytest.mark.timeout(300)
+def test_console_in_chromium_with_an_admin_and_a_read_only_admin(
+    tmp_path: Path,
+    browser: Any,
+    hmac_env: None,  # noqa: F811
+) -> None:
+    data = tmp_path / "keys"
+    admin_key = create_key(data, "alice", "admin")
+    reader_key = create_key(data, "rita", "admin-read")
+    user_key = create_key(data, "bob", "user")
+    gw = start_gateway(admin_config(tmp_path, dynamic_registration=True), tmp_path)
+    try:
+        gw.wait_backend("fx")
+        base = gw.base
+        # A plain user cannot sign in.
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(base + "/admin/console/login")
+        page.fill("input[name=key]", user_key)
+        page.click("button[type=submit]")
+        assert "the admin API needs an admin role or scope" in page.inner_text("main")
+        context.close()
+
+        admin, admin_csp = _sign_in(browser, base, admin_key)
+        reader, reader_csp = _sign_in(browser, base, reader_key)
+        assert "fx" in admin.inner_text("table") and "up" in admin.inner_text("table")
+        # Register a backend from the console; its tools show once it is up and checked.
+        admin.fill("input[type=text][name=name]", "more")
+        admin.fill("textarea[name=entry]", json.dumps(stdio_fixture("crashy")))
+        admin.click("button:has-text('Register')")
+        assert "Version 2 applied." in admin.inner_text("main")
+        for _ in range(100):
+            row = admin.locator("tr", has_text="more").inner_text().split("\t")
+            if row[1:2] == ["up"] and row[3:4] not in (["0"], [""]):
+                break
+            admin.wait_for_timeout(100)
+            admin.goto(base + "/admin/console/")
+        assert row[:2] == ["more", "up"] and int(row[3]) > 0, row
+        _shot(admin, "overview")
+        reader.goto(base + "/admin/console/")
+        reader.fill("input[type=text][name=name]", "evil")
+        reader.fill("textarea[name=entry]", json.dumps(stdio_fixture("crashy")))
+        reader.click("button:has-text('Register')")
+        assert "403: read-only: this change needs an admin role" in reader.inner_text("main")
+        assert "evil" not in reader.inner_text("table")
+
+        admin.goto(base + "/admin/console/keys")
+        admin.fill("input[name=principal]", "carol")
+        admin.fill("input[name=roles]", "user")
+        admin.click("text=Create")
+        created = register_secret(admin.inner_text("#new-key"))
+        assert created.startswith("sy_")
+        # The read-only admin sees the new key's record, never the key, and cannot create one.
+        reader.goto(base + "/admin/console/keys")
+        assert "carol" in reader.inner_text("table")
+        assert created not in reader.content()
+        reader.fill("input[name=principal]", "mallory")
+        reader.click("text=Create")
+        assert "403: read-only: this change needs an admin role" in reader.inner_text("main")
+        assert "mallory" not in reader.inner_text("table")
+        # The admin revokes it; the page's ETag goes with the form.
+        admin.goto(base + "/admin/console/keys")
+        row = admin.locator("tr", has_text="carol")
+        row.locator("text=Revoke").click()
+        assert "Revoked" in admin.inner_text("main")
+        assert "revoked" in admin.locator("tr", has_text="carol").inner_text()
+        _shot(admin, "keys")  # after the revocation: the page no longer shows the key
+
+        admin.goto(base + "/admin/console/access")
+        admin.fill("input[name=principal]", "bob")
+        admin.fill("input[name=roles]", "user")
+        admin.fill("input[name=tool]", "fx_echo")
+        admin.click("text=Simulate")
+        assert admin.inner_text("#decision") == (
+            "api_key#bob may not call fx_echo: denied by access rule 1 (deny)"
+        )
+        _shot(admin, "access")
+
+        # The playground: a form from the tool's input schema, called as the signed-in admin.
+        admin.goto(base + "/admin/console/playground")
+        admin.click("a:text-is('fx_echo')")
+        admin.fill("input[name='arg.text']", "hello from the console")
+        admin.click("button:has-text('Call')")
+        result = json.loads(admin.inner_text("#result"))
+        assert result["content"][0]["text"] == "hello from the console"
+        assert "ms)" in admin.inner_text("h2")
+        _shot(admin, "playground")
+
+        admin.goto(base + "/admin/console/pins")
+        assert "Nothing waits for review." in admin.inner_text("main")
+        _shot(admin, "pins")
+
+        admin.goto(base + "/admin/console/audit?event=admin")
+        text = admin.inner_text("table")
+        deadline_reload = 0
+        while "revokeKey" not in text and deadline_reload < 50:
+            admin.wait_for_timeout(100)
+            admin.reload()
+            text = admin.inner_text("table")
+            deadline_reload += 1
+        assert "createKey" in text and "revokeKey" in text and "api_key#alice" in text
+        _shot(admin, "audit")
+        assert created not in admin.content()
+
+        # A form posted without the session's CSRF token is refused, cookie or not.
+        cookie = "; ".join(f"{c['name']}={c['value']}" for c in admin.context.cookies())
+        request = urllib.request.Request(
+            base + "/admin/console/keys",
+            data=b"principal=eve&roles=admin&csrf=forged",
+            method="POST",
+            headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403
+        csp = refused.value.headers["content-security-policy"]
+        assert csp.startswith("default-src 'none'") and "script-src" not in csp
+        reader.goto(base + "/admin/console/keys")
+        assert "eve" not in reader.inner_text("table")
+        assert admin_csp == [] and reader_csp == []
+    finally:
+        gw.stop()
+
+
+@pytest.mark.timeout(300)
+def test_console_approves_a_waiting_call(
+    tmp_path: Path,
+    browser: Any,
+    hmac_env: None,  # noqa: F811
+) -> None:
+    from tests.e2e.test_admin import call
+    from tests.harness import keys_cli
+
+    data = tmp_path / "keys"
+    alice = keys_cli(
+        "create", "--principal", "alice", "--role", "admin", "--role", "approver",
+        "--data-dir", str(data),
+    )  # fmt: skip
+    bob = create_key(data, "bob", "user")
+    config = admin_config(tmp_path)
+    config["approvals"] = {
+        "enabled": True,
+        "secret": register_secret("console-approval-secret-" + str(time.monotonic_ns())),
+        "rules": [{"name": "floods", "tools": ["flood"], "approver": "approver"}],
+    }
+    gw = start_gateway(config, tmp_path)
+    try:
+        gw.wait_backend("fx")
+        proposed = {
+            "name": "fx_flood",
+            "arguments": {"count": 0, "size": 0, "done_file": str(tmp_path / "done")},
+        }
+        status, _, waiting = call(gw, "POST", "/v1/tools/call", bob, proposed)
+        assert status == 202 and waiting["status"] == "approval_required"
+        ticket = waiting["approval"]["id"]
+        page, violations = _sign_in(browser, gw.base, alice)
+        page.goto(gw.base + "/admin/console/approvals")
+        row = page.locator("tr", has_text=ticket)
+        assert "api_key#bob" in row.inner_text() and "fx_flood" in row.inner_text()
+        _shot(page, "approvals")
+        row.locator("button[value=approve]").click()
+        assert f"{ticket}: approved." in page.inner_text("main")
+        assert "No call waits for a decision." in page.inner_text("main")
+        status, _, done = call(gw, "POST", "/v1/tools/call", bob, proposed)
+        assert status == 200 and done["status"] == "completed"
+        assert done["result"]["content"][0]["text"] == "flooded 0"
+        assert violations == []
+    finally:
+        gw.stop()
+
+
+@pytest.mark.timeout(300)
+def test_console_reviews_and_approves_a_drifted_pin(tmp_path: Path, browser: Any) -> None:
+    from tests.e2e.test_pins import LISTER, REPORT, _gateway, _write
+
+    data = tmp_path / "keys"
+    admin = create_key(data, "alice", "admin")
+    auth = {
+        "enabled": True,
+        "data_dir": str(data),
+        "rules": [{"effect": "allow", "roles": ["admin", "probe"]}],
+    }
+    with _gateway(tmp_path, [REPORT, LISTER], {}, auth) as (gw, defs):
+        _write(defs, [dict(REPORT, annotations={"destructiveHint": True}), LISTER])
+        page, violations = _sign_in(browser, gw.base, admin)
+        for _ in range(150):
+            page.goto(gw.base + "/admin/console/pins")
+            if "files/tool/send_report" in page.inner_text("main"):
+                break
+            page.wait_for_timeout(100)
+        text = page.inner_text("main")
+        assert "files/tool/send_report" in text and "destructiveHint false -> true" in text
+        _shot(page, "pin-diff")
+        page.goto(gw.base + "/admin/console/playground")
+        assert "files_send_report" not in page.inner_text("main")  # held back until approved
+        page.goto(gw.base + "/admin/console/pins")
+        page.click("button:has-text('Approve')")
+        assert "files/tool/send_report: done." in page.inner_text("main")
+        assert "Nothing waits for review." in page.inner_text("main")
+        for _ in range(150):
+            page.goto(gw.base + "/admin/console/playground")
+            if "files_send_report" in page.inner_text("main"):
+                break
+            page.wait_for_timeout(100)
+        assert "files_send_report" in page.inner_text("main")
+        assert violations == []
+
+
+@pytest.mark.timeout(300)
+def test_console_pages_stay_small_and_fast_with_5000_tools(tmp_path: Path) -> None:
+    from tests.e2e.test_pins import _gateway
+
+    tools = [
+        {
+            "name": f"tool_{i:04d}",
+            "description": f"Tool number {i}.",
+            "inputSchema": {"type": "object", "properties": {"x": {"type": "string"}}},
+        }
+        for i in range(5000)
+    ]
+    data = tmp_path / "keys"
+    admin = create_key(data, "alice", "admin")
+    auth = {
+        "enabled": True,
+        "data_dir": str(data),
+        "rules": [{"effect": "allow", "roles": ["admin", "probe"]}],
+    }
+    with _gateway(tmp_path, tools, {"mode": "off"}, auth) as (gw, _):
+        login = urllib.request.Request(
+            gw.base + "/admin/console/login", data=f"key={admin}".encode(), method="POST"
+        )
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: Any) -> None:
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as signed_in:
+            opener.open(login, timeout=10)
+        cookie = signed_in.value.headers["set-cookie"].split(";")[0]
+        pages = [
+            "/",
+            "/keys",
+            "/access?principal=alice&roles=admin&tool=files_tool_0001",
+            "/pins",
+            "/audit",
+            "/approvals",
+            "/playground",
+            "/playground?tool=files_tool_4999",
+        ]
+        for path in pages:
+            best, size = 10.0, 0
+            for _ in range(3):  # the best of three: the machine is shared
+                request = urllib.request.Request(
+                    gw.base + "/admin/console" + path, headers={"Cookie": cookie}
+                )
+                started = time.perf_counter()
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    body = resp.read()
+                best = min(best, time.perf_counter() - started)
+                size = len(body)
+            if path.startswith("/playground"):
+                assert b"<p>5000 tools</p>" in body and b"4800 more" in body
+            print(f"{path}: {size} bytes, {best * 1000:.1f} ms")
+            assert size < 150 * 1024, (path, size)
+            assert best < 0.100, (path, best)
