@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
             "--log-level", default="info", choices=["debug", "info", "warning", "error"]
         )
         sp.add_argument("--log-file", help="write logs here instead of stderr")
+        sp.add_argument(
+            "--log-format",
+            choices=["text", "json"],
+            help="the gateway's own log lines: text or json (default: logging.format, text)",
+        )
 
     serve = sub.add_parser("serve", help="serve MCP over HTTP (/mcp, /sse)")
     common(serve)
@@ -176,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
         return 2
+    observability_logging.use_format(getattr(args, "log_format", None) or config.logging.format)
     for warning in [*warnings, *lint(config)]:
         log.warning("%s", warning)
     log.info("config %s: %d backends", path, len(plan.backends))

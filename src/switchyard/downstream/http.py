@@ -38,6 +38,7 @@ from switchyard.downstream.asgi import (
 )
 from switchyard.downstream.guard import Guard
 from switchyard.downstream.legacy_sse import LegacySseEndpoint
+from switchyard.downstream.scrape import CONTENT_TYPE, MetricsListener, exposition
 from switchyard.downstream.streamable_http import StreamableHttpEndpoint
 from switchyard.gateway import Gateway
 from switchyard.observability.memory import MemoryGuard
@@ -107,6 +108,7 @@ class HttpApp:
         """What SIGHUP does (a config reload); None: it is logged and ignored."""
         self._starting: asyncio.Task[None] | None = None
         self._hangups: set[asyncio.Task[object]] = set()
+        self.metrics_listener: MetricsListener | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -208,6 +210,8 @@ class HttpApp:
             await respond_json(send, 200, b'{"status":"ok"}')
         elif path == "/readyz":
             await self._readyz(scope, send, view)
+        elif path == "/metrics" and view is None and self._metrics_here():
+            await self._metrics(scope, send)
         else:
             await respond(send, 404, b"Not Found", [(b"content-type", b"text/plain")])
 
@@ -224,6 +228,29 @@ class HttpApp:
             if isinstance(outcome, Refusal):
                 body = {"ready": ready, "status": body["status"]}
         await respond_json(send, 200 if ready else 503, frame.encode(body))
+
+    def _metrics_here(self) -> bool:
+        observed = self.gateway.plan.observability
+        return observed.metrics and observed.metrics_listen is None
+
+    async def _metrics(self, scope: Scope, send: Send) -> None:
+        """Prometheus metrics on the main port. With authentication on, only for a valid
+        credential (as /readyz's details): backend names and states are not for everyone."""
+        authenticator = self.authenticator
+        if authenticator is not None:
+            outcome = await authenticator.authenticate(
+                scope["headers"], scope.get("query_string", b""), authenticator.resource_for(None)
+            )
+            if isinstance(outcome, Refusal):
+                challenge = (b"www-authenticate", outcome.challenge.encode("latin-1"))
+                await respond(
+                    send,
+                    outcome.status,
+                    b"Unauthorized",
+                    [(b"content-type", b"text/plain"), challenge],
+                )
+                return
+        await respond(send, 200, exposition(self.gateway), [(b"content-type", CONTENT_TYPE)])
 
     def _view_route(self, path: str) -> tuple[str, str] | None:
         """`/servers/<name>/<rest>` (or its well-known metadata path): the view and the path
@@ -278,6 +305,15 @@ class HttpApp:
                     log.exception("gateway failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                listen = self.gateway.plan.observability.metrics_listen
+                if listen is not None and self.gateway.plan.observability.metrics:
+                    try:
+                        self.metrics_listener = MetricsListener(self.gateway, *listen)
+                        await self.metrics_listener.start()
+                    except OSError as exc:
+                        log.error("metrics.listen %s:%d: %s", listen[0], listen[1], exc.strerror)
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
                 # Serving (readiness says `starting`) while the backends make their first
                 # attempt: probes and early clients get an answer, not a refused connection.
                 self._starting = asyncio.create_task(self.gateway.start(), name="gateway-start")
@@ -293,6 +329,8 @@ class HttpApp:
                 for task in list(self._hangups):
                     task.cancel()
                 await self.memory.aclose()
+                if self.metrics_listener is not None:
+                    await self.metrics_listener.aclose()
                 await self.gateway.stop()
                 if self.authenticator is not None:
                     await self.authenticator.aclose()
