@@ -404,3 +404,47 @@ async def test_the_dashboard_queries_only_exported_metrics(
         assert names, expr
         missing = {n for n in names if n not in samples and n not in declared}
         assert not missing, (expr, missing)
+
+
+# -- a listener of their own; JSON log lines -------------------------------------------------
+
+
+async def test_metrics_on_their_own_listener_and_json_log_lines(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    metrics_port = free_port()
+    config = {
+        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+        "logging": {"format": "json", "backend_stderr_level": "warning"},
+        "servers": {
+            "fx": {"command": PYTHON, "args": [str(FIXTURES / "sdk_stdio.py"), "--name", "fx"]},
+        },
+    }
+    gw = start_gateway(config, tmp_path)
+    try:
+        gw.wait_backend("fx")
+        client = await RawClient(gw.url, http, era="modern").open()
+        await client.result("tools/call", {"name": "fx_echo", "arguments": {"text": "hi"}})
+        status, _ = await asyncio.to_thread(http_get, f"{gw.base}/metrics")
+        assert status == 404  # not on the main port once it has its own
+        status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200
+        samples = _series(body.decode())
+        echo = (
+            ("error_type", ""),
+            ("gen_ai_tool_name", "fx_echo"),
+            ("mcp_method_name", "tools/call"),
+            ("switchyard_backend", "fx"),
+        )
+        assert samples[("mcp_server_operation_duration_seconds_count", echo)] == 1
+        status, _ = await asyncio.to_thread(http_get, f"http://127.0.0.1:{metrics_port}/other")
+        assert status == 404
+        # The gateway's own lines are JSON objects; the stdio server's stderr is at WARNING.
+        lines = await gw.log_lines("FIXTURE READY")
+        line = json.loads(lines[0])
+        assert line["level"] == "WARNING" and line["logger"] == "switchyard.upstream.stdio"
+        assert "backend 'fx' stderr: FIXTURE READY" in line["message"]
+        started = json.loads((await gw.log_lines("gateway started"))[0])
+        assert started["level"] == "INFO"
+    finally:
+        gw.stop()

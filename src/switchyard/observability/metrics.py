@@ -26,6 +26,7 @@ from typing import Final
 SERVER_DURATION: Final = "mcp_server_operation_duration_seconds"
 CLIENT_DURATION: Final = "mcp_client_operation_duration_seconds"
 IN_FLIGHT: Final = "switchyard_requests_in_flight"
+HTTP_REFUSALS: Final = "switchyard_http_refusals_total"
 
 METHOD: Final = "mcp_method_name"
 TOOL: Final = "gen_ai_tool_name"
@@ -122,12 +123,18 @@ class Metrics:
             (BACKEND, METHOD, ERROR),
         )
         self._tools: set[str] = set()
+        self.refusals: dict[int, int] = {}
+        """HTTP status -> requests refused before any JSON-RPC handling (401, 403, 413, 429...)."""
+
+    def refused(self, status: int) -> None:
+        self.refusals[status] = self.refusals.get(status, 0) + 1
 
     def reset(self) -> None:
         self.in_flight = 0
         self.server.series.clear()
         self.client.series.clear()
         self._tools.clear()
+        self.refusals.clear()
 
     def tool_label(self, name: str | None) -> str:
         if name is None:
@@ -170,6 +177,12 @@ class Metrics:
         yield from self.server.render()
         yield from self.client.render()
         yield from gauge(IN_FLIGHT, "Requests being handled now.", [((), self.in_flight)])
+        yield from gauge(
+            HTTP_REFUSALS,
+            "HTTP requests refused before reaching MCP (authentication, origin, size, load).",
+            [((("status", str(code)),), n) for code, n in sorted(self.refusals.items())],
+            "counter",
+        )
 
 
 def error_type(outcome: str | int) -> str:
