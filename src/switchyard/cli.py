@@ -439,10 +439,13 @@ def _stdio(plan: object, config: object, server: str | None, path: Path) -> int:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)
         try:
             await gateway.start()
+            metrics = await _metrics_listener(gateway, plan)
             stdio = StdioServer(gateway, server, identity, reverify=reverify)
             try:
                 await stdio.serve()
             finally:
+                if metrics is not None:
+                    await metrics.aclose()
                 await gateway.stop()
         finally:
             if authenticator is not None:
@@ -452,6 +455,18 @@ def _stdio(plan: object, config: object, server: str | None, path: Path) -> int:
 
     uvloop.run(run())
     return 0
+
+
+async def _metrics_listener(gateway: Any, plan: Any) -> Any:
+    """`metrics.listen` for `switchyard stdio` (which has no HTTP port of its own)."""
+    from switchyard.downstream.scrape import MetricsListener
+
+    listen = plan.observability.metrics_listen
+    if listen is None or not plan.observability.metrics:
+        return None
+    listener = MetricsListener(gateway, *listen)
+    await listener.start()
+    return listener
 
 
 def _demo(name: str) -> int:

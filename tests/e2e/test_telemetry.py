@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.test_stdio_face import stdio_gateway
 from tests.harness import (
     FIXTURES,
     PYTHON,
@@ -448,3 +449,56 @@ async def test_metrics_on_their_own_listener_and_json_log_lines(
         assert started["level"] == "INFO"
     finally:
         gw.stop()
+
+
+async def test_switchyard_stdio_traces_through_meta_and_serves_metrics_on_its_listener(
+    tmp_path: Path,
+) -> None:
+    receiver = OtlpReceiver()
+    metrics_port = free_port()
+    config = {
+        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+        "tracing": {"enabled": True, "otlp_endpoint": receiver.url},
+        "servers": {
+            "local": {
+                "command": PYTHON,
+                "args": [str(FIXTURES / "sdk_stdio.py"), "--name", "local"],
+                "env": {"FIXTURE_TRACE_TOOL": "1"},
+            },
+        },
+    }
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    try:
+        async with stdio_gateway(tmp_path, config) as client:
+            await client.initialize()
+            answer, _ = await client.until_answer(
+                await client.request(
+                    "tools/call",
+                    {
+                        "name": "local_trace_context",
+                        "arguments": {},
+                        "_meta": {"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"},
+                    },
+                )
+            )
+            seen = json.loads(answer["result"]["content"][0]["text"])["traceparent"]
+            assert seen.startswith(f"00-{trace_id}-") and "b7ad6b7169203331" not in seen
+            spans = await receiver.trace(trace_id, 2)
+            server = next(s for s in spans if s["kind"] == 2)
+            assert server["parentSpanId"] == "b7ad6b7169203331"
+            assert next(s for s in spans if s["kind"] == 3)["spanId"] == seen.split("-")[2]
+            status, body = await asyncio.to_thread(
+                http_get, f"http://127.0.0.1:{metrics_port}/metrics"
+            )
+            assert status == 200
+            call = (
+                ("error_type", ""),
+                ("gen_ai_tool_name", "local_trace_context"),
+                ("mcp_method_name", "tools/call"),
+                ("switchyard_backend", "local"),
+            )
+            assert (
+                _series(body.decode())[("mcp_server_operation_duration_seconds_count", call)] == 1
+            )
+    finally:
+        receiver.close()

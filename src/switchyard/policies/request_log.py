@@ -77,6 +77,8 @@ def _finish(
         )
     span = call.span
     if span is not None:
+        if decision != "allow":
+            span.attributes["switchyard.decision"] = decision  # a policy refused, or a failure
         _end_span(call, span, outcome)
 
 
