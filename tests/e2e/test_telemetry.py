@@ -380,6 +380,11 @@ async def test_metrics_need_a_credential_when_authentication_is_on(
     gw: Gateway = measured["gw"]
     status, body = await asyncio.to_thread(http_get, f"{gw.base}/metrics")
     assert status == 401 and b"mcp_" not in body
+    # The refusal is counted (and logged) like any other.
+    token = _token(measured["key"], "refusal-check", gw.url)
+    async with aiohttp.ClientSession() as http:
+        refusals = _series(await _scrape(http, gw, token))
+    assert refusals[("switchyard_http_refusals_total", (("status", "401"),))] >= 1
 
 
 async def test_the_dashboard_queries_only_exported_metrics(

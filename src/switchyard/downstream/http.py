@@ -243,11 +243,14 @@ class HttpApp:
             )
             if isinstance(outcome, Refusal):
                 challenge = (b"www-authenticate", outcome.challenge.encode("latin-1"))
-                await respond(
+                await refuse(
+                    scope,
                     send,
                     outcome.status,
                     b"Unauthorized",
+                    outcome.message,
                     [(b"content-type", b"text/plain"), challenge],
+                    json=False,
                 )
                 return
         await respond(send, 200, exposition(self.gateway), [(b"content-type", CONTENT_TYPE)])
