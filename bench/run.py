@@ -30,6 +30,12 @@ rule selecting every call (in memory), redaction with every built-in detector an
 (trust on first use) serves all-legacy and all-modern; the report gives its CPU per call and
 p50 against the same era with everything off and against the floor.
 
+Observability cost: metrics are on by default, so switchyard-legacy/-modern carry them; two
+more Switchyard processes serve nometrics-legacy/-modern (`metrics.enabled: false`) and
+tracing-legacy/-modern (`tracing:` on, every request sampled, spans exported over OTLP/HTTP to a
+discarding receiver in this process). The report gives CPU per call, metrics on ÷ off (goal: at
+most 1.05) and tracing on ÷ off (reported; no goal at 100 % sampling).
+
 Loads: small results (echo, 16 bytes) and large results (payload, 64 KiB), each at c=1 and
 c=32. Each round runs every load against every target in turn (the target order rotates per
 round); each run is warm-up calls, then a bounded measured count, under a wall-time cap.
@@ -98,6 +104,10 @@ TARGETS = {
         Target("audit-modern", "switchyard-audit", "modern"),
         Target("all-legacy", "switchyard-all", "legacy"),
         Target("all-modern", "switchyard-all", "modern"),
+        Target("nometrics-legacy", "switchyard-nometrics", "legacy"),
+        Target("nometrics-modern", "switchyard-nometrics", "modern"),
+        Target("tracing-legacy", "switchyard-tracing", "legacy"),
+        Target("tracing-modern", "switchyard-tracing", "modern"),
     )
 }
 LIMIT_TARGETS = ("limits-memory", "limits-redis")
@@ -110,8 +120,12 @@ ALL_ON = {"all-legacy": "switchyard-legacy", "all-modern": "switchyard-modern"}
 GOAL_AUDIT_VERIFY_S = 30.0  # seconds to verify 1,000,000 records: under
 DEFAULT_TARGETS = (
     "direct,floor,switchyard-legacy,switchyard-modern,audit-legacy,audit-modern,"
-    "all-legacy,all-modern"
+    "all-legacy,all-modern,nometrics-legacy,nometrics-modern,tracing-legacy,tracing-modern"
 )
+# Metrics on (switchyard-*, the default) ÷ off; tracing on ÷ off (metrics on in both).
+METRICS = {"switchyard-legacy": "nometrics-legacy", "switchyard-modern": "nometrics-modern"}
+TRACING = {"tracing-legacy": "switchyard-legacy", "tracing-modern": "switchyard-modern"}
+GOAL_METRICS_CPU = 1.05  # Switchyard with metrics on, CPU/call ÷ the same with them off: at most
 
 
 @dataclass(frozen=True)
@@ -302,6 +316,15 @@ audit:
   keys_dir: audit-keys
 """
 )
+SWITCHYARD_NOMETRICS_CONFIG = SWITCHYARD_CONFIG + "metrics:\n  enabled: false\n"
+SWITCHYARD_TRACING_CONFIG = (
+    SWITCHYARD_CONFIG
+    + """\
+tracing:
+  enabled: true
+  otlp_endpoint: {otlp}
+"""
+)
 SWITCHYARD_STDIO_CONFIG = """\
 servers:
   bench:
@@ -395,6 +418,15 @@ def services(args: argparse.Namespace, logs: Path) -> Iterator[dict[str, Service
             config.write_text(text.replace("audit-db", "all-db").replace("audit-keys", "all-keys"))
             os.environ.setdefault("BENCH_AUDIT_HMAC", "bench-audit-hmac-key-0123456789")
             svcs["switchyard-all"] = start_switchyard(args, "switchyard-all", config)
+        if "switchyard-nometrics" in needed:
+            config = logs / "switchyard-nometrics.yaml"
+            config.write_text(SWITCHYARD_NOMETRICS_CONFIG.format(url=backend.url))
+            svcs["switchyard-nometrics"] = start_switchyard(args, "switchyard-nometrics", config)
+        if "switchyard-tracing" in needed:
+            config = logs / "switchyard-tracing.yaml"
+            otlp = f"http://127.0.0.1:{otlp_sink()}/v1/traces"
+            config.write_text(SWITCHYARD_TRACING_CONFIG.format(url=backend.url, otlp=otlp))
+            svcs["switchyard-tracing"] = start_switchyard(args, "switchyard-tracing", config)
         if args.stdio_targets:
             config = logs / "switchyard-stdio.yaml"
             config.write_text(
@@ -412,6 +444,8 @@ def services(args: argparse.Namespace, logs: Path) -> Iterator[dict[str, Service
             "switchyard-stdio",
             "switchyard-audit",
             "switchyard-all",
+            "switchyard-nometrics",
+            "switchyard-tracing",
             *(f"switchyard-limits-{s}" for s in ("memory", "redis")),
         ):
             if name in svcs:
@@ -429,6 +463,27 @@ def services(args: argparse.Namespace, logs: Path) -> Iterator[dict[str, Service
             svc.stop()
         if "switchyard-limits-redis" in svcs:
             drop_redis_keys(args.redis_url, f"switchyard-bench:{logs.name}")
+
+
+def otlp_sink() -> int:
+    """A receiver on 127.0.0.1 that accepts OTLP/HTTP exports and discards them (its CPU is
+    this process's, not the gateway's); returns its port."""
+    import http.server
+    import threading
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, name="otlp-sink", daemon=True).start()
+    return int(server.server_address[1])
 
 
 def check_redis(url: str) -> None:
@@ -803,6 +858,54 @@ class Summary:
                 )
         return lines
 
+    def cost_ratios(
+        self, pairs_map: dict[str, str], kind: str, goal: float | None
+    ) -> tuple[list[str], list[Record]]:
+        """A feature on ÷ off, CPU per call of the gateway process, per load and era (the
+        audit table's shape); `goal` None: reported without a verdict."""
+        pairs = [
+            (on, off) for on, off in pairs_map.items() if on in self.targets and off in self.targets
+        ]
+        if not pairs:
+            return [], []
+        lines = [
+            "| load | c | era | off | on | on ÷ off | goal |",
+            "|---|---:|---|---:|---:|---|---|",
+        ]
+        found: list[Record] = []
+        for load in self.loads:
+            for on, off in pairs:
+                a = self.median(on, load, "cpu_proxy_us")
+                b = self.median(off, load, "cpu_proxy_us")
+                if a is None or b is None:
+                    continue
+                dirty = any(not clean(r) for t in (on, off) for r in self.cells.get((t, *load), []))
+                value = round(a / b, 2) if b else None
+                verdict = (
+                    "ERRORS" if dirty else "n/a" if value is None else "info" if goal is None
+                    else "PASS" if value <= goal else "MISS"
+                )  # fmt: skip
+                cell = f"{'-' if value is None else f'{value:.2f}'} {verdict}"
+                lines.append(
+                    f"| {self.label(load)} | {load[1]} | {TARGETS[on].era} | {fmt_us(b)} "
+                    f"| {fmt_us(a)} | {cell} | {'-' if goal is None else f'≤ {goal}'} |"
+                )
+                found.append(
+                    {
+                        "type": "ratio",
+                        "kind": kind,
+                        "target": on,
+                        "load": load[0],
+                        "concurrency": load[1],
+                        "value": value,
+                        "verdict": verdict,
+                        "baseline": off,
+                        "coarse": False,
+                        "cell": cell,
+                    }
+                )
+        return lines, found
+
     def ratio(self, kind: str, sw: str, load: LoadKey) -> Record:
         floor, direct = self.baseline("floor", sw), self.baseline("direct", sw)
         value: float | None = None
@@ -1047,6 +1150,17 @@ def report(records: list[Record], args: argparse.Namespace, meta: Record, out: P
             "detector, pinning) vs none:\n"
         )
         print("\n".join(all_lines))
+    for title, pairs_map, kind, goal in (
+        ("Metrics on (the default) vs off", METRICS, "metrics_cpu", GOAL_METRICS_CPU),
+        ("Tracing on (every request sampled, OTLP export) vs off", TRACING, "tracing_cpu", None),
+    ):
+        cost_lines, cost_records = summary.cost_ratios(pairs_map, kind, goal)
+        if cost_lines:
+            print(f"\n{title}: CPU per call, same era, same rounds:\n")
+            print("\n".join(cost_lines))
+            with out.open("a") as f:
+                for rec in cost_records:
+                    f.write(json.dumps({"run_id": meta["run_id"], **rec}) + "\n")
     for r in [r for r in records if not clean(r)][:10]:
         why = r.get("failed") or ("truncated by --max-seconds" * bool(r.get("truncated")))
         print(f"- r{r['round']} {r['target']} {r['load']} c={r['concurrency']}: "

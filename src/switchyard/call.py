@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from switchyard.observability.tracing import Span
 from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import Era
 from switchyard.routing.catalog import Entry
@@ -105,6 +106,8 @@ class Call:
     recorded_arguments: Raw | None = None
     """The arguments as records (audit) may keep them, when redaction changed them; None:
     as received."""
+    span: Span | None = None
+    """This request's server span, when tracing is on: upstream calls are its children."""
     _fields: dict[str, Raw] | None = None
 
     @property

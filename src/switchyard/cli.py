@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
             "--log-level", default="info", choices=["debug", "info", "warning", "error"]
         )
         sp.add_argument("--log-file", help="write logs here instead of stderr")
+        sp.add_argument(
+            "--log-format",
+            choices=["text", "json"],
+            help="the gateway's own log lines: text or json (default: logging.format, text)",
+        )
 
     serve = sub.add_parser("serve", help="serve MCP over HTTP (/mcp, /sse)")
     common(serve)
@@ -192,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
         return 2
+    observability_logging.use_format(getattr(args, "log_format", None) or config.logging.format)
     for warning in [*warnings, *lint(config)]:
         log.warning("%s", warning)
     log.info("config %s: %d backends", path, len(plan.backends))
@@ -490,10 +496,13 @@ def _stdio(plan: object, config: object, server: str | None, path: Path) -> int:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)
         try:
             await gateway.start()
+            metrics = await _metrics_listener(gateway, plan)
             stdio = StdioServer(gateway, server, identity, reverify=reverify)
             try:
                 await stdio.serve()
             finally:
+                if metrics is not None:
+                    await metrics.aclose()
                 await gateway.stop()
         finally:
             if authenticator is not None:
@@ -503,6 +512,18 @@ def _stdio(plan: object, config: object, server: str | None, path: Path) -> int:
 
     uvloop.run(run())
     return 0
+
+
+async def _metrics_listener(gateway: Any, plan: Any) -> Any:
+    """`metrics.listen` for `switchyard stdio` (which has no HTTP port of its own)."""
+    from switchyard.downstream.scrape import MetricsListener
+
+    listen = plan.observability.metrics_listen
+    if listen is None or not plan.observability.metrics:
+        return None
+    listener = MetricsListener(gateway, *listen)
+    await listener.start()
+    return listener
 
 
 def _demo(name: str) -> int:

@@ -9,6 +9,7 @@ routes and subscriptions belong to the gateway and are handed in.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -16,6 +17,8 @@ import switchyard
 from switchyard.bridge import ParkedCalls
 from switchyard.call import Call, Handler
 from switchyard.delivery import Delivery, Recipient
+from switchyard.observability.metrics import metrics
+from switchyard.observability.tracing import Span, tracer, with_trace_meta
 from switchyard.protocol import codes, eras, methods, param_headers
 from switchyard.protocol.link import LOG_LEVELS, ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era, negotiate_handshake
@@ -416,7 +419,13 @@ class Forwarder:
         """Forward `fields` as this call's params, with everything the caller's context
         decides: the way back to the client (unless `link` stands in), and which isolated
         upstream session serves it."""
+        span = call.span
+        if span is not None:
+            span = tracer.client_span(span, call.method, backend.name, _span_target(call))
+            fields = with_trace_meta(fields, span)
         out = self._outbound(call, backend, call.method, frame.encode_object(fields), name)
+        if span is not None:
+            out.trace_headers = _trace_headers(span)
         if link is not None:
             out.link = link
         facts = backend.facts
@@ -434,7 +443,9 @@ class Forwarder:
             out.extra_headers = tuple(
                 param_headers.headers_for(route.entry.item, fields.get("arguments"))
             )
-        return await backend.request(out)
+        if span is None and not metrics.enabled:
+            return await backend.request(out)
+        return await _observed(backend, out, span)
 
     def _outbound(
         self,
@@ -477,6 +488,53 @@ def _annotations(item: bytes) -> object:
         return frame.decode_any(raw) if raw is not None else None
     except (frame.DecodeError, frame.ValidationError):
         return None
+
+
+async def _observed(backend: Backend, out: Outbound, span: Span | None) -> Reply:
+    """`backend.request(out)` timed for the client-side histogram and ended as `span`."""
+    started = time.perf_counter()
+    error = "cancelled"
+    try:
+        reply = await backend.request(out)
+        error = _reply_error(reply)
+        return reply
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        error = "exception"
+        raise
+    finally:
+        if metrics.enabled:
+            metrics.upstream(backend.name, out.method, error, time.perf_counter() - started)
+        if span is not None:
+            if error:
+                if error.lstrip("-").isdigit():
+                    span.attributes["rpc.response.status_code"] = error
+                span.fail(error)
+            tracer.end(span)
+
+
+def _reply_error(reply: Reply) -> str:
+    if reply.error is None:
+        return ""
+    try:
+        return str(frame.decode_error(reply.error).code)
+    except (frame.DecodeError, frame.ValidationError):
+        return "error"
+
+
+def _span_target(call: Call) -> str | None:
+    """A client span's target: a catalog name (bounded), never a resource URI."""
+    route = call.route
+    if route is None or call.method not in (methods.TOOLS_CALL, methods.PROMPTS_GET):
+        return None
+    return route.name  # the backend's own name: the client span is the gateway calling it
+
+
+def _trace_headers(span: Span) -> tuple[tuple[str, str], ...]:
+    if span.tracestate:
+        return (("traceparent", span.traceparent), ("tracestate", span.tracestate))
+    return (("traceparent", span.traceparent),)
 
 
 def _recipient(call: Call) -> Recipient:

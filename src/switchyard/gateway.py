@@ -21,6 +21,9 @@ from switchyard.call import Identity
 from switchyard.delivery import ClientMessage, Delivery, OutboundHook, Push
 from switchyard.dispatcher import Dispatcher
 from switchyard.forwarder import Forwarder
+from switchyard.observability.metrics import metrics
+from switchyard.observability.settings import ObservabilitySettings
+from switchyard.observability.tracing import tracer
 from switchyard.pins import events as pin_events
 from switchyard.pins.events import PinEvent
 from switchyard.pins.guard import PinGuard
@@ -99,6 +102,7 @@ class Plan:
     """Off unless configured: a plan built in code pins nothing (the config file's default,
     `tofu`, is applied when it is compiled)."""
     audit: AuditSettings | None = None
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
 
 class Gateway:
@@ -161,6 +165,7 @@ class Gateway:
         self._pin_events: Callable[[PinEvent], None] | None = None
         """Records pin events in the audit trail while this gateway runs."""
         self._started = asyncio.Event()
+        self._observing = False
 
     async def until_started(self) -> None:
         """Wait for `start` to finish (it is bounded by `startup_wait`)."""
@@ -169,6 +174,7 @@ class Gateway:
 
     async def start(self) -> None:
         """Start every backend; wait (bounded) until each has made its first attempt."""
+        self._observe()
         if self.audit is not None:
             await self.audit.start()
             self._pin_events = pin_events.audit_sink(self.audit.submit)
@@ -192,6 +198,15 @@ class Gateway:
         was built from (a backend may show each session something else)."""
         if self.pins is not None:
             backend.session_check = self.pins.session_view
+
+    def _observe(self) -> None:
+        """Turn on what the plan observes: metrics and tracing are process-wide (one gateway
+        per process), recorded by the chain's request log and the forwarder."""
+        observed = self.plan.observability
+        if observed.metrics or observed.tracing.enabled:
+            self._observing = True
+            metrics.enabled = observed.metrics
+            tracer.configure(observed.tracing)
 
     def _chain(self, settings: GatewaySettings) -> tuple[PolicySpec, ...]:
         """The policies in the order they run: the audit gate wrapped around them when on."""
@@ -320,6 +335,10 @@ class Gateway:
         if self.audit is not None:
             # Last: the calls that ended while backends stopped are recorded too.
             await self.audit.stop()
+        if self._observing:
+            self._observing = False
+            metrics.enabled = False
+            tracer.close()
 
     async def _reap_sessions(self) -> None:
         while True:

@@ -17,10 +17,13 @@ from switchyard.config.schema import (
     ApprovalsConfig,
     GatewayConfig,
     LimitsConfig,
+    LoggingConfig,
+    MetricsConfig,
     RateLimitRuleConfig,
     RateLimitsConfig,
     ServerConfig,
     StorageConfig,
+    TracingConfig,
 )
 from tests.harness import ROOT
 
@@ -33,6 +36,9 @@ TABLES: dict[str, tuple[type[BaseModel], set[str]]] = {
     "### `storage:`": (StorageConfig, set()),
     "### `servers:` / `mcpServers:` entries": (ServerConfig, set()),
     "### Limits (`gateway.limits:`)": (LimitsConfig, set()),
+    "#### `metrics:`": (MetricsConfig, set()),
+    "#### `tracing:`": (TracingConfig, set()),
+    "#### `logging:`": (LoggingConfig, set()),
     "### Rate limits, concurrency caps and budgets (`rate_limits:`)": (
         RateLimitsConfig,
         {"rules"},  # each rule's keys have their own table

@@ -33,6 +33,8 @@ from switchyard.config.schema import (
     SwitchyardConfig,
 )
 from switchyard.gateway import GatewaySettings, Plan
+from switchyard.observability.settings import ObservabilitySettings
+from switchyard.observability.tracing import TracingSettings
 from switchyard.pins.settings import PinningSettings
 from switchyard.policies.access import AccessControl, AccessRules, Rule
 from switchyard.policies.approvals import Approval, Approvals
@@ -285,6 +287,7 @@ def _backend(
             cwd=server.cwd,
             era=server.era,
             max_message_bytes=max_msg,
+            stderr_level=_stderr_level(config),
         )
     else:
         first = server.url if server.url is not None else (server.urls or [""])[0]
@@ -378,7 +381,11 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
                     shared_env,
                 )
             )
+    observed = observability(config)
     policies: tuple[PolicySpec, ...] = (PolicySpec(RequestLog),) if gw.log_requests else ()
+    if not gw.log_requests and (observed.metrics or observed.tracing.enabled):
+        # Metrics and spans are taken where the access record is; no record is written.
+        policies = (PolicySpec(RequestLog, False),)
     access = access_rules(config) if config.auth.enabled else None
     if access is not None:
         policies = (*policies, PolicySpec(AccessControl, access))
@@ -423,6 +430,42 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
         storage=stored,
         pinning=pinning(config),
         audit=audit(config, base),
+        observability=observed,
+    )
+
+
+def _stderr_level(config: SwitchyardConfig | None) -> int:
+    level = config.logging.backend_stderr_level if config is not None else "info"
+    return {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}.get(
+        level, logging.ERROR
+    )
+
+
+def observability(config: SwitchyardConfig) -> ObservabilitySettings:
+    """`metrics:`, `tracing:` and `logging:`, compiled."""
+    listen: tuple[str, int] | None = None
+    if config.metrics.listen is not None:
+        host, _, port = config.metrics.listen.rpartition(":")
+        if not 0 < int(port) <= 65535:
+            raise ConfigError(f"metrics.listen: port must be 1 to 65535, got {port}")
+        listen = (host.removeprefix("[").removesuffix("]"), int(port))
+    tr = config.tracing
+    endpoint = _resolve(tr.otlp_endpoint, "tracing.otlp_endpoint") if tr.otlp_endpoint else None
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise ConfigError("tracing.otlp_endpoint: must be an http:// or https:// URL")
+    return ObservabilitySettings(
+        metrics=config.metrics.enabled,
+        metrics_listen=listen,
+        tracing=TracingSettings(
+            enabled=tr.enabled,
+            endpoint=endpoint,
+            headers=tuple(
+                (k, _resolve(v, f"tracing.otlp_headers.{k}")) for k, v in tr.otlp_headers.items()
+            ),
+            sample_ratio=tr.sample_ratio,
+            service_name=tr.service_name,
+        ),
+        log_format=config.logging.format,
     )
 
 

@@ -836,8 +836,67 @@ class AdminConfig(BaseModel):
     )
 
 
+class MetricsConfig(BaseModel):
+    """Prometheus metrics (`metrics:`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Serve Prometheus metrics on /metrics.")
+    listen: str | None = Field(
+        None,
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+        description="host:port of a listener of their own (no authentication; bind it where "
+        "only the scraper reaches); unset: /metrics on the main port, behind authentication "
+        "when it is on.",
+    )
+
+
+class TracingConfig(BaseModel):
+    """OpenTelemetry tracing (`tracing:`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        False, description="A span per request and per backend call; trace context sent on."
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP JSON traces URL, e.g. http://127.0.0.1:4318/v1/traces; may use "
+        "${VAR}; unset: spans are propagated, not exported.",
+    )
+    otlp_headers: dict[str, str] = Field(
+        default_factory=dict, description="Headers for the exporter (values may use ${VAR})."
+    )
+    sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of new traces recorded; a caller's sampled flag is followed.",
+    )
+    service_name: str = Field("switchyard", description="The exported `service.name`.")
+
+
+class LoggingConfig(BaseModel):
+    """The gateway's own log lines (`logging:`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["text", "json"] = Field(
+        "text",
+        description="text, or json (one object per line); --log-format wins. Access records "
+        "are JSON lines in both.",
+    )
+    backend_stderr_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="The level stdio servers' stderr lines are logged at."
+    )
+
+
 class SwitchyardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     auth: AuthConfig = Field(default_factory=AuthConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)

@@ -8,6 +8,7 @@ from contextvars import ContextVar
 from typing import Any, Final
 
 from switchyard.observability.logging import write_decision
+from switchyard.observability.metrics import metrics
 from switchyard.observability.trace_context import trace_id
 from switchyard.policies.base import Identity
 
@@ -192,6 +193,8 @@ async def refuse(
 ) -> None:
     """Answer a refusal and leave its access record."""
     record_refusal(scope, status, reason)
+    if metrics.enabled:
+        metrics.refused(status)
     if json:
         await respond_json(send, status, body, extra)
     else:

@@ -39,6 +39,7 @@ from switchyard.downstream.asgi import (
 )
 from switchyard.downstream.guard import Guard
 from switchyard.downstream.legacy_sse import LegacySseEndpoint
+from switchyard.downstream.scrape import CONTENT_TYPE, MetricsListener, exposition
 from switchyard.downstream.streamable_http import StreamableHttpEndpoint
 from switchyard.gateway import Gateway
 from switchyard.observability.memory import MemoryGuard
@@ -128,6 +129,7 @@ class HttpApp:
         """Run once the gateway started (in order); `on_stopping` before it stops."""
         self.on_stopping: list[Callable[[], Awaitable[None]]] = []
         self._after_start: asyncio.Task[None] | None = None
+        self.metrics_listener: MetricsListener | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -240,6 +242,8 @@ class HttpApp:
             await self._readyz(scope, send, view)
         elif approvals_api.handles(path) and view is None:
             await self._approvals_api(scope, receive, send)
+        elif path == "/metrics" and view is None and self._metrics_here():
+            await self._metrics(scope, send)
         else:
             await respond(send, 404, b"Not Found", [(b"content-type", b"text/plain")])
 
@@ -277,6 +281,32 @@ class HttpApp:
             if isinstance(outcome, Refusal):
                 body = {"ready": ready, "status": body["status"]}
         await respond_json(send, 200 if ready else 503, frame.encode(body))
+
+    def _metrics_here(self) -> bool:
+        observed = self.gateway.plan.observability
+        return observed.metrics and observed.metrics_listen is None
+
+    async def _metrics(self, scope: Scope, send: Send) -> None:
+        """Prometheus metrics on the main port. With authentication on, only for a valid
+        credential (as /readyz's details): backend names and states are not for everyone."""
+        authenticator = self.authenticator
+        if authenticator is not None:
+            outcome = await authenticator.authenticate(
+                scope["headers"], scope.get("query_string", b""), authenticator.resource_for(None)
+            )
+            if isinstance(outcome, Refusal):
+                challenge = (b"www-authenticate", outcome.challenge.encode("latin-1"))
+                await refuse(
+                    scope,
+                    send,
+                    outcome.status,
+                    b"Unauthorized",
+                    outcome.message,
+                    [(b"content-type", b"text/plain"), challenge],
+                    json=False,
+                )
+                return
+        await respond(send, 200, exposition(self.gateway), [(b"content-type", CONTENT_TYPE)])
 
     def _view_route(self, path: str) -> tuple[str, str] | None:
         """`/servers/<name>/<rest>` (or its well-known metadata path): the view and the path
@@ -336,6 +366,15 @@ class HttpApp:
                     log.exception("gateway failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                listen = self.gateway.plan.observability.metrics_listen
+                if listen is not None and self.gateway.plan.observability.metrics:
+                    try:
+                        self.metrics_listener = MetricsListener(self.gateway, *listen)
+                        await self.metrics_listener.start()
+                    except OSError as exc:
+                        log.error("metrics.listen %s:%d: %s", listen[0], listen[1], exc.strerror)
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
                 # Serving (readiness says `starting`) while the backends make their first
                 # attempt: probes and early clients get an answer, not a refused connection.
                 self._starting = asyncio.create_task(self.gateway.start(), name="gateway-start")
@@ -364,6 +403,8 @@ class HttpApp:
                 if self.admin is not None:
                     await self.admin.aclose()
                 await self.memory.aclose()
+                if self.metrics_listener is not None:
+                    await self.metrics_listener.aclose()
                 await self.gateway.stop()
                 if self.authenticator is not None:
                     await self.authenticator.aclose()

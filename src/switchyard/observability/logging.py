@@ -46,6 +46,28 @@ class LineFormatter(logging.Formatter):
         return line
 
 
+class JsonFormatter(logging.Formatter):
+    """`{"ts":…,"level":…,"logger":…,"message":…}`: one JSON object per line (`--log-format
+    json`), every value escaped like the access records' (no value can start a forged line)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        return (
+            f'{{"ts":"{_timestamp(record.created)}","level":"{record.levelname}",'
+            f'"logger":{_escape(record.name)},"message":{_escape(message)}}}'
+        )
+
+
+def use_format(kind: str) -> None:
+    """Switch the gateway's own log lines to `text` or `json` (access records are JSON in
+    both)."""
+    formatter: logging.Formatter = JsonFormatter() if kind == "json" else LineFormatter()
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
+
+
 class BufferedHandler(logging.StreamHandler[TextIO]):
     def flush(self) -> None:
         return  # the flusher thread and warnings flush; see module docstring
@@ -189,12 +211,17 @@ def write_decision(
     )
     if issuer is not None:
         line += f',"issuer":{_text(issuer)}'
+        if principal is not None:
+            # The qualified principal, as sessions, quotas and audit key on it.
+            line += f',"principal_key":{_text(f"{issuer}#{principal}")}'
     if status is not None:
         line += f',"status":{int(status)}'
     if reason is not None:
         line += f',"reason":{_text(reason)}'
     if latency_ms is not None:
         line += f',"latency_ms":{round(latency_ms, 3)!r}'
+    if trace_id is not None:
+        line += f',"trace_id":{_text(trace_id, 64)}'
     access_log.write_line(line + "}\n")
 
 

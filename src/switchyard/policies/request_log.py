@@ -10,8 +10,10 @@ import msgspec
 
 from switchyard.call import Call
 from switchyard.observability import decisions
-from switchyard.observability.logging import decisions_wanted, write_decision
+from switchyard.observability.logging import access_log, decisions_wanted, write_decision
+from switchyard.observability.metrics import error_type, metrics
 from switchyard.observability.trace_context import trace_id
+from switchyard.observability.tracing import Span, meta_context, tracer
 from switchyard.policies.base import Policy
 from switchyard.protocol import methods
 from switchyard.wire import frame
@@ -27,20 +29,95 @@ _tool_outcome: Final = msgspec.json.Decoder(_ToolOutcome)
 
 
 class RequestLog(Policy):
+    """The access record at the end of a request; metrics and the request's span are taken
+    from the same outcome and latency. `settings` False: no record, only metrics and spans
+    (`gateway.log_requests: false` with either on)."""
+
     async def __call__(self, call: Call) -> Reply:
-        if not decisions_wanted():
+        records = self.settings is not False and decisions_wanted()
+        measured = metrics.enabled
+        if not (records or measured or tracer.enabled):
             return await self.next(call)
+        if tracer.enabled:
+            call.span = _server_span(call)
+        if measured:
+            metrics.in_flight += 1
         try:
             reply = await self.next(call)
         except asyncio.CancelledError:
-            _write(call, "allow", "cancelled", None)
+            _finish(call, "allow", "cancelled", None, records, measured)
             raise
         except Exception:
-            _write(call, "error", "exception", None)
+            _finish(call, "error", "exception", None, records, measured)
             raise
         denied = call.denied and call.method not in methods.LIST_METHODS  # lists filter
-        _write(call, "deny" if denied else "allow", _outcome(call, reply), reply)
+        decision = "deny" if denied else "allow"
+        _finish(call, decision, _outcome(call, reply), reply, records, measured)
         return reply
+
+
+def _finish(
+    call: Call,
+    decision: str,
+    outcome: str | int,
+    reply: Reply | None,
+    records: bool,
+    measured: bool,
+) -> None:
+    if records:
+        _write(call, decision, outcome, reply)
+    if measured:
+        metrics.in_flight -= 1
+        metrics.request(
+            call.method,
+            _tool(call),
+            call.backend,
+            error_type(outcome),
+            time.perf_counter() - call.started,
+        )
+    span = call.span
+    if span is not None:
+        if decision != "allow":
+            span.attributes["switchyard.decision"] = decision  # a policy refused, or a failure
+        _end_span(call, span, outcome)
+
+
+def _tool(call: Call) -> str | None:
+    """The catalog name a tool call reached (a bounded label); None for anything else."""
+    route = call.route
+    return route.public if route is not None and call.method == methods.TOOLS_CALL else None
+
+
+def _server_span(call: Call) -> Span:
+    ctx = call.ctx
+    parent, state = meta_context(_fields(call))
+    if parent is None or trace_id(parent) is None:
+        parent, state = ctx.traceparent, None
+    return tracer.server_span(call.method, parent, state)
+
+
+def _end_span(call: Call, span: Span, outcome: str | int) -> None:
+    attributes = span.attributes
+    route = call.route
+    if route is not None and call.method in _NAMED:
+        attributes[_NAMED[call.method]] = route.public
+        span.name = f"{call.method} {route.public}"
+    if call.backend is not None:
+        attributes["switchyard.backend"] = call.backend
+    ctx = call.ctx
+    if ctx.request_id is not None:
+        attributes["jsonrpc.request.id"] = ctx.request_id.decode("utf-8", "replace")[:128]
+    attributes["mcp.protocol.version"] = ctx.version
+    if ctx.view is not None:
+        attributes["switchyard.view"] = ctx.view
+    if outcome != "ok":
+        if type(outcome) is int:
+            attributes["rpc.response.status_code"] = str(outcome)
+        span.fail(error_type(outcome))
+    tracer.end(span)
+
+
+_NAMED: Final = {methods.TOOLS_CALL: "gen_ai.tool.name", methods.PROMPTS_GET: "gen_ai.prompt.name"}
 
 
 def _outcome(call: Call, reply: Reply) -> str | int:
@@ -69,11 +146,21 @@ def _write(call: Call, decision: str, outcome: str | int, reply: Reply | None) -
         body = None if reply is None else reply.result if reply.error is None else reply.error
         extra = {
             "name": route.name if route is not None else None,
-            "trace_id": trace_id(ctx.traceparent) or _meta_trace_id(fields),
+            "trace_id": (call.span.trace_id if call.span is not None else None)
+            or trace_id(ctx.traceparent)
+            or _meta_trace_id(fields),
             "request_bytes": len(call.params) if call.params is not None else 0,
             "result_bytes": len(body) if body is not None else None,
             "arguments": call.recorded_arguments or fields.get("arguments"),
         }
+    if not extra and access_log.enabled:
+        # The access line's trace id: what is known without decoding anything more.
+        span = call.span
+        tid = span.trace_id if span is not None else trace_id(ctx.traceparent)
+        if tid is None and call._fields is not None:
+            tid = _meta_trace_id(call._fields)
+        if tid is not None:
+            extra = {"trace_id": tid}
     write_decision(
         decision=decision,
         outcome=outcome,

@@ -301,6 +301,8 @@ class StreamableHttpConnection(ConnectionCore):
                 headers = await self._request_headers(
                     method, out.name, out.caller, out.extra_headers
                 )
+                for key, value in out.trace_headers:
+                    headers[key] = value
                 return await self._exchange(body, request_id, method, headers, out.link, out.caller)
         except TimeoutError:
             # Modern: abandoning the stream is the cancellation. Legacy: say so explicitly.

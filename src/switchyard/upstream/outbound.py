@@ -33,6 +33,8 @@ class Outbound:
     extra_headers: tuple[tuple[str, str], ...] = ()
     """`Mcp-Param-*` headers for a 2026-07-28 HTTP backend, already encoded (a value that is
     not plain ASCII is carried base64); never sent to a legacy backend."""
+    trace_headers: tuple[tuple[str, str], ...] = ()
+    """W3C trace context (`traceparent`, `tracestate`) for an HTTP backend, in either era."""
     link: ClientLink | None = None
     """The way back to the client for this request's notifications and server requests."""
     caller: Caller | None = None

@@ -70,6 +70,8 @@ class StdioSettings:
     era: str = "auto"
     handshake_timeout_s: float = 30.0
     max_message_bytes: int = 8 * 1024 * 1024
+    stderr_level: int = logging.INFO
+    """The level the process's stderr lines are logged at (`logging.backend_stderr_level`)."""
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:
@@ -224,7 +226,7 @@ class StdioConnection(MessageStream):
                     return
                 text = line[:STDERR_LINE_MAX].decode("utf-8", "replace").rstrip()
                 if text:
-                    log.info("backend %r stderr: %s", self.backend, text)
+                    log.log(self.settings.stderr_level, "backend %r stderr: %s", self.backend, text)
 
     async def aclose(self) -> None:
         proc = self.process

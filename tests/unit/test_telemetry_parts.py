@@ -1,0 +1,282 @@
+"""The pieces of metrics, tracing and structured logs, in process: exposition parsed by
+Prometheus's own parser, bounded labels, trace context in and out, the OTLP exporter against a
+real HTTP receiver on 127.0.0.1, and the access line's trace id and qualified principal."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from switchyard.observability import logging as access
+from switchyard.observability.logging import BufferedHandler, JsonFormatter
+from switchyard.observability.metrics import MAX_TOOLS, Metrics, error_type
+from switchyard.observability.tracing import (
+    Tracer,
+    TracingSettings,
+    meta_context,
+    with_trace_meta,
+)
+from switchyard.wire import frame
+from switchyard.wire.frame import Raw
+
+PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def _samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = "".join(m.render())
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+
+
+def test_histograms_parse_as_prometheus_reads_them() -> None:
+    m = Metrics()
+    for seconds in (0.004, 0.03, 0.03, 7.0, 400.0):
+        m.request("tools/call", "search", "github", "", seconds)
+    m.request("tools/call", "search", "github", "tool_error", 0.2)
+    m.upstream("github", "tools/call", "-32001", 0.5)
+    samples = _samples(m)
+    ok = (
+        ("error_type", ""),
+        ("gen_ai_tool_name", "search"),
+        ("mcp_method_name", "tools/call"),
+        ("switchyard_backend", "github"),
+    )
+    name = "mcp_server_operation_duration_seconds"
+    assert samples[(f"{name}_count", ok)] == 5
+    assert samples[(f"{name}_sum", ok)] == pytest.approx(407.064)
+    assert samples[(f"{name}_bucket", (*ok[:2], ("le", "0.01"), *ok[2:]))] == 1
+    assert samples[(f"{name}_bucket", (*ok[:2], ("le", "0.05"), *ok[2:]))] == 3
+    assert samples[(f"{name}_bucket", (*ok[:2], ("le", "10.0"), *ok[2:]))] == 4
+    assert samples[(f"{name}_bucket", (*ok[:2], ("le", "+Inf"), *ok[2:]))] == 5
+    tool_error = (("error_type", "tool_error"), *ok[1:])
+    assert samples[(f"{name}_count", tool_error)] == 1
+    upstream = (
+        ("error_type", "-32001"),
+        ("mcp_method_name", "tools/call"),
+        ("switchyard_backend", "github"),
+    )
+    assert samples[("mcp_client_operation_duration_seconds_count", upstream)] == 1
+
+
+def test_labels_stay_bounded_whatever_callers_send() -> None:
+    m = Metrics()
+    for i in range(MAX_TOOLS + 50):
+        m.request("tools/call", f"tool-{i}", "b", "", 0.01)
+    for i in range(50):
+        m.request(f"made/up/{i}", None, None, "-32601", 0.01)
+    tools = {
+        dict(labels)["gen_ai_tool_name"]
+        for (name, labels) in _samples(m)
+        if name == "mcp_server_operation_duration_seconds_count"
+    }
+    assert len(tools) == MAX_TOOLS + 2  # the first MAX_TOOLS, `other`, and "" (no tool)
+    assert "other" in tools and f"tool-{MAX_TOOLS}" not in tools
+    methods = {
+        dict(labels)["mcp_method_name"]
+        for (name, labels) in _samples(m)
+        if name == "mcp_server_operation_duration_seconds_count"
+    }
+    assert methods == {"tools/call", "other"}
+
+
+def test_label_values_are_escaped() -> None:
+    m = Metrics()
+    m.request("tools/call", 'a"b\\c\nd', "b", "", 0.01)
+    tools = {dict(labels).get("gen_ai_tool_name") for (_, labels) in _samples(m)}
+    assert 'a"b\\c\nd' in tools
+
+
+def test_error_types() -> None:
+    assert error_type("ok") == ""
+    assert error_type("isError") == "tool_error"
+    assert error_type(-32602) == "-32602"
+    assert error_type("cancelled") == "cancelled"
+
+
+# -- tracing ---------------------------------------------------------------------------------
+
+
+def test_a_valid_traceparent_is_continued_and_an_invalid_one_starts_a_trace() -> None:
+    tracer = Tracer()
+    span = tracer.server_span("tools/call", PARENT, "k=v")
+    assert span.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert span.parent_id == "00f067aa0ba902b7"
+    assert span.sampled and span.tracestate == "k=v"
+    assert span.traceparent == f"00-{span.trace_id}-{span.span_id}-01"
+    unsampled = tracer.server_span("tools/call", PARENT[:-2] + "00", None)
+    assert not unsampled.sampled and unsampled.traceparent.endswith("-00")
+    for bad in ("00-" + "0" * 32 + "-00f067aa0ba902b7-01", "garbage", PARENT + "x", None):
+        fresh = tracer.server_span("ping", bad, "k=v")
+        assert fresh.parent_id is None and fresh.tracestate is None
+        assert len(fresh.trace_id) == 32 and fresh.trace_id != "0" * 32
+    child = tracer.client_span(span, "tools/call", "github", "search")
+    assert (child.trace_id, child.parent_id) == (span.trace_id, span.span_id)
+    assert child.name == "tools/call search" and child.span_id != span.span_id
+
+
+def test_trace_context_goes_into_meta_beside_what_is_there() -> None:
+    span = Tracer().server_span("tools/call", PARENT, "k=v")
+    fields = {
+        "name": Raw(b'"t"'),
+        "_meta": Raw(b'{"progressToken":5,"traceparent":"old","tracestate":"x=y"}'),
+    }
+    out = with_trace_meta(fields, span)
+    meta = frame.decode_any(out["_meta"])
+    assert meta == {"progressToken": 5, "traceparent": span.traceparent, "tracestate": "k=v"}
+    assert bytes(out["name"]) == b'"t"'
+    assert meta_context(out) == (span.traceparent, "k=v")
+    bare = with_trace_meta({"name": Raw(b'"t"')}, Tracer().server_span("ping", None, None))
+    assert set(frame.decode_any(bare["_meta"])) == {"traceparent"}
+
+
+class _Receiver:
+    def __init__(self, status: int = 200) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.bodies.append(json.loads(body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[_Receiver]:
+    r = _Receiver()
+    yield r
+    r.close()
+
+
+def _wait(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_spans_are_exported_as_otlp_json(receiver: _Receiver) -> None:
+    tracer = Tracer()
+    tracer.configure(TracingSettings(enabled=True, endpoint=receiver.url, flush_s=0.05))
+    try:
+        server = tracer.server_span("tools/call", PARENT, None)
+        client = tracer.client_span(server, "tools/call", "b", "t")
+        client.fail("-32001")
+        tracer.end(client)
+        tracer.end(server)
+        unsampled = tracer.server_span("tools/call", PARENT[:-2] + "00", None)
+        tracer.end(unsampled)
+        _wait(lambda: sum(len(_spans(b)) for b in receiver.bodies) >= 2)
+    finally:
+        tracer.close()
+    spans = [s for b in receiver.bodies for s in _spans(b)]
+    assert len(spans) == 2  # the unsampled one is not sent
+    by_kind = {s["kind"]: s for s in spans}
+    assert by_kind[2]["parentSpanId"] == "00f067aa0ba902b7"
+    assert by_kind[3]["parentSpanId"] == by_kind[2]["spanId"]
+    assert by_kind[3]["status"] == {"code": 2}
+    resource = receiver.bodies[0]["resourceSpans"][0]["resource"]["attributes"]
+    assert resource == [{"key": "service.name", "value": {"stringValue": "switchyard"}}]
+
+
+def test_a_failing_collector_costs_dropped_spans_not_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failing = _Receiver(status=500)
+    tracer = Tracer()
+    url = failing.url + "?token=s3cret-value"
+    tracer.configure(TracingSettings(enabled=True, endpoint=url, flush_s=0.05))
+    try:
+        with caplog.at_level(logging.WARNING, logger="switchyard.tracing"):
+            tracer.end(tracer.server_span("ping", None, None))
+            _wait(lambda: tracer.dropped == 1)
+    finally:
+        tracer.close()
+        failing.close()
+    assert "HTTP 500" in caplog.text and "s3cret" not in caplog.text
+
+
+# -- log lines -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    logger = logging.getLogger(access.AccessLog.NAME)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    saved = access.access_log._handler, access.access_log.enabled
+    access.access_log.attach(BufferedHandler(out))
+    try:
+        yield out
+    finally:
+        access.access_log._handler, access.access_log.enabled = saved
+        logger.setLevel(level)
+
+
+def test_the_access_line_carries_the_qualified_principal_and_trace_id(
+    stream: io.StringIO,
+) -> None:
+    access.write_decision(
+        decision="allow",
+        outcome="ok",
+        method="tools/call",
+        principal="alice",
+        issuer="https://idp.example",
+        view="team",
+        target="t",
+        latency_ms=1.5,
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+    )
+    record = json.loads(stream.getvalue())
+    assert record["principal"] == "alice"
+    assert record["principal_key"] == "https://idp.example#alice"
+    assert record["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert (record["view"], record["method"], record["target"]) == ("team", "tools/call", "t")
+    assert (record["outcome"], record["latency_ms"]) == ("ok", 1.5)
+
+
+def test_json_log_lines_are_one_escaped_object() -> None:
+    record = logging.LogRecord(
+        "switchyard.x",
+        logging.WARNING,
+        __file__,
+        1,
+        "backend %r said %s",
+        ("b", "a\nb\x1b[2J"),
+        None,
+    )
+    line = JsonFormatter().format(record)
+    assert "\n" not in line and "\x1b" not in line
+    parsed = json.loads(line)
+    assert parsed["level"] == "WARNING" and parsed["logger"] == "switchyard.x"
+    assert parsed["message"] == "backend 'b' said a\nb\x1b[2J"
+
+
+def _spans(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for r in body["resourceSpans"] for sc in r["scopeSpans"] for s in sc["spans"]]
