@@ -30,6 +30,7 @@ RELOADABLE: dict[str, Any] = {
     "virtual_servers": True,
     "redaction": True,
     "rate_limits": True,
+    "cache": True,
     "auth": {"rules": True, "default_issuer": True},
     "gateway": {
         "separator": True,

@@ -695,6 +695,32 @@ class AuditConfig(BaseModel):
     max_raw_arguments_bytes: int = Field(16_384, ge=0)
 
 
+class CacheRuleConfig(BaseModel):
+    """Results of the tools this rule selects are kept for `ttl` seconds, per caller."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = Field(min_length=1, description="Backend name (glob).")
+    tool: str = Field("*", min_length=1, description="Backend-side tool name (glob).")
+    ttl: float = Field(gt=0, le=86400, description="Seconds a result is served again.")
+    assume_read_only: bool = Field(
+        False,
+        description="Cache the tool even though it does not declare `readOnlyHint: true`.",
+    )
+
+
+class CacheConfig(BaseModel):
+    """Result caching for tools a rule marks cacheable (off without rules)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_entries: int = Field(10_000, ge=1, le=10_000_000, description="Results kept at most.")
+    max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Bytes of results kept at most (this process)."
+    )
+    rules: list[CacheRuleConfig] = Field(default_factory=list)
+
+
 class SwitchyardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -704,6 +730,7 @@ class SwitchyardConfig(BaseModel):
     rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
     pinning: PinningConfig = Field(default_factory=PinningConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
