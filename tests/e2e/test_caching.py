@@ -209,6 +209,7 @@ def _cached_config(keys: Path, calls: Path, ttl: float = 60) -> dict[str, Any]:
                 }
             ]
         },
+        "redaction": {"rules": [{"name": "emails", "detectors": ["email"], "action": "mask"}]},
         "cache": {
             "rules": [
                 {"backend": "svc", "tool": "stamp*", "ttl": ttl},
@@ -280,14 +281,20 @@ async def test_a_cached_result_is_its_callers_alone_and_every_check_still_runs_o
             await _tool(who["bob"], "svc_unmarked", {"tag": "u"})
         assert _calls(calls)["tools/call stamp_fail"] == 2
         assert _calls(calls)["tools/call unmarked"] == 2
+        # What is kept is the result as redacted for its caller: a hit carries no more.
+        mail = {"tag": "to bob@example.com"}
+        r1 = await _tool(who["bob"], "svc_stamp", mail)
+        r2 = await _tool(who["bob"], "svc_stamp", mail)
+        assert _text(r1) == _text(r2) and "bob@example.com" not in _text(r1) + _text(r2)
+        assert _text(r1).startswith("to ") and _text(r1).endswith(" #8")
         status = gw.readyz()["resultCache"]
-        assert status["entries"] == 3 and status["hits"] == 3
+        assert status["entries"] == 4 and status["hits"] == 4
         # A reload never serves a result made under the old configuration.
         config["cache"]["rules"][0]["ttl"] = 30
         await _reload(gw, config)
         b3 = await _tool(who["bob"], "svc_stamp", {"tag": "x", "ms": 0})
         assert _text(b3) != _text(b1)
-        assert _calls(calls)["tools/call stamp"] == 4
+        assert _calls(calls)["tools/call stamp"] == 5
 
 
 async def test_a_result_expires_after_its_ttl(
