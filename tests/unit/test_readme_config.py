@@ -12,6 +12,8 @@ from pydantic import BaseModel
 
 from switchyard.config.schema import (
     AccessRuleConfig,
+    CacheConfig,
+    CacheRuleConfig,
     GatewayConfig,
     LimitsConfig,
     RateLimitRuleConfig,
@@ -34,6 +36,7 @@ TABLES: dict[str, tuple[type[BaseModel], set[str]]] = {
         RateLimitsConfig,
         {"rules"},  # each rule's keys have their own table
     ),
+    "### Result caching (`cache:`)": (CacheConfig, {"rules"}),
 }
 
 
@@ -149,3 +152,12 @@ def test_access_rule_keys_match_the_schema() -> None:
             break
         documented |= set(re.findall(r"`([^`]+)`", line.split("|")[1]))
     assert documented == set(AccessRuleConfig.model_fields)
+
+
+def test_cache_rule_keys_match_the_schema() -> None:
+    documented = {
+        k.removeprefix("rules[].")
+        for k in _documented("### Result caching (`cache:`)")
+        if k.startswith("rules[].")
+    }
+    assert documented == set(CacheRuleConfig.model_fields)
