@@ -147,6 +147,8 @@ KNOBS: list[tuple[str, str, type, str, str]] = [
      "isolation of the stdio backend (per_session, per_principal or shared)"),
     ("--redaction-calls", "BENCH_REDACTION_CALLS", int, "2000",
      "calls of the in-process redaction measurement (bench/redaction.py); 0 skips it"),
+    ("--cache-calls", "BENCH_CACHE_CALLS", int, "2000",
+     "calls of the in-process result-cache measurement (bench/caching.py); 0 skips it"),
     ("--limits", "BENCH_LIMITS", str, "on",
      "rate-limit load (limits-memory, limits-redis against switchyard-legacy): on or off"),
     ("--redis-url", "BENCH_REDIS_URL", str, "redis://127.0.0.1:6379/0",
@@ -935,6 +937,8 @@ def main() -> int:
         report(records, args, meta, out)
     if status == 0 and args.redaction_calls > 0:
         redaction(args, out, run_id)
+    if status == 0 and args.cache_calls > 0:
+        result_cache(args, out, run_id)
     for rec in verified:
         print(audit_verify_line(rec))
     if status == 0 and any(not clean(r) for r in records):
@@ -959,6 +963,19 @@ def redaction(args: argparse.Namespace, out: Path, run_id: str) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
     if done.returncode not in (0, 1) or not done.stdout.strip():
         print(f"\nredaction: measurement failed: {done.stderr.strip()[-500:]}")
+        return
+    rec = json.loads(done.stdout)
+    with out.open("a") as f:
+        f.write(json.dumps({"run_id": run_id, **rec}) + "\n")
+    print("\n" + rec["line"])
+
+
+def result_cache(args: argparse.Namespace, out: Path, run_id: str) -> None:
+    """A result-cache hit and miss on a 10 KB result, in a process of its own (bench/caching.py)."""
+    argv = [sys.executable, str(BENCH / "caching.py"), f"--calls={args.cache_calls}", "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
+    if done.returncode not in (0, 1) or not done.stdout.strip():
+        print(f"\nresult cache: measurement failed: {done.stderr.strip()[-500:]}")
         return
     rec = json.loads(done.stdout)
     with out.open("a") as f:
