@@ -9,13 +9,21 @@ from pathlib import Path
 
 import pytest
 
+from switchyard.call import Call, RequestContext
 from switchyard.config.load import compile_plan
-from switchyard.config.schema import SwitchyardConfig
+from switchyard.config.redaction import compile_redaction
+from switchyard.config.schema import RedactionConfig, SwitchyardConfig
+from switchyard.observability import decisions
 from switchyard.policies.access import AccessControl
+from switchyard.policies.base import PolicySpec, build_chain
 from switchyard.policies.rate_limits import RateLimits
 from switchyard.policies.redaction import Redaction
 from switchyard.policies.result_cache import ENTRY_OVERHEAD, CacheRule, ResultCache, ResultCaching
+from switchyard.protocol.versions import Era
+from switchyard.routing.catalog import Entry
 from switchyard.routing.freshness import Freshness, aggregate
+from switchyard.routing.router import Route
+from switchyard.wire.frame import Reply
 
 
 def _cache(max_entries: int = 100, max_bytes: int = 1 << 20) -> ResultCache:
@@ -26,10 +34,12 @@ def test_least_recently_used_leaves_first_when_entries_are_full() -> None:
     cache = _cache(max_entries=3)
     for n in range(3):
         cache.put(("k", n), b"r%d" % n, 60, now=0)
-    assert cache.get(("k", 0), now=1) == b"r0"  # used: now the most recent
+    assert cache.get(("k", 0), now=1) == (b"r0", None)  # used: now the most recent
     cache.put(("k", 3), b"r3", 60, now=1)
     assert cache.get(("k", 1), now=1) is None
-    assert [cache.get(("k", n), now=1) for n in (0, 2, 3)] == [b"r0", b"r2", b"r3"]
+    assert [cache.get(("k", n), now=1) for n in (0, 2, 3)] == [
+        (b"r%d" % n, None) for n in (0, 2, 3)
+    ]
     assert len(cache) == 3
 
 
@@ -54,7 +64,7 @@ def test_bytes_never_exceed_the_bound_while_ten_times_as_much_is_written() -> No
 def test_an_entry_expires_after_its_ttl() -> None:
     cache = _cache()
     cache.put(("k",), b"r", 2.0, now=10.0)
-    assert cache.get(("k",), now=11.9) == b"r"
+    assert cache.get(("k",), now=11.9) == (b"r", None)
     assert cache.get(("k",), now=12.0) is None
     assert len(cache) == 0 and cache.bytes == 0
 
@@ -129,3 +139,41 @@ def test_a_configuration_change_is_a_new_policy_version(tmp_path: Path) -> None:
 
     assert version(5) == version(5)
     assert version(5) != version(6)
+
+
+@pytest.mark.anyio
+async def test_a_hit_records_the_arguments_as_redacted_for_the_call_that_ran() -> None:
+    config = RedactionConfig.model_validate(
+        {"rules": [{"name": "e", "detectors": ["email"], "action": "mask"}]}
+    )
+    engine = compile_redaction(config, "api_key", lambda v, w: v, ValueError)
+    assert engine is not None
+    ran: list[bytes] = []
+
+    async def backend(call: Call) -> Reply:
+        ran.append(bytes(call.fields()["arguments"]))
+        return Reply(result=b'{"content":[{"type":"text","text":"sent"}]}')
+
+    cache = ResultCache([CacheRule("crm", "*", 60, True)], max_entries=10, max_bytes=1 << 20)
+    chain = build_chain(
+        [PolicySpec(ResultCaching, cache), PolicySpec(Redaction, engine)], "tools/call", backend
+    )
+    item = b'{"name":"send","inputSchema":{"type":"object"}}'
+    route = Route(
+        "tools", "crm", "send", "crm_send", Entry("tools", "crm_send", "crm", "send", item)
+    )
+    ctx = RequestContext(Era.LEGACY, "2025-11-25", "test", principal="api_key#alice")
+    params = b'{"name":"crm_send","arguments":{"to":"alice@example.com"}}'
+    sink: list[object] = []
+    decisions.add_sink(sink.append)
+    try:
+        calls = [Call("tools/call", params, ctx, route=route) for _ in range(2)]
+        replies = [await chain(c) for c in calls]
+    finally:
+        decisions.remove_sink(sink.append)
+    assert len(ran) == 1 and b"alice@example.com" not in ran[0]
+    assert replies[0].result == replies[1].result
+    recorded = [c.recorded_arguments for c in calls]
+    assert recorded[0] is not None and recorded[1] == recorded[0]
+    assert b"alice@example.com" not in bytes(recorded[1] or b"")
+    assert cache.hits == 1

@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
@@ -32,7 +32,7 @@ from switchyard.protocol import methods
 from switchyard.routing import catalog
 from switchyard.upstream.coalescing import SingleFlight
 from switchyard.wire import frame
-from switchyard.wire.frame import Reply
+from switchyard.wire.frame import Raw, Reply
 
 # What an entry costs beside its result's bytes: key, tuple, bookkeeping (an estimate).
 ENTRY_OVERHEAD: Final = 256
@@ -57,12 +57,20 @@ class CacheRule:
 
 
 class _Entry:
-    __slots__ = ("expires", "result", "size")
+    __slots__ = ("expires", "recorded", "result", "size")
 
-    def __init__(self, result: bytes, expires: float) -> None:
+    def __init__(self, result: bytes, expires: float, recorded: Raw | None) -> None:
         self.result = result
         self.expires = expires
-        self.size = len(result) + ENTRY_OVERHEAD
+        self.recorded = recorded
+        self.size = len(result) + ENTRY_OVERHEAD + (len(recorded) if recorded else 0)
+
+
+class Hit(NamedTuple):
+    result: bytes
+    recorded: Raw | None
+    """The arguments as records keep them (redacted), from the call that ran: a hit's record
+    never holds more than that call's did."""
 
 
 class ResultCache:
@@ -84,7 +92,7 @@ class ResultCache:
         self.bytes = 0
         self.hits = 0
         self.misses = 0
-        self.flights = SingleFlight[Key, Reply]()
+        self.flights = SingleFlight[Key, tuple[Reply, Raw | None]]()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -95,7 +103,7 @@ class ResultCache:
                 return rule
         return None
 
-    def get(self, key: Key, now: float) -> bytes | None:
+    def get(self, key: Key, now: float) -> Hit | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -103,10 +111,12 @@ class ResultCache:
             self._drop(key)
             return None
         self._entries.move_to_end(key)
-        return entry.result
+        return Hit(entry.result, entry.recorded)
 
-    def put(self, key: Key, result: bytes, ttl_s: float, now: float) -> None:
-        entry = _Entry(result, now + ttl_s)
+    def put(
+        self, key: Key, result: bytes, ttl_s: float, now: float, recorded: Raw | None = None
+    ) -> None:
+        entry = _Entry(result, now + ttl_s, recorded)
         if entry.size > self.max_bytes:
             return
         if key in self._entries:
@@ -147,16 +157,19 @@ class ResultCaching(Policy):
         hit = cache.get(key, time.monotonic())
         if hit is not None:
             cache.hits += 1
-            return Reply(result=hit)
+            call.recorded_arguments = hit.recorded
+            return Reply(result=hit.result)
         cache.misses += 1
 
-        async def execute() -> Reply:
+        async def execute() -> tuple[Reply, Raw | None]:
             reply = await self.next(call)
+            recorded = call.recorded_arguments
             if reply.result is not None and _complete_success(reply.result):
-                cache.put(key, reply.result, rule.ttl_s, time.monotonic())
-            return reply
+                cache.put(key, reply.result, rule.ttl_s, time.monotonic(), recorded)
+            return reply, recorded
 
-        reply = await cache.flights.run(key, execute)
+        reply, recorded = await cache.flights.run(key, execute)
+        call.recorded_arguments = recorded
         # Each waiter gets its own reply: policies outside may rewrite it for their caller.
         return Reply(result=reply.result, error=reply.error, http=reply.http)
 
