@@ -262,9 +262,14 @@ async def test_a_cached_result_is_its_callers_alone_and_every_check_still_runs_o
         b2 = await _tool(who["bob"], "svc_stamp", {"tag": "x", "ms": 0})
         assert _text(a2) == _text(a1) and _text(b2) == _text(b1)
         assert _calls(calls)["tools/call stamp"] == 2
+        # One caller's identical calls in flight at once share one execution.
+        slow = {"tag": "z", "ms": 300}
+        shared = await asyncio.gather(*(_tool(who["bob"], "svc_stamp", slow) for _ in range(10)))
+        assert {_text(r) for r in shared} == {"z #3"}
+        assert _calls(calls)["tools/call stamp"] == 3
         # Other arguments are another entry.
         a3 = await _tool(who["alice"], "svc_stamp", {"tag": "y"})
-        assert _text(a3) == "y #3"
+        assert _text(a3) == "y #4"
         # The rate limit counts hits: Alice's fifth stamp in a minute is refused, cached or not.
         a4 = await _tool(who["alice"], "svc_stamp", {"tag": "x", "ms": 0})
         assert _text(a4) == _text(a1)
@@ -273,7 +278,7 @@ async def test_a_cached_result_is_its_callers_alone_and_every_check_still_runs_o
         # Access rules run on a hit: Carol may not call it, though a result is cached for it.
         denied = await _tool(who["carol"], "svc_stamp", {"tag": "x", "ms": 0})
         assert "error" in denied and "x #" not in json.dumps(denied)
-        assert _calls(calls)["tools/call stamp"] == 3
+        assert _calls(calls)["tools/call stamp"] == 4
         # Never cached: a tool error, and a tool not declared read-only.
         for _ in range(2):
             failed = await _tool(who["bob"], "svc_stamp_fail", {"tag": "f"})
@@ -286,15 +291,15 @@ async def test_a_cached_result_is_its_callers_alone_and_every_check_still_runs_o
         r1 = await _tool(who["bob"], "svc_stamp", mail)
         r2 = await _tool(who["bob"], "svc_stamp", mail)
         assert _text(r1) == _text(r2) and "bob@example.com" not in _text(r1) + _text(r2)
-        assert _text(r1).startswith("to ") and _text(r1).endswith(" #8")
+        assert _text(r1).startswith("to ") and _text(r1).endswith(" #9")
         status = gw.readyz()["resultCache"]
-        assert status["entries"] == 4 and status["hits"] == 4
+        assert status["entries"] == 5 and status["hits"] == 4
         # A reload never serves a result made under the old configuration.
         config["cache"]["rules"][0]["ttl"] = 30
         await _reload(gw, config)
         b3 = await _tool(who["bob"], "svc_stamp", {"tag": "x", "ms": 0})
         assert _text(b3) != _text(b1)
-        assert _calls(calls)["tools/call stamp"] == 5
+        assert _calls(calls)["tools/call stamp"] == 6
 
 
 async def test_a_result_expires_after_its_ttl(
