@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import signal
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.harness import Gateway, create_key, stdio_fixture
+from tests.harness import Gateway, create_key, register_secret, stdio_fixture
 from tests.rpc import RawClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -320,3 +321,46 @@ async def test_a_result_expires_after_its_ttl(
         await _until(stored + 1.1)
         assert _text(await _tool(bob, "svc_stamp", {"tag": "t"})) != _text(first)
     assert _calls(calls)["tools/call stamp"] == 2
+
+
+async def test_a_hit_leaves_its_own_audit_record_with_the_redacted_arguments(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hmac_key = register_secret(f"audit-hmac-{time.monotonic_ns()}-0123456789")
+    monkeypatch.setenv("SWITCHYARD_TEST_CACHE_AUDIT_HMAC", hmac_key)  # the gateway inherits it
+    keys = tmp_path / "keys"
+    calls = tmp_path / "calls"
+    token = create_key(keys, "alice", "dev")
+    config = _cached_config(keys, calls)
+    config["storage"] = {"data_dir": str(tmp_path / "db")}
+    config["audit"] = {
+        "enabled": True,
+        "hmac_key": "${SWITCHYARD_TEST_CACHE_AUDIT_HMAC}",
+        "keys_dir": str(tmp_path / "audit-keys"),
+        "raw_arguments": [{"names": ["stamp"]}],
+    }
+    gw = gateway_factory(config)
+    gw.wait_backend("svc")
+    async with aiohttp.ClientSession() as http:
+        alice = await RawClient(
+            gw.url, http, extra_headers={"Authorization": f"Bearer {token}"}
+        ).open()
+        mail = {"tag": "to carol@example.com"}
+        first, second = [await _tool(alice, "svc_stamp", mail) for _ in range(2)]
+    assert _text(first) == _text(second)
+    assert _calls(calls)["tools/call stamp"] == 1
+    assert gw.stop() == 0
+    with sqlite3.connect(tmp_path / "db" / "switchyard.db") as conn:
+        rows = conn.execute("SELECT record FROM audit_records ORDER BY writer, seq").fetchall()
+    records = [json.loads(r[0]) for r in rows]
+    stamps = [r for r in records if r.get("method") == "tools/call" and r["name"] == "stamp"]
+    # The hit is recorded like the call that ran, and holds no more than it did.
+    assert len(stamps) == 2
+    assert [(r["principal"], r["decision"], r["outcome"]) for r in stamps] == [
+        ("api_key#alice", "allow", "ok")
+    ] * 2
+    assert (
+        stamps[0]["args"] == stamps[1]["args"] and stamps[0]["args_hmac"] == stamps[1]["args_hmac"]
+    )
+    assert stamps[0]["args"]["tag"].startswith("to ")
+    assert "carol@example.com" not in json.dumps(records)
