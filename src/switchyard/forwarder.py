@@ -207,7 +207,12 @@ class Forwarder:
         return await self._routed(call)
 
     async def read_resource(self, call: Call) -> Reply:
-        return await self._routed(call)
+        reply = await self._routed(call)
+        if call.ctx.identity is not None and reply.result and b'"public"' in reply.result:
+            # Behind authentication a read is the caller's: a shared cache that kept it as
+            # public would hand it to callers the access rules refuse.
+            reply.result = _scoped_private(reply.result)
+        return reply
 
     async def complete(self, call: Call) -> Reply:
         return await self._routed(call)
@@ -497,6 +502,18 @@ def _annotations(item: bytes) -> object:
         return frame.decode_any(raw) if raw is not None else None
     except (frame.DecodeError, frame.ValidationError):
         return None
+
+
+def _scoped_private(result: bytes) -> bytes:
+    try:
+        fields = frame.decode_object(result)
+    except (frame.DecodeError, frame.ValidationError):
+        return result
+    scope = fields.get("cacheScope")
+    if scope is None or bytes(scope).strip() != b'"public"':
+        return result
+    fields["cacheScope"] = Raw(b'"private"')
+    return frame.encode_object(fields)
 
 
 def _recipient(call: Call) -> Recipient:

@@ -107,7 +107,10 @@ async def test_the_aggregate_is_the_shortest_lifetime_and_the_most_private_scope
 ) -> None:
     config = {
         "servers": {
-            "pub": _sdk(tmp_path / "pub", {"tools/list": [60000, "public"]}),
+            "pub": _sdk(
+                tmp_path / "pub",
+                {"tools/list": [60000, "public"], "resources/read": [60000, "public"]},
+            ),
             "priv": _sdk(tmp_path / "priv", {"tools/list": [20000, "private"]}),
             "legacy": stdio_fixture("crashy", isolation="shared"),
         },
@@ -130,6 +133,9 @@ async def test_the_aggregate_is_the_shortest_lifetime_and_the_most_private_scope
         only = await RawClient(f"{gw.base}/servers/public-only/mcp", http, era="modern").open()
         answer = await only.result("tools/list")
         assert 55000 < answer["ttlMs"] <= 60000 and answer["cacheScope"] == "public"
+        # Without authentication a backend's public read stays public.
+        read = await full.result("resources/read", {"uri": "fixture://fixture/info"})
+        assert (read["ttlMs"], read["cacheScope"]) == (60000, "public")
 
 
 async def test_lists_filtered_per_caller_are_never_public(
@@ -148,7 +154,12 @@ async def test_lists_filtered_per_caller_are_never_public(
                     {"effect": "allow", "roles": ["guest"], "names": ["echo"]},
                 ],
             },
-            "servers": {"pub": _sdk(tmp_path / "calls", {"tools/list": [60000, "public"]})},
+            "servers": {
+                "pub": _sdk(
+                    tmp_path / "calls",
+                    {"tools/list": [60000, "public"], "resources/read": [60000, "public"]},
+                )
+            },
         }
     )
     gw.wait_backend("pub")
@@ -158,6 +169,9 @@ async def test_lists_filtered_per_caller_are_never_public(
         for_alice, for_bob = await asyncio.gather(
             as_alice.result("tools/list"), as_bob.result("tools/list")
         )
+        # Behind authentication a read is its caller's too, whatever the backend said.
+        read = await as_alice.result("resources/read", {"uri": "fixture://fixture/info"})
+        assert read["cacheScope"] == "private" and read["ttlMs"] == 60000
     assert {t["name"] for t in for_bob["tools"]} == {"pub_echo"}
     assert len(for_alice["tools"]) > 1
     for answer in (for_alice, for_bob):
