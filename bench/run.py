@@ -163,6 +163,8 @@ KNOBS: list[tuple[str, str, type, str, str]] = [
      "calls of the in-process redaction measurement (bench/redaction.py); 0 skips it"),
     ("--approvals-calls", "BENCH_APPROVALS_CALLS", int, "3000",
      "calls of the in-process approval-gate measurement (bench/approvals.py); 0 skips it"),
+    ("--cache-calls", "BENCH_CACHE_CALLS", int, "2000",
+     "calls of the in-process result-cache measurement (bench/caching.py); 0 skips it"),
     ("--limits", "BENCH_LIMITS", str, "on",
      "rate-limit load (limits-memory, limits-redis against switchyard-legacy): on or off"),
     ("--redis-url", "BENCH_REDIS_URL", str, "redis://127.0.0.1:6379/0",
@@ -1042,6 +1044,8 @@ def main() -> int:
         redaction(args, out, run_id)
     if status == 0 and args.approvals_calls > 0:
         approvals(args, out, run_id)
+    if status == 0 and args.cache_calls > 0:
+        result_cache(args, out, run_id)
     for rec in verified:
         print(audit_verify_line(rec))
     if status == 0 and any(not clean(r) for r in records):
@@ -1085,6 +1089,19 @@ def approvals(args: argparse.Namespace, out: Path, run_id: str) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
     if done.returncode != 0 or not done.stdout.strip():
         print(f"\napprovals: measurement failed: {done.stderr.strip()[-500:]}")
+        return
+    rec = json.loads(done.stdout)
+    with out.open("a") as f:
+        f.write(json.dumps({"run_id": run_id, **rec}) + "\n")
+    print("\n" + rec["line"])
+
+
+def result_cache(args: argparse.Namespace, out: Path, run_id: str) -> None:
+    """A result-cache hit and miss on a 10 KB result, in a process of its own (bench/caching.py)."""
+    argv = [sys.executable, str(BENCH / "caching.py"), f"--calls={args.cache_calls}", "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
+    if done.returncode not in (0, 1) or not done.stdout.strip():
+        print(f"\nresult cache: measurement failed: {done.stderr.strip()[-500:]}")
         return
     rec = json.loads(done.stdout)
     with out.open("a") as f:

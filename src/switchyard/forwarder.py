@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import switchyard
@@ -75,6 +75,10 @@ class Forwarder:
         self.subscriptions = subscriptions
         self.tasks = tasks
         self.delivery = delivery if delivery is not None else Delivery()
+        self.freshen: Callable[[str], Awaitable[None]] | None = None
+        """Lists again what a backend's `ttlMs` says has run out, before a list is served."""
+        self.list_hints: Callable[[str | None, str], tuple[int, bool]] | None = None
+        """The (`ttlMs`, public) of a view's list of a kind, from its backends' own."""
 
     def terminals(self) -> dict[str, Handler]:
         return {
@@ -171,6 +175,8 @@ class Forwarder:
         cursor = frame.decode_any(raw_cursor) if raw_cursor is not None else None
         if cursor is not None and not isinstance(cursor, str):
             return invalid_params("cursor must be a string")
+        if self.freshen is not None:
+            await self.freshen(kind)
         try:
             body = self.catalog(call.ctx.view).page(
                 kind, cursor, self.page_size, call.allowed if call.list_filters else None
@@ -178,8 +184,22 @@ class Forwarder:
         except catalog.InvalidCursor:
             return invalid_params("Invalid cursor")
         if call.ctx.era is Era.MODERN:
-            body = body[:-1] + _MODERN_LIST_TAIL
+            body = body[:-1] + self._list_tail(call, kind)
         return Reply(result=body)
+
+    def _list_tail(self, call: Call, kind: str) -> bytes:
+        """The end of a 2026-07-28 list result: the shortest remaining lifetime of its parts;
+        `public` only when every part is and the list is the same for every caller (no
+        identity, no filter): what a shared cache may hand to anyone."""
+        hints = self.list_hints
+        if hints is None:
+            return _MODERN_LIST_TAIL
+        ttl, public = hints(call.ctx.view, kind)
+        if ttl <= 0:
+            return _MODERN_LIST_TAIL
+        shared = public and call.ctx.identity is None and not call.list_filters
+        scope = b"public" if shared else b"private"
+        return b',"resultType":"complete","ttlMs":%d,"cacheScope":"%s"}' % (ttl, scope)
 
     # -- routed to a backend -----------------------------------------------------------------
 
@@ -190,7 +210,12 @@ class Forwarder:
         return await self._routed(call)
 
     async def read_resource(self, call: Call) -> Reply:
-        return await self._routed(call)
+        reply = await self._routed(call)
+        if call.ctx.identity is not None and reply.result and b'"public"' in reply.result:
+            # Behind authentication a read is the caller's: a shared cache that kept it as
+            # public would hand it to callers the access rules refuse.
+            reply.result = _scoped_private(reply.result)
+        return reply
 
     async def complete(self, call: Call) -> Reply:
         return await self._routed(call)
@@ -535,6 +560,18 @@ def _trace_headers(span: Span) -> tuple[tuple[str, str], ...]:
     if span.tracestate:
         return (("traceparent", span.traceparent), ("tracestate", span.tracestate))
     return (("traceparent", span.traceparent),)
+
+
+def _scoped_private(result: bytes) -> bytes:
+    try:
+        fields = frame.decode_object(result)
+    except (frame.DecodeError, frame.ValidationError):
+        return result
+    scope = fields.get("cacheScope")
+    if scope is None or bytes(scope).strip() != b'"public"':
+        return result
+    fields["cacheScope"] = Raw(b'"private"')
+    return frame.encode_object(fields)
 
 
 def _recipient(call: Call) -> Recipient:

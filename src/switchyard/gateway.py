@@ -33,10 +33,11 @@ from switchyard.policies.approvals import Approvals
 from switchyard.policies.base import PolicySpec
 from switchyard.policies.rate_limits import Limiter
 from switchyard.policies.request_log import RequestLog
+from switchyard.policies.result_cache import ResultCache, ResultCaching
 from switchyard.protocol import methods
 from switchyard.protocol.link import log_wanted
 from switchyard.redaction.engine import Redactor
-from switchyard.routing import catalog
+from switchyard.routing import catalog, freshness
 from switchyard.routing.router import Route, Router
 from switchyard.routing.views import ViewSpec, build_view
 from switchyard.sessions import SessionLimits, SessionRegistry
@@ -140,6 +141,8 @@ class Gateway:
             self.tasks,
             self.delivery,
         )
+        self.forwarder.freshen = self._freshen_lists
+        self.forwarder.list_hints = self._list_hints
         self.router = Router(self.catalog_for, self.forwarder.sole_server)
         self.audit = AuditWriter(plan.audit, plan.storage) if plan.audit is not None else None
         self.dispatcher = Dispatcher(self.forwarder, self._chain(self.settings), self.router)
@@ -242,6 +245,9 @@ class Gateway:
             for n, s in wanted.items()
             if n not in kept
         }
+        for name in kept:
+            # What a kept backend listed is listed again when a client next asks.
+            current[name].invalidate_listing()
         for name, backend in fresh.items():
             self._watch_sessions(backend)
             if name in current:
@@ -392,6 +398,33 @@ class Gateway:
             self._rebuild(self._listings())
             return
         self._check_pins()
+
+    async def _freshen_lists(self, kind: str) -> None:
+        """Before a `kind` list is served: list again every backend whose own lifetime for it
+        has run out (concurrently; each backend shares one re-listing among its callers)."""
+        now = time.monotonic()
+        due = [b for b in self.backends.values() if b.listed and b.expired(kind, now)]
+        if not due:
+            return
+        await asyncio.gather(*(b.freshen(kind) for b in due))
+        if self.pins is not None:
+            with contextlib.suppress(TimeoutError):
+                # A changed listing shows once checked against its pins.
+                await asyncio.wait_for(self._pins_idle.wait(), self.settings.startup_wait_s)
+
+    def _list_hints(self, view: str | None, kind: str) -> tuple[int, bool]:
+        """(`ttlMs`, public) of the `kind` list a view serves: every backend that offers the
+        kind is a part of the full list; a virtual server's parts are the backends it shows."""
+        shown = None if view is None else {e.backend for e in self.catalog_for(view).entries[kind]}
+        parts = [
+            b.listing.fresh[kind]
+            for b in self.backends.values()
+            if b.listed
+            and b.listing is not None
+            and kind in b.listing.fresh
+            and (shown is None or b.name in shown)
+        ]
+        return freshness.aggregate(parts, time.monotonic())
 
     def _listings(self) -> list[catalog.Listing]:
         # A backend that went away stays listed through its grace period (calls fail fast).
@@ -561,6 +594,9 @@ class Gateway:
         }
         if self.settings.limits is not None:
             body["limits"] = self.settings.limits.status()
+        results = _result_cache(self.settings.policies)
+        if results is not None:
+            body["resultCache"] = results.status()
         if self.pins is not None:
             body["pins"] = self.pins.status()
         audit = self.audit
@@ -594,6 +630,14 @@ def _redaction_hook(redactor: Redactor) -> OutboundHook:
         return message if redacted is params else message.with_params(redacted)
 
     return hook
+
+
+def _result_cache(policies: tuple[PolicySpec, ...]) -> ResultCache | None:
+    for spec in policies:
+        if spec.cls is ResultCaching:
+            settings: ResultCache = spec.settings
+            return settings
+    return None
 
 
 def _task_id(params: bytes | None) -> str | None:

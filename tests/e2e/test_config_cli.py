@@ -58,6 +58,18 @@ def test_config_check_names_every_silent_misconfiguration(tmp_path: Path) -> Non
     ]
 
 
+def test_config_check_names_a_cache_rule_that_matches_no_server(tmp_path: Path) -> None:
+    config = {
+        "servers": {"github": {"command": "true"}},
+        "cache": {"rules": [{"backend": "git*", "ttl": 5}, {"backend": "wether", "ttl": 5}]},
+    }
+    done = _check(tmp_path, config)
+    assert done.returncode == 0
+    assert done.stderr.splitlines() == [
+        "warning: cache.rules[1].backend: 'wether' matches no configured server",
+    ]
+
+
 def test_config_check_names_rules_and_roles_that_match_nothing(tmp_path: Path) -> None:
     config = {
         "auth": {

@@ -4,6 +4,7 @@ killed, cut off mid-call and slowed down under load (real processes and sockets)
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import time
 from collections import Counter
@@ -235,9 +236,12 @@ async def test_one_slow_replica_and_the_p99(
         await _all_up(gw, "svc")
         async with aiohttp.ClientSession() as http:
             client = await RawClient(gw.url, http).open()
-            healthy, _ = await _load(client, "count", 600, 6, "h", ms=20)
+            # Enough calls that the few a slow replica takes before its answers show it is
+            # slow (the first ones, and one now and then to see whether it recovered) are
+            # measured, not hidden, yet fewer than 1% of the whole.
+            healthy, _ = await _load(client, "count", 1500, 6, "h", ms=20)
             await _control(ports[2], delay_ms=200)  # 10x the call's own 20 ms
-            slowed, _ = await _load(client, "count", 600, 6, "s", ms=20)
+            slowed, _ = await _load(client, "count", 1500, 6, "s", ms=20)
         p99_healthy = _p([r[3] for r in healthy], 0.99)
         p99_slowed = _p([r[3] for r in slowed], 0.99)
         share = sum(1 for r in slowed if r[2].startswith("r2 ")) / len(slowed)
@@ -248,6 +252,8 @@ async def test_one_slow_replica_and_the_p99(
             f"{_p([r[3] for r in slowed], 0.5) * 1000:.0f} ms; slow replica's share {share:.1%}"
         )
         assert all(ok for _, ok, _, _ in healthy + slowed)
+        assert share < 0.01
+        assert p99_slowed < 1.5 * p99_healthy
     finally:
         for proc in procs:
             proc.stop()
@@ -294,3 +300,100 @@ async def test_stdio_replicas_share_calls_and_a_crashed_one_is_replaced(
         await _all_up(gw, "crashy")
         after = await pids(client, 60)
         assert len(after) == 3 and len(set(after) - set(before)) == 1  # one new process
+
+
+class _LossyProxy:
+    """A TCP proxy in front of a backend that loses connections on purpose: per request
+    chunk from the gateway, by a seeded draw, it passes it on, closes the connection without
+    passing it on (the request never reaches the backend), or passes it on and closes the
+    connection as the backend's answer arrives (the call ran; its answer is lost)."""
+
+    def __init__(self, target: int, seed: int) -> None:
+        self.target = target
+        self.rng = random.Random(seed)
+        self.lost = Counter[str]()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+        try:
+            while chunk := await asyncio.wait_for(down_r.read(65536), 30):
+                fate = self.rng.random()
+                if fate < 0.1:
+                    self.lost["request"] += 1
+                    return
+                up_w.write(chunk)
+                await up_w.drain()
+                answer = await asyncio.wait_for(up_r.read(65536), 30)
+                if not answer:
+                    return
+                if fate < 0.2:
+                    self.lost["answer"] += 1
+                    return
+                down_w.write(answer)
+                await down_w.drain()
+        except (OSError, TimeoutError):
+            return
+        finally:
+            for w in (up_w, down_w):
+                w.transport.abort()
+
+
+async def test_connections_lost_at_random_through_a_proxy_never_execute_a_call_twice(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    exec_file = tmp_path / "executions"
+    port = free_port()
+    proc = _replica("solo", port, exec_file)
+    proxy = _LossyProxy(port, seed=20260728)
+    await proxy.start()
+    try:
+        # In threads: this loop runs the proxy the gateway connects through meanwhile.
+        gw = await asyncio.to_thread(
+            gateway_factory,
+            {
+                "servers": {
+                    "svc": {
+                        "url": f"http://127.0.0.1:{proxy.port}/mcp",
+                        "isolation": "shared",
+                        "breaker": {"enabled": False},
+                        "health": {"interval": 60},
+                        "retries": {"attempts": 5, "backoff": 0.01},
+                    }
+                }
+            },
+        )
+        await asyncio.to_thread(gw.wait_backend, "svc")
+        async with aiohttp.ClientSession() as http:
+            client = await RawClient(gw.url, http).open()
+            counted, _ = await _load(client, "count", 1000, 8, "c")
+            looked, _ = await _load(client, "lookup", 300, 8, "l")
+        executions = _executions(exec_file)
+        failed = [r for r in counted if not r[1]]
+        print(
+            f"\nlossy proxy: {dict(proxy.lost)} connections lost; count {len(failed)}/1000 "
+            f"failed; lookup {sum(not r[1] for r in looked)}/300 failed"
+        )
+        assert proxy.lost["request"] >= 50 and proxy.lost["answer"] >= 50
+        # Not one call of the non-idempotent tool ran twice; every success ran exactly once.
+        count_runs = {k: n for k, n in executions.items() if k.startswith("count:")}
+        assert set(count_runs.values()) == {1}
+        for tag, ok, _, _ in counted:
+            if ok:
+                assert count_runs[f"count:{tag}"] == 1
+        assert len(failed) < 0.5 * len(counted)
+        # The read-only idempotent tool is re-sent: (almost) every one of its calls answers.
+        assert sum(not r[1] for r in looked) <= 3
+    finally:
+        await proxy.close()
+        proc.stop()

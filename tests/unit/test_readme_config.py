@@ -15,6 +15,8 @@ from switchyard.config.schema import (
     AdminConfig,
     ApprovalRuleConfig,
     ApprovalsConfig,
+    CacheConfig,
+    CacheRuleConfig,
     GatewayConfig,
     LimitsConfig,
     LoggingConfig,
@@ -45,6 +47,7 @@ TABLES: dict[str, tuple[type[BaseModel], set[str]]] = {
     ),
     "### Approvals and agent mode (`approvals:`)": (ApprovalsConfig, set()),
     "## Admin API (`admin:`)": (AdminConfig, set()),
+    "### Result caching (`cache:`)": (CacheConfig, {"rules"}),
 }
 
 
@@ -173,3 +176,12 @@ def test_approval_rule_keys_match_the_schema() -> None:
             break
         documented |= set(re.findall(r"`([^`]+)`", line.split("|")[1]))
     assert documented == set(ApprovalRuleConfig.model_fields)
+
+
+def test_cache_rule_keys_match_the_schema() -> None:
+    documented = {
+        k.removeprefix("rules[].")
+        for k in _documented("### Result caching (`cache:`)")
+        if k.startswith("rules[].")
+    }
+    assert documented == set(CacheRuleConfig.model_fields)

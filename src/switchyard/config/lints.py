@@ -61,6 +61,8 @@ def lint(config: SwitchyardConfig) -> list[str]:
         where = f"redaction.rules[{i}]"
         out += _unmatched(f"{where}.backends", redaction.backends or (), servers, "server")
         out += _unmatched(f"{where}.views", redaction.views or (), views, "virtual server")
+    for i, cached in enumerate(config.cache.rules):
+        out += _unmatched(f"cache.rules[{i}].backend", (cached.backend,), servers, "server")
     return out
 
 

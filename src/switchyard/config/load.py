@@ -5,6 +5,8 @@ Errors name the offending key (`servers.github.timeout: …`) and never echo sec
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -42,6 +44,7 @@ from switchyard.policies.base import PolicySpec
 from switchyard.policies.rate_limits import Limiter, RateLimits
 from switchyard.policies.redaction import Redaction
 from switchyard.policies.request_log import RequestLog
+from switchyard.policies.result_cache import CacheRule, ResultCache, ResultCaching
 from switchyard.routing.names import LLM_SAFE
 from switchyard.routing.views import Selector, ViewSpec
 from switchyard.sessions import SessionLimits
@@ -398,6 +401,11 @@ def compile_plan(config: SwitchyardConfig, base_dir: Path | None = None) -> Plan
     if gate is not None:
         # After rate limits: only an allowed, admitted call can make a ticket.
         policies = (*policies, PolicySpec(Approval, gate))
+    results = result_cache(config)
+    if results is not None:
+        # After every check (a hit is refused, counted and recorded like any call) and
+        # outside redaction: what is kept is the result as its caller received it.
+        policies = (*policies, PolicySpec(ResultCaching, results))
     redactor = compile_redaction(config.redaction, default_issuer(config), _resolve, ConfigError)
     if redactor is not None:
         # Innermost: next to the backend, so every policy outside sees redacted results.
@@ -466,6 +474,26 @@ def observability(config: SwitchyardConfig) -> ObservabilitySettings:
             service_name=tr.service_name,
         ),
         log_format=config.logging.format,
+    )
+
+
+def result_cache(config: SwitchyardConfig) -> ResultCache | None:
+    """The result cache of this configuration, None without rules. Its policy version is a
+    digest of every section that decides what a caller may see or receives: entries never
+    outlive the configuration they were made under."""
+    section = config.cache
+    if not section.rules:
+        return None
+    decisive = config.model_dump(
+        mode="json",
+        include={"auth", "redaction", "rate_limits", "virtual_servers", "cache", "pinning"},
+    )
+    version = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
+    return ResultCache(
+        [CacheRule(r.backend, r.tool, r.ttl, r.assume_read_only) for r in section.rules],
+        max_entries=section.max_entries,
+        max_bytes=section.max_bytes,
+        policy_version=version,
     )
 
 

@@ -31,6 +31,7 @@ RELOADABLE: dict[str, Any] = {
     "redaction": True,
     "rate_limits": True,
     "approvals": True,
+    "cache": True,
     "auth": {"rules": True, "default_issuer": True},
     "gateway": {
         "separator": True,

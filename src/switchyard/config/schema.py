@@ -891,6 +891,32 @@ class LoggingConfig(BaseModel):
     )
 
 
+class CacheRuleConfig(BaseModel):
+    """Results of the tools this rule selects are kept for `ttl` seconds, per caller."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = Field(min_length=1, description="Backend name (glob).")
+    tool: str = Field("*", min_length=1, description="Backend-side tool name (glob).")
+    ttl: float = Field(gt=0, le=86400, description="Seconds a result is served again.")
+    assume_read_only: bool = Field(
+        False,
+        description="Cache the tool even though it does not declare `readOnlyHint: true`.",
+    )
+
+
+class CacheConfig(BaseModel):
+    """Result caching for tools a rule marks cacheable (off without rules)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_entries: int = Field(10_000, ge=1, le=10_000_000, description="Results kept at most.")
+    max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Bytes of results kept at most (this process)."
+    )
+    rules: list[CacheRuleConfig] = Field(default_factory=list)
+
+
 class SwitchyardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -906,6 +932,7 @@ class SwitchyardConfig(BaseModel):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     servers: dict[str, ServerConfig] = Field(default_factory=dict)

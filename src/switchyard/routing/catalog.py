@@ -14,6 +14,7 @@ from typing import Final
 
 from switchyard.protocol import param_headers
 from switchyard.routing import names
+from switchyard.routing.freshness import Freshness
 from switchyard.routing.uri_template import Stops, UriTemplate, compile_template, overlaps
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw
@@ -36,6 +37,8 @@ class Listing:
     backend: str
     prefix: str
     items: dict[str, tuple[dict[str, Raw], ...]]
+    fresh: dict[str, Freshness] = field(default_factory=dict)
+    """Per kind the backend was asked for: how long its answer stays fresh."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from switchyard.protocol import codes, eras, methods
 from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import Era
 from switchyard.routing import catalog
+from switchyard.routing.freshness import Freshness
 from switchyard.upstream import endpoints, handshake
 from switchyard.upstream.breaker import OPEN, BreakerSettings
 from switchyard.upstream.coalescing import SingleFlight
@@ -51,6 +52,9 @@ log = logging.getLogger("switchyard.backend")
 
 # Pages walked per list before a backend is judged to loop; a repeated cursor ends it at once.
 MAX_PAGES: Final = 1000
+# A backend's list lifetime is capped: a day-long promise still gets looked at daily.
+MAX_LIST_TTL_MS: Final = 24 * 3600 * 1000
+RELIST_BACKOFF_S: Final = 1.0
 LIST_METHODS: Final = {
     catalog.TOOLS: (methods.TOOLS_LIST, "tools"),
     catalog.PROMPTS: (methods.PROMPTS_LIST, "prompts"),
@@ -166,6 +170,10 @@ class Backend:
         self._stopping = asyncio.Event()
         self._refresh_task: asyncio.Task[None] | None = None
         self._stale: set[str] = set()
+        self._walking: frozenset[str] = frozenset()
+        """The kinds being listed again right now."""
+        self._relist_after = 0.0
+        """A re-listing for an expired lifetime failed: not tried again before this."""
         self._detected: tuple[str, str] | None = None
         self.known_capabilities: dict[str, Any] = {}
         """Capability names seen at the last successful start; kept while the backend is down."""
@@ -466,19 +474,27 @@ class Backend:
         self, conn: Connection, kinds: tuple[str, ...] = catalog.KINDS
     ) -> catalog.Listing:
         items: dict[str, tuple[dict[str, Raw], ...]] = {}
-        previous = self.listing.items if self.listing is not None else {}
+        fresh: dict[str, Freshness] = {}
+        previous = self.listing if self.listing is not None else None
         for kind in catalog.KINDS:
             if kind not in kinds:
-                items[kind] = previous.get(kind, ())
+                items[kind] = previous.items.get(kind, ()) if previous else ()
+                if previous is not None and kind in previous.fresh:
+                    fresh[kind] = previous.fresh[kind]
                 continue
             method, capability = LIST_METHODS[kind]
             if capability not in conn.facts.capabilities:
                 items[kind] = ()
                 continue
-            items[kind] = await self._walk(conn, kind, method)
-        return catalog.Listing(self.name, self.settings.prefix, items)
+            pages: list[tuple[int, bool]] = []
+            fetched = time.monotonic()
+            items[kind] = await self._walk(conn, kind, method, pages)
+            fresh[kind] = Freshness.of_pages(pages, fetched)
+        return catalog.Listing(self.name, self.settings.prefix, items, fresh)
 
-    async def _walk(self, conn: Connection, kind: str, method: str) -> tuple[dict[str, Raw], ...]:
+    async def _walk(
+        self, conn: Connection, kind: str, method: str, pages: list[tuple[int, bool]]
+    ) -> tuple[dict[str, Raw], ...]:
         out: list[dict[str, Raw]] = []
         cursor: str | None = None
         seen: set[str] = set()
@@ -491,6 +507,7 @@ class Backend:
                 err = frame.decode_error(reply.error or b'{"code":0,"message":"?"}')
                 raise RuntimeError(f"{method} failed: {err.message} ({err.code})")
             result = frame.decode_object(reply.result)
+            pages.append(_cache_hints(result))
             if kind in result:
                 out.extend(frame.decode_object(item) for item in frame.decode_array(result[kind]))
             next_raw = result.get("nextCursor")
@@ -539,12 +556,50 @@ class Backend:
                 return
             kinds = tuple(self._stale)
             self._stale.clear()
+            self._walking = frozenset(kinds)
             try:
                 self.listing = await self._list_all(conn, kinds)
             except Exception as exc:
                 log.warning("backend %r: re-listing after list_changed failed: %s", self.name, exc)
                 return
+            finally:
+                self._walking = frozenset()
             self._on_change(self)
+
+    def expired(self, kind: str, now: float) -> bool:
+        """Has this backend's own lifetime for its `kind` list run out (and may it be listed
+        again now: a failed re-listing waits a moment before the next)?"""
+        listing = self.listing
+        fresh = listing.fresh.get(kind) if listing is not None else None
+        return fresh is not None and fresh.expired(now) and now >= self._relist_after
+
+    async def freshen(self, kind: str) -> None:
+        """List `kind` again if its lifetime ran out; however many callers ask at once, one
+        re-listing runs (the list_changed one, shared). Bounded: on a failure or a timeout the
+        listing in hand keeps serving."""
+        if not self.expired(kind, time.monotonic()):
+            return
+        if kind not in self._walking:
+            # Callers arriving while it is being listed wait for that listing.
+            self._stale.add(kind)
+        if self._refresh_task is None or self._refresh_task.done():
+            self._refresh_task = asyncio.create_task(self._refresh())
+        with contextlib.suppress(TimeoutError, Exception):
+            await asyncio.wait_for(asyncio.shield(self._refresh_task), self.settings.list_timeout_s)
+        now = time.monotonic()
+        listing = self.listing
+        fresh = listing.fresh.get(kind) if listing is not None else None
+        if fresh is not None and fresh.expired(now):
+            self._relist_after = now + RELIST_BACKOFF_S
+
+    def invalidate_listing(self) -> None:
+        """Every kind is listed again when a client next asks (a reload)."""
+        listing = self.listing
+        if listing is None:
+            return
+        self._relist_after = 0.0
+        fresh = {kind: f.invalidated() for kind, f in listing.fresh.items()}
+        self.listing = catalog.Listing(listing.backend, listing.prefix, listing.items, fresh)
 
     # -- subscriptions and logging --------------------------------------------------------------
 
@@ -971,6 +1026,14 @@ async def _count_down(ep: Endpoint, conn: Connection) -> None:
         await conn.wait_closed()
     finally:
         ep.isolated -= 1
+
+
+def _cache_hints(result: dict[str, Raw]) -> tuple[int, bool]:
+    """A list page's (`ttlMs`, `cacheScope` is public); a legacy page promises nothing."""
+    raw = frame.decode_any(result["ttlMs"]) if "ttlMs" in result else 0
+    scope = frame.decode_any(result["cacheScope"]) if "cacheScope" in result else None
+    ttl = raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else 0
+    return min(ttl, MAX_LIST_TTL_MS), scope == "public"
 
 
 def _has_progress_token(params: bytes | None) -> bool:
