@@ -21,7 +21,7 @@ UV_STAMP := $(VENV)/.stamp-uv-$(UV_VERSION)
 SYNC_STAMP := $(VENV)/.stamp-sync
 NODE_STAMP := $(NODE_DIR)/node_modules/.stamp-npm-ci
 
-.PHONY: help install run test lint bench clean
+.PHONY: help install chromium run test lint bench clean
 
 help:
 	@echo "make install  - .venv (package + dev group, frozen from uv.lock) and $(NODE_DIR) (npm ci)"
@@ -57,8 +57,16 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 run: $(SYNC_STAMP)
 	$(VENV)/bin/switchyard serve --host 127.0.0.1 --port 8080
 
+# The console's browser tests drive Debian's chromium: installed from apt when missing (as
+# root, as on CI); anywhere else, install it first (`sudo apt-get install chromium`).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium (the console's browser tests need it)"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	} || { echo "chromium is missing and could not be installed: apt-get install chromium" >&2; exit 1; }
+
 # No `|| true` and no special-casing: pytest's exit 5 (no tests collected) fails the target.
-test: install
+test: install chromium
 	$(VENV)/bin/pytest -n auto $(PYTEST_ARGS)
 
 lint: install

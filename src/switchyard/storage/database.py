@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -193,6 +194,23 @@ class _SqliteSession(Session):
         return rows
 
 
+def _use_wal(conn: sqlite3.Connection, wait_s: float) -> None:
+    """Switch a database to WAL once. Changing the journal mode answers "database is locked"
+    at once, past the busy timeout, while another connection (a second store opened at the
+    same moment) holds a lock: that is retried within the same bound."""
+    if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteDatabase(Database):
     """One SQLite file in WAL mode (readers in other processes never block its writer)."""
 
@@ -228,7 +246,7 @@ class SqliteDatabase(Database):
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn, self._busy_timeout)
             conn.execute("PRAGMA synchronous=NORMAL")
         except BaseException:
             conn.close()
