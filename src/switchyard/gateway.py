@@ -571,6 +571,10 @@ class Gateway:
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
+    def result_cache(self) -> ResultCache | None:
+        """The result cache of the running configuration, when `cache:` has rules."""
+        return _result_cache(self.settings.policies)
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         backends = {
             name: {
@@ -594,7 +598,7 @@ class Gateway:
         }
         if self.settings.limits is not None:
             body["limits"] = self.settings.limits.status()
-        results = _result_cache(self.settings.policies)
+        results = self.result_cache()
         if results is not None:
             body["resultCache"] = results.status()
         if self.pins is not None:

@@ -614,6 +614,22 @@ async def test_an_expired_approval_is_refused_with_the_exact_error(tmp_path: Pat
             f"Approval expired: ticket {shown['id']} was not used before"
         )
         assert runs(path) == 0
+        async with aiohttp.ClientSession() as http, http.get(
+            f"{gw.base}/metrics", headers={"Authorization": f"Bearer {carol}"}
+        ) as resp:
+            assert resp.status == 200
+            page = await resp.text()
+        from prometheus_client.parser import text_string_to_metric_families
+
+        events = {
+            s.labels["event"]: s.value
+            for family in text_string_to_metric_families(page)
+            for s in family.samples
+            if s.name == "switchyard_approval_events_total"
+        }
+        # The one ticket: requested, approved, then expired unused; never consumed.
+        assert events.get("requested") == 1 and events.get("approved") == 1
+        assert events.get("expired") == 1 and "consumed" not in events
     finally:
         gw.stop()
 

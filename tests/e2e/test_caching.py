@@ -334,7 +334,28 @@ async def test_a_result_expires_after_its_ttl(
         assert _text(await _tool(bob, "svc_stamp", {"tag": "t"})) == _text(first)
         await _until(stored + 1.1)
         assert _text(await _tool(bob, "svc_stamp", {"tag": "t"})) != _text(first)
+        async with http.get(
+            f"{gw.base}/metrics", headers={"Authorization": f"Bearer {token}"}
+        ) as resp:
+            assert resp.status == 200
+            scraped = _samples(await resp.text())
     assert _calls(calls)["tools/call stamp"] == 2
+    # What /metrics says matches what happened: one hit, two calls that ran, one entry held.
+    assert scraped["switchyard_result_cache_hits_total"] == 1
+    assert scraped["switchyard_result_cache_misses_total"] == 2
+    assert scraped["switchyard_result_cache_entries"] == 1
+
+
+def _samples(text: str) -> dict[str, float]:
+    """Unlabelled samples of a Prometheus text page, parsed as Prometheus parses it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.labels
+    }
 
 
 async def test_a_hit_leaves_its_own_audit_record_with_the_redacted_arguments(

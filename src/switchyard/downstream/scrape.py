@@ -127,6 +127,24 @@ def _families(gateway: Gateway) -> Iterator[str]:
         [((), audit.dropped)] if audit is not None else [],
         "counter",
     )
+    gate = gateway.settings.approvals
+    yield from gauge(
+        "switchyard_approval_events_total",
+        "Approval events by kind (requested, approved, consumed, refused, expired, ...).",
+        [((("event", e),), n) for e, n in sorted(gate.events.items())] if gate is not None else [],
+        "counter",
+    )
+    cache = gateway.result_cache()
+    figures = cache.status() if cache is not None else None
+    for name, key, text, kind in (
+        ("switchyard_result_cache_hits_total", "hits", "Calls answered from the result cache.",
+         "counter"),
+        ("switchyard_result_cache_misses_total", "misses",
+         "Cacheable calls that ran (nothing cached, or expired).", "counter"),
+        ("switchyard_result_cache_entries", "entries", "Results held in the cache.", "gauge"),
+        ("switchyard_result_cache_bytes", "bytes", "Bytes of results held in the cache.", "gauge"),
+    ):  # fmt: skip
+        yield from gauge(name, text, [((), figures[key])] if figures is not None else [], kind)
     yield from gauge(
         "switchyard_undelivered_total",
         "Messages to clients dropped, by reason.",

@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -114,6 +115,8 @@ class Approvals:
         self._escalation: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
         self._opening = asyncio.Lock()
+        self.events: Counter[str] = Counter()
+        """Approval events by kind (a fixed set the code names), for metrics."""
 
     async def ready(self) -> TicketStore:
         """The store, opened (and migrated) on first use."""
@@ -153,6 +156,7 @@ class Approvals:
     # -- events and the webhook -------------------------------------------------------------
 
     def event(self, kind: str, ticket: Ticket | None, **extra: Any) -> None:
+        self.events[kind] += 1
         fields: dict[str, Any] = {"approval_event": kind}
         if ticket is not None:
             b = ticket.binding
