@@ -273,6 +273,12 @@ class HttpApp:
         error text) are for callers with a valid credential; everyone else learns only whether
         the gateway is ready."""
         ready, body = self.gateway.readiness()
+        after = self._after_start
+        if after is not None and not after.done() and body["status"] in ("starting", "ready"):
+            # Start-up ends with its after-start steps (the configuration's first version
+            # recorded): until then this process is still starting.
+            ready = body["ready"] = False
+            body["status"] = "starting"
         authenticator = self.authenticator
         if authenticator is not None:
             outcome = await authenticator.authenticate(
