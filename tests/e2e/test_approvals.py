@@ -614,9 +614,10 @@ async def test_an_expired_approval_is_refused_with_the_exact_error(tmp_path: Pat
             f"Approval expired: ticket {shown['id']} was not used before"
         )
         assert runs(path) == 0
-        async with aiohttp.ClientSession() as http, http.get(
-            f"{gw.base}/metrics", headers={"Authorization": f"Bearer {carol}"}
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{gw.base}/metrics", headers={"Authorization": f"Bearer {carol}"}) as resp,
+        ):
             assert resp.status == 200
             page = await resp.text()
         from prometheus_client.parser import text_string_to_metric_families
