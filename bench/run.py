@@ -1041,11 +1041,11 @@ def main() -> int:
     if records:
         report(records, args, meta, out)
     if status == 0 and args.redaction_calls > 0:
-        redaction(args, out, run_id)
+        in_process("redaction.py", args.redaction_calls, "redaction", out, run_id)
     if status == 0 and args.approvals_calls > 0:
-        approvals(args, out, run_id)
+        in_process("approvals.py", args.approvals_calls, "approvals", out, run_id)
     if status == 0 and args.cache_calls > 0:
-        result_cache(args, out, run_id)
+        in_process("caching.py", args.cache_calls, "result cache", out, run_id)
     for rec in verified:
         print(audit_verify_line(rec))
     if status == 0 and any(not clean(r) for r in records):
@@ -1059,49 +1059,14 @@ def main() -> int:
     return status
 
 
-def redaction(args: argparse.Namespace, out: Path, run_id: str) -> None:
-    """The cost redaction adds per 10 KB result, in a process of its own (bench/redaction.py)."""
-    argv = [
-        sys.executable,
-        str(BENCH / "redaction.py"),
-        f"--calls={args.redaction_calls}",
-        "--json",
-    ]
+def in_process(script: str, calls: int, label: str, out: Path, run_id: str) -> None:
+    """One of the in-process measurements (bench/redaction.py, approvals.py, caching.py) in a
+    process of its own: its JSON record appended to the results, its line printed. Exit 1 is
+    a missed goal, still a measurement."""
+    argv = [sys.executable, str(BENCH / script), f"--calls={calls}", "--json"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
     if done.returncode not in (0, 1) or not done.stdout.strip():
-        print(f"\nredaction: measurement failed: {done.stderr.strip()[-500:]}")
-        return
-    rec = json.loads(done.stdout)
-    with out.open("a") as f:
-        f.write(json.dumps({"run_id": run_id, **rec}) + "\n")
-    print("\n" + rec["line"])
-
-
-def approvals(args: argparse.Namespace, out: Path, run_id: str) -> None:
-    """What the approval gate costs an ungated call, a new ticket and an approved retry, in a
-    process of its own (bench/approvals.py)."""
-    argv = [
-        sys.executable,
-        str(BENCH / "approvals.py"),
-        f"--calls={args.approvals_calls}",
-        "--json",
-    ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
-    if done.returncode != 0 or not done.stdout.strip():
-        print(f"\napprovals: measurement failed: {done.stderr.strip()[-500:]}")
-        return
-    rec = json.loads(done.stdout)
-    with out.open("a") as f:
-        f.write(json.dumps({"run_id": run_id, **rec}) + "\n")
-    print("\n" + rec["line"])
-
-
-def result_cache(args: argparse.Namespace, out: Path, run_id: str) -> None:
-    """A result-cache hit and miss on a 10 KB result, in a process of its own (bench/caching.py)."""
-    argv = [sys.executable, str(BENCH / "caching.py"), f"--calls={args.cache_calls}", "--json"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
-    if done.returncode not in (0, 1) or not done.stdout.strip():
-        print(f"\nresult cache: measurement failed: {done.stderr.strip()[-500:]}")
+        print(f"\n{label}: measurement failed: {done.stderr.strip()[-500:]}")
         return
     rec = json.loads(done.stdout)
     with out.open("a") as f:
