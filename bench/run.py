@@ -785,52 +785,6 @@ class Summary:
             lines.append(f"| {self.label(load)} | {load[1]} | " + " | ".join(cpu + p50) + " |")
         return lines
 
-    def audit_ratios(self) -> tuple[list[str], list[Record]]:
-        """Audit on ÷ off, CPU per call of the gateway process, for each load and era."""
-        pairs = [
-            (on, off) for on, off in AUDIT.items() if on in self.targets and off in self.targets
-        ]
-        if not pairs:
-            return [], []
-        lines = [
-            "| load | c | era | audit off | audit on | on ÷ off | goal |",
-            "|---|---:|---|---:|---:|---|---|",
-        ]
-        found: list[Record] = []
-        for load in self.loads:
-            for on, off in pairs:
-                a = self.median(on, load, "cpu_proxy_us")
-                b = self.median(off, load, "cpu_proxy_us")
-                if a is None or b is None:
-                    continue
-                dirty = any(not clean(r) for t in (on, off) for r in self.cells.get((t, *load), []))
-                value = round(a / b, 2) if b else None
-                verdict = (
-                    "ERRORS" if dirty else "n/a" if value is None
-                    else "PASS" if value <= GOAL_AUDIT_CPU else "MISS"
-                )  # fmt: skip
-                cell = f"{'-' if value is None else f'{value:.2f}'} {verdict}"
-                era = TARGETS[on].era
-                lines.append(
-                    f"| {self.label(load)} | {load[1]} | {era} | {fmt_us(b)} | {fmt_us(a)} "
-                    f"| {cell} | ≤ {GOAL_AUDIT_CPU} |"
-                )
-                found.append(
-                    {
-                        "type": "ratio",
-                        "kind": "audit_cpu",
-                        "target": on,
-                        "load": load[0],
-                        "concurrency": load[1],
-                        "value": value,
-                        "verdict": verdict,
-                        "baseline": off,
-                        "coarse": False,
-                        "cell": cell,
-                    }
-                )
-        return lines, found
-
     def all_on_costs(self) -> list[str]:
         """Everything on against everything off (same era) and against the floor."""
         pairs = [
@@ -863,8 +817,8 @@ class Summary:
     def cost_ratios(
         self, pairs_map: dict[str, str], kind: str, goal: float | None
     ) -> tuple[list[str], list[Record]]:
-        """A feature on ÷ off, CPU per call of the gateway process, per load and era (the
-        audit table's shape); `goal` None: reported without a verdict."""
+        """A feature on ÷ off, CPU per call of the gateway process, per load and era (audit,
+        metrics, tracing); `goal` None: reported without a verdict."""
         pairs = [
             (on, off) for on, off in pairs_map.items() if on in self.targets and off in self.targets
         ]
@@ -1118,7 +1072,7 @@ def report(records: list[Record], args: argparse.Namespace, meta: Record, out: P
         with out.open("a") as f:
             for rec in ratios:
                 f.write(json.dumps({"run_id": meta["run_id"], **rec}) + "\n")
-    audit_lines, audit_ratios = summary.audit_ratios()
+    audit_lines, audit_ratios = summary.cost_ratios(AUDIT, "audit_cpu", GOAL_AUDIT_CPU)
     if audit_lines:
         print("\nAudit trail on (SQLite) vs off: CPU per call, same era, same rounds:\n")
         print("\n".join(audit_lines))

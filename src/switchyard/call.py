@@ -7,6 +7,7 @@ terminal forwards; nothing about the request is passed around beside this object
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,26 @@ class Identity:
         issuer never contains `#` (RFC 8414: no fragment; checked at load) nor is `api_key`, so
         the first `#` splits it unambiguously."""
         return f"{self.issuer}#{self.name}"
+
+
+def selects_caller(
+    who: Identity | None,
+    principals: re.Pattern[str] | None,
+    issuers: re.Pattern[str] | None,
+    roles: frozenset[str] | None,
+) -> bool:
+    """Whether a rule's caller selectors (principal and issuer globs, roles; all that are set
+    must hold) select `who`. A rule with none selects every caller; a rule with any never
+    selects a caller nobody authenticated."""
+    if principals is None and issuers is None and roles is None:
+        return True
+    if who is None:
+        return False
+    if issuers is not None and issuers.fullmatch(who.issuer) is None:
+        return False
+    if principals is not None and principals.fullmatch(who.name) is None:
+        return False
+    return roles is None or not roles.isdisjoint(who.roles)
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import translate
 
-from switchyard.call import Call, Identity
+from switchyard.call import Call, Identity, selects_caller
 from switchyard.policies.base import Policy
 from switchyard.routing import catalog
 from switchyard.routing.catalog import Entry
@@ -62,13 +62,10 @@ class Rule:
         )
 
     def applies_to(self, who: Identity, backend: str) -> bool:
-        if self.issuers is not None and self.issuers.fullmatch(who.issuer) is None:
-            return False
-        if self.principals is not None and self.principals.fullmatch(who.name) is None:
-            return False
-        if self.roles is not None and self.roles.isdisjoint(who.roles):
-            return False
-        return self.backends.fullmatch(backend) is not None
+        return (
+            selects_caller(who, self.principals, self.issuers, self.roles)
+            and self.backends.fullmatch(backend) is not None
+        )
 
     def matches(self, who: Identity, kind: str, backend: str, name: str) -> bool:
         return (

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Final
 
-from switchyard.call import Identity
+from switchyard.call import Identity, selects_caller
 from switchyard.policies.rate_limits import effective_hints
 from switchyard.routing import catalog
 from switchyard.routing.router import Route
@@ -89,15 +89,8 @@ class ApprovalRule:
         arguments: Mapping[str, Any],
         hints: Mapping[str, bool],
     ) -> bool:
-        if self.principals is not None or self.issuers is not None or self.roles is not None:
-            if who is None:
-                return False
-            if self.issuers is not None and self.issuers.fullmatch(who.issuer) is None:
-                return False
-            if self.principals is not None and self.principals.fullmatch(who.name) is None:
-                return False
-            if self.roles is not None and self.roles.isdisjoint(who.roles):
-                return False
+        if not selects_caller(who, self.principals, self.issuers, self.roles):
+            return False
         if self.views is not None and (view is None or self.views.fullmatch(view) is None):
             return False
         if self.backends is not None and self.backends.fullmatch(route.backend) is None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from fnmatch import translate
 from typing import Any, Final
 
-from switchyard.call import ANONYMOUS, Call, Identity
+from switchyard.call import ANONYMOUS, Call, Identity, selects_caller
 from switchyard.policies.base import Policy
 from switchyard.protocol import codes, methods
 from switchyard.routing import catalog
@@ -106,15 +106,7 @@ class LimitRule:
     default_cost: int = 1
 
     def selects_caller(self, who: Identity | None) -> bool:
-        if self.principals is None and self.issuers is None and self.roles is None:
-            return True
-        if who is None:
-            return False  # a rule about callers never selects one nobody authenticated
-        if self.issuers is not None and self.issuers.fullmatch(who.issuer) is None:
-            return False
-        if self.principals is not None and self.principals.fullmatch(who.name) is None:
-            return False
-        return self.roles is None or not self.roles.isdisjoint(who.roles)
+        return selects_caller(who, self.principals, self.issuers, self.roles)
 
     def selects_target(self, route: Route, view: str | None) -> bool:
         if route.kind not in self.kinds:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import translate
 
-from switchyard.call import Identity
+from switchyard.call import Identity, selects_caller
 
 
 class Direction(StrEnum):
@@ -59,15 +59,8 @@ class RedactionRule:
         tool) is taken as met: a rule errs toward redacting, never toward letting through."""
         if direction not in self.directions:
             return False
-        if self.principals is not None or self.issuers is not None or self.roles is not None:
-            if who is None:
-                return False
-            if self.issuers is not None and self.issuers.fullmatch(who.issuer) is None:
-                return False
-            if self.principals is not None and self.principals.fullmatch(who.name) is None:
-                return False
-            if self.roles is not None and self.roles.isdisjoint(who.roles):
-                return False
+        if not selects_caller(who, self.principals, self.issuers, self.roles):
+            return False
         if self.views is not None and view is not None and self.views.fullmatch(view) is None:
             return False
         backends = self.backends
