@@ -481,3 +481,87 @@ async def test_tables_of_a_newer_schema_version_are_reported_as_such(trail: Trai
         ("UPDATE switchyard_schema SET version = 7 WHERE component = 'audit'", ()),
     )
     assert await trail.first() == ("schema_change", None, None, None)
+
+
+def _decision_variants() -> list[Decision]:
+    base = Decision(
+        at=1_764_000_000.123,
+        decision="allow",
+        outcome="ok",
+        method="tools/call",
+        request_id=b'"r-1"',
+        principal="alice",
+        via="api_key",
+        issuer="api_key",
+        view="team",
+        face="http",
+        era="legacy",
+        backend="echo",
+        target="echo_echo",
+        name="echo",
+        latency_ms=0.8126,
+        status=200,
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        request_bytes=120,
+        result_bytes=300,
+        arguments=Raw(b'{"b": [1, 2.50, {"z": null, "a": "\\u00e9"}], "a": "x"}'),
+    )
+    return [
+        base,
+        Decision(at=0.0, decision="deny", outcome=-32001),
+        dataclasses.replace(base, issuer=None, arguments=None, latency_ms=None, view=None),
+        dataclasses.replace(
+            base, reason='quote " back\\slash\n\x00\x1f ü 😀 \u2028', outcome=-32602
+        ),
+        dataclasses.replace(base, name="n" * 5000, method="m" * 500, backend="ü" * 2000),
+        dataclasses.replace(base, request_id=b"\xff\xfe not utf-8", principal="\x7f"),
+        dataclasses.replace(base, arguments=Raw(b"not json {")),
+    ]
+
+
+def test_the_fast_record_body_is_the_canonical_bytes_of_the_record() -> None:
+    """Most decisions are encoded without building the record's dict; those bytes are what
+    the chain hashes and `audit verify` recomputes, so they must be exactly the JCS bytes."""
+    from switchyard.audit.record import decision_body, decision_record
+
+    settings = AuditSettings(hmac_key=HMAC_KEY, keys_dir=Path("unused"))
+    for i, item in enumerate(_decision_variants()):
+        fast = decision_body(item, settings, "w-1", i + 1)
+        assert fast is not None, item
+        record = decision_record(item, settings, "w-1", i + 1)
+        assert fast == (record["ts"], canonical(record)), item
+
+
+def test_decisions_the_fast_body_cannot_encode_take_the_general_path() -> None:
+    from switchyard.audit.record import decision_body
+
+    raw = AuditSettings(
+        hmac_key=HMAC_KEY, keys_dir=Path("unused"), raw_arguments=(RawArgumentsRule(),)
+    )
+    plain = AuditSettings(hmac_key=HMAC_KEY, keys_dir=Path("unused"))
+    base = _decision_variants()[0]
+    # Raw arguments go into the record as a nested value: the general encoder writes them.
+    assert decision_body(base, raw, "w", 1) is None
+    assert decision_body(dataclasses.replace(base, arguments=None), raw, "w", 1) is not None
+    # A number past 2**53 has no exact JSON form; a lone surrogate is not text.
+    assert decision_body(dataclasses.replace(base, result_bytes=2**60), plain, "w", 1) is None
+    assert decision_body(dataclasses.replace(base, reason="\ud800"), plain, "w", 1) is None
+
+
+async def test_a_string_that_is_not_unicode_text_does_not_stop_the_writer(trail: Trail) -> None:
+    """No decoder the gateway uses yields a lone surrogate, but the writer must not die on
+    one (with `fail_closed` a dead writer refuses every call)."""
+    writer = trail.writer("w-surrogate")
+    await writer.start()
+    try:
+        writer.submit(dataclasses.replace(decision(0), reason="bad \ud800 text"))
+        writer.submit(decision(1))
+    finally:
+        await writer.stop()
+    assert writer.written == 2
+    rows = await trail.db.fetch(
+        "SELECT record FROM audit_records WHERE writer = ? ORDER BY seq", "w-surrogate"
+    )
+    assert json.loads(rows[0][0])["reason"] == "bad ? text"
+    report = await trail.verify()
+    assert report.ok, report.breaks

@@ -141,6 +141,106 @@ def decision_record(
     return record
 
 
+class _DecisionBody(msgspec.Struct, omit_defaults=False):
+    """A decision record without raw arguments, its fields declared in JCS order (names
+    sorted): msgspec writes a struct's fields in declaration order, so encoding it gives the
+    record's canonical bytes with no dict to build and no keys to sort. `decision_body`
+    checks nothing else; `tests/unit/test_audit_trail.py` holds it to `canonical()`."""
+
+    args_hmac: str | None
+    backend: str | None
+    decision: str
+    era: str | None
+    event: str
+    face: str | None
+    latency_us: int | None
+    method: str | None
+    name: str | None
+    outcome: str | int
+    principal: str | None
+    public: str | None
+    reason: str | None
+    request_bytes: int | None
+    request_id: str | None
+    result_bytes: int | None
+    seq: int
+    status: int | None
+    trace_id: str | None
+    ts: str
+    v: int
+    via: str | None
+    view: str | None
+    writer: str
+
+
+_body_encoder: Final = msgspec.json.Encoder()
+_SAFE: Final = 2**53
+
+
+def _safe(value: int | None) -> bool:
+    return value is None or -_SAFE <= value <= _SAFE
+
+
+def decision_body(
+    decision: Decision, settings: AuditSettings, writer: str, seq: int
+) -> tuple[str, bytes] | None:
+    """The timestamp and canonical bytes of one decision's record, when it is the common
+    kind (no raw arguments, every number exactly representable): the same bytes as
+    `canonical(decision_record(...))` at a fraction of the cost. None: take that path."""
+    if (
+        decision.arguments is not None
+        and settings.raw_arguments
+        and settings.wants_raw_arguments(
+            decision.principal, decision.qualified_principal, decision.backend, decision.name
+        )
+    ):
+        return None
+    latency = round(decision.latency_ms * 1000) if decision.latency_ms is not None else None
+    outcome = decision.outcome
+    if not (
+        _safe(latency)
+        and _safe(decision.request_bytes)
+        and _safe(decision.result_bytes)
+        and _safe(decision.status)
+        and (not isinstance(outcome, int) or _safe(outcome))
+    ):
+        return None
+    request_id = decision.request_id
+    ts = timestamp(decision.at)
+    body = _DecisionBody(
+        args_hmac=arguments_digest(settings.hmac_key, decision.arguments),
+        backend=_capped(decision.backend),
+        decision=decision.decision,
+        era=decision.era,
+        event="decision",
+        face=decision.face,
+        latency_us=latency,
+        method=_capped(decision.method, METHOD_CHARS),
+        name=_capped(decision.name),
+        outcome=outcome if isinstance(outcome, int) else _capped(outcome),  # type: ignore[arg-type]
+        principal=_capped(decision.qualified_principal),
+        public=_capped(decision.target),
+        reason=_capped(decision.reason),
+        request_bytes=decision.request_bytes,
+        request_id=_capped(request_id.decode("utf-8", "replace"))
+        if request_id is not None
+        else None,
+        result_bytes=decision.result_bytes,
+        seq=seq,
+        status=decision.status,
+        trace_id=decision.trace_id,
+        ts=ts,
+        v=VERSION,
+        via=decision.via,
+        view=_capped(decision.view),
+        writer=writer,
+    )
+    try:
+        return ts, _body_encoder.encode(body)
+    except UnicodeEncodeError:  # a lone surrogate: the general path says what to do
+        return None
+
+
 def _raw_arguments(arguments: bytes, settings: AuditSettings) -> Any:
     if len(arguments) > settings.max_raw_arguments_bytes:
         return f"[{len(arguments)} bytes: over audit.max_raw_arguments_bytes]"

@@ -32,6 +32,7 @@ from switchyard.audit.record import (
     GENESIS,
     VERSION,
     AuditEvent,
+    decision_body,
     decision_record,
     event_record,
     link,
@@ -272,18 +273,33 @@ class AuditWriter:
         writer = self.writer_id
         for item in batch:
             seq += 1
-            if isinstance(item, AuditEvent):
-                record = event_record(item, writer, seq)
+            fast = (
+                None
+                if isinstance(item, AuditEvent)
+                else decision_body(item, self.settings, writer, seq)
+            )
+            if fast is not None:
+                ts, body = fast
             else:
-                record = decision_record(item, self.settings, writer, seq)
-            try:
-                body = canonical(record)
-            except CanonicalError:
-                # Raw arguments holding a value JSON cannot carry (a number out of range).
-                record["args"] = "[not representable in canonical JSON]"
-                body = canonical(record)
+                if isinstance(item, AuditEvent):
+                    record = event_record(item, writer, seq)
+                else:
+                    record = decision_record(item, self.settings, writer, seq)
+                try:
+                    body = canonical(record)
+                except CanonicalError:
+                    # Raw arguments holding a value JSON cannot carry (a number out of range),
+                    # or a string that is not Unicode text: the record is still written.
+                    if "args" in record:
+                        record["args"] = "[not representable in canonical JSON]"
+                    record = {
+                        k: v.encode("utf-8", "replace").decode("utf-8") if isinstance(v, str) else v
+                        for k, v in record.items()
+                    }
+                    body = canonical(record)
+                ts = record["ts"]
             digest = link(head, body)
-            rows.append((writer, seq, record["ts"], head, digest, body.decode("utf-8")))
+            rows.append((writer, seq, ts, head, digest, body.decode("utf-8")))
             head = digest
         return rows, head
 
