@@ -9,6 +9,8 @@
 //   --calls JSON      list of {"tool": NAME, "arguments": {...}} to call, in order (default [])
 //   --timeout SECS    bound on connect + listings + calls (default 30); closing the session
 //                     and stopping a stdio server afterwards is bounded separately (~10 s max)
+//   --bearer-env NAME HTTP transports: send `Authorization: Bearer $NAME` on every request
+//                     (the token stays out of the command line)
 //
 // Prints one JSON object on stdout:
 //   {serverInfo, protocolVersion, capabilities, tools: [names], resources: [uris],
@@ -87,6 +89,7 @@ function parseCli() {
         args: { type: 'string', default: '[]' },
         calls: { type: 'string', default: '[]' },
         timeout: { type: 'string', default: '30' },
+        'bearer-env': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -129,15 +132,30 @@ function parseCli() {
   );
   const timeoutSecs = Number(values.timeout);
   if (!Number.isFinite(timeoutSecs) || timeoutSecs <= 0) usageError('--timeout must be a positive number');
-  return { transport, url: values.url, command: values.command, args, calls, timeoutMs: timeoutSecs * 1000 };
+  let headers;
+  const bearerEnv = values['bearer-env'];
+  if (bearerEnv !== undefined) {
+    const token = process.env[bearerEnv];
+    if (!token) usageError(`--bearer-env: $${bearerEnv} is not set`);
+    headers = { Authorization: `Bearer ${token}` };
+  }
+  return {
+    transport,
+    url: values.url,
+    command: values.command,
+    args,
+    calls,
+    headers,
+    timeoutMs: timeoutSecs * 1000,
+  };
 }
 
 function makeTransport(opts) {
   switch (opts.transport) {
     case 'streamable-http':
-      return new StreamableHTTPClientTransport(new URL(opts.url));
+      return new StreamableHTTPClientTransport(new URL(opts.url), { requestInit: { headers: opts.headers } });
     case 'sse':
-      return new SSEClientTransport(new URL(opts.url));
+      return new SSEClientTransport(new URL(opts.url), { requestInit: { headers: opts.headers } });
     default: {
       // Inherit the whole environment (the SDK default keeps only a few variables), so that
       // e.g. NODE_OPTIONS=--require loopback-only.cjs reaches the server process.
