@@ -3,11 +3,11 @@ the audit trail, redaction and a rate limit, reached by the official Python SDK 
 default mode and legacy mode) on `/mcp`, `/sse` and a spawned `switchyard stdio`, and by the
 official TypeScript SDK client on the same three faces.
 
-Each client run is one principal's and runs next to another principal's: alice's result is
-redacted and never limited; her own limited twin (a `bob-…` principal per run) gets two calls
-and then the gateway's rate-limit error with `retryAfterMs`. The audit trail then holds, for
-every run, exactly that principal's calls with the face they came through, and nothing of the
-other principal's: no policy is a special case of one face.
+Each client run is two principals' at once, both new to the gateway: `alice-<run>`'s result
+is redacted and never limited; `bob-<run>` gets two calls, then the gateway's rate-limit error
+with `retryAfterMs`, and cannot see or call a tool an access rule denies him. The audit trail
+then holds exactly one record per call, with the face it came through, under the caller who
+made it: no policy is a special case of one face.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ pytestmark = [pytest.mark.e2e]
 TS_CLIENT = NODE_DIR / "ts_client.mjs"
 HMAC_ENV = "SWITCHYARD_TEST_FACES_HMAC"
 RATE_LIMITED = -31020
+UNKNOWN_TOOL = -32602  # a denied tool is not listed, and called it is unknown
 SECRET_MAIL = "carol.jones@example.org"
 MASKED = "c**********@example.org"  # the local part masked, the domain kept
 RUN_S = 60
@@ -72,13 +73,18 @@ def _principal(run: str) -> str:
     return f"bob-{run}"
 
 
+def _alice(run: str) -> str:
+    return f"alice-{run}"
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("governance-faces")
     data = tmp / "keys"
     runs = [r[0] for r in PYTHON_RUNS] + [r[0] for r in TS_RUNS]
     limited = [_principal(r) for r in runs]
-    keys = {name: create_key(data, name, "user") for name in ["alice", *limited]}
+    unlimited = [_alice(r) for r in runs]
+    keys = {name: create_key(data, name, "user") for name in [*unlimited, *limited]}
     for key in keys.values():
         register_secret(key)
     hmac_key = register_secret(f"faces-hmac-{time.monotonic_ns()}-0123456789")
@@ -89,7 +95,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             "enabled": True,
             "public_url": f"http://127.0.0.1:{port}",
             "data_dir": str(data),
-            "rules": [{"effect": "allow", "principals": ["alice", "readyz-probe", *limited]}],
+            "rules": [
+                {"effect": "allow", "principals": ["readyz-probe", *unlimited, *limited]},
+                {"effect": "deny", "principals": limited, "names": ["add"]},
+            ],
         },
         "storage": {"data_dir": str(tmp / "db")},
         "audit": {
@@ -148,16 +157,20 @@ def _py_transport(face: str, setup: Setup, principal: str) -> Any:
     return _stdio_params(setup, principal)
 
 
-async def _py_calls(transport: Any, mode: str, tag: str, calls: int) -> list[Any]:
-    """`calls` echo calls carrying a mail address; each outcome as (text) or (code, data)."""
+def _plan(tag: str, echoes: int, denied: bool) -> list[tuple[str, dict[str, Any]]]:
+    """`echoes` echo calls carrying a mail address, then (`denied`) a call of a denied tool."""
+    plan = [("g_echo", {"text": f"{tag} {i} mail {SECRET_MAIL}"}) for i in range(echoes)]
+    return plan + ([("g_add", {"a": 1, "b": 2})] if denied else [])
+
+
+async def _py_calls(transport: Any, mode: str, plan: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    """Each call's outcome: its text, or (code, data) of its error."""
     out: list[Any] = []
     with anyio.fail_after(RUN_S):
         async with Client(transport, mode=mode) as client:  # type: ignore[arg-type]
-            for i in range(calls):
+            for tool, arguments in plan:
                 try:
-                    result = await client.call_tool(
-                        "g_echo", {"text": f"{tag} {i} mail {SECRET_MAIL}"}
-                    )
+                    result = await client.call_tool(tool, arguments)
                 except MCPError as exc:
                     out.append((exc.error.code, exc.error.data))
                 else:
@@ -165,7 +178,9 @@ async def _py_calls(transport: Any, mode: str, tag: str, calls: int) -> list[Any
     return out
 
 
-def _ts_calls(face: str, setup: Setup, principal: str, tag: str, calls: int) -> list[Any]:
+def _ts_calls(
+    face: str, setup: Setup, principal: str, plan: list[tuple[str, dict[str, Any]]]
+) -> list[Any]:
     gw = setup.gateway
     env = {**os.environ, "FACES_TOKEN": setup.keys[principal]}
     if face == "stdio":
@@ -182,12 +197,9 @@ def _ts_calls(face: str, setup: Setup, principal: str, tag: str, calls: int) -> 
         url = gw.url if face == "mcp" else f"{gw.base}/sse"
         transport = "streamable-http" if face == "mcp" else "sse"
         args = ["--transport", transport, "--url", url, "--bearer-env", "FACES_TOKEN"]
-    plan = [
-        {"tool": "g_echo", "arguments": {"text": f"{tag} {i} mail {SECRET_MAIL}"}}
-        for i in range(calls)
-    ]
+    calls = json.dumps([{"tool": tool, "arguments": arguments} for tool, arguments in plan])
     done = subprocess.run(
-        [str(NODE), str(TS_CLIENT), *args, "--calls", json.dumps(plan), "--timeout", "30"],
+        [str(NODE), str(TS_CLIENT), *args, "--calls", calls, "--timeout", "30"],
         capture_output=True,
         text=True,
         timeout=RUN_S,
@@ -210,8 +222,8 @@ def _ts_calls(face: str, setup: Setup, principal: str, tag: str, calls: int) -> 
     return out
 
 
-def _records(setup: Setup, principal: str) -> list[dict[str, Any]]:
-    """The audit trail's tool-call decisions of one principal, once every call is written."""
+def _records(setup: Setup, principal: str, count: int) -> list[dict[str, Any]]:
+    """The audit trail's tool-call decisions of one principal, once `count` are written."""
     deadline = time.monotonic() + 15
     found: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -224,7 +236,7 @@ def _records(setup: Setup, principal: str) -> list[dict[str, Any]]:
             and r.get("method") == "tools/call"
             and r.get("principal") == f"api_key#{principal}"
         ]
-        if len(found) >= 3:
+        if len(found) >= count:
             break
         time.sleep(0.05)
     return sorted(found, key=lambda r: (r["ts"], r["seq"]))
@@ -233,45 +245,52 @@ def _records(setup: Setup, principal: str) -> list[dict[str, Any]]:
 def _check(setup: Setup, run: str, face: str, alice: list[Any], twin: list[Any]) -> None:
     # Redaction: alice's result is masked, on every face, and never limited.
     assert alice == [f"{run}-alice 0 mail {MASKED}"]
-    # The limited twin: two calls, then the refusal with its retry hint.
+    # The limited twin: two calls, then the refusal with its retry hint; a denied tool is one
+    # it cannot see.
     assert twin[:2] == [f"{run}-twin 0 mail {MASKED}", f"{run}-twin 1 mail {MASKED}"]
     code, data = twin[2]
     assert code == RATE_LIMITED and data["source"] == "gateway" and data["retryAfterMs"] >= 1
-    # The trail: the twin's three decisions, through this face, and none of alice's.
-    records = _records(setup, _principal(run))
-    assert [(r["decision"], r["outcome"], r["face"]) for r in records] == [
-        ("allow", "ok", FACE_NAMES[face]),
-        ("allow", "ok", FACE_NAMES[face]),
-        ("deny", RATE_LIMITED, FACE_NAMES[face]),
+    assert twin[3][0] == UNKNOWN_TOOL
+    # The trail: exactly one record per call, through this face, each caller's its own.
+    face_name = FACE_NAMES[face]
+    [redacted] = _records(setup, _alice(run), 1)
+    assert (redacted["decision"], redacted["outcome"], redacted["face"]) == (
+        "allow",
+        "ok",
+        face_name,
+    )
+    records = _records(setup, _principal(run), 4)
+    assert [(r["decision"], r["outcome"], r["face"], r["public"]) for r in records] == [
+        ("allow", "ok", face_name, "g_echo"),
+        ("allow", "ok", face_name, "g_echo"),
+        ("deny", RATE_LIMITED, face_name, "g_echo"),
+        ("deny", UNKNOWN_TOOL, face_name, "g_add"),
     ]
-    assert {r["public"] for r in records} == {"g_echo"}
-    assert all(r["args_hmac"] and "args" not in r for r in records)
-    text = json.dumps(records)
-    assert SECRET_MAIL not in text and "-alice" not in text
+    assert all(r["args_hmac"] and "args" not in r for r in [redacted, *records])
+    assert SECRET_MAIL not in json.dumps([redacted, *records])
 
 
 @pytest.mark.parametrize(("run", "mode", "face"), PYTHON_RUNS)
 def test_python_sdk_client(setup: Setup, run: str, mode: str, face: str) -> None:
-    twin = _principal(run)
+    alice, twin = _alice(run), _principal(run)
 
     async def both() -> tuple[list[Any], list[Any]]:
         results: dict[str, list[Any]] = {}
 
-        async def one(who: str, tag: str, calls: int) -> None:
-            results[who] = await _py_calls(_py_transport(face, setup, who), mode, tag, calls)
+        async def one(who: str, plan: list[tuple[str, dict[str, Any]]]) -> None:
+            results[who] = await _py_calls(_py_transport(face, setup, who), mode, plan)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(one, "alice", f"{run}-alice", 1)
-            tg.start_soon(one, twin, f"{run}-twin", 3)
-        return results["alice"], results[twin]
+            tg.start_soon(one, alice, _plan(f"{run}-alice", 1, denied=False))
+            tg.start_soon(one, twin, _plan(f"{run}-twin", 3, denied=True))
+        return results[alice], results[twin]
 
-    alice, limited = anyio.run(both)
-    _check(setup, run, face, alice, limited)
+    redacted, limited = anyio.run(both)
+    _check(setup, run, face, redacted, limited)
 
 
 @pytest.mark.parametrize(("run", "face"), TS_RUNS)
 def test_typescript_sdk_client(setup: Setup, run: str, face: str) -> None:
-    twin = _principal(run)
-    alice = _ts_calls(face, setup, "alice", f"{run}-alice", 1)
-    limited = _ts_calls(face, setup, twin, f"{run}-twin", 3)
-    _check(setup, run, face, alice, limited)
+    redacted = _ts_calls(face, setup, _alice(run), _plan(f"{run}-alice", 1, denied=False))
+    limited = _ts_calls(face, setup, _principal(run), _plan(f"{run}-twin", 3, denied=True))
+    _check(setup, run, face, redacted, limited)
