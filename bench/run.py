@@ -627,6 +627,12 @@ def added_p50(run: Record, direct: Record) -> float | None:
     return float(run["p50_us"] - direct["p50_us"])
 
 
+def _cpu_ratio(run: Record, base: Record) -> float | None:
+    """The gateway process's CPU per call of `run` over `base`'s (same round)."""
+    a, b = run.get("cpu_proxy_us"), base.get("cpu_proxy_us")
+    return float(a) / float(b) if a is not None and b else None
+
+
 def p50_ratio(run: Record, base: Record) -> float | None:
     if run.get("p50_us") is None or not base.get("p50_us"):
         return None
@@ -836,7 +842,11 @@ class Summary:
                 if a is None or b is None:
                     continue
                 dirty = any(not clean(r) for t in (on, off) for r in self.cells.get((t, *load), []))
-                value = round(a / b, 2) if b else None
+                # Paired within each round, then medianed: the on and off runs of one round
+                # are back to back, so a round disturbed by something else on the machine moves
+                # both, and one outlying round does not move the verdict.
+                ratio = self.paired(on, off, load, _cpu_ratio)
+                value = round(ratio, 2) if ratio is not None else None
                 verdict = (
                     "ERRORS" if dirty else "n/a" if value is None else "info" if goal is None
                     else "PASS" if value <= goal else "MISS"
