@@ -298,6 +298,8 @@ def test_console_pages_stay_small_and_fast_with_5000_tools(tmp_path: Path) -> No
         cookie = signed_in.value.headers["set-cookie"].split(";")[0]
         pages = [
             "/",
+            "/catalog",
+            "/catalog?kind=tool&q=tool_49",
             "/keys",
             "/access?principal=alice&roles=admin&tool=files_tool_0001",
             "/pins",
@@ -319,6 +321,8 @@ def test_console_pages_stay_small_and_fast_with_5000_tools(tmp_path: Path) -> No
                 size = len(body)
             if path.startswith("/playground"):
                 assert b"<p>5000 tools</p>" in body and b"4800 more" in body
+            if path == "/catalog":
+                assert b"<p>5000 items</p>" in body and b"4800 more" in body
             print(f"{path}: {size} bytes, {best * 1000:.1f} ms")
             assert size < 150 * 1024, (path, size)
             assert best < 0.100, (path, best)

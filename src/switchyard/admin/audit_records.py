@@ -34,11 +34,13 @@ async def query(request: Request) -> Answer:
         if await db.schema_version(audit_store.COMPONENT) is None:
             return Answer(200, {"records": [], "next": None})
         limit = int(request.query.get("limit", 100))
-        after = int(request.query.get("after", 0))
+        # Newest first (a feed) pages back in time with `before`; oldest first with `after`.
+        newest = request.query.get("order") == "newest"
+        after = int(request.query.get("before" if newest else "after", 2**62 if newest else 0))
         wanted = {k: str(request.query[k]) for k in FILTERS if k in request.query}
         since = request.query.get("since")
         until = request.query.get("until")
-        sql = "SELECT id, record FROM audit_records WHERE id > ?"
+        sql = f"SELECT id, record FROM audit_records WHERE id {'<' if newest else '>'} ?"
         args: list[Any] = [after]
         if since is not None:
             sql += " AND ts >= ?"
@@ -46,7 +48,8 @@ async def query(request: Request) -> Answer:
         if until is not None:
             sql += " AND ts < ?"
             args.append(str(until))
-        rows = await db.fetch(sql + " ORDER BY id LIMIT ?", *args, SCAN_ROWS)
+        order = " ORDER BY id DESC LIMIT ?" if newest else " ORDER BY id LIMIT ?"
+        rows = await db.fetch(sql + order, *args, SCAN_ROWS)
     except StorageError:
         raise Problem(503, "the audit store is unavailable; retry shortly") from None
     found: list[dict[str, Any]] = []
@@ -103,7 +106,8 @@ OPERATIONS: Final = (
         "GET",
         "/admin/v1/audit/records",
         "queryAuditRecords",
-        "Audit records, oldest first, filtered; page on with `after` = the answer's `next`",
+        "Audit records, filtered: oldest first, paging on with `after` = the answer's `next`; "
+        "or newest first (`order=newest`), paging back with `before` = `next`",
         "read",
         "audit",
         obj(
@@ -116,6 +120,12 @@ OPERATIONS: Final = (
             Query("since", {"type": "string"}, "records at or after this timestamp (ISO 8601)"),
             Query("until", {"type": "string"}, "records before this timestamp (ISO 8601)"),
             Query("after", {"type": "integer", "minimum": 0, "maximum": 2**62}, "cursor"),
+            Query(
+                "order",
+                {"type": "string", "enum": ["oldest", "newest"]},
+                "oldest first (the default) or newest first",
+            ),
+            Query("before", {"type": "integer", "minimum": 0, "maximum": 2**62}, "cursor (newest)"),
             Query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
         ),
     ),

@@ -48,6 +48,8 @@ SESSION_S: Final = 8 * 3600.0
 PAGE_ROWS: Final = 200
 """Rows a page shows at most (a search or a filter narrows the rest)."""
 MAX_SESSIONS: Final = 1000
+FOLLOW_S: Final = 5
+"""Seconds between reloads of the audit page when it follows the trail."""
 MAX_FORM: Final = 64 * 1024
 CSP: Final = (
     b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -112,6 +114,7 @@ class Console:
         pages: dict[str, Callable[..., Awaitable[tuple[str, str]]]] = {
             ROOT: self._overview,
             ROOT + "/": self._overview,
+            ROOT + "/catalog": self._catalog,
             ROOT + "/keys": self._keys,
             ROOT + "/access": self._access,
             ROOT + "/pins": self._pins,
@@ -202,6 +205,7 @@ class Console:
                 f"<a href='{ROOT}{p}'>{n}</a>"
                 for p, n in (
                     ("/", "Overview"),
+                    ("/catalog", "Catalog"),
                     ("/keys", "Keys"),
                     ("/access", "Access"),
                     ("/pins", "Pins"),
@@ -283,6 +287,57 @@ class Console:
             f"<th>error</th><th></th></tr>{rows}</table>{register}"
         )
         return "Overview", body
+
+    async def _catalog(self, c: _Call, method: str, form: dict[str, str], q: Any) -> Any:
+        """Every tool, prompt, resource and template served: its backend, pin state and the
+        access rules that name it (who may use it)."""
+        query = {k: q[k] for k in ("kind", "q", "backend") if q.get(k)}
+        try:
+            answer = (await c.run("listCatalog", query={**query, "limit": PAGE_ROWS})).body
+        except Problem as exc:
+            return "Catalog", f"<p class=error>{exc.status}: {_e(exc.message)}</p>"
+
+        def who(rules: list[dict[str, Any]]) -> str:
+            if not answer["access_rules"]:
+                return "everyone (authentication is off)"
+            if not rules:
+                return "nobody (no rule names it: denied by default)"
+            return "<br>".join(
+                f"rule {r['rule']}: {_e(r['effect'])} "
+                + "; ".join(
+                    f"{k} {_e(', '.join(r[k]))}" for k in ("principals", "roles", "issuers") if r[k]
+                )
+                if any(r[k] for k in ("principals", "roles", "issuers"))
+                else f"rule {r['rule']}: {_e(r['effect'])} every caller"
+                for r in rules
+            )
+
+        rows = "".join(
+            f"<tr><td>{_e(i['kind'])}</td><td>{_e(i['name'])}</td><td>{_e(i['backend'])}</td>"
+            f"<td>{_e(i['original'])}</td><td>{_e(i['pin'] or '-')}</td><td>{who(i['rules'])}</td>"
+            "</tr>"
+            for i in answer["items"]
+        )
+        kinds = "".join(
+            f"<option{' selected' if q.get('kind') == k else ''}>{k}</option>"
+            for k in ("", "tool", "prompt", "resource", "template")
+        )
+        shown = len(answer["items"])
+        more = (
+            f"<p>{answer['total'] - shown} more: narrow the search.</p>"
+            if answer["total"] > shown
+            else ""
+        )
+        body = (
+            "<form method=get><label>kind <select name=kind>"
+            f"{kinds}</select></label> <label>name <input type=text name=q "
+            f"value='{_e(q.get('q', ''))}'></label> <label>backend <input type=text name=backend "
+            f"value='{_e(q.get('backend', ''))}'></label> <button type=submit>Find</button></form>"
+            f"<p>{answer['total']} items{'' if answer['pinning'] else ' (pinning is off)'}</p>"
+            "<table><tr><th>kind</th><th>name</th><th>backend</th><th>backend's name</th>"
+            f"<th>pin</th><th>who may use it</th></tr>{rows}</table>{more}"
+        )
+        return "Catalog", body
 
     async def _keys(self, c: _Call, method: str, form: dict[str, str], q: Any) -> Any:
         notice = ""
@@ -413,7 +468,24 @@ class Console:
         return "Pins", body
 
     async def _audit(self, c: _Call, method: str, form: dict[str, str], q: Any) -> Any:
-        query = {"limit": 200, **({"event": q["event"]} if q.get("event") else {})}
+        """The newest records first, filtered; `follow` reloads the page every few seconds
+        (no script: the `Refresh` directive); `verify` checks every chain and checkpoint."""
+        filters = {k: q[k] for k in ("event", "principal", "decision") if q.get(k)}
+        verified = ""
+        if q.get("verify"):
+            try:
+                report = (await c.run("verifyAudit")).body
+                verified = (
+                    f"<p class=ok>Verified: {_e(report['records'])} records in "
+                    f"{len(report['streams'])} streams, no break.</p>"
+                    if report["ok"]
+                    else "<p class=error>Broken: "
+                    + "<br>".join(_e(b) for b in report["breaks"])
+                    + "</p>"
+                )
+            except Problem as exc:
+                verified = f"<p class=error>{exc.status}: {_e(exc.message)}</p>"
+        query = {"limit": PAGE_ROWS, "order": "newest", **filters}
         try:
             records = (await c.run("queryAuditRecords", query=query)).body["records"]
         except Problem as exc:
@@ -421,13 +493,24 @@ class Console:
         rows = "".join(
             f"<tr><td>{_e(r.get('ts'))}</td><td>{_e(r.get('event'))}</td>"
             f"<td>{_e(r.get('principal'))}</td><td>{_e(r.get('action') or r.get('method'))}</td>"
-            f"<td>{_e(r.get('outcome') or r.get('decision'))}</td>"
-            f"<td>{_e(r.get('target') or r.get('name'))}</td></tr>"
-            for r in records[-200:]
+            f"<td>{_e(' '.join(str(r[k]) for k in ('decision', 'outcome') if r.get(k)))}</td>"
+            f"<td>{_e(r.get('target') or r.get('public') or r.get('name'))}</td></tr>"
+            for r in records
+        )
+        following = bool(q.get("follow"))
+        fields = "".join(
+            f"<label>{k} <input type=text name={k} value='{_e(q.get(k, ''))}'></label> "
+            for k in ("event", "principal", "decision")
         )
         body = (
-            "<form method=get><label>event <input type=text name=event "
-            f"value='{_e(q.get('event', ''))}'></label> <button type=submit>Filter</button></form>"
+            (f"<meta http-equiv=refresh content={FOLLOW_S}>" if following else "")
+            + verified
+            + f"<form method=get>{fields}<label><input type=checkbox name=follow value=1"
+            f"{' checked' if following else ''}> follow</label> "
+            "<button type=submit>Filter</button> "
+            "<button type=submit name=verify value=1>Verify the trail</button></form>"
+            f"<p>The newest {len(records)} matching records"
+            f"{f', reloaded every {FOLLOW_S} s' if following else ''}.</p>"
             "<table><tr><th>time</th><th>event</th><th>principal</th><th>action</th>"
             f"<th>outcome</th><th>target</th></tr>{rows}</table>"
         )

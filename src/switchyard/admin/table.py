@@ -9,6 +9,7 @@ from switchyard.admin import (
     approvals,
     audit_records,
     backends,
+    catalog_items,
     configuration,
     keys,
     permissions,
@@ -44,5 +45,6 @@ ROUTES: Final = Routes(
         *pins.OPERATIONS,
         *audit_records.OPERATIONS,
         *approvals.OPERATIONS,
+        *catalog_items.OPERATIONS,
     ]
 )

@@ -67,6 +67,14 @@ class Rule:
             and self.backends.fullmatch(backend) is not None
         )
 
+    def names_item(self, kind: str, backend: str, name: str) -> bool:
+        """Whether the rule is about this item, whoever calls."""
+        return (
+            kind in self.kinds
+            and self.names.fullmatch(name) is not None
+            and self.backends.fullmatch(backend) is not None
+        )
+
     def matches(self, who: Identity, kind: str, backend: str, name: str) -> bool:
         return (
             kind in self.kinds
@@ -99,6 +107,11 @@ class AccessRules:
                 if first_allow is None:
                     first_allow = index
         return first_allow is not None, first_allow
+
+    def naming(self, kind: str, backend: str, name: str) -> list[int]:
+        """The rules about an item, in order: who they select is who may (or may not) use
+        it; a deny among them beats the allows for the callers it selects."""
+        return [i for i, rule in enumerate(self.rules) if rule.names_item(kind, backend, name)]
 
     def allows(self, who: Identity, entry: Entry) -> bool:
         """A listed item, judged by its backend-side name (a template by its template)."""
