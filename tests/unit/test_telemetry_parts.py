@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from switchyard.observability import logging as access
 from switchyard.observability.logging import BufferedHandler, JsonFormatter
 from switchyard.observability.metrics import MAX_TOOLS, Metrics, error_type
+from switchyard.observability.trace_context import tracestate
 from switchyard.observability.tracing import (
     Tracer,
     TracingSettings,
@@ -141,6 +142,55 @@ def test_trace_context_goes_into_meta_beside_what_is_there() -> None:
     assert set(frame.decode_any(bare["_meta"])) == {"traceparent"}
 
 
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("k=v", "k=v"),
+        ("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
+        # Optional whitespace around members and empty members are allowed, and dropped.
+        (" rojo=1 ,\t, congo=2\t", "rojo=1,congo=2"),
+        ("tenant1@vendor=x,a_b-c*d/e=y", "tenant1@vendor=x,a_b-c*d/e=y"),
+        ("k=with space inside", "k=with space inside"),
+        ("k=trailing \t", "k=trailing"),  # the blank after a value is the list's whitespace
+        ("k=" + "v" * 256, "k=" + "v" * 256),
+        (",".join(f"k{i}=v" for i in range(32)), ",".join(f"k{i}=v" for i in range(32))),
+        (" , ", None),
+        ("", None),
+        (None, None),
+        # Invalid: the whole list is dropped, never a part of it or a raw copy.
+        (",".join(f"k{i}=v" for i in range(33)), None),  # 33 members
+        ("k=" + "v" * 511, None),  # over 512 characters
+        ("k=" + "v" * 257, None),  # a value over 256 characters
+        ("Upper=v", None),  # keys are lower case
+        ("1key=v", None),  # a simple key starts with a letter
+        ("k" * 257 + "=v", None),  # a key over 256 characters
+        ("t@" + "s" * 15 + "=v", None),  # a system id over 14 characters
+        ("t@1sys=v", None),  # a system id starts with a letter
+        ("k=v,k=w", None),  # a key twice
+        ("k=v=w", None),  # `=` is not a value character
+        ("k=", None),  # an empty value
+        ("novalue", None),
+        ("k=caf\u00e9", None),  # printable ASCII only
+        ("k=v\nx=y", None),  # no line breaks
+    ],
+)
+def test_tracestate_is_kept_only_when_valid_and_normalised(
+    sent: str | None, kept: str | None
+) -> None:
+    assert tracestate(sent) == kept
+
+
+def test_a_span_keeps_a_valid_tracestate_and_drops_an_invalid_one_whole() -> None:
+    tracer = Tracer()
+    assert tracer.server_span("ping", PARENT, "a=1, b=2").tracestate == "a=1,b=2"
+    dropped = tracer.server_span("ping", PARENT, "a=1,B=2")
+    assert dropped.tracestate is None and dropped.parent_id == "00f067aa0ba902b7"
+    assert tracer.server_span("ping", PARENT, "a=" + "x" * 600).tracestate is None
+    # Dropped from the meta handed on, too (the caller's raw value never goes further).
+    out = with_trace_meta({"_meta": Raw(b'{"tracestate":"a=1,B=2"}')}, dropped)
+    assert set(frame.decode_any(out["_meta"])) == {"traceparent"}
+
+
 class _Receiver:
     def __init__(self, status: int = 200) -> None:
         self.bodies: list[dict[str, Any]] = []
@@ -184,7 +234,7 @@ def test_spans_are_exported_as_otlp_json(receiver: _Receiver) -> None:
     tracer = Tracer()
     tracer.configure(TracingSettings(enabled=True, endpoint=receiver.url, flush_s=0.05))
     try:
-        server = tracer.server_span("tools/call", PARENT, None)
+        server = tracer.server_span("tools/call", PARENT, "rojo=1,congo=2")
         client = tracer.client_span(server, "tools/call", "b", "t")
         client.fail("-32001")
         tracer.end(client)
@@ -200,6 +250,7 @@ def test_spans_are_exported_as_otlp_json(receiver: _Receiver) -> None:
     assert by_kind[2]["parentSpanId"] == "00f067aa0ba902b7"
     assert by_kind[3]["parentSpanId"] == by_kind[2]["spanId"]
     assert by_kind[3]["status"] == {"code": 2}
+    assert by_kind[2]["traceState"] == by_kind[3]["traceState"] == "rojo=1,congo=2"
     resource = receiver.bodies[0]["resourceSpans"][0]["resource"]["attributes"]
     assert resource == [{"key": "service.name", "value": {"stringValue": "switchyard"}}]
 

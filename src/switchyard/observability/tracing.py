@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from switchyard.observability.trace_context import trace_id as valid_trace_id
+from switchyard.observability.trace_context import tracestate as valid_tracestate
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw
 
@@ -107,13 +108,15 @@ class Tracer:
 
     def server_span(self, method: str, traceparent: str | None, tracestate: str | None) -> Span:
         """The span of one request, continuing the caller's trace when it sent a valid
-        `traceparent` (its sampled flag is followed), else a new trace (sampled by ratio)."""
+        `traceparent` (its sampled flag is followed, its `tracestate` kept if valid, dropped
+        whole if not), else a new trace (sampled by ratio) with no `tracestate`."""
         parent_trace = valid_trace_id(traceparent)
         if parent_trace is not None:
             assert traceparent is not None
             value = traceparent.strip()
             parent_id: str | None = value[36:52]
             sampled = int(value[53:55], 16) & 1 == 1
+            tracestate = valid_tracestate(tracestate)
         else:
             parent_trace = _new_id(16)
             parent_id = None
@@ -275,7 +278,8 @@ def with_trace_meta(fields: dict[str, Raw], span: Span) -> dict[str, Raw]:
 
 
 def meta_context(fields: dict[str, Raw]) -> tuple[str | None, str | None]:
-    """The `traceparent` and `tracestate` a request's `_meta` carries (None where absent)."""
+    """The `traceparent` and `tracestate` a request's `_meta` carries (None where absent),
+    as sent: `Tracer.server_span` judges them."""
     raw = fields.get("_meta")
     if raw is None:
         return None, None
@@ -285,7 +289,7 @@ def meta_context(fields: dict[str, Raw]) -> tuple[str | None, str | None]:
         state = meta.get("tracestate")
         return (
             frame.decode_str(parent) if parent is not None else None,
-            frame.decode_str(state)[:512] if state is not None else None,
+            frame.decode_str(state) if state is not None else None,
         )
     except (frame.DecodeError, frame.ValidationError):
         return None, None
