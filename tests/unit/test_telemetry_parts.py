@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from switchyard.config.reload import restart_only_changes
+from switchyard.config.schema import SwitchyardConfig
 from switchyard.observability import logging as access
 from switchyard.observability.logging import BufferedHandler, JsonFormatter
 from switchyard.observability.metrics import MAX_TOOLS, Metrics, error_type
+from switchyard.observability.settings import ObservabilitySettings, changes
 from switchyard.observability.trace_context import tracestate
 from switchyard.observability.tracing import (
     Tracer,
@@ -331,3 +334,56 @@ def test_json_log_lines_are_one_escaped_object() -> None:
 
 def _spans(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for r in body["resourceSpans"] for sc in r["scopeSpans"] for s in sc["spans"]]
+
+
+def test_which_observability_keys_a_reload_applies_and_how_it_says_so() -> None:
+    base = SwitchyardConfig.model_validate({})
+    reloadable = SwitchyardConfig.model_validate(
+        {
+            "metrics": {"enabled": False},
+            "tracing": {"enabled": True, "otlp_endpoint": "http://c:4318/v1/traces?k=secret"},
+            "logging": {"format": "json", "level": "debug"},
+        }
+    )
+    assert restart_only_changes(base, reloadable) == []
+    listening = SwitchyardConfig.model_validate({"metrics": {"listen": "127.0.0.1:9464"}})
+    assert restart_only_changes(base, listening) == ["metrics.listen"]
+    off = SwitchyardConfig.model_validate(
+        {"metrics": {"listen": "127.0.0.1:9464", "enabled": False}}
+    )
+    assert restart_only_changes(listening, off) == ["metrics.enabled (with metrics.listen)"]
+    stderr = SwitchyardConfig.model_validate({"logging": {"backend_stderr_level": "debug"}})
+    assert restart_only_changes(base, stderr) == ["logging.backend_stderr_level"]
+
+    old = ObservabilitySettings(metrics=True)
+    new = ObservabilitySettings(
+        metrics=False,
+        tracing=TracingSettings(
+            enabled=True, endpoint="https://user:pw@c.example:4318/v1/traces?k=s", sample_ratio=0.25
+        ),
+    )
+    assert changes(old, new) == [
+        "metrics: on -> off",
+        "tracing: off -> on",
+        "tracing.otlp_endpoint: none -> https://c.example:4318",
+        "tracing.sample_ratio: 1 -> 0.25",
+    ]
+    assert changes(new, new) == []
+
+
+def test_a_new_exporter_takes_the_spans_that_end_after_the_swap(receiver: _Receiver) -> None:
+    other = _Receiver()
+    tracer = Tracer()
+    tracer.configure(TracingSettings(enabled=True, endpoint=receiver.url, flush_s=0.05))
+    try:
+        before = tracer.server_span("ping", PARENT, None)
+        tracer.end(before)
+        started = tracer.server_span("tools/call", PARENT, None)
+        tracer.configure(TracingSettings(enabled=True, endpoint=other.url, flush_s=0.05))
+        tracer.end(started)
+        _wait(lambda: bool(receiver.bodies) and bool(other.bodies))
+    finally:
+        tracer.close()
+        other.close()
+    assert [s["spanId"] for b in receiver.bodies for s in _spans(b)] == [before.span_id]
+    assert [s["spanId"] for b in other.bodies for s in _spans(b)] == [started.span_id]

@@ -88,19 +88,24 @@ class Tracer:
         self._exporter: OtlpExporter | None = None
 
     def configure(self, settings: TracingSettings) -> None:
-        if self._exporter is not None:
-            self._exporter.close()
-            self._exporter = None
-        self.settings = settings
-        self.enabled = settings.enabled
-        if settings.enabled and settings.endpoint:
-            self._exporter = OtlpExporter(settings)
+        """Trace by `settings` from now on (at start, and on a reload): the new exporter is
+        made before the swap, so spans ending from here on go by the new settings, and the
+        old one finishes sending what it holds in its own thread (the caller, the event
+        loop, never waits on a collector). Unchanged settings keep the exporter as it is."""
+        if settings == self.settings and self.enabled == settings.enabled:
+            return
+        old = self._exporter
+        exporter = OtlpExporter(settings) if settings.enabled and settings.endpoint else None
+        self._exporter, self.settings, self.enabled = exporter, settings, settings.enabled
+        if old is not None:
+            old.retire()
 
     def close(self) -> None:
         if self._exporter is not None:
             self._exporter.close()
             self._exporter = None
         self.enabled = False
+        self.settings = TracingSettings()
 
     @property
     def dropped(self) -> int:
@@ -175,9 +180,13 @@ class OtlpExporter:
             self._wake.set()
 
     def close(self) -> None:
+        self.retire()
+        self._thread.join(EXPORT_TIMEOUT_S + 1.0)
+
+    def retire(self) -> None:
+        """Send what is queued, then stop, without waiting for it."""
         self._stop = True
         self._wake.set()
-        self._thread.join(EXPORT_TIMEOUT_S + 1.0)
 
     def _run(self) -> None:
         while True:
