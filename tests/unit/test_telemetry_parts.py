@@ -189,6 +189,9 @@ def test_a_span_keeps_a_valid_tracestate_and_drops_an_invalid_one_whole() -> Non
     dropped = tracer.server_span("ping", PARENT, "a=1,B=2")
     assert dropped.tracestate is None and dropped.parent_id == "00f067aa0ba902b7"
     assert tracer.server_span("ping", PARENT, "a=" + "x" * 600).tracestate is None
+    # A tracestate that is not a string is no tracestate; the traceparent beside it stands.
+    odd = {"_meta": Raw(b'{"traceparent":"%s","tracestate":7}' % PARENT.encode())}
+    assert meta_context(odd) == (PARENT, None)
     # Dropped from the meta handed on, too (the caller's raw value never goes further).
     out = with_trace_meta({"_meta": Raw(b'{"tracestate":"a=1,B=2"}')}, dropped)
     assert set(frame.decode_any(out["_meta"])) == {"traceparent"}

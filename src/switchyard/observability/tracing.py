@@ -287,18 +287,22 @@ def with_trace_meta(fields: dict[str, Raw], span: Span) -> dict[str, Raw]:
 
 
 def meta_context(fields: dict[str, Raw]) -> tuple[str | None, str | None]:
-    """The `traceparent` and `tracestate` a request's `_meta` carries (None where absent),
-    as sent: `Tracer.server_span` judges them."""
+    """The `traceparent` and `tracestate` a request's `_meta` carries (None where absent or
+    not a string), as sent: `Tracer.server_span` judges them."""
     raw = fields.get("_meta")
     if raw is None:
         return None, None
     try:
         meta = frame.decode_object(raw)
-        parent = meta.get("traceparent")
-        state = meta.get("tracestate")
-        return (
-            frame.decode_str(parent) if parent is not None else None,
-            frame.decode_str(state) if state is not None else None,
-        )
     except (frame.DecodeError, frame.ValidationError):
         return None, None
+    return _meta_str(meta.get("traceparent")), _meta_str(meta.get("tracestate"))
+
+
+def _meta_str(raw: Raw | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return frame.decode_str(raw)
+    except (frame.DecodeError, frame.ValidationError):
+        return None
