@@ -390,3 +390,21 @@ def test_a_new_exporter_takes_the_spans_that_end_after_the_swap(receiver: _Recei
         other.close()
     assert [s["spanId"] for b in receiver.bodies for s in _spans(b)] == [before.span_id]
     assert [s["spanId"] for b in other.bodies for s in _spans(b)] == [started.span_id]
+
+
+def test_the_command_lines_log_level_and_format_win_over_the_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(access, "chosen", access._Chosen())
+    assert access.pending(None, "text") == []
+    assert access.pending("debug", "json") == [
+        "log level: info -> debug",
+        "log format: text -> json",
+    ]
+    access.pin("warning", None)
+    assert access.pending("debug", "json") == [
+        "log level: info -> warning",
+        "log format: text -> json",
+    ]
+    access.pin(None, "text")
+    assert access.pending("error", "json") == ["log level: info -> error"]
