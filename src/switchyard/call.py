@@ -102,6 +102,8 @@ class RequestContext:
     """The request's JSON-RPC id as encoded on the wire (for the access log)."""
     traceparent: str | None = None
     """The HTTP request's W3C `traceparent` header (for the audit record's trace id)."""
+    tracestate: str | None = None
+    """The HTTP request's W3C `tracestate` header lines, joined (checked where it is used)."""
 
     @property
     def caller(self) -> str:

@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
             "--config", "-c", help="config file (YAML or JSON); default: the bundled demo"
         )
         sp.add_argument(
-            "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+            "--log-level",
+            choices=["debug", "info", "warning", "error"],
+            help="the gateway's own log lines' level (default: logging.level, info)",
         )
         sp.add_argument("--log-file", help="write logs here instead of stderr")
         sp.add_argument(
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        observability_logging.setup(args.log_level, args.log_file)
+        observability_logging.setup(args.log_level or "info", args.log_file)
     except OSError as exc:
         print(f"switchyard: --log-file {args.log_file}: {exc.strerror}", file=sys.stderr)  # noqa: T201
         return 2
@@ -197,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    observability_logging.use_format(getattr(args, "log_format", None) or config.logging.format)
+    # What the command line says wins over `logging:`, now and on every reload.
+    observability_logging.pin(args.log_level, getattr(args, "log_format", None))
+    observability_logging.configure(config.logging.level, config.logging.format)
     for warning in [*warnings, *lint(config)]:
         log.warning("%s", warning)
     log.info("config %s: %d backends", path, len(plan.backends))

@@ -175,7 +175,8 @@ class Forwarder:
         cursor = frame.decode_any(raw_cursor) if raw_cursor is not None else None
         if cursor is not None and not isinstance(cursor, str):
             return invalid_params("cursor must be a string")
-        if self.freshen is not None:
+        if self.freshen is not None and cursor is None:
+            # Once per walk: the later pages continue the listing the first one came from.
             await self.freshen(kind)
         try:
             body = self.catalog(call.ctx.view).page(

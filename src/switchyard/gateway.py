@@ -204,9 +204,10 @@ class Gateway:
 
     def _observe(self) -> None:
         """Turn on what the plan observes: metrics and tracing are process-wide (one gateway
-        per process), recorded by the chain's request log and the forwarder."""
+        per process), recorded by the chain's request log and the forwarder. On a reload too:
+        a gateway that observed anything follows the new plan, turning either off."""
         observed = self.plan.observability
-        if observed.metrics or observed.tracing.enabled:
+        if self._observing or observed.metrics or observed.tracing.enabled:
             self._observing = True
             metrics.enabled = observed.metrics
             tracer.configure(observed.tracing)
@@ -274,6 +275,8 @@ class Gateway:
         self.forwarder.page_size = plan.gateway.page_size
         self.forwarder.instructions = plan.gateway.instructions
         self.dispatcher = Dispatcher(self.forwarder, self._chain(plan.gateway), self.router)
+        # Metrics and tracing as the new plan says, for every request from here on.
+        self._observe()
         if self.pins is None:
             self._rebuild(self._listings(), announce_all=policy_changed)
         else:

@@ -102,6 +102,56 @@ async def test_a_backend_list_lifetime_is_honoured_and_concurrent_lists_share_on
         assert _calls(calls)["tools/list -"] == before + 1
 
 
+async def test_a_zero_lifetime_list_is_fetched_again_for_every_list_and_a_positive_one_is_kept(
+    gateway_factory: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    """`ttlMs: 0` is immediately stale: a tool the backend added without any list_changed
+    shows in the very next list. A positive lifetime is served as held until it runs out."""
+
+    def growing(calls: Path, ttl_ms: int) -> dict[str, Any]:
+        env = {
+            "FIXTURE_CALLS_FILE": str(calls),
+            "FIXTURE_GROW_TOOL": "1",
+            "FIXTURE_CACHE_HINTS": json.dumps({"tools/list": [ttl_ms, "public"]}),
+        }
+        return stdio_fixture(script="sdk_stdio.py", env=env, isolation="shared")
+
+    zero, held = tmp_path / "zero", tmp_path / "held"
+    gw = gateway_factory({"servers": {"zero": growing(zero, 0), "held": growing(held, 3000)}})
+    assert gw.wait_backend("zero")["era"] == "modern"
+    gw.wait_backend("held")
+    async with aiohttp.ClientSession() as http:
+        client = await _modern(gw, http)
+        names = {t["name"] for t in await client.list_all("tools/list", "tools")}
+        assert "zero_grown_a" not in names and "held_grown_b" not in names
+        listed = _calls(zero)["tools/list -"]
+        grown = await client.result("tools/call", {"name": "zero_grow", "arguments": {"tag": "a"}})
+        assert grown["content"][0]["text"] == "grew a"
+        grown = await client.result("tools/call", {"name": "held_grow", "arguments": {"tag": "b"}})
+        assert grown["content"][0]["text"] == "grew b"
+        held_listed = _calls(held)["tools/list -"]
+        grew_at = time.monotonic()
+        answer = await client.result("tools/list")
+        names = {t["name"] for t in answer["tools"]}
+        assert "zero_grown_a" in names, names
+        assert answer["ttlMs"] == 0
+        # The zero-lifetime backend was asked once for that list, and once for each after it.
+        assert _calls(zero)["tools/list -"] == listed + 1
+        await client.result("tools/list")
+        assert _calls(zero)["tools/list -"] == listed + 2
+        assert (await client.result("tools/call", {"name": "zero_grown_a", "arguments": {}}))[
+            "content"
+        ][0]["text"] == "grown a"
+        # The three-second backend is not asked again within its lifetime...
+        assert "held_grown_b" not in names
+        assert _calls(held)["tools/list -"] == held_listed
+        # ...and is once it has run out.
+        await _until(grew_at + 3.1)
+        names = {t["name"] for t in (await client.result("tools/list"))["tools"]}
+        assert "held_grown_b" in names and "zero_grown_a" in names
+        assert _calls(held)["tools/list -"] == held_listed + 1
+
+
 async def test_the_aggregate_is_the_shortest_lifetime_and_the_most_private_scope(
     gateway_factory: Callable[..., Gateway], tmp_path: Path
 ) -> None:

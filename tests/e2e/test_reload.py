@@ -7,18 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 import yaml
 
-from tests.harness import Gateway, create_key, pid_alive, stdio_fixture
+from tests.e2e.test_telemetry import OtlpReceiver
+from tests.harness import (
+    FIXTURES,
+    PYTHON,
+    Gateway,
+    create_key,
+    http_get,
+    pid_alive,
+    stdio_fixture,
+)
 from tests.rpc import RawClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -277,3 +288,97 @@ async def test_no_request_fails_while_the_config_changes_under_load(
     assert answered["alice"] > 20 and answered["bob"] > 20
     assert len(_pids(gw)["moving"]) == 4 and len(_pids(gw)["steady"]) == 1
     assert json.dumps(gw.readyz()["backends"]["moving"]["state"]) == '"up"'
+
+
+# -- metrics, tracing and logging -------------------------------------------------------------
+
+
+async def _traced_call(client: RawClient) -> tuple[str, str, str]:
+    """A call carrying a fresh trace: (trace id, the traceparent sent, the one the backend
+    received)."""
+    trace_id = os.urandom(16).hex()
+    sent = f"00-{trace_id}-00f067aa0ba902b7-01"
+    params = {"name": "local_trace_context", "arguments": {}, "_meta": {"traceparent": sent}}
+    result = await client.result("tools/call", params)
+    return trace_id, sent, json.loads(result["content"][0]["text"])["traceparent"]
+
+
+async def test_sighup_applies_metrics_tracing_and_logging_and_a_bad_file_keeps_them(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    first, second = OtlpReceiver(), OtlpReceiver()
+    config: dict[str, Any] = {
+        "metrics": {"enabled": False},
+        "tracing": {"enabled": True, "otlp_endpoint": first.url},
+        "servers": {
+            "local": {
+                "command": PYTHON,
+                "args": [str(FIXTURES / "sdk_stdio.py"), "--name", "local"],
+                "env": {"FIXTURE_TRACE_TOOL": "1"},
+            }
+        },
+    }
+    try:
+        gw = gateway_factory(config)
+        gw.wait_backend("local")
+        async with aiohttp.ClientSession() as http:
+            client = await RawClient(gw.url, http, era="modern").open()
+            # As started: spans go to the first collector; no /metrics.
+            trace_id, sent, seen = await _traced_call(client)
+            assert seen != sent and seen.split("-")[1] == trace_id
+            await first.trace(trace_id, 2)
+            assert http_get(f"{gw.base}/metrics")[0] == 404
+
+            fresh = await client.result("tools/call", {"name": "local_trace_context"})
+            assert json.loads(fresh["content"][0]["text"])["traceparent"].endswith("-01")
+
+            # Another collector, no new traces sampled, metrics on, JSON log lines: all
+            # without a restart.
+            config["tracing"]["otlp_endpoint"] = second.url
+            config["tracing"]["sample_ratio"] = 0.0
+            config["metrics"]["enabled"] = True
+            config["logging"] = {"format": "json"}
+            line = await _reload(gw, config, "observability reloaded")
+            port1, port2 = (urlsplit(r.url).port for r in (first, second))
+            assert line.endswith(
+                "observability reloaded: metrics: off -> on; tracing.otlp_endpoint: "
+                f"http://127.0.0.1:{port1} -> http://127.0.0.1:{port2}; "
+                "tracing.sample_ratio: 1 -> 0; log format: text -> json"
+            )
+            trace_id, _, _ = await _traced_call(client)  # the caller's sampled flag is followed
+            await second.trace(trace_id, 2)
+            assert not [s for s in first.spans() if s["traceId"] == trace_id]
+            fresh = await client.result("tools/call", {"name": "local_trace_context"})
+            assert json.loads(fresh["content"][0]["text"])["traceparent"].endswith("-00")
+            status, body = http_get(f"{gw.base}/metrics")
+            assert status == 200
+            assert 'gen_ai_tool_name="local_trace_context"' in body.decode()
+
+            # A bad file changes nothing: the same collector, metrics still served.
+            bad = {**config, "tracing": {"enabled": True, "otlp_endpoint": "ftp://127.0.0.1/"}}
+            line = await _reload(gw, bad, "config reload refused")
+            record = json.loads(line[line.index("{") :])  # JSON lines since the last reload
+            assert record["level"] == "ERROR"
+            assert "tracing.otlp_endpoint: must be an http:// or https:// URL" in record["message"]
+            trace_id, _, _ = await _traced_call(client)
+            await second.trace(trace_id, 2)
+            assert http_get(f"{gw.base}/metrics")[0] == 200
+            # Nor does one that changes what only a restart can.
+            moved = {**config, "metrics": {"enabled": True, "listen": "127.0.0.1:1"}}
+            line = await _reload(gw, moved, "config reload refused")
+            assert "need a restart: metrics.listen" in line
+
+            # Tracing off: the call reaches the backend with the caller's own context; the
+            # level `warning` hides the next reload's info lines, not its refusal.
+            config["tracing"]["enabled"] = False
+            config["logging"]["level"] = "warning"
+            line = await _reload(gw, config, "observability reloaded")
+            assert "tracing: on -> off" in line and "log level: info -> warning" in line
+            _, sent, seen = await _traced_call(client)
+            assert seen == sent
+            reloading = gw.log_text().count("SIGHUP: reloading")
+            await _reload(gw, bad, "config reload refused")
+            assert gw.log_text().count("SIGHUP: reloading") == reloading
+    finally:
+        first.close()
+        second.close()

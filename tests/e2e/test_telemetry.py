@@ -164,13 +164,15 @@ async def test_one_trace_from_client_through_gateway_to_backend_and_back(
     trace_id = f"{abs(hash((backend, carrier, time.time_ns()))):032x}"[-32:]
     client_span = "00f067aa0ba902b7"
     traceparent = f"00-{trace_id}-{client_span}-01"
+    tracestate = "vendor=opaque,tenant@other=x y"
     tool = f"{backend}_trace_context"
     params: dict[str, Any] = {"name": tool, "arguments": {}}
     extra: dict[str, str] = {}
     if carrier == "header":
         extra["traceparent"] = traceparent
+        extra["tracestate"] = tracestate
     else:
-        params["_meta"] = {"traceparent": traceparent, "tracestate": "vendor=opaque"}
+        params["_meta"] = {"traceparent": traceparent, "tracestate": tracestate}
     client = await RawClient(gw.url, http, era=era, extra_headers=extra).open()
     result = await client.result("tools/call", params, request_id=7)
     assert result.get("isError") is not True, result
@@ -180,12 +182,13 @@ async def test_one_trace_from_client_through_gateway_to_backend_and_back(
     version, seen_trace, seen_parent, flags = seen["traceparent"].split("-")
     assert (version, seen_trace, flags) == ("00", trace_id, "01")
     assert seen_parent != client_span
-    if carrier == "meta":
-        assert seen["tracestate"] == "vendor=opaque"
+    # The caller's tracestate went on with it, whichever way it came, in `_meta`...
+    assert seen["tracestate"] == tracestate
     if backend == "web":
-        # An HTTP backend gets the same context as a header too, in either era.
+        # ...and to an HTTP backend as headers too, in either era.
         sent = [h for h in _headers_seen(traced["headers"]) if h.get("traceparent")]
-        assert seen["traceparent"] in [h["traceparent"] for h in sent]
+        mine = [h for h in sent if h["traceparent"] == seen["traceparent"]]
+        assert len(mine) == 1 and mine[0]["tracestate"] == tracestate
 
     # A legacy client's initialize carried the header too: its span is in the trace as well.
     spans = await receiver.trace(trace_id, 3 if carrier == "header" and era == "legacy" else 2)
@@ -195,6 +198,7 @@ async def test_one_trace_from_client_through_gateway_to_backend_and_back(
     assert server[0]["parentSpanId"] == client_span
     assert upstream[0]["parentSpanId"] == server[0]["spanId"]
     assert upstream[0]["spanId"] == seen_parent
+    assert server[0]["traceState"] == upstream[0]["traceState"] == tracestate
     assert server[0]["name"] == f"tools/call {tool}"
     assert upstream[0]["name"] == "tools/call trace_context"
     attributes = _attributes(server[0])
@@ -213,6 +217,32 @@ async def test_one_trace_from_client_through_gateway_to_backend_and_back(
     record = next(r for r in records if r["method"] == "tools/call")
     assert record["method"] == "tools/call" and record["target"] == tool
     assert record["outcome"] == "ok" and record["latency_ms"] > 0
+
+
+@pytest.mark.parametrize(("backend", "carrier"), [("local", "meta"), ("web", "header")])
+async def test_an_invalid_tracestate_is_dropped_whole_and_the_trace_still_continues(
+    traced: dict[str, Any], http: aiohttp.ClientSession, backend: str, carrier: str
+) -> None:
+    gw: Gateway = traced["gw"]
+    trace_id = f"{abs(hash((backend, 'bad-state', time.time_ns()))):032x}"[-32:]
+    traceparent = f"00-{trace_id}-00f067aa0ba902b7-01"
+    invalid = "ok=1,Upper=2"  # keys are lower case: the whole list is invalid
+    params: dict[str, Any] = {"name": f"{backend}_trace_context", "arguments": {}}
+    extra: dict[str, str] = {}
+    if carrier == "header":
+        extra = {"traceparent": traceparent, "tracestate": invalid}
+    else:
+        params["_meta"] = {"traceparent": traceparent, "tracestate": invalid}
+    client = await RawClient(gw.url, http, era="modern", extra_headers=extra).open()
+    seen = json.loads((await client.result("tools/call", params))["content"][0]["text"])
+    assert seen["traceparent"].split("-")[1] == trace_id
+    assert seen["tracestate"] is None
+    if backend == "web":
+        sent = [h for h in _headers_seen(traced["headers"]) if h.get("traceparent")]
+        mine = [h for h in sent if h["traceparent"] == seen["traceparent"]]
+        assert len(mine) == 1 and "tracestate" not in mine[0]
+    spans = await traced["receiver"].trace(trace_id, 2)
+    assert all("traceState" not in s for s in spans), spans
 
 
 async def test_a_request_without_trace_context_starts_a_trace_the_backend_continues(
@@ -482,15 +512,21 @@ async def test_switchyard_stdio_traces_through_meta_and_serves_metrics_on_its_li
                     {
                         "name": "local_trace_context",
                         "arguments": {},
-                        "_meta": {"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"},
+                        "_meta": {
+                            "traceparent": f"00-{trace_id}-b7ad6b7169203331-01",
+                            "tracestate": "congo=t61rcWkgMzE",
+                        },
                     },
                 )
             )
-            seen = json.loads(answer["result"]["content"][0]["text"])["traceparent"]
+            context = json.loads(answer["result"]["content"][0]["text"])
+            seen = context["traceparent"]
             assert seen.startswith(f"00-{trace_id}-") and "b7ad6b7169203331" not in seen
+            assert context["tracestate"] == "congo=t61rcWkgMzE"
             spans = await receiver.trace(trace_id, 2)
             server = next(s for s in spans if s["kind"] == 2)
             assert server["parentSpanId"] == "b7ad6b7169203331"
+            assert {s["traceState"] for s in spans} == {"congo=t61rcWkgMzE"}
             assert next(s for s in spans if s["kind"] == 3)["spanId"] == seen.split("-")[2]
             status, body = await asyncio.to_thread(
                 http_get, f"http://127.0.0.1:{metrics_port}/metrics"

@@ -85,10 +85,16 @@ def test_a_list_lifetime_is_the_shortest_page_and_private_if_any_page_is() -> No
     assert (fresh.ttl_ms, fresh.public, fresh.expires) == (3000, True, 103.0)
     mixed = Freshness.of_pages([(5000, True), (9000, False)], fetched=0.0)
     assert (mixed.ttl_ms, mixed.public) == (5000, False)
-    # No lifetime promised (0, or a legacy page): kept until list_changed.
-    silent = Freshness.of_pages([(0, True)], fetched=0.0)
-    assert silent.expires == math.inf and not silent.expired(1e9)
+    # No lifetime promised (a legacy page): kept until list_changed.
+    silent = Freshness.of_pages([(None, True)], fetched=0.0)
+    assert silent.expires == math.inf and not silent.expired(1e9) and not silent.public
     assert silent.invalidated().expired(0.0)
+    # 0: immediately stale, listed again the next time it is needed.
+    stale = Freshness.of_pages([(0, True)], fetched=50.0)
+    assert (stale.ttl_ms, stale.public, stale.expires) == (0, True, 50.0)
+    assert stale.expired(50.0)
+    # A page that says 0 among longer-lived ones makes the whole list stale at once.
+    assert Freshness.of_pages([(5000, True), (0, True), (None, True)], fetched=1.0).expires == 1.0
 
 
 def test_the_aggregate_takes_the_least_remaining_lifetime_and_the_most_private_scope() -> None:

@@ -16,9 +16,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from switchyard.config.reload import restart_only_changes
+from switchyard.config.schema import SwitchyardConfig
 from switchyard.observability import logging as access
 from switchyard.observability.logging import BufferedHandler, JsonFormatter
 from switchyard.observability.metrics import MAX_TOOLS, Metrics, error_type
+from switchyard.observability.settings import ObservabilitySettings, changes
+from switchyard.observability.trace_context import tracestate
 from switchyard.observability.tracing import (
     Tracer,
     TracingSettings,
@@ -141,6 +145,58 @@ def test_trace_context_goes_into_meta_beside_what_is_there() -> None:
     assert set(frame.decode_any(bare["_meta"])) == {"traceparent"}
 
 
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("k=v", "k=v"),
+        ("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
+        # Optional whitespace around members and empty members are allowed, and dropped.
+        (" rojo=1 ,\t, congo=2\t", "rojo=1,congo=2"),
+        ("tenant1@vendor=x,a_b-c*d/e=y", "tenant1@vendor=x,a_b-c*d/e=y"),
+        ("k=with space inside", "k=with space inside"),
+        ("k=trailing \t", "k=trailing"),  # the blank after a value is the list's whitespace
+        ("k=" + "v" * 256, "k=" + "v" * 256),
+        (",".join(f"k{i}=v" for i in range(32)), ",".join(f"k{i}=v" for i in range(32))),
+        (" , ", None),
+        ("", None),
+        (None, None),
+        # Invalid: the whole list is dropped, never a part of it or a raw copy.
+        (",".join(f"k{i}=v" for i in range(33)), None),  # 33 members
+        ("k=" + "v" * 511, None),  # over 512 characters
+        ("k=" + "v" * 257, None),  # a value over 256 characters
+        ("Upper=v", None),  # keys are lower case
+        ("1key=v", None),  # a simple key starts with a letter
+        ("k" * 257 + "=v", None),  # a key over 256 characters
+        ("t@" + "s" * 15 + "=v", None),  # a system id over 14 characters
+        ("t@1sys=v", None),  # a system id starts with a letter
+        ("k=v,k=w", None),  # a key twice
+        ("k=v=w", None),  # `=` is not a value character
+        ("k=", None),  # an empty value
+        ("novalue", None),
+        ("k=caf\u00e9", None),  # printable ASCII only
+        ("k=v\nx=y", None),  # no line breaks
+    ],
+)
+def test_tracestate_is_kept_only_when_valid_and_normalised(
+    sent: str | None, kept: str | None
+) -> None:
+    assert tracestate(sent) == kept
+
+
+def test_a_span_keeps_a_valid_tracestate_and_drops_an_invalid_one_whole() -> None:
+    tracer = Tracer()
+    assert tracer.server_span("ping", PARENT, "a=1, b=2").tracestate == "a=1,b=2"
+    dropped = tracer.server_span("ping", PARENT, "a=1,B=2")
+    assert dropped.tracestate is None and dropped.parent_id == "00f067aa0ba902b7"
+    assert tracer.server_span("ping", PARENT, "a=" + "x" * 600).tracestate is None
+    # A tracestate that is not a string is no tracestate; the traceparent beside it stands.
+    odd = {"_meta": Raw(b'{"traceparent":"%s","tracestate":7}' % PARENT.encode())}
+    assert meta_context(odd) == (PARENT, None)
+    # Dropped from the meta handed on, too (the caller's raw value never goes further).
+    out = with_trace_meta({"_meta": Raw(b'{"tracestate":"a=1,B=2"}')}, dropped)
+    assert set(frame.decode_any(out["_meta"])) == {"traceparent"}
+
+
 class _Receiver:
     def __init__(self, status: int = 200) -> None:
         self.bodies: list[dict[str, Any]] = []
@@ -184,7 +240,7 @@ def test_spans_are_exported_as_otlp_json(receiver: _Receiver) -> None:
     tracer = Tracer()
     tracer.configure(TracingSettings(enabled=True, endpoint=receiver.url, flush_s=0.05))
     try:
-        server = tracer.server_span("tools/call", PARENT, None)
+        server = tracer.server_span("tools/call", PARENT, "rojo=1,congo=2")
         client = tracer.client_span(server, "tools/call", "b", "t")
         client.fail("-32001")
         tracer.end(client)
@@ -200,6 +256,7 @@ def test_spans_are_exported_as_otlp_json(receiver: _Receiver) -> None:
     assert by_kind[2]["parentSpanId"] == "00f067aa0ba902b7"
     assert by_kind[3]["parentSpanId"] == by_kind[2]["spanId"]
     assert by_kind[3]["status"] == {"code": 2}
+    assert by_kind[2]["traceState"] == by_kind[3]["traceState"] == "rojo=1,congo=2"
     resource = receiver.bodies[0]["resourceSpans"][0]["resource"]["attributes"]
     assert resource == [{"key": "service.name", "value": {"stringValue": "switchyard"}}]
 
@@ -280,3 +337,74 @@ def test_json_log_lines_are_one_escaped_object() -> None:
 
 def _spans(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for r in body["resourceSpans"] for sc in r["scopeSpans"] for s in sc["spans"]]
+
+
+def test_which_observability_keys_a_reload_applies_and_how_it_says_so() -> None:
+    base = SwitchyardConfig.model_validate({})
+    reloadable = SwitchyardConfig.model_validate(
+        {
+            "metrics": {"enabled": False},
+            "tracing": {"enabled": True, "otlp_endpoint": "http://c:4318/v1/traces?k=secret"},
+            "logging": {"format": "json", "level": "debug"},
+        }
+    )
+    assert restart_only_changes(base, reloadable) == []
+    listening = SwitchyardConfig.model_validate({"metrics": {"listen": "127.0.0.1:9464"}})
+    assert restart_only_changes(base, listening) == ["metrics.listen"]
+    off = SwitchyardConfig.model_validate(
+        {"metrics": {"listen": "127.0.0.1:9464", "enabled": False}}
+    )
+    assert restart_only_changes(listening, off) == ["metrics.enabled (with metrics.listen)"]
+    stderr = SwitchyardConfig.model_validate({"logging": {"backend_stderr_level": "debug"}})
+    assert restart_only_changes(base, stderr) == ["logging.backend_stderr_level"]
+
+    old = ObservabilitySettings(metrics=True)
+    new = ObservabilitySettings(
+        metrics=False,
+        tracing=TracingSettings(
+            enabled=True, endpoint="https://user:pw@c.example:4318/v1/traces?k=s", sample_ratio=0.25
+        ),
+    )
+    assert changes(old, new) == [
+        "metrics: on -> off",
+        "tracing: off -> on",
+        "tracing.otlp_endpoint: none -> https://c.example:4318",
+        "tracing.sample_ratio: 1 -> 0.25",
+    ]
+    assert changes(new, new) == []
+
+
+def test_a_new_exporter_takes_the_spans_that_end_after_the_swap(receiver: _Receiver) -> None:
+    other = _Receiver()
+    tracer = Tracer()
+    tracer.configure(TracingSettings(enabled=True, endpoint=receiver.url, flush_s=0.05))
+    try:
+        before = tracer.server_span("ping", PARENT, None)
+        tracer.end(before)
+        started = tracer.server_span("tools/call", PARENT, None)
+        tracer.configure(TracingSettings(enabled=True, endpoint=other.url, flush_s=0.05))
+        tracer.end(started)
+        _wait(lambda: bool(receiver.bodies) and bool(other.bodies))
+    finally:
+        tracer.close()
+        other.close()
+    assert [s["spanId"] for b in receiver.bodies for s in _spans(b)] == [before.span_id]
+    assert [s["spanId"] for b in other.bodies for s in _spans(b)] == [started.span_id]
+
+
+def test_the_command_lines_log_level_and_format_win_over_the_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(access, "chosen", access._Chosen())
+    assert access.pending(None, "text") == []
+    assert access.pending("debug", "json") == [
+        "log level: info -> debug",
+        "log format: text -> json",
+    ]
+    access.pin("warning", None)
+    assert access.pending("debug", "json") == [
+        "log level: info -> warning",
+        "log format: text -> json",
+    ]
+    access.pin(None, "text")
+    assert access.pending("error", "json") == ["log level: info -> error"]

@@ -19,6 +19,8 @@ from switchyard.config.lints import lint
 from switchyard.config.load import ConfigError, compile_plan, load
 from switchyard.config.schema import SwitchyardConfig
 from switchyard.gateway import Changes, Gateway, Plan
+from switchyard.observability import logging as observability_logging
+from switchyard.observability.settings import changes as observability_changes
 from switchyard.policies.base import PolicySpec
 
 log = logging.getLogger("switchyard.reload")
@@ -32,6 +34,9 @@ RELOADABLE: dict[str, Any] = {
     "rate_limits": True,
     "approvals": True,
     "cache": True,
+    "metrics": {"enabled": True},
+    "tracing": True,
+    "logging": {"format": True, "level": True},
     "auth": {"rules": True, "default_issuer": True},
     "gateway": {
         "separator": True,
@@ -53,6 +58,9 @@ def restart_only_changes(old: SwitchyardConfig, new: SwitchyardConfig) -> list[s
     """Keys (dotted) whose change a reload cannot apply."""
     out: list[str] = []
     _diff(old.model_dump(), new.model_dump(), RELOADABLE, "", out)
+    if old.metrics.enabled != new.metrics.enabled and old.metrics.listen is not None:
+        # Their own listener is opened (or not) at start.
+        out.append("metrics.enabled (with metrics.listen)")
     return out
 
 
@@ -86,6 +94,7 @@ class Reloader:
             for warning in warnings:
                 log.warning("%s", warning)
             changes = await self.gateway.apply(plan)
+            old_plan = self.plan
             self.config, self.plan = config, plan
             log.info(
                 "config reloaded: %d servers unchanged; added %s; replaced %s; removed %s",
@@ -94,6 +103,7 @@ class Reloader:
                 list(changes.replaced),
                 list(changes.removed),
             )
+            self._observed(old_plan)
             return True
 
     def check(self, config: SwitchyardConfig) -> Plan:
@@ -108,6 +118,7 @@ class Reloader:
         async with self._lock:
             plan = self._carry_over(config, self.check(config))
             changes = await self.gateway.apply(plan)
+            old_plan = self.plan
             self.config, self.plan = config, plan
             log.info(
                 "configuration applied: %d servers unchanged; added %s; replaced %s; removed %s",
@@ -116,7 +127,18 @@ class Reloader:
                 list(changes.replaced),
                 list(changes.removed),
             )
+            self._observed(old_plan)
             return changes
+
+    def _observed(self, old_plan: Plan) -> None:
+        """Say what changed of metrics and tracing (the gateway applied them with the plan)
+        and of `logging:`, then apply that (said first: a higher level could hide the line)."""
+        level, fmt = self.config.logging.level, self.config.logging.format
+        said = observability_changes(old_plan.observability, self.plan.observability)
+        said += observability_logging.pending(level, fmt)
+        if said:
+            log.info("observability reloaded: %s", "; ".join(said))
+        observability_logging.configure(level, fmt)
 
     async def restart(self, name: str) -> None:
         """A fresh connection (or process) for one backend, its configuration unchanged; never

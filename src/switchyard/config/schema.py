@@ -889,6 +889,10 @@ class LoggingConfig(BaseModel):
     backend_stderr_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="The level stdio servers' stderr lines are logged at."
     )
+    level: Literal["debug", "info", "warning", "error"] | None = Field(
+        None,
+        description="The level of the gateway's own log lines; --log-level wins; unset: info.",
+    )
 
 
 class CacheRuleConfig(BaseModel):

@@ -28,6 +28,7 @@ from switchyard.downstream.asgi import (
     Scope,
     Send,
     current_traceparent,
+    current_tracestate,
     read_body,
     respond,
     respond_json,
@@ -81,6 +82,7 @@ def _context(gateway: Gateway, who: Identity | None, view: str | None) -> Reques
         identity=who,
         view=view,
         traceparent=current_traceparent(),
+        tracestate=current_tracestate(),
     )
 
 

@@ -36,6 +36,20 @@ def current_traceparent() -> str | None:
     return TRACEPARENT.get()
 
 
+TRACESTATE: ContextVar[str | None] = ContextVar("switchyard_tracestate", default=None)
+"""The request's W3C `tracestate` header lines, joined with commas as the spec combines them."""
+
+
+def current_tracestate() -> str | None:
+    return TRACESTATE.get()
+
+
+def header_list(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """Every `name` header line's value, joined with commas (one list split over lines)."""
+    values = [v.decode("latin-1") for k, v in headers if k == name]
+    return ",".join(values) if values else None
+
+
 PEER: ContextVar[str | None] = ContextVar("switchyard_peer", default=None)
 """The client's address (ASGI `client` host), which new sessions count against without auth."""
 

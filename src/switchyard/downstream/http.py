@@ -27,12 +27,14 @@ from switchyard.downstream.asgi import (
     IDENTITY_KEY,
     PEER,
     TRACEPARENT,
+    TRACESTATE,
     VIEW,
     ASGIApp,
     Receive,
     Scope,
     Send,
     header,
+    header_list,
     refuse,
     respond,
     respond_json,
@@ -143,6 +145,7 @@ class HttpApp:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         PEER.set(scope["client"][0] if scope.get("client") else None)
         TRACEPARENT.set(header(headers, b"traceparent"))
+        TRACESTATE.set(header_list(headers, b"tracestate"))
         limit = self.settings.max_header_bytes
         # The listener counted the raw head, an upper bound of the header bytes: only a head
         # near the limit is measured exactly.

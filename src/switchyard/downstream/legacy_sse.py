@@ -20,6 +20,7 @@ from switchyard.downstream.asgi import (
     caller_name,
     current_peer,
     current_traceparent,
+    current_tracestate,
     current_view,
     header,
     refuse,
@@ -200,6 +201,7 @@ class LegacySseEndpoint:
                 view=view,
                 request_id=id_raw,
                 traceparent=current_traceparent(),
+                tracestate=current_tracestate(),
             )
             reply = await session.requests.run(
                 id_raw, settle(method, self.gateway.dispatcher.request(ctx, method, params))

@@ -29,6 +29,7 @@ from switchyard.downstream.asgi import (
     caller_name,
     current_peer,
     current_traceparent,
+    current_tracestate,
     current_view,
     header,
     refuse,
@@ -467,6 +468,7 @@ class StreamableHttpEndpoint:
             view=current_view(),
             request_id=id_raw,
             traceparent=current_traceparent(),
+            tracestate=current_tracestate(),
         )
         params_raw = env.params if env.params is not UNSET else None
         watch = DisconnectWatch(receive)
@@ -536,6 +538,7 @@ class StreamableHttpEndpoint:
             view=current_view(),
             request_id=id_raw,
             traceparent=current_traceparent(),
+            tracestate=current_tracestate(),
         )
         try:
             reply = await session.requests.run(
@@ -564,6 +567,7 @@ class StreamableHttpEndpoint:
             view=current_view(),
             request_id=id_raw,
             traceparent=current_traceparent(),
+            tracestate=current_tracestate(),
         )
         params_raw = env.params if env.params is not UNSET else None
         reply = await settle(

@@ -255,6 +255,7 @@ def setup(level: str, path: str | None) -> BufferedHandler:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    chosen.level = level
 
     def flusher() -> None:
         while True:
@@ -265,3 +266,50 @@ def setup(level: str, path: str | None) -> BufferedHandler:
     access_log.attach(handler)
     atexit.register(handler.flush_now)
     return handler
+
+
+class _Chosen:
+    """The log level and format in force, and which of them the command line fixed."""
+
+    def __init__(self) -> None:
+        self.level = "info"
+        self.format = "text"
+        self.pinned_level: str | None = None
+        self.pinned_format: str | None = None
+
+
+chosen = _Chosen()
+
+
+def pin(level: str | None, fmt: str | None) -> None:
+    """What `--log-level` / `--log-format` set: the config file's `logging:` does not override
+    it, at start or on a reload."""
+    chosen.pinned_level = level
+    chosen.pinned_format = fmt
+
+
+def _wanted(level: str | None, fmt: str) -> tuple[str, str]:
+    return chosen.pinned_level or level or "info", chosen.pinned_format or fmt
+
+
+def pending(level: str | None, fmt: str) -> list[str]:
+    """What `configure(level, fmt)` would change, as `key: old -> new` phrases."""
+    want_level, want_format = _wanted(level, fmt)
+    out = []
+    if want_level != chosen.level:
+        out.append(f"log level: {chosen.level} -> {want_level}")
+    if want_format != chosen.format:
+        out.append(f"log format: {chosen.format} -> {want_format}")
+    return out
+
+
+def configure(level: str | None, fmt: str) -> None:
+    """Apply the config file's `logging.level` (None: info) and `logging.format`, except where
+    the command line pinned them."""
+    want_level, want_format = _wanted(level, fmt)
+    if want_level != chosen.level:
+        logging.getLogger().setLevel(want_level.upper())
+        chosen.level = want_level
+    if want_format != chosen.format:
+        use_format(want_format)
+        chosen.format = want_format

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from switchyard.observability.trace_context import trace_id as valid_trace_id
+from switchyard.observability.trace_context import tracestate as valid_tracestate
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw
 
@@ -87,19 +88,24 @@ class Tracer:
         self._exporter: OtlpExporter | None = None
 
     def configure(self, settings: TracingSettings) -> None:
-        if self._exporter is not None:
-            self._exporter.close()
-            self._exporter = None
-        self.settings = settings
-        self.enabled = settings.enabled
-        if settings.enabled and settings.endpoint:
-            self._exporter = OtlpExporter(settings)
+        """Trace by `settings` from now on (at start, and on a reload): the new exporter is
+        made before the swap, so spans ending from here on go by the new settings, and the
+        old one finishes sending what it holds in its own thread (the caller, the event
+        loop, never waits on a collector). Unchanged settings keep the exporter as it is."""
+        if settings == self.settings and self.enabled == settings.enabled:
+            return
+        old = self._exporter
+        exporter = OtlpExporter(settings) if settings.enabled and settings.endpoint else None
+        self._exporter, self.settings, self.enabled = exporter, settings, settings.enabled
+        if old is not None:
+            old.retire()
 
     def close(self) -> None:
         if self._exporter is not None:
             self._exporter.close()
             self._exporter = None
         self.enabled = False
+        self.settings = TracingSettings()
 
     @property
     def dropped(self) -> int:
@@ -107,13 +113,15 @@ class Tracer:
 
     def server_span(self, method: str, traceparent: str | None, tracestate: str | None) -> Span:
         """The span of one request, continuing the caller's trace when it sent a valid
-        `traceparent` (its sampled flag is followed), else a new trace (sampled by ratio)."""
+        `traceparent` (its sampled flag is followed, its `tracestate` kept if valid, dropped
+        whole if not), else a new trace (sampled by ratio) with no `tracestate`."""
         parent_trace = valid_trace_id(traceparent)
         if parent_trace is not None:
             assert traceparent is not None
             value = traceparent.strip()
             parent_id: str | None = value[36:52]
             sampled = int(value[53:55], 16) & 1 == 1
+            tracestate = valid_tracestate(tracestate)
         else:
             parent_trace = _new_id(16)
             parent_id = None
@@ -172,9 +180,13 @@ class OtlpExporter:
             self._wake.set()
 
     def close(self) -> None:
+        self.retire()
+        self._thread.join(EXPORT_TIMEOUT_S + 1.0)
+
+    def retire(self) -> None:
+        """Send what is queued, then stop, without waiting for it."""
         self._stop = True
         self._wake.set()
-        self._thread.join(EXPORT_TIMEOUT_S + 1.0)
 
     def _run(self) -> None:
         while True:
@@ -275,17 +287,22 @@ def with_trace_meta(fields: dict[str, Raw], span: Span) -> dict[str, Raw]:
 
 
 def meta_context(fields: dict[str, Raw]) -> tuple[str | None, str | None]:
-    """The `traceparent` and `tracestate` a request's `_meta` carries (None where absent)."""
+    """The `traceparent` and `tracestate` a request's `_meta` carries (None where absent or
+    not a string), as sent: `Tracer.server_span` judges them."""
     raw = fields.get("_meta")
     if raw is None:
         return None, None
     try:
         meta = frame.decode_object(raw)
-        parent = meta.get("traceparent")
-        state = meta.get("tracestate")
-        return (
-            frame.decode_str(parent) if parent is not None else None,
-            frame.decode_str(state)[:512] if state is not None else None,
-        )
     except (frame.DecodeError, frame.ValidationError):
         return None, None
+    return _meta_str(meta.get("traceparent")), _meta_str(meta.get("tracestate"))
+
+
+def _meta_str(raw: Raw | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return frame.decode_str(raw)
+    except (frame.DecodeError, frame.ValidationError):
+        return None

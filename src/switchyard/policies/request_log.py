@@ -92,7 +92,7 @@ def _server_span(call: Call) -> Span:
     ctx = call.ctx
     parent, state = meta_context(_fields(call))
     if parent is None or trace_id(parent) is None:
-        parent, state = ctx.traceparent, None
+        parent, state = ctx.traceparent, ctx.tracestate
     return tracer.server_span(call.method, parent, state)
 
 

@@ -1,11 +1,18 @@
 """How long one kind of a backend's list stays fresh, and whether it may be shared.
 
-A 2026-07-28 backend says so on every list result (`ttlMs`, `cacheScope`). A `ttlMs` of 0
-(the official SDK's default) or a legacy backend's silence makes no promise of a lifetime:
-such a listing is kept until the backend announces `list_changed` (or a reload), as before;
-a positive `ttlMs` makes Switchyard list that kind again once it has run out, when a client
-next asks for it. What Switchyard tells its own clients is the aggregate: the smallest
-remaining lifetime of the parts, `public` only when every part is public.
+A 2026-07-28 backend says so on every list result (`ttlMs`, `cacheScope`); the schema's
+`CacheableResult.ttlMs`:
+
+    - If 0, The response SHOULD be considered immediately stale,
+      The client MAY re-fetch every time the result is needed.
+    - If positive, the client SHOULD consider the result fresh for this many
+      milliseconds after receiving the response.
+
+So a `ttlMs` of 0 (the official SDK's default) is listed again every time a client asks for
+that list; a positive one once it has run out, when a client next asks. A legacy backend's
+silence (no `ttlMs` at all) promises nothing either way: its listing is kept until it
+announces `list_changed` (or a reload). What Switchyard tells its own clients is the
+aggregate: the smallest remaining lifetime of the parts, `public` only when every part is.
 """
 
 from __future__ import annotations
@@ -18,25 +25,31 @@ from dataclasses import dataclass, replace
 @dataclass(frozen=True, slots=True)
 class Freshness:
     ttl_ms: int
-    """What the backend said (0: no lifetime promised)."""
+    """What the backend said (0: immediately stale, or nothing said: see `expires`)."""
     public: bool
     """The backend's `cacheScope` was `public` on every page."""
     expires: float
-    """Monotonic time after which the listing is listed again; +inf: until list_changed."""
+    """Monotonic time from which the listing is listed again: the fetch itself for `ttlMs`
+    0; +inf (until list_changed) when no page carried a `ttlMs`."""
 
     @classmethod
-    def of_pages(cls, pages: Iterable[tuple[int, bool]], fetched: float) -> Freshness:
-        """One kind's freshness from every page's (`ttlMs`, public): the shortest lifetime,
-        and private if any page is (the spec wants one scope for all pages; trust the least)."""
+    def of_pages(cls, pages: Iterable[tuple[int | None, bool]], fetched: float) -> Freshness:
+        """One kind's freshness from every page's (`ttlMs`, public), `ttlMs` None where a page
+        carried none: the shortest lifetime, and private if any page is (the spec wants one
+        scope for all pages; trust the least). A page without `ttlMs` among pages with one
+        does not lift the others' lifetime."""
         ttl = math.inf
         public = True
         seen = False
         for page_ttl, page_public in pages:
             seen = True
-            ttl = min(ttl, page_ttl)
+            if page_ttl is not None:
+                ttl = min(ttl, page_ttl)
             public = public and page_public
-        ttl_ms = int(ttl) if seen and ttl != math.inf else 0
-        return cls(ttl_ms, public and seen, fetched + ttl_ms / 1000 if ttl_ms > 0 else math.inf)
+        if ttl == math.inf:
+            return cls(0, False, math.inf)
+        ttl_ms = int(ttl)
+        return cls(ttl_ms, public and seen, fetched + ttl_ms / 1000)
 
     def expired(self, now: float) -> bool:
         return now >= self.expires

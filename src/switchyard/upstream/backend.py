@@ -486,14 +486,14 @@ class Backend:
             if capability not in conn.facts.capabilities:
                 items[kind] = ()
                 continue
-            pages: list[tuple[int, bool]] = []
+            pages: list[tuple[int | None, bool]] = []
             fetched = time.monotonic()
             items[kind] = await self._walk(conn, kind, method, pages)
             fresh[kind] = Freshness.of_pages(pages, fetched)
         return catalog.Listing(self.name, self.settings.prefix, items, fresh)
 
     async def _walk(
-        self, conn: Connection, kind: str, method: str, pages: list[tuple[int, bool]]
+        self, conn: Connection, kind: str, method: str, pages: list[tuple[int | None, bool]]
     ) -> tuple[dict[str, Raw], ...]:
         out: list[dict[str, Raw]] = []
         cursor: str | None = None
@@ -579,6 +579,8 @@ class Backend:
         listing in hand keeps serving."""
         if not self.expired(kind, time.monotonic()):
             return
+        listing = self.listing
+        before = listing.fresh.get(kind) if listing is not None else None
         if kind not in self._walking:
             # Callers arriving while it is being listed wait for that listing.
             self._stale.add(kind)
@@ -586,11 +588,11 @@ class Backend:
             self._refresh_task = asyncio.create_task(self._refresh())
         with contextlib.suppress(TimeoutError, Exception):
             await asyncio.wait_for(asyncio.shield(self._refresh_task), self.settings.list_timeout_s)
-        now = time.monotonic()
         listing = self.listing
-        fresh = listing.fresh.get(kind) if listing is not None else None
-        if fresh is not None and fresh.expired(now):
-            self._relist_after = now + RELIST_BACKOFF_S
+        if listing is None or listing.fresh.get(kind) is before:
+            # Not listed again (a failure or a timeout): the next try waits a moment. A
+            # successful listing with `ttlMs` 0 is expired at once, and that is no failure.
+            self._relist_after = time.monotonic() + RELIST_BACKOFF_S
 
     def invalidate_listing(self) -> None:
         """Every kind is listed again when a client next asks (a reload)."""
@@ -1028,12 +1030,14 @@ async def _count_down(ep: Endpoint, conn: Connection) -> None:
         ep.isolated -= 1
 
 
-def _cache_hints(result: dict[str, Raw]) -> tuple[int, bool]:
-    """A list page's (`ttlMs`, `cacheScope` is public); a legacy page promises nothing."""
-    raw = frame.decode_any(result["ttlMs"]) if "ttlMs" in result else 0
+def _cache_hints(result: dict[str, Raw]) -> tuple[int | None, bool]:
+    """A list page's (`ttlMs`, `cacheScope` is public). A legacy page, or a `ttlMs` that is
+    not a number of 0 or more, promises nothing (None); 0 is immediately stale."""
+    raw = frame.decode_any(result["ttlMs"]) if "ttlMs" in result else None
     scope = frame.decode_any(result["cacheScope"]) if "cacheScope" in result else None
-    ttl = raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else 0
-    return min(ttl, MAX_LIST_TTL_MS), scope == "public"
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not raw >= 0:
+        return None, scope == "public"
+    return int(min(raw, MAX_LIST_TTL_MS)), scope == "public"
 
 
 def _has_progress_token(params: bytes | None) -> bool:
