@@ -13,6 +13,8 @@ from switchyard.admin import (
     keys,
     permissions,
     pins,
+    rules,
+    virtual_servers,
 )
 from switchyard.admin.context import Request
 from switchyard.admin.openapi import document
@@ -44,5 +46,7 @@ ROUTES: Final = Routes(
         *pins.OPERATIONS,
         *audit_records.OPERATIONS,
         *approvals.OPERATIONS,
+        *virtual_servers.OPERATIONS,
+        *rules.OPERATIONS,
     ]
 )
