@@ -5,7 +5,8 @@ their lists changed when access rules change)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -14,7 +15,12 @@ from pydantic import BaseModel, ValidationError
 from switchyard.admin.context import Problem, Request
 from switchyard.admin.proposal import CHANGE, first_error, propose, writable
 from switchyard.admin.routes import ANY_OBJECT, JSON, Answer, Operation, array_of
-from switchyard.config.schema import ApprovalsConfig, AuthConfig, RateLimitsConfig
+from switchyard.config.schema import (
+    ApprovalsConfig,
+    AuthConfig,
+    RateLimitsConfig,
+    SwitchyardConfig,
+)
 from switchyard.config.versions import document_of
 
 
@@ -33,11 +39,20 @@ class RuleList:
     """What the body may set: `rules`, and settings that decide with them."""
     read_only: Sequence[str] = ()
     """Keys the list's GET adds to each rule (ignored in a write, so a read can be sent back)."""
+    shown: Callable[[SwitchyardConfig], dict[str, Any]] = lambda config: {}
+    """Settings the list's GET shows that the API does not change: a write may repeat them
+    as read (so a read can be sent back), not change them."""
+    live: Sequence[str] = ()
+    """What the list's GET reports that is no setting (counters): ignored in a write."""
 
     def body(self) -> JSON:
         properties: dict[str, JSON] = {"rules": array_of(ANY_OBJECT)}
         for name in self.fields:
             properties.setdefault(name, {"description": f"as `{self.section}.{name}`"})
+        for name in self.shown(SwitchyardConfig()):
+            properties[name] = {"description": "read-only: as read, or left out"}
+        for name in self.live:
+            properties[name] = {"description": "read-only: ignored"}
         return {
             "type": "object",
             "required": ["rules"],
@@ -55,6 +70,7 @@ ACCESS: Final = RuleList(
     AuthConfig,
     ("rules",),
     read_only=("index",),
+    shown=lambda config: {"enabled": config.auth.enabled, "default": "deny"},
 )
 RATE_LIMITS: Final = RuleList(
     "/admin/v1/rate-limits",
@@ -63,6 +79,7 @@ RATE_LIMITS: Final = RuleList(
     "rate_limits",
     RateLimitsConfig,
     ("rules", "defaults"),
+    live=("status",),
 )
 APPROVALS: Final = RuleList(
     "/admin/v1/approval-rules",
@@ -71,6 +88,10 @@ APPROVALS: Final = RuleList(
     "approvals",
     ApprovalsConfig,
     ("rules", "default", "default_approver", "auto_execute"),
+    shown=lambda config: {
+        "enabled": config.approvals.enabled,
+        "ticket_ttl": config.approvals.ticket_ttl,
+    },
 )
 
 
@@ -81,6 +102,15 @@ def _writer(rules: RuleList) -> Any:
         body = request.body
         if not isinstance(body, dict) or not isinstance(body.get("rules"), list):
             raise Problem(400, "the body must be a JSON object with `rules`, a list")
+        assert request.ctx.desired is not None
+        config = request.ctx.desired.config
+        for key, value in rules.shown(config).items():
+            if key in body and body[key] != value:
+                raise Problem(
+                    422,
+                    f"{key}: the API does not change it (it is {json.dumps(value)}); leave it "
+                    "out or as read",
+                )
         given = {k: v for k, v in body.items() if k in rules.fields}
         given["rules"] = [
             {k: v for k, v in rule.items() if k not in rules.read_only}
@@ -88,8 +118,7 @@ def _writer(rules: RuleList) -> Any:
             else rule
             for rule in body["rules"]
         ]
-        assert request.ctx.desired is not None
-        document = document_of(request.ctx.desired.config)
+        document = document_of(config)
         section = {**document.get(rules.section, {}), **given}
         try:
             rules.model.model_validate(section)
