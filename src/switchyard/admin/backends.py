@@ -6,6 +6,7 @@ from typing import Any, Final
 
 from switchyard.admin.context import Problem, Request
 from switchyard.admin.masking import masked
+from switchyard.admin.proposal import CHANGE, config_etag, first_error, propose, writable
 from switchyard.admin.routes import (
     ANY_OBJECT,
     INTEGER,
@@ -18,7 +19,7 @@ from switchyard.admin.routes import (
     obj,
 )
 from switchyard.config.schema import ServerConfig
-from switchyard.config.versions import Refused, VersionConflict, document_of
+from switchyard.config.versions import document_of
 from switchyard.routing import catalog
 from switchyard.upstream.stdio import StdioSettings
 from switchyard.wire import frame
@@ -45,21 +46,7 @@ ITEMS: Final = obj(
     {"backend": STRING, "kind": STRING, "items": array_of(ANY_OBJECT)},
     ["backend", "kind", "items"],
 )
-CHANGE: Final = obj(
-    {
-        "version": INTEGER,
-        "added": array_of(STRING),
-        "replaced": array_of(STRING),
-        "removed": array_of(STRING),
-    },
-    ["version"],
-)
 SERVER_BODY: Final = {"type": "object", "description": "A `servers:` entry (see the README)."}
-
-
-def config_etag(request: Request) -> str:
-    desired = request.ctx.desired
-    return f'"v{desired.version if desired is not None else 0}"'
 
 
 def _server_configs(request: Request) -> dict[str, ServerConfig]:
@@ -131,42 +118,6 @@ def _items(kind: str) -> Any:
     return handler
 
 
-def _writable(request: Request) -> None:
-    if not request.ctx.dynamic or request.ctx.desired is None:
-        raise Problem(
-            409,
-            "backends are configured in the file: set admin.dynamic_registration to manage "
-            "them through the API",
-        )
-
-
-async def _propose(request: Request, document: dict[str, Any], summary: str) -> Answer:
-    desired = request.ctx.desired
-    assert desired is not None
-    request.require(config_etag(request))
-    try:
-        version, changes = await desired.propose(
-            document, request.actor, summary, expected=desired.version
-        )
-    except VersionConflict as exc:
-        message = f'the configuration changed: its ETag is now "v{exc.current}"'
-        raise Problem(412, message) from None
-    except Refused as exc:
-        raise Problem(422, str(exc)) from None
-    body = {
-        "version": version.version,
-        "added": list(changes.added),
-        "replaced": list(changes.replaced),
-        "removed": list(changes.removed),
-    }
-    return Answer(
-        200,
-        body,
-        etag=f'"v{version.version}"',
-        audit={"target": summary, "version": version.version},
-    )
-
-
 def _server_body(request: Request) -> dict[str, Any]:
     body = request.body
     if not isinstance(body, dict):
@@ -174,23 +125,13 @@ def _server_body(request: Request) -> dict[str, Any]:
     try:
         ServerConfig.model_validate(body)
     except ValueError as exc:
-        raise Problem(422, f"not a valid server entry: {_first_error(exc)}") from None
+        raise Problem(422, f"not a valid server entry: {first_error(exc)}") from None
     return body
-
-
-def _first_error(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        found = errors()
-        if found:
-            where = ".".join(str(p) for p in found[0].get("loc", ()))
-            return f"{where}: {found[0].get('msg')}" if where else str(found[0].get("msg"))
-    return "invalid"
 
 
 async def put_backend(request: Request) -> Answer:
     """Create or replace one backend's `servers:` entry (a new configuration version)."""
-    _writable(request)
+    writable(request, "backends")
     name = request.params["name"]
     if not _valid_name(name):
         raise Problem(400, "a backend name: letters, digits, `_`, `.`, `-` (64 at most)")
@@ -200,12 +141,12 @@ async def put_backend(request: Request) -> Answer:
     section = "mcpServers" if name in document.get("mcpServers", {}) else "servers"
     existed = name in request.ctx.gateway.backends
     document.setdefault(section, {})[name] = entry
-    answer = await _propose(request, document, f"{'change' if existed else 'add'} backend {name}")
+    answer = await propose(request, document, f"{'change' if existed else 'add'} backend {name}")
     return answer
 
 
 async def delete_backend(request: Request) -> Answer:
-    _writable(request)
+    writable(request, "backends")
     name = request.params["name"]
     assert request.ctx.desired is not None
     document = document_of(request.ctx.desired.config)
@@ -216,7 +157,7 @@ async def delete_backend(request: Request) -> Answer:
             found = True
     if not found:
         raise Problem(404, f"no configured backend {name!r}")
-    return await _propose(request, document, f"remove backend {name}")
+    return await propose(request, document, f"remove backend {name}")
 
 
 async def restart_backend(request: Request) -> Answer:

@@ -1,5 +1,6 @@
 """The desired configuration: its version history, and the parts that decide who may do what
-(virtual servers, access, rate-limit and approval rules), read-only."""
+(virtual servers, access, rate-limit and approval rules) as they are read; their writes are in
+`virtual_servers` and `rules`."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import os
 import socket
 from typing import Any, Final
 
-from switchyard.admin.backends import config_etag
 from switchyard.admin.context import Problem, Request
 from switchyard.admin.masking import masked
+from switchyard.admin.proposal import config_etag
 from switchyard.admin.routes import (
     ANY_OBJECT,
     BOOLEAN,

@@ -14,6 +14,8 @@ from switchyard.admin import (
     keys,
     permissions,
     pins,
+    rules,
+    virtual_servers,
 )
 from switchyard.admin.context import Request
 from switchyard.admin.openapi import document
@@ -46,5 +48,7 @@ ROUTES: Final = Routes(
         *audit_records.OPERATIONS,
         *approvals.OPERATIONS,
         *catalog_items.OPERATIONS,
+        *virtual_servers.OPERATIONS,
+        *rules.OPERATIONS,
     ]
 )

@@ -36,6 +36,9 @@ log = logging.getLogger("switchyard.config")
 
 COMPONENT: Final = "config"
 CHANNEL: Final = "switchyard_config"
+LISTENER_NAME: Final = "switchyard-config-listener"
+"""The `application_name` of each process's `LISTEN` connection (then `:host:pid`), so an
+operator can tell in `pg_stat_activity` which process listens."""
 MIGRATIONS: Final = (
     Migration(
         1,
@@ -197,6 +200,7 @@ class DesiredConfig:
         self._tasks: list[asyncio.Task[None]] = []
         self._nudge = asyncio.Event()
         self._listener: Any = None
+        self._listen_failed = False
 
     @property
     def config(self) -> SwitchyardConfig:
@@ -331,6 +335,12 @@ class DesiredConfig:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._nudge.wait(), self.poll_s)
             self._nudge.clear()
+            if self.storage.database_url and (self._listener is None or self._listener.is_closed()):
+                # A lost listener (the server restarted, or ended the connection) is opened
+                # again before the version is read, so nothing written meanwhile is missed.
+                if self._listener is not None:
+                    log.warning("configuration notices lost; listening again")
+                await self._listen()
             try:
                 head = await self.store.head()
                 if head > self.version:
@@ -343,18 +353,31 @@ class DesiredConfig:
 
     async def _listen(self) -> None:
         """A PostgreSQL `LISTEN` that wakes the poll at once; without it (SQLite, or a failed
-        connection) the poll alone notices a new version."""
+        or lost connection, which the poll opens again) the poll alone notices a new version."""
         url = self.storage.database_url
         if not url:
             return
         import asyncpg  # type: ignore[import-untyped]
 
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+        name = f"{LISTENER_NAME}:{self.writer}"
         try:
-            conn = await asyncpg.connect(url)
+            conn = await asyncpg.connect(url, timeout=5, server_settings={"application_name": name})
             await conn.add_listener(CHANNEL, lambda *_: self._nudge.set())
         except Exception as exc:
-            log.warning("configuration notices unavailable (%s); polling only", type(exc).__name__)
+            if not self._listen_failed:
+                log.warning(
+                    "configuration notices unavailable (%s); polling only until they are back",
+                    type(exc).__name__,
+                )
+            self._listen_failed = True
             return
+        if self._listen_failed:
+            log.info("configuration notices are back")
+        self._listen_failed = False
         self._listener = conn
 
     def _announce(self, version: Version, changes: Changes | None) -> None:
