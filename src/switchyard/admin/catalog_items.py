@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from switchyard.admin.backends import config_etag
 from switchyard.admin.context import Problem, Request
+from switchyard.admin.proposal import config_etag
 from switchyard.admin.routes import (
     BOOLEAN,
     INTEGER,
