@@ -192,14 +192,15 @@ class Console:
         found: Authenticator | None = self.plane.ctx.authenticator()
         return found
 
-    def _pre_session(self, scope: Scope) -> str | None:
-        """The pre-session's nonce, when its cookie is this deployment's, unexpired."""
+    def _pre_session(self, scope: Scope, fresh_for: float = 0) -> str | None:
+        """The pre-session's nonce, when its cookie is this deployment's and has `fresh_for`
+        seconds left."""
         value = _cookie(scope, LOGIN_COOKIE)
         if value is None:
             return None
         nonce, _, rest = value.partition(".")
         expires, _, mac = rest.partition(".")
-        if not nonce or not expires.isdigit() or int(expires) <= time.time():
+        if not nonce or not expires.isdigit() or int(expires) <= time.time() + fresh_for:
             return None
         if not hmac.compare_digest(mac, self._derive("pre-session", f"{nonce}.{expires}")):
             return None
@@ -251,7 +252,8 @@ class Console:
             if who is not None:
                 await self._signed_in(send, *who)
                 return
-        nonce = self._pre_session(scope)
+        # A form shown now stays usable for a while: a pre-session about to end is renewed.
+        nonce = self._pre_session(scope, fresh_for=LOGIN_S / 2)
         if nonce is None:
             nonce, cookie = self._new_pre_session()
             cookies.append(cookie)
@@ -285,6 +287,8 @@ class Console:
             [(b"authorization", f"Bearer {key}".encode())], b""
         )
         if isinstance(outcome, Refusal):
+            if outcome.status == 503:
+                return None, "The key store is unavailable; try again shortly."
             return None, "That key is not valid."
         try:
             self.plane.authorise(outcome, "read")

@@ -40,8 +40,8 @@ MIGRATIONS: Final = (
                 key_prefix TEXT,
                 key_fingerprint TEXT,
                 claims TEXT,
-                created BIGINT NOT NULL,
-                expires BIGINT NOT NULL
+                created BIGINT NOT NULL,  -- nanoseconds: orders the oldest first
+                expires BIGINT NOT NULL  -- milliseconds
             )""",
             f"CREATE INDEX IF NOT EXISTS {TABLE}_principal ON {TABLE} (principal, created)",
             f"CREATE INDEX IF NOT EXISTS {TABLE}_expires ON {TABLE} (expires)",
@@ -138,7 +138,7 @@ class ConsoleSessionStore:
                 session.key_fingerprint,
                 json.dumps(claims, sort_keys=True) if claims is not None else None,
                 session.expires,
-                now_ms(),
+                time.time_ns(),
             )
         return session_id, session
 
