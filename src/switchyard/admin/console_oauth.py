@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
@@ -25,6 +26,7 @@ TIMEOUT_S: Final = 5.0
 METADATA_TTL_S: Final = 300.0
 WELL_KNOWN: Final = ("oauth-authorization-server", "openid-configuration")
 LOOPBACK: Final = ("localhost", "127.0.0.1", "::1")
+_HOST: Final = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 class SignInRefused(Exception):
@@ -45,8 +47,12 @@ def redirect_uri(settings: ConsoleOAuthConfig, authenticator: Authenticator) -> 
 
 
 def origin(url: str) -> str | None:
+    """`scheme://host[:port]` of an http(s) URL, or None. It goes into a CSP header and the
+    URL into `Location`, so anything but a plain host and port is refused."""
     parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
+    if parts.scheme not in ("https", "http") or not _HOST.fullmatch(parts.netloc):
+        return None
+    if not url.isprintable() or " " in url:
         return None
     return f"{parts.scheme}://{parts.netloc}"
 
