@@ -94,6 +94,30 @@ def test_config_check_names_rules_and_roles_that_match_nothing(tmp_path: Path) -
     ]
 
 
+def test_config_check_names_a_console_oauth_issuer_the_gateway_does_not_trust(
+    tmp_path: Path,
+) -> None:
+    issuer = {"issuer": "https://login.example", "jwks_uri": "https://login.example/jwks"}
+    config: dict[str, Any] = {
+        "auth": {"enabled": True, "rules": [{"effect": "allow"}], "issuers": [issuer]},
+        "servers": {"github": {"command": "true"}},
+        "admin": {"console_oauth": {"client_id": "console", "issuer": "https://other.example"}},
+    }
+    done = _check(tmp_path, config)
+    assert done.returncode == 0
+    assert done.stderr.splitlines() == [
+        "warning: admin.console_oauth.issuer: 'https://other.example' is not one of "
+        "auth.issuers (with auth.enabled): the console offers no OAuth sign-in"
+    ]
+    del config["admin"]["console_oauth"]["issuer"]
+    assert _check(tmp_path, config).stderr == ""
+    config["auth"]["issuers"] = []
+    assert _check(tmp_path, config).stderr.splitlines() == [
+        "warning: admin.console_oauth: auth.issuers is empty or authentication is off: the "
+        "console offers no OAuth sign-in"
+    ]
+
+
 def test_config_check_takes_config_flag_and_refuses_two_files(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"servers": {"a": {"command": "true"}}}))

@@ -5,9 +5,13 @@ Screenshots of each page are kept with the test logs (console-*.png)."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import secrets
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +20,18 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_admin import admin_config, hmac_env  # noqa: F401 (a fixture)
-from tests.harness import LOG_DIR, create_key, register_secret, start_gateway, stdio_fixture
+from tests.harness import (
+    FIXTURES,
+    LOG_DIR,
+    PYTHON,
+    Proc,
+    create_key,
+    free_port,
+    register_secret,
+    start_gateway,
+    start_port_fixture,
+    stdio_fixture,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +53,104 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+NO_REDIRECT = urllib.request.build_opener(NoRedirect)
+LOGIN_TOKEN = re.compile(r"name=login_token value='([^']+)'")
+
+
+def fetch(
+    url: str, cookie: str = "", form: dict[str, str] | None = None
+) -> tuple[int, dict[str, list[str]], str]:
+    """One request as a browser without script makes it, redirects not followed: the status,
+    the headers (every `set-cookie` kept) and the body."""
+    request = urllib.request.Request(
+        url,
+        data=urllib.parse.urlencode(form).encode() if form is not None else None,
+        headers={"Cookie": cookie} if cookie else {},
+    )
+    try:
+        with NO_REDIRECT.open(request, timeout=15) as resp:
+            status, headers, body = resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, headers, body = exc.code, exc.headers, exc.read()
+    found: dict[str, list[str]] = {}
+    for name, value in headers.items():
+        found.setdefault(name.lower(), []).append(value)
+    return status, found, body.decode()
+
+
+def set_cookies(headers: dict[str, list[str]]) -> dict[str, str]:
+    """The cookies an answer sets (name -> value; an empty value clears)."""
+    out = {}
+    for line in headers.get("set-cookie", []):
+        name, _, value = line.split(";")[0].partition("=")
+        out[name.strip()] = value
+    return out
+
+
+def login_form(base: str) -> tuple[str, str]:
+    """The sign-in page's pre-session cookie and the form's login token."""
+    status, headers, body = fetch(base + "/admin/console/login")
+    assert status == 200, body
+    pre = set_cookies(headers)["sy_console_login"]
+    found = LOGIN_TOKEN.search(body)
+    assert found is not None, body
+    return f"sy_console_login={pre}", found.group(1)
+
+
+def sign_in_over_http(base: str, key: str) -> str:
+    """Sign in with an API key as the form does; the session's `Cookie` header."""
+    pre, token = login_form(base)
+    status, headers, body = fetch(
+        base + "/admin/console/login", pre, {"key": key, "login_token": token}
+    )
+    assert status == 303 and headers["location"] == ["/admin/console/"], (status, body)
+    cookies = set_cookies(headers)
+    assert cookies["sy_console_login"] == ""  # the pre-session is spent
+    return f"sy_console={cookies['sy_console']}"
+
+
+CONSOLE_CLIENT = "switchyard-console"
+SECRET_ENV = "CONSOLE_OAUTH_SECRET"
+
+
+def start_console_issuer(redirect_uri: str, users: list[dict[str, Any]]) -> tuple[Proc, str, str]:
+    """A real authorization server (tests/fixtures/servers/auth_server.py) where the console
+    is a confidential client and `users` may sign in: the process, the issuer, the secret."""
+    secret = register_secret(f"console-client-{secrets.token_hex(8)}")
+    client = {
+        "id": CONSOLE_CLIENT,
+        "secret": secret,
+        "scopes": ["mcp:read"],
+        "redirect_uris": [redirect_uri],
+    }
+    args = [PYTHON, str(FIXTURES / "auth_server.py"), "--port", "0", "--client", json.dumps(client)]
+    for user in users:
+        args += ["--user", json.dumps(user)]
+    proc, port = start_port_fixture(args, "console-issuer")
+    return proc, f"http://127.0.0.1:{port}", secret
+
+
+def with_console_issuer(config: dict[str, Any], issuer: str) -> None:
+    """`config` trusting `issuer` for /mcp and offering console sign-in with it (the client
+    secret in $CONSOLE_OAUTH_SECRET)."""
+    config["auth"]["issuers"] = [
+        {"issuer": issuer, "jwks_uri": issuer + "/jwks", "algorithms": ["RS256"]}
+    ]
+    config["auth"]["rules"].append({"effect": "allow", "issuers": [issuer]})
+    config["admin"] = {
+        "console_oauth": {
+            "client_id": CONSOLE_CLIENT,
+            "client_secret_env": SECRET_ENV,
+            "scopes": ["mcp:read"],
+        }
+    }
+
+
 def _shot(page: Any, name: str) -> None:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(LOG_DIR / f"console-{name}.png"), full_page=True)
@@ -50,6 +163,9 @@ def _sign_in(browser: Any, base: str, key: str) -> tuple[Any, list[str]]:
     page.on("console", lambda m: violations.append(m.text) if "Security Policy" in m.text else None)
     page.goto(base + "/admin/console/")
     assert page.url.endswith("/admin/console/login")
+    # The form carries its login token, bound to the pre-session cookie set with the page.
+    assert len(page.input_value("input[name=login_token]")) == 43
+    assert [c["name"] for c in context.cookies()] == ["sy_console_login"]
     page.fill("input[name=key]", key)
     page.click("button[type=submit]")
     page.wait_for_url(base + "/admin/console/")
@@ -284,18 +400,7 @@ def test_console_pages_stay_small_and_fast_with_5000_tools(tmp_path: Path) -> No
         "rules": [{"effect": "allow", "roles": ["admin", "probe"]}],
     }
     with _gateway(tmp_path, tools, {"mode": "off"}, auth) as (gw, _):
-        login = urllib.request.Request(
-            gw.base + "/admin/console/login", data=f"key={admin}".encode(), method="POST"
-        )
-
-        class NoRedirect(urllib.request.HTTPRedirectHandler):
-            def redirect_request(self, *args: Any) -> None:
-                return None
-
-        opener = urllib.request.build_opener(NoRedirect)
-        with pytest.raises(urllib.error.HTTPError) as signed_in:
-            opener.open(login, timeout=10)
-        cookie = signed_in.value.headers["set-cookie"].split(";")[0]
+        cookie = sign_in_over_http(gw.base, admin)
         pages = [
             "/",
             "/catalog",
@@ -326,3 +431,52 @@ def test_console_pages_stay_small_and_fast_with_5000_tools(tmp_path: Path) -> No
             print(f"{path}: {size} bytes, {best * 1000:.1f} ms")
             assert size < 150 * 1024, (path, size)
             assert best < 0.100, (path, best)
+
+
+@pytest.mark.timeout(300)
+def test_console_sign_in_with_the_oauth_issuer_in_chromium(
+    tmp_path: Path,
+    browser: Any,
+    hmac_env: None,  # noqa: F811
+) -> None:
+    """The browser's part of the OAuth sign-in: the button's redirect to the issuer passes the
+    page's CSP, the pre-session cookie comes back with the issuer's redirect, and the session
+    cookie (SameSite=Strict) is in use on the page the console moves on to."""
+    port = free_port()
+    users = [{"sub": "olivia", "roles": ["admin"]}]
+    callback = f"http://127.0.0.1:{port}/admin/console/oauth/callback"
+    issuer_proc, issuer, secret = start_console_issuer(callback, users)
+    config = admin_config(tmp_path)
+    with_console_issuer(config, issuer)
+    os.environ[SECRET_ENV] = secret
+    try:
+        gw = start_gateway(config, tmp_path, port=port)
+        try:
+            context = browser.new_context()
+            page = context.new_page()
+            violations: list[str] = []
+            page.on(
+                "console",
+                lambda m: violations.append(m.text) if "Security Policy" in m.text else None,
+            )
+            page.goto(gw.base + "/admin/console/")
+            assert page.url.endswith("/admin/console/login")
+            page.click("#oauth")
+            page.wait_for_url(issuer + "/authorize?*")
+            page.click("a:text-is('olivia')")  # the issuer's sign-in page
+            page.wait_for_url(gw.base + "/admin/console/")
+            assert "Sign out olivia" in page.inner_text("nav")
+            assert "fx" in page.inner_text("table")
+            names = {c["name"]: c for c in context.cookies()}
+            assert names["sy_console"]["sameSite"] == "Strict" and names["sy_console"]["httpOnly"]
+            assert "sy_console_login" not in names
+            page.click("button:has-text('Sign out olivia')")
+            page.wait_for_url(gw.base + "/admin/console/login")
+            page.goto(gw.base + "/admin/console/keys")
+            assert page.url.endswith("/admin/console/login")
+            assert violations == []
+        finally:
+            gw.stop()
+    finally:
+        os.environ.pop(SECRET_ENV, None)
+        issuer_proc.stop()

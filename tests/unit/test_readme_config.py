@@ -17,6 +17,7 @@ from switchyard.config.schema import (
     ApprovalsConfig,
     CacheConfig,
     CacheRuleConfig,
+    ConsoleOAuthConfig,
     GatewayConfig,
     LimitsConfig,
     LoggingConfig,
@@ -48,6 +49,7 @@ TABLES: dict[str, tuple[type[BaseModel], set[str]]] = {
     "### Approvals and agent mode (`approvals:`)": (ApprovalsConfig, set()),
     "## Admin API (`admin:`)": (AdminConfig, set()),
     "### Result caching (`cache:`)": (CacheConfig, {"rules"}),
+    "#### Console sign-in and sessions": (ConsoleOAuthConfig, set()),
 }
 
 

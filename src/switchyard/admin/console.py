@@ -1,30 +1,42 @@
 """The web console at `/admin/console`: server-rendered pages, no script at all, each page a
 client of the admin API's operations (the same handlers and the same authorisation).
 
-Sign-in takes an API key; the session cookie (HttpOnly, SameSite=Strict, path `/admin`) names a
-server-side session holding it, and every page authenticates it again, so a revoked key signs
-the console out at once. Every form carries the session's CSRF token and, for a write, the
-ETag of what the page showed: a change made meanwhile is refused (412), not overwritten. The
-Content-Security-Policy allows nothing but this origin's stylesheet.
+Sign-in takes an API key or, with `admin.console_oauth`, goes to the configured OAuth issuer
+(authorization code with PKCE). The session lives in the `storage:` database, so every gateway
+process knows it (`storage.console_sessions`); its cookie (HttpOnly, SameSite=Strict, path
+`/admin`) carries a random id the table keeps only a digest of. Every page checks the
+credential again — an API key by its prefix and fingerprint against the key store, so a revoked
+key signs the console out at once; a token's session ends when the token expires. The sign-in
+form and the OAuth redirect are bound to a signed pre-session cookie (login CSRF). Every form
+carries the session's CSRF token and, for a write, the ETag of what the page showed: a change
+made meanwhile is refused (412), not overwritten. The Content-Security-Policy allows nothing
+but this origin's stylesheet.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
 import hmac
 import html
 import json
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qs, quote, urlencode
 
+from switchyard.admin.console_oauth import CALLBACK, IssuerClient, SignInRefused, redirect_uri
 from switchyard.admin.context import Problem, Request
 from switchyard.admin.routes import Answer, Operation
 from switchyard.admin.table import ROUTES
-from switchyard.auth.authenticator import Refusal
+from switchyard.auth import keys
+from switchyard.auth.authenticator import Authenticator, Refusal
+from switchyard.auth.jwt_verifier import AuthError
 from switchyard.call import Identity, RequestContext
+from switchyard.config.schema import ConsoleOAuthConfig
 from switchyard.downstream.asgi import (
     BodyTooLarge,
     BodyTooSlow,
@@ -39,15 +51,22 @@ from switchyard.policies.approvals import ApprovalRefused
 from switchyard.protocol import methods
 from switchyard.protocol.versions import LATEST_MODERN, Era
 from switchyard.routing import catalog
+from switchyard.storage.console_sessions import ConsoleSession, ConsoleSessionStore
 from switchyard.storage.database import StorageError
 from switchyard.wire import frame
 
+log = logging.getLogger("switchyard.admin.console")
+
 ROOT: Final = "/admin/console"
 COOKIE: Final = "sy_console"
+LOGIN_COOKIE: Final = "sy_console_login"
+"""The pre-session: binds the sign-in form's token and the OAuth state and PKCE verifier."""
 SESSION_S: Final = 8 * 3600.0
+LOGIN_S: Final = 600
 PAGE_ROWS: Final = 200
 """Rows a page shows at most (a search or a filter narrows the rest)."""
-MAX_SESSIONS: Final = 1000
+MAX_SESSIONS: Final = 10_000
+MAX_SESSIONS_PER_PRINCIPAL: Final = 10
 FOLLOW_S: Final = 5
 """Seconds between reloads of the audit page when it follows the trail."""
 MAX_FORM: Final = 64 * 1024
@@ -66,17 +85,34 @@ input[type=text],input[type=password]{width:22em}
 OPERATIONS: Final = {op.name: op for op in ROUTES.operations}
 
 
-@dataclass(slots=True)
-class Session:
-    key: str
-    csrf: str
-    expires: float
-
-
 class Console:
     def __init__(self, plane: Any) -> None:
         self.plane = plane
-        self._sessions: dict[str, Session] = {}
+        self._store: ConsoleSessionStore | None = None
+        self._secret = b""
+        self._opening = asyncio.Lock()
+        self._issuers = IssuerClient()
+
+    async def store(self) -> ConsoleSessionStore:
+        """The sessions' table, migrated at first use (a 503 Problem while the database is
+        down)."""
+        async with self._opening:
+            if self._store is None:
+                store = ConsoleSessionStore(
+                    await self.plane.ctx.db(),
+                    per_principal=MAX_SESSIONS_PER_PRINCIPAL,
+                    total=MAX_SESSIONS,
+                )
+                try:
+                    await store.migrate()
+                    self._secret = await store.signing_secret()
+                except StorageError:
+                    raise Problem(503, "the database is unavailable; retry shortly") from None
+                self._store = store
+            return self._store
+
+    async def aclose(self) -> None:
+        await self._issuers.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -95,11 +131,30 @@ class Console:
         elif method != "GET":
             await self._page(send, 405, "Not allowed", "<p class=error>GET or POST.</p>")
             return
-        if path == ROOT + "/login":
-            await self._login(send, method, form)
+        query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        try:
+            store = await self.store()
+            if path == ROOT + "/login":
+                await self._login(scope, send, method, form)
+                return
+            if path == ROOT + "/login/oauth" and method == "POST":
+                await self._oauth_start(scope, send, form)
+                return
+            if path == CALLBACK and method == "GET":
+                await self._oauth_callback(scope, send, query)
+                return
+            sid = _cookie(scope, COOKIE)
+            session = await store.get(sid) if sid else None
+            who = await self._who(session) if session is not None else None
+            if sid is not None and session is not None and who is None:
+                await store.delete(sid)  # revoked or expired credential: the row goes too
+        except SignInRefused as exc:
+            await self._page(send, exc.status, "Sign-in refused", _refusal(exc.message))
             return
-        sid, session = self._session(scope)
-        who = await self._who(session)
+        except (Problem, StorageError) as exc:
+            message = exc.message if isinstance(exc, Problem) else "the database is unavailable"
+            await self._page(send, 503, "Unavailable", f"<p class=error>{_e(message)}</p>")
+            return
         if who is None or sid is None or session is None:
             await _redirect(send, ROOT + "/login", clear=True)
             return
@@ -108,7 +163,11 @@ class Console:
                 await self._page(send, 403, "Forbidden", "<p class=error>Bad CSRF token.</p>")
                 return
             if path == ROOT + "/logout":
-                self._sessions.pop(sid, None)
+                try:
+                    await store.delete(sid)
+                except StorageError:
+                    await self._page(send, 503, "Unavailable", "<p class=error>Try again.</p>")
+                    return
                 await _redirect(send, ROOT + "/login", clear=True)
                 return
         pages: dict[str, Callable[..., Awaitable[tuple[str, str]]]] = {
@@ -126,69 +185,251 @@ class Console:
         if page is None:
             await self._page(send, 404, "Not found", "<p class=error>No such page.</p>")
             return
-        query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
         ctx = _Call(self.plane, who, scope, receive, send)
         title, body = await page(ctx, method, form, query)
         await self._page(send, 200, title, body, session.csrf, who)
 
     # -- sign-in ----------------------------------------------------------------------------
 
-    async def _login(self, send: Send, method: str, form: dict[str, str]) -> None:
+    def _authenticator(self) -> Authenticator | None:
+        found: Authenticator | None = self.plane.ctx.authenticator()
+        return found
+
+    def _pre_session(self, scope: Scope, fresh_for: float = 0) -> str | None:
+        """The pre-session's nonce, when its cookie is this deployment's and has `fresh_for`
+        seconds left."""
+        value = _cookie(scope, LOGIN_COOKIE)
+        if value is None:
+            return None
+        nonce, _, rest = value.partition(".")
+        expires, _, mac = rest.partition(".")
+        if not nonce or not expires.isdigit() or int(expires) <= time.time() + fresh_for:
+            return None
+        if not hmac.compare_digest(mac, self._derive("pre-session", f"{nonce}.{expires}")):
+            return None
+        return nonce
+
+    def _derive(self, purpose: str, nonce: str) -> str:
+        digest = hmac.new(self._secret, f"{purpose}|{nonce}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def _new_pre_session(self) -> tuple[str, bytes]:
+        nonce = secrets.token_urlsafe(24)
+        expires = int(time.time()) + LOGIN_S
+        value = f"{nonce}.{expires}.{self._derive('pre-session', f'{nonce}.{expires}')}"
+        # Lax, not Strict: the OAuth callback arrives as a navigation from the issuer's site.
+        cookie = f"{LOGIN_COOKIE}={value}; Path={ROOT}; HttpOnly; SameSite=Lax; Max-Age={LOGIN_S}"
+        return nonce, cookie.encode()
+
+    def _checked_pre_session(self, scope: Scope, form: dict[str, str]) -> str:
+        """The pre-session a sign-in form was posted in, its token compared in constant time."""
+        nonce = self._pre_session(scope)
+        token = form.get("login_token", "")
+        if nonce is None or not hmac.compare_digest(token, self._derive("login", nonce)):
+            raise SignInRefused(
+                403,
+                "The sign-in form's token is missing, expired or not this browser's. "
+                "Open the sign-in page again and sign in from there.",
+            )
+        return nonce
+
+    def _oauth(self) -> tuple[ConsoleOAuthConfig, str] | None:
+        """The console's OAuth client and its issuer, when sign-in with it is offered: it must
+        be one of the issuers `/mcp` trusts, so the same verifier checks its tokens."""
+        settings: ConsoleOAuthConfig | None = self.plane.ctx.settings.console_oauth
+        authenticator = self._authenticator()
+        if settings is None or authenticator is None or authenticator.tokens is None:
+            return None
+        trusted = authenticator.tokens.issuers
+        issuer = settings.issuer or (trusted[0] if trusted else None)
+        if issuer is None or issuer not in trusted:
+            return None
+        return settings, issuer
+
+    async def _login(self, scope: Scope, send: Send, method: str, form: dict[str, str]) -> None:
         message = ""
+        cookies: list[bytes] = []
         if method == "POST":
-            key = form.get("key", "").strip()
-            who = await self._who(Session(key, "", time.time() + 60)) if key else None
+            self._checked_pre_session(scope, form)
+            who, message = await self._key_sign_in(form.get("key", "").strip())
             if who is not None:
-                try:
-                    self.plane.authorise(who, "read")
-                except Problem as exc:
-                    message = exc.message
-                else:
-                    sid = secrets.token_urlsafe(32)
-                    self._expire()
-                    self._sessions[sid] = Session(
-                        key, secrets.token_urlsafe(32), time.time() + SESSION_S
-                    )
-                    await _redirect(send, ROOT + "/", cookie=sid)
-                    return
-            else:
-                message = "That key is not valid."
+                await self._signed_in(send, *who)
+                return
+        # A form shown now stays usable for a while: a pre-session about to end is renewed.
+        nonce = self._pre_session(scope, fresh_for=LOGIN_S / 2)
+        if nonce is None:
+            nonce, cookie = self._new_pre_session()
+            cookies.append(cookie)
+        token = self._derive("login", nonce)
+        oauth = self._oauth()
+        other = ""
+        form_action = None
+        if oauth is not None:
+            form_action = await self._issuers.authorization_origin(oauth[1])
+            other = (
+                f"<p>or</p><form method=post action='{ROOT}/login/oauth'>"
+                f"<input type=hidden name=login_token value='{token}'>"
+                f"<button type=submit id=oauth>Sign in with {_e(oauth[1])}</button></form>"
+            )
         body = (
             (f"<p class=error>{html.escape(message)}</p>" if message else "")
-            + f"<form method=post action='{ROOT}/login'><label>API key "
+            + f"<form method=post action='{ROOT}/login'>"
+            f"<input type=hidden name=login_token value='{token}'><label>API key "
             "<input type=password name=key autocomplete=off></label> "
-            "<button type=submit>Sign in</button></form>"
+            "<button type=submit>Sign in</button></form>" + other
         )
-        await self._page(send, 200, "Sign in", body)
+        await self._page(send, 200, "Sign in", body, cookies=cookies, form_action=form_action)
 
-    def _session(self, scope: Scope) -> tuple[str | None, Session | None]:
-        for name, value in scope["headers"]:
-            if name != b"cookie":
-                continue
-            for part in value.decode("latin-1").split(";"):
-                k, _, v = part.strip().partition("=")
-                if k == COOKIE:
-                    session = self._sessions.get(v)
-                    if session is not None and session.expires > time.time():
-                        return v, session
-        return None, None
+    async def _key_sign_in(self, key: str) -> tuple[tuple[Identity, dict[str, Any]] | None, str]:
+        """The identity and the session's fields for an API key, or why not."""
+        parsed = keys.parse(key)
+        authenticator = self._authenticator()
+        if parsed is None or authenticator is None:
+            return None, "That key is not valid."
+        outcome = await authenticator.authenticate(
+            [(b"authorization", f"Bearer {key}".encode())], b""
+        )
+        if isinstance(outcome, Refusal):
+            if outcome.status == 503:
+                return None, "The key store is unavailable; try again shortly."
+            return None, "That key is not valid."
+        try:
+            self.plane.authorise(outcome, "read")
+        except Problem as exc:
+            return None, exc.message
+        fingerprint = keys.fingerprint(keys.secret_digest(parsed.prefix, parsed.secret))
+        fields = {
+            "via": "api_key",
+            "ttl_ms": int(SESSION_S * 1000),
+            "key_prefix": parsed.prefix,
+            "key_fingerprint": fingerprint,
+        }
+        return (outcome, fields), ""
 
-    async def _who(self, session: Session | None) -> Identity | None:
-        if session is None:
-            return None
-        authenticator = self.plane.ctx.authenticator()
+    async def _signed_in(
+        self, send: Send, who: Identity, fields: dict[str, Any], *, landing: bool = False
+    ) -> None:
+        store = await self.store()
+        via, ttl_ms = fields.pop("via"), fields.pop("ttl_ms")
+        sid, _ = await store.create(who.key, via, ttl_ms, **fields)
+        cookies = [
+            f"{COOKIE}={sid}; Path=/admin; HttpOnly; SameSite=Strict; "
+            f"Max-Age={max(1, ttl_ms // 1000)}".encode(),
+            f"{LOGIN_COOKIE}=; Path={ROOT}; Max-Age=0".encode(),
+        ]
+        log.info("console sign-in by %s (%s)", who.key, via)
+        if not landing:
+            await _redirect(send, ROOT + "/", cookies=cookies)
+            return
+        # The callback is a navigation the issuer's site started, and a browser withholds
+        # SameSite=Strict cookies from a redirect it follows there; a page of our own that
+        # moves on by itself (no script) starts a same-site navigation instead.
+        body = (
+            f"<meta http-equiv=refresh content='0; url={ROOT}/'>"
+            f"<p>Signed in as {_e(who.name)}. <a id=continue href='{ROOT}/'>Continue</a></p>"
+        )
+        await self._page(send, 200, "Signed in", body, cookies=cookies)
+
+    async def _oauth_start(self, scope: Scope, send: Send, form: dict[str, str]) -> None:
+        nonce = self._checked_pre_session(scope, form)
+        oauth = self._oauth()
+        authenticator = self._authenticator()
+        if oauth is None or authenticator is None:
+            raise SignInRefused(404, "Sign-in with an OAuth issuer is not configured.")
+        settings, issuer = oauth
+        verifier = self._derive("pkce", nonce)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+        params = {
+            "response_type": "code",
+            "client_id": settings.client_id,
+            "redirect_uri": redirect_uri(settings, authenticator),
+            "state": self._derive("state", nonce),
+            "code_challenge": challenge.rstrip(b"=").decode(),
+            "code_challenge_method": "S256",
+            # RFC 8707: a token for `/mcp`, the audience the verifier requires.
+            "resource": authenticator.resource.resource,
+        }
+        if settings.scopes:
+            params["scope"] = " ".join(settings.scopes)
+        await _redirect(send, await self._issuers.authorization_url(issuer, params))
+
+    async def _oauth_callback(self, scope: Scope, send: Send, query: dict[str, str]) -> None:
+        nonce = self._pre_session(scope)
+        oauth = self._oauth()
+        authenticator = self._authenticator()
+        if oauth is None or authenticator is None:
+            raise SignInRefused(404, "Sign-in with an OAuth issuer is not configured.")
+        if nonce is None:
+            raise SignInRefused(
+                403, "The sign-in expired or was started in another browser. Sign in again."
+            )
+        if not hmac.compare_digest(query.get("state", ""), self._derive("state", nonce)):
+            raise SignInRefused(403, "The issuer's answer does not belong to this sign-in.")
+        if "error" in query:
+            raise SignInRefused(403, f"The issuer refused the sign-in: {query['error']}.")
+        code = query.get("code", "")
+        if not code:
+            raise SignInRefused(400, "The issuer's answer carries no code.")
+        settings, issuer = oauth
+        token = await self._issuers.exchange(
+            settings,
+            issuer,
+            code,
+            self._derive("pkce", nonce),
+            redirect_uri(settings, authenticator),
+        )
+        try:
+            who, expires_at = await authenticator.token_identity(token)
+        except AuthError as exc:
+            raise SignInRefused(
+                403, f"The issuer's token is not valid here: {exc.description}"
+            ) from None
+        try:
+            self.plane.authorise(who, "read")
+        except Problem as exc:
+            raise SignInRefused(403, exc.message) from None
+        ttl_ms = int(min(SESSION_S, expires_at - time.time()) * 1000)
+        if ttl_ms <= 0:
+            raise SignInRefused(403, "The issuer's token has already expired.")
+        claims = {
+            "name": who.name,
+            "issuer": who.issuer,
+            "roles": list(who.roles),
+            "scopes": sorted(who.scopes or ()),
+            "attributes": dict(who.attributes),
+        }
+        await self._signed_in(
+            send, who, {"via": "jwt", "ttl_ms": ttl_ms, "claims": claims}, landing=True
+        )
+
+    async def _who(self, session: ConsoleSession) -> Identity | None:
+        """Who a session stands for now: the API key checked again against the key store; a
+        token sign-in's identity while its issuer is still trusted."""
+        authenticator = self._authenticator()
         if authenticator is None:
             return None
-        headers = [(b"authorization", f"Bearer {session.key}".encode())]
-        outcome = await authenticator.authenticate(headers, b"")
-        return None if isinstance(outcome, Refusal) else outcome
-
-    def _expire(self) -> None:
-        now = time.time()
-        for sid in [s for s, v in self._sessions.items() if v.expires <= now]:
-            del self._sessions[sid]
-        while len(self._sessions) >= MAX_SESSIONS:
-            del self._sessions[next(iter(self._sessions))]
+        if session.via == "api_key":
+            if session.key_prefix is None or session.key_fingerprint is None:
+                return None
+            try:
+                return await authenticator.identity_for_key(
+                    session.key_prefix, session.key_fingerprint
+                )
+            except Exception:
+                log.exception("API key store unavailable")
+                raise Problem(503, "the key store is unavailable; retry shortly") from None
+        claims = session.claims or {}
+        tokens = authenticator.tokens
+        if tokens is None or claims.get("issuer") not in tokens.issuers:
+            return None
+        return Identity(
+            str(claims["name"]),
+            tuple(claims.get("roles") or ()),
+            dict(claims.get("attributes") or {}),
+            frozenset(claims.get("scopes") or ()),
+            "jwt",
+            issuer=str(claims["issuer"]),
+        )
 
     async def _page(
         self,
@@ -198,6 +439,8 @@ class Console:
         body: str,
         csrf: str | None = None,
         who: Identity | None = None,
+        cookies: list[bytes] | None = None,
+        form_action: str | None = None,
     ) -> None:
         nav = ""
         if csrf is not None and who is not None:
@@ -226,7 +469,8 @@ class Console:
             f"<h1>{html.escape(title)}</h1>{body.replace('__CSRF__', csrf or '')}</main>"
             "</body></html>"
         )
-        headers = [(b"content-type", b"text/html; charset=utf-8"), *_security()]
+        headers = [(b"content-type", b"text/html; charset=utf-8"), *_security(form_action)]
+        headers += [(b"set-cookie", c) for c in cookies or ()]
         await respond(send, status, text.encode(), headers)
 
     # -- pages ------------------------------------------------------------------------------
@@ -717,25 +961,43 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _security() -> list[tuple[bytes, bytes]]:
+def _security(form_action: str | None = None) -> list[tuple[bytes, bytes]]:
+    """The headers of every answer. `form_action`: one more origin a form here may lead to
+    (the OAuth issuer's, which the sign-in button's answer redirects to)."""
+    csp = CSP
+    if form_action is not None:
+        csp = csp.replace(b"form-action 'self'", b"form-action 'self' " + form_action.encode())
     return [
-        (b"content-security-policy", CSP),
+        (b"content-security-policy", csp),
         (b"x-content-type-options", b"nosniff"),
         (b"referrer-policy", b"same-origin"),
         (b"cache-control", b"no-store"),
     ]
 
 
-async def _redirect(send: Send, to: str, cookie: str | None = None, clear: bool = False) -> None:
+async def _redirect(
+    send: Send, to: str, cookies: list[bytes] | None = None, clear: bool = False
+) -> None:
     headers = [(b"location", to.encode()), *_security()]
-    if cookie is not None:
-        headers.append(
-            (
-                b"set-cookie",
-                f"{COOKIE}={cookie}; Path=/admin; HttpOnly; SameSite=Strict; "
-                f"Max-Age={int(SESSION_S)}".encode(),
-            )
-        )
-    elif clear:
+    headers += [(b"set-cookie", c) for c in cookies or ()]
+    if clear:
         headers.append((b"set-cookie", f"{COOKIE}=; Path=/admin; Max-Age=0".encode()))
     await respond(send, 303, b"", headers)
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    for key, value in scope["headers"]:
+        if key != b"cookie":
+            continue
+        for part in value.decode("latin-1").split(";"):
+            k, _, v = part.strip().partition("=")
+            if k == name and v:
+                return str(v)
+    return None
+
+
+def _refusal(message: str) -> str:
+    return (
+        f"<p class=error id=refused>{_e(message)}</p>"
+        f"<p><a href='{ROOT}/login'>Back to sign-in</a></p>"
+    )

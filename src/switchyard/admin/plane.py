@@ -260,6 +260,7 @@ class AdminPlane:
             audit.submit(AuditEvent("admin", time.time(), fields))
 
     async def aclose(self) -> None:
+        await self.console.aclose()
         await self.ctx.aclose()
 
 

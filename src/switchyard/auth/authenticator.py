@@ -117,6 +117,36 @@ class Authenticator:
             principal.name, principal.roles, dict(principal.attributes), None, "api_key"
         )
 
+    async def identity_for_key(self, prefix: str, fingerprint: str) -> Identity | None:
+        """The caller an API key stands for, named by its prefix and fingerprint instead of
+        the key itself; None once it is revoked, expired or unknown. Raises when the key store
+        is down (not the caller's fault)."""
+        if self.keys is None:
+            return None
+        principal = await self.keys.principal_for(prefix, fingerprint)
+        if principal is None:
+            return None
+        return Identity(
+            principal.name, principal.roles, dict(principal.attributes), None, "api_key"
+        )
+
+    async def token_identity(self, token: str) -> tuple[Identity, float]:
+        """The caller a bearer token stands for at `/mcp` — the verifier, issuers and audience
+        `/mcp` uses — and when the token expires (epoch seconds); raises AuthError. For
+        sign-ins that hold on to the identity but not the token."""
+        if self.tokens is None:
+            raise AuthError("invalid_token", "Bearer tokens are not accepted here")
+        claims = await self.tokens.verify(token, self.resource.resource)
+        who = Identity(
+            claims.subject,
+            claims.roles,
+            dict(claims.attributes),
+            claims.scopes,
+            "jwt",
+            issuer=claims.issuer,
+        )
+        return who, claims.expires_at
+
     async def _jwt(self, token: str, resource: ProtectedResource) -> Identity | Refusal:
         if self.tokens is None:
             return self._invalid(resource, "Bearer tokens are not accepted here")

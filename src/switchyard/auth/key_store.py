@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import hmac
 import json
 import os
 import re
@@ -439,6 +440,17 @@ class ApiKeyVerifier:
             attributes=record.attributes,
             key_prefix=record.prefix,
         )
+
+    async def principal_for(self, prefix: str, fingerprint: str) -> Principal | None:
+        """The principal of the key with this prefix while it is still good (not revoked, not
+        expired) and still the key `fingerprint` names; what a console session re-checks on
+        every page instead of keeping the key. Same cache as `verify`."""
+        record = await self._record(prefix)
+        if record is None or record.revoked or record.is_expired(_now()):
+            return None
+        if not hmac.compare_digest(keys.fingerprint(record.digest), fingerprint):
+            return None
+        return Principal(record.principal, record.roles, record.attributes, record.prefix)
 
     def invalidate(self, prefix: str | None = None) -> None:
         """Forget one prefix (or everything), e.g. after revoking through this process."""

@@ -31,6 +31,8 @@ KEY_LEN = len(KEY_TAG) + 1 + PREFIX_LEN + 1 + SECRET_LEN
 # replayed under another prefix and a future scheme cannot be confused with this one.
 _DIGEST_DOMAIN = b"switchyard-api-key-v1\x00"
 
+_FINGERPRINT_DOMAIN = b"switchyard-api-key-fingerprint-v1\x00"
+
 _NAME_MAX = 200
 
 
@@ -115,6 +117,12 @@ def secret_digest(prefix: str, secret: str) -> bytes:
     return hashlib.sha256(
         _DIGEST_DOMAIN + prefix.encode("ascii") + b"\x00" + secret.encode("ascii")
     ).digest()
+
+
+def fingerprint(digest: bytes) -> str:
+    """A name for the one key whose stored digest is `digest`, for a record that must point at
+    a key again later (a console session) without holding anything that authenticates."""
+    return hashlib.sha256(_FINGERPRINT_DOMAIN + digest).hexdigest()
 
 
 def check_name(kind: str, value: str) -> str:

@@ -63,7 +63,28 @@ def lint(config: SwitchyardConfig) -> list[str]:
         out += _unmatched(f"{where}.views", redaction.views or (), views, "virtual server")
     for i, cached in enumerate(config.cache.rules):
         out += _unmatched(f"cache.rules[{i}].backend", (cached.backend,), servers, "server")
+    out += _console_oauth(config)
     return out
+
+
+def _console_oauth(config: SwitchyardConfig) -> list[str]:
+    """The console offers sign-in only with an issuer `/mcp` trusts (its verifier checks the
+    tokens); any other setting shows no button at all."""
+    oauth = config.admin.console_oauth
+    if oauth is None:
+        return []
+    trusted = [i.issuer for i in config.auth.issuers] if config.auth.enabled else []
+    if oauth.issuer is not None and oauth.issuer not in trusted:
+        return [
+            f"admin.console_oauth.issuer: {oauth.issuer!r} is not one of auth.issuers (with "
+            "auth.enabled): the console offers no OAuth sign-in"
+        ]
+    if not trusted:
+        return [
+            "admin.console_oauth: auth.issuers is empty or authentication is off: the console "
+            "offers no OAuth sign-in"
+        ]
+    return []
 
 
 def _unmatched(where: str, globs: Iterable[str], names: set[str], what: str) -> list[str]:

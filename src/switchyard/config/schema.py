@@ -799,6 +799,31 @@ class ApprovalsConfig(BaseModel):
     rules: list[ApprovalRuleConfig] = Field(default_factory=list)
 
 
+class ConsoleOAuthConfig(BaseModel):
+    """Sign-in to the web console with an `auth.issuers` authorization server (`admin.
+    console_oauth`): the authorization-code flow with PKCE, the token checked like `/mcp`'s."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = Field(min_length=1, description="The console's client id at the issuer.")
+    client_secret_env: str | None = Field(
+        None,
+        description="Environment variable holding the client's secret (client_secret_basic); "
+        "unset: a public client (PKCE only).",
+    )
+    scopes: list[str] = Field(
+        default_factory=list, description="Scopes asked for (e.g. `switchyard:admin`)."
+    )
+    issuer: str | None = Field(
+        None, description="Which of `auth.issuers` (default: the first one)."
+    )
+    redirect_uri: str | None = Field(
+        None,
+        description="Registered at the issuer; default: `<auth.public_url>/admin/console/oauth/"
+        "callback`.",
+    )
+
+
 class AdminConfig(BaseModel):
     """The admin plane (`/admin/v1`): who may use it, where it listens, and whether the
     configuration is changed through it (dynamic registration)."""
@@ -833,6 +858,9 @@ class AdminConfig(BaseModel):
     )
     poll_interval: float = Field(
         0.5, gt=0, le=60, description="Seconds between checks for a newer configuration version."
+    )
+    console_oauth: ConsoleOAuthConfig | None = Field(
+        None, description="Offer console sign-in with the OAuth issuer (off when absent)."
     )
 
 
