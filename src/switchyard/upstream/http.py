@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
@@ -116,7 +116,8 @@ class StreamableHttpConnection(ConnectionCore):
         self._listen_task: asyncio.Task[None] | None = None
         self._reinit: asyncio.Task[bool] | None = None
         """The re-initialization under way after the backend forgot our session, if any."""
-        self._deleting: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        """Messages that expect no answer and must not hold up the one that sent them."""
         self.credential: Credential | None = None
         self._unreachable: str | None = None
         """Why the handshake could not connect at all, when it could not."""
@@ -176,7 +177,7 @@ class StreamableHttpConnection(ConnectionCore):
 
     async def aclose(self) -> None:
         self._mark_closed("gateway closed the connection")
-        for task in (self._stream_task, self._listen_task, self._reinit, *self._deleting):
+        for task in (self._stream_task, self._listen_task, self._reinit, *self._background):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -284,9 +285,19 @@ class StreamableHttpConnection(ConnectionCore):
                 ):
                     pass
 
-        task = asyncio.create_task(delete())
-        self._deleting.add(task)
-        task.add_done_callback(self._deleting.discard)
+        self._in_background(delete())
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _cancel_upstream(self, request_id: int, reason: str) -> None:
+        """Legacy: tell the backend a request is abandoned. Sent off the request's path: a hung
+        backend does not take the cancellation either, and its caller is answered now, not
+        when that POST gives up."""
+        cancel = frame.encode({"requestId": request_id, "reason": reason})
+        self._in_background(self.notify(methods.CANCELLED, cancel))
 
     async def _post_once(self, out: Outbound) -> Reply:
         request_id = next(self._ids)
@@ -307,15 +318,11 @@ class StreamableHttpConnection(ConnectionCore):
         except TimeoutError:
             # Modern: abandoning the stream is the cancellation. Legacy: say so explicitly.
             if self.facts.era is Era.LEGACY and method != methods.INITIALIZE:
-                cancel = frame.encode({"requestId": request_id, "reason": "timeout"})
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.notify(methods.CANCELLED, cancel))
+                self._cancel_upstream(request_id, "timeout")
             return timed_out(self.backend, timeout)
         except asyncio.CancelledError:
             if self.facts.era is Era.LEGACY:
-                cancel = frame.encode({"requestId": request_id, "reason": "client cancelled"})
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.notify(methods.CANCELLED, cancel))
+                self._cancel_upstream(request_id, "client cancelled")
             raise
         except aiohttp.ClientConnectorError as exc:
             # No connection could be made: the request never left.
