@@ -273,6 +273,12 @@ def test_console_in_chromium_with_an_admin_and_a_read_only_admin(
             text = admin.inner_text("table")
             deadline_reload += 1
         assert "createKey" in text and "revokeKey" in text and "api_key#alice" in text
+        assert "putBackend" in text  # the backend registered from the overview
+        # The playground's call is a decision like any other, under the signed-in admin.
+        admin.goto(base + "/admin/console/audit?event=decision&principal=api_key%23alice")
+        row = admin.locator("tr", has_text="fx_echo").first.inner_text().split("\t")
+        assert row[1:] == ["decision", "api_key#alice", "tools/call", "allow ok", "fx_echo"], row
+        admin.goto(base + "/admin/console/audit?event=admin")
         _shot(admin, "audit")
         assert created not in admin.content()
 
@@ -338,6 +344,14 @@ def test_console_approves_a_waiting_call(
         status, _, done = call(gw, "POST", "/v1/tools/call", bob, proposed)
         assert status == 200 and done["status"] == "completed"
         assert done["result"]["content"][0]["text"] == "flooded 0"
+        # The approval is in the audit trail, under the caller whose call it was.
+        for _ in range(100):
+            page.goto(gw.base + "/admin/console/audit?event=approval")
+            if "approved" in page.inner_text("main"):
+                break
+            page.wait_for_timeout(100)
+        row = page.locator("tr", has_text="approved").first.inner_text().split("\t")
+        assert row[1:4] == ["approval", "api_key#bob", "approved"], row
         assert violations == []
     finally:
         gw.stop()

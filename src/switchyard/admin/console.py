@@ -736,9 +736,9 @@ class Console:
             return "Audit", f"<p class=error>{exc.status}: {_e(exc.message)}</p>"
         rows = "".join(
             f"<tr><td>{_e(r.get('ts'))}</td><td>{_e(r.get('event'))}</td>"
-            f"<td>{_e(r.get('principal'))}</td><td>{_e(r.get('action') or r.get('method'))}</td>"
+            f"<td>{_e(r.get('principal'))}</td><td>{_e(_first(r, ACTIONS))}</td>"
             f"<td>{_e(' '.join(str(r[k]) for k in ('decision', 'outcome') if r.get(k)))}</td>"
-            f"<td>{_e(r.get('target') or r.get('public') or r.get('name'))}</td></tr>"
+            f"<td>{_e(_first(r, TARGETS))}</td></tr>"
             for r in records
         )
         following = bool(q.get("follow"))
@@ -955,6 +955,16 @@ def _path(op: Operation, params: dict[str, str]) -> str:
 
 def _key_etag(record: dict[str, Any]) -> str:
     return f'"k-{record["prefix"]}-{"revoked" if record["revoked"] else "active"}"'
+
+
+ACTIONS: Final = ("action", "method", "approval_event", "pin_event")
+"""What a record of each kind did: an admin operation, a request's method, an approval's or a
+pin's event."""
+TARGETS: Final = ("target", "public", "name", "key")
+
+
+def _first(record: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    return next((record[k] for k in keys if record.get(k)), None)
 
 
 def _e(value: Any) -> str:
