@@ -76,6 +76,11 @@ def test_catalog_and_audit_feed_through_the_api_and_in_chromium(
                 break
             time.sleep(0.1)
         assert [r["principal"] for r in feed[:2]] == ["api_key#alice", "api_key#bob"]
+        # The overview's figures: bob's call was refused (denied), alice's answered.
+        status, _, fx = call(gw, "GET", "/admin/v1/backends/fx", reader)
+        assert status == 200 and (fx["requests"], fx["errors"]) == (2, 1), fx
+        status, _, replica = call(gw, "GET", "/admin/v1/status", reader)
+        assert (replica["sessions"], replica["in_flight"]) == (0, 0), replica
         assert feed[0]["id"] > feed[1]["id"]
         _, _, older = call(
             gw,
@@ -95,6 +100,10 @@ def test_catalog_and_audit_feed_through_the_api_and_in_chromium(
             assert "rule 0: allow roles user, admin, probe" in row[5]
             assert "rule 1: deny principals bob" in row[5]
         _shot(page, "catalog")
+        page.goto(gw.base + "/admin/console/")
+        assert "Clients: 0 open sessions, 0 requests in flight" in page.inner_text("main")
+        row = page.locator("tr", has_text="fx").first.inner_text().split("\t")
+        assert row[:2] == ["fx", "up"] and row[4:6] == ["2", "1 (50.0 %)"], row
 
         # The audit page follows the trail without a script: a new record shows by itself.
         page.goto(gw.base + "/admin/console/audit?principal=api_key%23bob&follow=1")

@@ -20,6 +20,7 @@ from switchyard.admin.routes import (
 )
 from switchyard.config.schema import ServerConfig
 from switchyard.config.versions import document_of
+from switchyard.observability.metrics import metrics
 from switchyard.routing import catalog
 from switchyard.upstream.stdio import StdioSettings
 from switchyard.wire import frame
@@ -39,6 +40,8 @@ BACKEND: Final = obj(
         "prompts": NULLABLE_INTEGER,
         "resources": NULLABLE_INTEGER,
         "config": {"type": ["object", "null"]},
+        "requests": NULLABLE_INTEGER,
+        "errors": NULLABLE_INTEGER,
     },
     ["name", "transport", "state", "restarts"],
 )
@@ -87,9 +90,17 @@ def _row(request: Request, name: str) -> dict[str, Any]:
     }
 
 
+def _traffic(row: dict[str, Any], totals: dict[str, tuple[int, int]] | None) -> dict[str, Any]:
+    """Requests and failures since this process started (None: metrics are off)."""
+    requests, errors = totals.get(row["name"], (0, 0)) if totals is not None else (None, None)
+    return {**row, "requests": requests, "errors": errors}
+
+
 async def list_backends(request: Request) -> Answer:
     names = sorted(request.ctx.gateway.backends)
-    return Answer(200, {"backends": [_row(request, n) for n in names]}, etag=config_etag(request))
+    totals = metrics.by_backend() if metrics.enabled else None
+    rows = [_traffic(_row(request, n), totals) for n in names]
+    return Answer(200, {"backends": rows}, etag=config_etag(request))
 
 
 def _known(request: Request) -> str:
@@ -100,7 +111,8 @@ def _known(request: Request) -> str:
 
 
 async def get_backend(request: Request) -> Answer:
-    return Answer(200, _row(request, _known(request)), etag=config_etag(request))
+    totals = metrics.by_backend() if metrics.enabled else None
+    return Answer(200, _traffic(_row(request, _known(request)), totals), etag=config_etag(request))
 
 
 def _items(kind: str) -> Any:

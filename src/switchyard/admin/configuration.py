@@ -23,6 +23,7 @@ from switchyard.admin.routes import (
     array_of,
     obj,
 )
+from switchyard.observability.metrics import metrics
 from switchyard.storage.database import StorageError
 
 VERSION: Final = obj(
@@ -57,6 +58,10 @@ async def status(request: Request) -> Answer:
         "source": desired.source if desired is not None else "file",
         "dynamic_registration": request.ctx.dynamic,
         "backends": len(gateway.backends),
+        # Who is connected: 2026-07-28 clients keep no session, so what they are doing now
+        # is the requests in flight (counted with metrics on).
+        "sessions": len(gateway.sessions),
+        "in_flight": metrics.in_flight if metrics.enabled else None,
     }
     return Answer(200, body, etag=config_etag(request))
 
@@ -181,6 +186,8 @@ OPERATIONS: Final = (
                 "source": STRING,
                 "dynamic_registration": BOOLEAN,
                 "backends": INTEGER,
+                "sessions": INTEGER,
+                "in_flight": {"type": ["integer", "null"]},
             },
             ["ready", "status", "replica", "version", "source"],
         ),

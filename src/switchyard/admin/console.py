@@ -508,10 +508,23 @@ class Console:
                 "</form>"
             )
 
+        def traffic(b: dict[str, Any]) -> str:
+            if b.get("requests") is None:
+                return "<td>-</td><td>-</td>"
+            share = f" ({100 * b['errors'] / b['requests']:.1f} %)" if b["requests"] else ""
+            return f"<td>{_e(b['requests'])}</td><td>{_e(b['errors'])}{share}</td>"
+
         rows = "".join(
             f"<tr><td>{_e(b['name'])}</td><td>{_e(b['state'])}</td><td>{_e(b['transport'])}</td>"
-            f"<td>{_e(b['tools'])}</td><td>{_e(b['error'])}</td><td>{remove(b['name'])}</td></tr>"
+            f"<td>{_e(b['tools'])}</td>{traffic(b)}<td>{_e(b['error'])}</td>"
+            f"<td>{remove(b['name'])}</td></tr>"
             for b in (await c.run("listBackends")).body["backends"]
+        )
+        in_flight = status.body.get("in_flight")
+        clients = (
+            f"<p>Clients: <b>{_e(status.body['sessions'])}</b> open sessions"
+            + (f", <b>{_e(in_flight)}</b> requests in flight" if in_flight is not None else "")
+            + " on this replica.</p>"
         )
         register = (
             "<h2>Register a backend</h2><form method=post>"
@@ -527,8 +540,9 @@ class Console:
         body = (
             notice + f"<p>Status <b>{_e(status.body['status'])}</b>, configuration version "
             f"<b>{_e(status.body['version'])}</b> (source: {_e(status.body['source'])}).</p>"
-            "<table><tr><th>backend</th><th>state</th><th>transport</th><th>tools</th>"
-            f"<th>error</th><th></th></tr>{rows}</table>{register}"
+            f"{clients}<table><tr><th>backend</th><th>state</th><th>transport</th><th>tools</th>"
+            "<th>requests</th><th>failed</th><th>error</th><th></th></tr>"
+            f"{rows}</table>{register}"
         )
         return "Overview", body
 

@@ -167,6 +167,18 @@ class Metrics:
             seconds,
         )
 
+    def by_backend(self) -> dict[str, tuple[int, int]]:
+        """Requests answered and how many of them failed (a JSON-RPC error or a tool's
+        `isError`), per backend, since this process started: the console's error rates."""
+        totals: dict[str, tuple[int, int]] = {}
+        for (_, _, backend, error), cells in self.server.series.items():
+            if not backend:
+                continue
+            count = int(sum(cells[:-1]))
+            requests, errors = totals.get(backend, (0, 0))
+            totals[backend] = (requests + count, errors + (count if error else 0))
+        return totals
+
     def upstream(self, backend: str, method: str, error_type: str, seconds: float) -> None:
         """One request sent to a backend (its answer, or the failure to get one)."""
         self.client.observe(
