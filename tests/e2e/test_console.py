@@ -358,7 +358,12 @@ def test_console_approves_a_waiting_call(
 
 
 @pytest.mark.timeout(300)
-def test_console_reviews_and_approves_a_drifted_pin(tmp_path: Path, browser: Any) -> None:
+def test_console_reviews_and_approves_a_drifted_pin(
+    tmp_path: Path,
+    browser: Any,
+    hmac_env: None,  # noqa: F811
+) -> None:
+    from tests.e2e.test_admin import HMAC_ENV
     from tests.e2e.test_pins import LISTER, REPORT, _gateway, _write
 
     data = tmp_path / "keys"
@@ -368,7 +373,8 @@ def test_console_reviews_and_approves_a_drifted_pin(tmp_path: Path, browser: Any
         "data_dir": str(data),
         "rules": [{"effect": "allow", "roles": ["admin", "probe"]}],
     }
-    with _gateway(tmp_path, [REPORT, LISTER], {}, auth) as (gw, defs):
+    audit = {"enabled": True, "hmac_key": "${" + HMAC_ENV + "}", "keys_dir": str(tmp_path / "ak")}
+    with _gateway(tmp_path, [REPORT, LISTER], {}, auth, audit) as (gw, defs):
         _write(defs, [dict(REPORT, annotations={"destructiveHint": True}), LISTER])
         page, violations = _sign_in(browser, gw.base, admin)
         for _ in range(150):
@@ -391,6 +397,14 @@ def test_console_reviews_and_approves_a_drifted_pin(tmp_path: Path, browser: Any
                 break
             page.wait_for_timeout(100)
         assert "files_send_report" in page.inner_text("main")
+        # The decision is in the audit trail: the pin event, and the admin operation.
+        for _ in range(100):
+            page.goto(gw.base + "/admin/console/audit?event=pin")
+            if "files/tool/send_report" in page.inner_text("main"):
+                break
+            page.wait_for_timeout(100)
+        actions = [row.split("\t")[3:6] for row in page.locator("tr").all_inner_texts()[1:]]
+        assert ["approved", "", "files/tool/send_report"] in actions, actions
         assert violations == []
 
 
