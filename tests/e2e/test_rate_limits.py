@@ -10,9 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
+import subprocess
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -489,3 +493,81 @@ async def test_an_official_sdk_client_sees_the_exact_error_and_the_429(
     assert int(refused.headers["retry-after"]) == -(-error.data["retryAfterMs"] // 1000)
     assert refused.headers["ratelimit-policy"] == '"per-caller-1m";q=3;w=60'
     assert refused.headers["ratelimit"].startswith('"per-caller-1m";r=0;t=')
+
+
+def test_with_refusal_status_200_the_typescript_client_reads_the_error_itself(
+    tmp_path: Path,
+) -> None:
+    """The TypeScript SDK (1.x) turns any non-2xx answer into a transport error; with
+    `refusal_status: 200` it gets the JSON-RPC error, code and data, as an MCP error. Two
+    callers: the limit is each one's own."""
+    from tests.e2e.test_reference_servers import NODE
+    from tests.harness import NODE_DIR
+
+    data = tmp_path / "keys"
+    keys = {name: create_key(data, name, "user") for name in ("erin", "fred")}
+    config = {
+        "auth": {
+            "enabled": True,
+            "data_dir": str(data),
+            "rules": [{"effect": "allow", "roles": ["user", "probe"]}],
+        },
+        "servers": {"fx": stdio_fixture("crashy", isolation="shared")},
+        "rate_limits": {
+            "store": "memory",
+            "refusal_status": 200,
+            "rules": [{"name": "each", "windows": [{"period": "minute", "max": 1}]}],
+        },
+    }
+    gw = start_gateway(config, tmp_path)
+    try:
+        gw.wait_backend("fx")
+        plan = json.dumps([{"tool": "fx_echo", "arguments": {"text": f"t{i}"}} for i in range(2)])
+        for who in ("erin", "fred"):
+            done = subprocess.run(
+                [
+                    str(NODE), str(NODE_DIR / "ts_client.mjs"), "--transport", "streamable-http",
+                    "--url", gw.url, "--bearer-env", "RL_TOKEN", "--calls", plan,
+                    "--timeout", "30",
+                ],
+                capture_output=True, text=True, timeout=60,
+                env={**os.environ, "RL_TOKEN": keys[who]},
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr[-2000:]
+            first, second = json.loads(done.stdout)["calls"]
+            assert first["result"]["content"][0]["text"] == "t0"
+            error = second["error"]
+            assert error["code"] == RATE_LIMITED and error["data"]["rule"] == "each", error
+            assert 0 < error["data"]["retryAfterMs"] <= 60_000
+        # On the wire: 200, with the retry hint still in the headers.
+        request = urllib.request.Request(
+            gw.url,
+            data=json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 9,
+                    "method": "tools/call",
+                    "params": {
+                        "name": "fx_echo",
+                        "arguments": {"text": "again"},
+                        "_meta": {
+                            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                            "io.modelcontextprotocol/clientCapabilities": {},
+                        },
+                    },
+                }
+            ).encode(),
+            headers={
+                "Authorization": f"Bearer {keys['erin']}",
+                "Content-Type": "application/json",
+                "Accept": "application/json, text/event-stream",
+                "MCP-Protocol-Version": "2026-07-28",
+                "Mcp-Method": "tools/call",
+                "Mcp-Name": "fx_echo",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200 and int(resp.headers["Retry-After"]) >= 1
+            assert json.loads(resp.read())["error"]["code"] == RATE_LIMITED
+    finally:
+        gw.stop()

@@ -162,4 +162,4 @@ def compile_limits(
         )
     else:
         store = MemoryLimitCounters()
-    return Limiter(tuple(rules), store)
+    return Limiter(tuple(rules), store, refusal_status=section.refusal_status)

@@ -580,6 +580,12 @@ class RateLimitsConfig(BaseModel):
     )
     defaults: RateLimitDefaultsConfig = Field(default_factory=RateLimitDefaultsConfig)
     rules: list[RateLimitRuleConfig] = Field(default_factory=list)
+    refusal_status: Literal[429, 200] = Field(
+        429,
+        description="HTTP status of a refused call answered as JSON on Streamable HTTP: 429 "
+        "(with Retry-After), or 200 for clients that read no JSON-RPC error from a non-2xx "
+        "answer (the TypeScript SDK 1.x).",
+    )
 
 
 PoisoningAction = Literal["off", "warn", "quarantine", "block"]

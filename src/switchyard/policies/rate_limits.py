@@ -134,6 +134,8 @@ class Limiter:
     refused: collections.Counter[str] = field(default_factory=collections.Counter)
     shadow_refused: collections.Counter[str] = field(default_factory=collections.Counter)
     store_errors: int = 0
+    refusal_status: int = 429
+    """The HTTP status of a refusal answered as JSON (`rate_limits.refusal_status`)."""
     _hints: dict[bytes, dict[str, bool]] = field(default_factory=dict)
     _settling: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -276,6 +278,7 @@ def refusal_reply(
     refusals: Sequence[Refusal],
     headers: tuple[tuple[bytes, bytes], ...],
     message: str | None = None,
+    status: int = 429,
 ) -> Reply:
     """The answer to a refused call: the limit that holds it back longest is the one named."""
     binding = max(refusals, key=lambda r: r.retry_after_ms)
@@ -291,7 +294,8 @@ def refusal_reply(
     }
     if limit.kind == WINDOW:
         data["window"] = limit.label
-    hints = HttpHints(429, ((b"retry-after", str(_seconds(retry_ms)).encode()), *headers))
+    # Retry-After goes with a 200 too: a client that reads headers still learns when to retry.
+    hints = HttpHints(status, ((b"retry-after", str(_seconds(retry_ms)).encode()), *headers))
     body = frame.error_body(codes.RATE_LIMITED, message or _describe(rule, limit, retry_ms), data)
     return Reply(error=body, http=hints)
 
@@ -386,7 +390,9 @@ class RateLimits(Policy):
                     f"budget of {rule.limits[binding.limit].max} result bytes (rule "
                     f"{rule.name}); it was withheld"
                 )
-                return refusal_reply(rules, settlement.refusals, headers, message)
+                return refusal_reply(
+                    rules, settlement.refusals, headers, message, limiter.refusal_status
+                )
         if not headers:
             return reply
         hints = reply.http
@@ -407,4 +413,4 @@ class RateLimits(Policy):
         for refusal in verdict.refusals:
             limiter.refused[rules[refusal.check].name] += 1
         call.denied = True
-        return refusal_reply(rules, verdict.refusals, headers)
+        return refusal_reply(rules, verdict.refusals, headers, status=limiter.refusal_status)
