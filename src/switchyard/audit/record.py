@@ -95,57 +95,11 @@ def event_record(event: AuditEvent, writer: str, seq: int) -> dict[str, Any]:
     return record
 
 
-def decision_record(
-    decision: Decision, settings: AuditSettings, writer: str, seq: int
-) -> dict[str, Any]:
-    """The record of one decision, without its chain link."""
-    principal = decision.qualified_principal
-    request_id = decision.request_id
-    record: dict[str, Any] = {
-        "v": VERSION,
-        "event": "decision",
-        "writer": writer,
-        "seq": seq,
-        "ts": timestamp(decision.at),
-        "request_id": _capped(request_id.decode("utf-8", "replace"))
-        if request_id is not None
-        else None,
-        "trace_id": decision.trace_id,
-        "principal": _capped(principal),
-        "via": decision.via,
-        "view": _capped(decision.view),
-        "face": decision.face,
-        "era": decision.era,
-        "method": _capped(decision.method, METHOD_CHARS),
-        "backend": _capped(decision.backend),
-        "name": _capped(decision.name),
-        "public": _capped(decision.target),
-        "decision": decision.decision,
-        "reason": _capped(decision.reason),
-        "outcome": decision.outcome
-        if isinstance(decision.outcome, int)
-        else _capped(decision.outcome),
-        "status": decision.status,
-        # Whole microseconds: an integer keeps the record a flat object of exact values.
-        "latency_us": round(decision.latency_ms * 1000)
-        if decision.latency_ms is not None
-        else None,
-        "request_bytes": decision.request_bytes,
-        "result_bytes": decision.result_bytes,
-        "args_hmac": arguments_digest(settings.hmac_key, decision.arguments),
-    }
-    if decision.arguments is not None and settings.wants_raw_arguments(
-        decision.principal, principal, decision.backend, decision.name
-    ):
-        record["args"] = _raw_arguments(bytes(decision.arguments), settings)
-    return record
-
-
 class _DecisionBody(msgspec.Struct, omit_defaults=False):
-    """A decision record without raw arguments, its fields declared in JCS order (names
+    """A decision's record without raw arguments, its fields declared in JCS order (names
     sorted): msgspec writes a struct's fields in declaration order, so encoding it gives the
-    record's canonical bytes with no dict to build and no keys to sort. `decision_body`
-    checks nothing else; `tests/unit/test_audit_trail.py` holds it to `canonical()`."""
+    record's canonical bytes with no dict to build and no keys to sort
+    (`tests/unit/test_audit_trail.py` holds the two to the same bytes)."""
 
     args_hmac: str | None
     backend: str | None
@@ -177,44 +131,19 @@ _body_encoder: Final = msgspec.json.Encoder()
 _SAFE: Final = 2**53
 
 
-def _safe(value: int | None) -> bool:
-    return value is None or -_SAFE <= value <= _SAFE
-
-
-def decision_body(
-    decision: Decision, settings: AuditSettings, writer: str, seq: int
-) -> tuple[str, bytes] | None:
-    """The timestamp and canonical bytes of one decision's record, when it is the common
-    kind (no raw arguments, every number exactly representable): the same bytes as
-    `canonical(decision_record(...))` at a fraction of the cost. None: take that path."""
-    if (
-        decision.arguments is not None
-        and settings.raw_arguments
-        and settings.wants_raw_arguments(
-            decision.principal, decision.qualified_principal, decision.backend, decision.name
-        )
-    ):
-        return None
-    latency = round(decision.latency_ms * 1000) if decision.latency_ms is not None else None
-    outcome = decision.outcome
-    if not (
-        _safe(latency)
-        and _safe(decision.request_bytes)
-        and _safe(decision.result_bytes)
-        and _safe(decision.status)
-        and (not isinstance(outcome, int) or _safe(outcome))
-    ):
-        return None
+def _body(decision: Decision, settings: AuditSettings, writer: str, seq: int) -> _DecisionBody:
+    """What a decision's record says (capped strings; never a secret)."""
     request_id = decision.request_id
-    ts = timestamp(decision.at)
-    body = _DecisionBody(
+    outcome = decision.outcome
+    return _DecisionBody(
         args_hmac=arguments_digest(settings.hmac_key, decision.arguments),
         backend=_capped(decision.backend),
         decision=decision.decision,
         era=decision.era,
         event="decision",
         face=decision.face,
-        latency_us=latency,
+        # Whole microseconds: an integer keeps the record a flat object of exact values.
+        latency_us=round(decision.latency_ms * 1000) if decision.latency_ms is not None else None,
         method=_capped(decision.method, METHOD_CHARS),
         name=_capped(decision.name),
         outcome=outcome if isinstance(outcome, int) else _capped(outcome),  # type: ignore[arg-type]
@@ -229,14 +158,59 @@ def decision_body(
         seq=seq,
         status=decision.status,
         trace_id=decision.trace_id,
-        ts=ts,
+        ts=timestamp(decision.at),
         v=VERSION,
         via=decision.via,
         view=_capped(decision.view),
         writer=writer,
     )
+
+
+def _wants_raw(decision: Decision, settings: AuditSettings) -> bool:
+    return (
+        decision.arguments is not None
+        and bool(settings.raw_arguments)
+        and settings.wants_raw_arguments(
+            decision.principal, decision.qualified_principal, decision.backend, decision.name
+        )
+    )
+
+
+def decision_record(
+    decision: Decision, settings: AuditSettings, writer: str, seq: int
+) -> dict[str, Any]:
+    """The record of one decision, without its chain link."""
+    record = msgspec.structs.asdict(_body(decision, settings, writer, seq))
+    if _wants_raw(decision, settings):
+        assert decision.arguments is not None
+        record["args"] = _raw_arguments(bytes(decision.arguments), settings)
+    return record
+
+
+def _safe(value: int | None) -> bool:
+    return value is None or -_SAFE <= value <= _SAFE
+
+
+def decision_body(
+    decision: Decision, settings: AuditSettings, writer: str, seq: int
+) -> tuple[str, bytes] | None:
+    """The timestamp and canonical bytes of one decision's record, when it is the common
+    kind (no raw arguments, every number exactly representable): the same bytes as
+    `canonical(decision_record(...))` at a fraction of the cost. None: take that path."""
+    if _wants_raw(decision, settings):
+        return None
+    body = _body(decision, settings, writer, seq)
+    outcome = body.outcome
+    if not (
+        _safe(body.latency_us)
+        and _safe(body.request_bytes)
+        and _safe(body.result_bytes)
+        and _safe(body.status)
+        and (not isinstance(outcome, int) or _safe(outcome))
+    ):
+        return None
     try:
-        return ts, _body_encoder.encode(body)
+        return body.ts, _body_encoder.encode(body)
     except UnicodeEncodeError:  # a lone surrogate: the general path says what to do
         return None
 
