@@ -652,3 +652,70 @@ async def test_three_gateways_converge_within_a_second_and_a_lost_notice_only_de
         for gw in gateways:
             gw.stop()
         await _sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def test_official_clients_on_mcp_and_sse_follow_an_access_rule_write(
+    tmp_path: Path, hmac_env: None
+) -> None:
+    """The official Python client, alice on `/mcp` in its default (2026-07-28) mode and bob on
+    `/sse` in a legacy session, across one access-rule write: bob's open session is told
+    `tools/list_changed` and lists what he gained; alice's next list lacks what she lost, and
+    calling it is answered as for a tool that does not exist."""
+    import anyio
+    import httpx2
+    from mcp import Client, MCPError
+    from mcp.client.sse import sse_client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp_types import ToolListChangedNotification
+
+    keys = tmp_path / "keys"
+    alice, bob = create_key(keys, "alice", "dev"), create_key(keys, "bob", "dev")
+    carol = create_key(keys, "carol", "admin")
+    before = [
+        ADMINS,
+        {"effect": "allow", "principals": ["alice"], "backends": ["fx"]},
+        {"effect": "allow", "principals": ["bob"], "names": ["whoami"]},
+    ]
+    after = [
+        ADMINS,
+        {"effect": "allow", "principals": ["alice"], "names": ["whoami"]},
+        {"effect": "allow", "principals": ["bob"], "backends": ["fx"]},
+    ]
+    gw = start_gateway(writes_config(tmp_path, before), tmp_path)
+    try:
+        gw.wait_backend("fx")
+        told = anyio.Event()
+
+        async def on_message(message: Any) -> None:
+            if isinstance(message, ToolListChangedNotification):
+                told.set()
+
+        as_alice = httpx2.AsyncClient(headers={"Authorization": f"Bearer {alice}"})
+        with anyio.fail_after(60):
+            async with (
+                Client(streamable_http_client(gw.url, http_client=as_alice)) as modern,  # type: ignore[arg-type]
+                Client(
+                    sse_client(f"{gw.base}/sse", headers={"Authorization": f"Bearer {bob}"}),
+                    mode="legacy",
+                    message_handler=on_message,
+                ) as legacy,
+            ):
+                assert modern.protocol_version == "2026-07-28"
+
+                async def names(client: Client) -> set[str]:
+                    return {t.name for t in (await client.list_tools()).tools}
+
+                assert "fx_echo" in await names(modern)
+                assert await names(legacy) == {"fx_whoami"}
+                await write(gw, "PUT", "/admin/v1/access-rules", carol, {"rules": after})
+                await told.wait()
+                assert "fx_echo" in await names(legacy)
+                assert (await legacy.call_tool("fx_echo", {"text": "bob"})).content[0].text == (  # type: ignore[union-attr]
+                    "bob"
+                )
+                assert await names(modern) == {"fx_whoami"}
+                with pytest.raises(MCPError) as refused:
+                    await modern.call_tool("fx_echo", {"text": "alice"})
+                assert refused.value.error.code == -32602
+    finally:
+        gw.stop()
