@@ -486,6 +486,56 @@ async def test_metrics_on_their_own_listener_and_json_log_lines(
         gw.stop()
 
 
+async def test_tool_errors_are_counted_for_every_pair_of_eras(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """`isError` results count as `tool_error`, whichever era the client and the backend speak:
+    where the gateway already decoded a result to translate it, that decode decides; elsewhere
+    the result is read for it. Two clients of each era call at once."""
+    config = {
+        "servers": {
+            "sdk": {"command": PYTHON, "args": [str(FIXTURES / "sdk_stdio.py"), "--name", "sdk"]},
+            "rich": {
+                "command": PYTHON,
+                "args": [str(FIXTURES / "raw_stdio.py"), "--scenario", "rich"],
+            },
+        },
+    }
+    gw = start_gateway(config, tmp_path)
+    try:
+        gw.wait_backend("sdk")
+        gw.wait_backend("rich")
+
+        async def calls(era: str) -> None:
+            client = await RawClient(gw.url, http, era=era).open()
+            ok = await client.result("tools/call", {"name": "sdk_echo", "arguments": {"text": "x"}})
+            assert ok.get("isError") is not True and ok["content"][0]["text"] == "x", ok
+            bad = {"name": "sdk_add", "arguments": {"a": "not a number", "b": 1}}
+            assert (await client.result("tools/call", bad))["isError"] is True
+            legacy = await client.result("tools/call", {"name": "rich_everything", "arguments": {}})
+            assert legacy["isError"] is True
+
+        await asyncio.gather(*(calls(era) for era in ("legacy", "modern", "legacy", "modern")))
+        status, body = await asyncio.to_thread(http_get, f"{gw.base}/metrics")
+        assert status == 200
+        samples = _series(body.decode())
+
+        def count(tool: str, error: str) -> float:
+            labels = (
+                ("error_type", error),
+                ("gen_ai_tool_name", tool),
+                ("mcp_method_name", "tools/call"),
+                ("switchyard_backend", tool.split("_")[0]),
+            )
+            return samples.get(("mcp_server_operation_duration_seconds_count", labels), 0)
+
+        assert count("sdk_echo", "") == 4 and count("sdk_echo", "tool_error") == 0
+        assert count("sdk_add", "tool_error") == 4 and count("sdk_add", "") == 0
+        assert count("rich_everything", "tool_error") == 4 and count("rich_everything", "") == 0
+    finally:
+        gw.stop()
+
+
 async def test_switchyard_stdio_traces_through_meta_and_serves_metrics_on_its_listener(
     tmp_path: Path,
 ) -> None:

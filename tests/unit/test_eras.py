@@ -118,7 +118,7 @@ def test_legacy_params_without_modern_keys_are_untouched() -> None:
 
 def test_modern_result_for_a_tool_call_gets_result_type_only() -> None:
     raw = b'{"content":[{"type":"text","text":"hi"}],"isError":false}'
-    out = eras.result_for_modern(raw, "tools/call")
+    out = eras.result_for_modern(raw, frame.decode_object(raw), "tools/call")
     assert pairs(out) == [
         ("content", [[("type", "text"), ("text", "hi")]]),
         ("isError", False),
@@ -128,7 +128,7 @@ def test_modern_result_for_a_tool_call_gets_result_type_only() -> None:
 
 def test_modern_result_for_a_cacheable_method_gets_cache_hints() -> None:
     raw = b'{"contents":[{"uri":"file:///x","text":"t"}]}'
-    out = eras.result_for_modern(raw, "resources/read")
+    out = eras.result_for_modern(raw, frame.decode_object(raw), "resources/read")
     assert json.loads(out) == {
         "contents": [{"uri": "file:///x", "text": "t"}],
         "resultType": "complete",
@@ -140,14 +140,14 @@ def test_modern_result_for_a_cacheable_method_gets_cache_hints() -> None:
 
 def test_modern_result_already_complete_is_returned_unchanged() -> None:
     raw = b'{"content":[],"resultType":"incomplete"}'
-    assert eras.result_for_modern(raw, "tools/call") == raw
+    assert eras.result_for_modern(raw, frame.decode_object(raw), "tools/call") == raw
     raw = b'{"contents":[],"resultType":"complete","ttlMs":500,"cacheScope":"public"}'
-    assert eras.result_for_modern(raw, "resources/read") == raw
+    assert eras.result_for_modern(raw, frame.decode_object(raw), "resources/read") == raw
 
 
 def test_modern_result_keeps_present_keys_and_adds_missing_ones_once() -> None:
     raw = b'{"contents":[],"resultType":"complete","cacheScope":"public"}'
-    out = eras.result_for_modern(raw, "resources/read")
+    out = eras.result_for_modern(raw, frame.decode_object(raw), "resources/read")
     assert sorted(keys(out)) == ["cacheScope", "contents", "resultType", "ttlMs"]
     assert json.loads(out) == {
         "contents": [],
@@ -161,7 +161,7 @@ def test_modern_result_with_result_type_only_nested_still_gets_it_on_top() -> No
     raw = (
         b'{"content":[{"type":"text","text":"{\\"resultType\\":1}"}],"structured":{"resultType":2}}'
     )
-    out = eras.result_for_modern(raw, "tools/call")
+    out = eras.result_for_modern(raw, frame.decode_object(raw), "tools/call")
     assert keys(out) == ["content", "structured", "resultType"]
     assert json.loads(out)["resultType"] == "complete"
     assert json.loads(out)["structured"] == {"resultType": 2}
@@ -196,4 +196,9 @@ def test_legacy_result_keeps_nested_fields_with_those_names() -> None:
 
 def test_round_trip_modern_then_legacy_restores_the_original() -> None:
     raw = b'{"contents":[{"uri":"u","blob":"AAAA"}],"_meta":{"k":1}}'
-    assert eras.result_for_legacy(eras.result_for_modern(raw, "resources/read")) == raw
+    assert (
+        eras.result_for_legacy(
+            eras.result_for_modern(raw, frame.decode_object(raw), "resources/read")
+        )
+        == raw
+    )

@@ -305,3 +305,87 @@ def test_raw_line_breaks_inside_strings_stay_invalid(body: bytes) -> None:
 def test_compact_frames_are_sliced_verbatim() -> None:
     data = b'{"jsonrpc":"2.0","id":1,"result":{ "a" :\t1.50 }}\n'
     assert bytes(frame.peek(data).result) == b'{ "a" :\t1.50 }'
+
+
+# -- tool_flagged: a tool result's `isError`, read from its tail when that proves it ----------
+
+
+def _decoded_flag(result: bytes) -> bool:
+    """The reference: the whole result decoded by the standard library (last key wins)."""
+    try:
+        value = json.loads(result)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and value.get("isError") is True
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        b'{"content":[],"isError":true}',
+        b'{"content":[],"isError":false}',
+        b'{"content":[],"isError":true,"resultType":"complete","_meta":{"a":{"b":[1,2]}}}',
+        b'{"content":[{"type":"text","text":"' + b"x" * 70_000 + b'"}],"isError":true}',
+        b'{"isError":true}',
+        b"{}",
+        b'{"content":[]}',
+        # nested, not at the top level
+        b'{"content":[{"isError":true}]}',
+        b'{"isError":false,"c":{"isError":true}}',
+        b'{"a":{"isError":true},"b":1}',
+        # a string value, or part of one
+        b'{"a":"isError"}',
+        b'{"a":"\\"isError\\":true"}',
+        b'{"text":"say \\"isError\\": true","isError":false}',
+        # a key that only ends with the name
+        b'{"x\\"isError":true}',
+        b'{"a":"x\\\\","isError":true}',
+        # spelled with an escape, before and after the literal one
+        b'{"is\\u0045rror":true}',
+        b'{"isError":false,"is\\u0045rror":true}',
+        b'{"is\\u0045rror":true,"isError":false}',
+        # repeated: the last one counts
+        b'{"isError":true,"x":1,"isError":false}',
+        b'{"isError":false,"x":1,"isError":true}',
+        # values that are no flag
+        b'{"isError":"true"}',
+        b'{"isError":1}',
+        b'{"isError":null}',
+        # whitespace anywhere JSON allows it
+        b'{ "content" : [ ] ,\n  "isError" :\ttrue ,\r\n "_meta" : { } }',
+        # not an object at all
+        b'[{"isError":true}]',
+        b'"isError"',
+    ],
+)
+def test_tool_flagged_reads_what_a_full_decode_reads(result: bytes) -> None:
+    assert frame.tool_flagged(result) is _decoded_flag(result)
+
+
+_keys = st.sampled_from(["isError", "is\\u0045rror", 'x\\"isError', "content", "a", "_meta"])
+_scalars = st.one_of(
+    st.booleans(),
+    st.none(),
+    st.integers(-5, 5),
+    st.sampled_from(['"isError"', '"\\"isError\\":true"', '"x"', '"\\\\"']),
+)
+
+
+def _values(depth: int) -> st.SearchStrategy[str]:
+    if depth == 0:
+        return _scalars.map(lambda v: v if isinstance(v, str) else json.dumps(v))
+    inner = _values(depth - 1)
+    objects = st.lists(st.tuples(_keys, inner), max_size=4).map(
+        lambda members: "{" + ",".join(f'"{k}":{v}' for k, v in members) + "}"
+    )
+    arrays = st.lists(inner, max_size=3).map(lambda items: "[" + ",".join(items) + "]")
+    return st.one_of(inner, objects, arrays)
+
+
+@settings(max_examples=400, deadline=None)
+@given(members=st.lists(st.tuples(_keys, _values(2)), max_size=6), pad=st.integers(0, 5000))
+def test_tool_flagged_agrees_with_a_full_decode(members: list[tuple[str, str]], pad: int) -> None:
+    padding = f'"pad":"{"y" * pad}"'
+    body = "{" + ",".join([padding, *(f'"{k}":{v}' for k, v in members)]) + "}"
+    result = body.encode()
+    assert frame.tool_flagged(result) is _decoded_flag(result), body[-300:]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import math
 import re
@@ -400,7 +401,7 @@ class RateLimits(Policy):
             hints.status if hints is not None else None,
             (*(hints.headers if hints is not None else ()), *headers),
         )
-        return Reply(reply.result, reply.error, merged)
+        return dataclasses.replace(reply, http=merged)
 
     def _refuse(
         self,

@@ -6,8 +6,6 @@ import asyncio
 import time
 from typing import Final
 
-import msgspec
-
 from switchyard.call import Call
 from switchyard.observability import decisions
 from switchyard.observability.logging import access_log, decisions_wanted, write_decision
@@ -18,14 +16,6 @@ from switchyard.policies.base import Policy
 from switchyard.protocol import methods
 from switchyard.wire import frame
 from switchyard.wire.frame import Reply
-
-
-class _ToolOutcome(msgspec.Struct, forbid_unknown_fields=False):
-    isError: bool = False
-
-
-# Reads only `isError` of a tool result; the rest is skipped, not built into objects.
-_tool_outcome: Final = msgspec.json.Decoder(_ToolOutcome)
 
 
 class RequestLog(Policy):
@@ -127,11 +117,10 @@ def _outcome(call: Call, reply: Reply) -> str | int:
         except (frame.DecodeError, frame.ValidationError):
             return "error"
     if call.method == methods.TOOLS_CALL and reply.result is not None:
-        try:
-            if _tool_outcome.decode(reply.result).isError:
-                return "isError"
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            pass
+        flagged = reply.flagged
+        if flagged is None:
+            flagged = frame.tool_flagged(reply.result)
+        return "isError" if flagged else "ok"
     return "ok"
 
 

@@ -61,10 +61,10 @@ def params_for_legacy(params: dict[str, Raw]) -> dict[str, Raw]:
     return params
 
 
-def result_for_modern(result: bytes, method: str) -> bytes:
-    """Add what a 2026-07-28 client requires to a result from a legacy backend."""
+def result_for_modern(result: bytes, obj: dict[str, Raw], method: str) -> bytes:
+    """Add what a 2026-07-28 client requires to a result from a legacy backend (`result`,
+    already decoded as `obj`, which may be changed)."""
     needs_cache = method in methods.CACHEABLE
-    obj = frame.decode_object(result)
     if "resultType" in obj and (not needs_cache or "ttlMs" in obj):
         return result
     obj.setdefault("resultType", _COMPLETE)

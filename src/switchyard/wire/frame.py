@@ -145,10 +145,64 @@ class Reply:
     error: bytes | None = None
     http: HttpHints | None = None
     """What an HTTP face should add when this reply is the whole response."""
+    _flag: tuple[bytes, bool] | None = None
 
     @property
     def is_error(self) -> bool:
         return self.error is not None
+
+    def note_flag(self, flagged: bool) -> None:
+        """Record whether the current result is a tool result flagged `isError`, known to code
+        that decoded its top level anyway: the access record and the metrics then need no
+        second pass over a large result."""
+        if self.result is not None:
+            self._flag = (self.result, flagged)
+
+    @property
+    def flagged(self) -> bool | None:
+        """What `note_flag` recorded, while the result is still the one it was recorded for
+        (a policy that replaces the result makes it unknown again)."""
+        flag = self._flag
+        return flag[1] if flag is not None and flag[0] is self.result else None
+
+
+class _ToolOutcome(msgspec.Struct, forbid_unknown_fields=False):
+    # Any value decodes (the last one of repeated keys wins); only `true` is a flag.
+    isError: Any = False
+
+
+# Reads only `isError` of a tool result; the rest is skipped, not built into objects.
+_tool_outcome: Final = msgspec.json.Decoder(_ToolOutcome)
+_FLAG_KEY: Final = b'"isError"'
+_FLAG_TAIL: Final = 4096
+
+
+def tool_flagged(result: bytes) -> bool:
+    """Whether a tool result (a valid JSON object, as every `Raw` slice is) says `isError:
+    true` at its top level, as a full decode reads it: the last such key wins, any value
+    but `true` is no flag, and a result that is no object is no flag.
+
+    SDKs write `isError` among the last members, after a content that may be large. Its
+    last literal occurrence in the tail, when it opens a string (its quote not escaped) and
+    the text from there on is a whole object once `{` is put before it, is a key of the top
+    level: deeper, the text would close more objects than it opened; and any `isError` the
+    top level has after it, however spelled, is in that text. That text alone is decoded.
+    Anything else is decided by decoding the whole result."""
+    start = max(0, len(result) - _FLAG_TAIL)
+    at = result.rfind(_FLAG_KEY, start)
+    if at > 0:
+        escapes = 0
+        while escapes < at and result[at - 1 - escapes] == 0x5C:  # backslashes before it
+            escapes += 1
+        if escapes % 2 == 0:
+            try:
+                return _tool_outcome.decode(b"{" + result[at:]).isError is True
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
+    try:
+        return _tool_outcome.decode(result).isError is True
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
 
 
 def error_body(code: int, message: str, data: Any = None) -> bytes:
