@@ -165,6 +165,9 @@ KNOBS: list[tuple[str, str, type, str, str]] = [
      "calls of the in-process approval-gate measurement (bench/approvals.py); 0 skips it"),
     ("--cache-calls", "BENCH_CACHE_CALLS", int, "2000",
      "calls of the in-process result-cache measurement (bench/caching.py); 0 skips it"),
+    ("--instructions-calls", "BENCH_INSTRUCTIONS_CALLS", int, "200",
+     "calls per load of the metrics instruction count (bench/instructions.py, under "
+     "valgrind); 0 skips it"),
     ("--limits", "BENCH_LIMITS", str, "on",
      "rate-limit load (limits-memory, limits-redis against switchyard-legacy): on or off"),
     ("--redis-url", "BENCH_REDIS_URL", str, "redis://127.0.0.1:6379/0",
@@ -1010,6 +1013,8 @@ def main() -> int:
         in_process("approvals.py", args.approvals_calls, "approvals", out, run_id)
     if status == 0 and args.cache_calls > 0:
         in_process("caching.py", args.cache_calls, "result cache", out, run_id)
+    if status == 0 and args.instructions_calls > 0:
+        in_process("instructions.py", args.instructions_calls, "instructions", out, run_id, 1800)
     for rec in verified:
         print(audit_verify_line(rec))
     if status == 0 and any(not clean(r) for r in records):
@@ -1023,12 +1028,14 @@ def main() -> int:
     return status
 
 
-def in_process(script: str, calls: int, label: str, out: Path, run_id: str) -> None:
-    """One of the in-process measurements (bench/redaction.py, approvals.py, caching.py) in a
-    process of its own: its JSON record appended to the results, its line printed. Exit 1 is
-    a missed goal, still a measurement."""
+def in_process(
+    script: str, calls: int, label: str, out: Path, run_id: str, timeout_s: float = 600
+) -> None:
+    """One of the measurements of their own (bench/redaction.py, approvals.py, caching.py,
+    instructions.py) in a process of its own: its JSON record appended to the results, its
+    line printed. Exit 1 is a missed goal, still a measurement."""
     argv = [sys.executable, str(BENCH / script), f"--calls={calls}", "--json"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
     if done.returncode not in (0, 1) or not done.stdout.strip():
         print(f"\n{label}: measurement failed: {done.stderr.strip()[-500:]}")
         return

@@ -67,8 +67,18 @@ class HttpSettings:
     max_connections: int = 256
 
 
+IDLE_CONNECTION_S: Final = 4.0
+
+
 def _session(settings: HttpSettings) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=settings.max_connections, enable_cleanup_closed=True)
+    connector = aiohttp.TCPConnector(
+        limit=settings.max_connections,
+        enable_cleanup_closed=True,
+        # Shorter than the 5 s after which uvicorn and Node close an idle connection: a
+        # request sent on a connection the server is closing that moment fails, and it cannot
+        # be proven unread, so it is not re-sent.
+        keepalive_timeout=IDLE_CONNECTION_S,
+    )
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s),
