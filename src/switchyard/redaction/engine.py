@@ -487,8 +487,9 @@ class Redactor:
         return found
 
     def _count(self, state: _Pass) -> None:
-        for _path, rule, detector in state.changes:
-            self.applied[(rule, detector, state.direction.value)] += 1
+        direction = state.direction.value
+        # Counter.update counts an iterable in C: a result may carry hundreds of changes.
+        self.applied.update((rule, detector, direction) for _path, rule, detector in state.changes)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "redacted %d value(s) in %s: %s",
