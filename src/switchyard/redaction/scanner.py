@@ -50,11 +50,11 @@ class Scanner:
                 continue
             # Each match holds a gate and lies within one string: the strings without one
             # need not be scanned for this detector at all.
-            holding = [
-                i
-                for i, text in enumerate(texts)
-                if not whole[i] and any(g in text for g in d.gates)
-            ]
+            if len(d.gates) == 1:
+                gate = d.gates[0]
+                holding = [i for i, text in enumerate(texts) if gate in text]
+            else:
+                holding = [i for i, text in enumerate(texts) if any(g in text for g in d.gates)]
             if len(holding) == len(texts):
                 everywhere.append((rank, d))
             elif holding:
