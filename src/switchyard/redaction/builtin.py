@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Final
 
 import phonenumbers
+from phonenumbers import phonenumberutil
 from stdnum import iban as std_iban
 from stdnum import luhn
 from stdnum.br import cpf
@@ -98,7 +99,45 @@ def _national(digits: str, country: int) -> phonenumbers.PhoneNumber:
 
 
 def _valid_in(number: phonenumbers.PhoneNumber, regions: Sequence[str]) -> bool:
-    return any(phonenumbers.is_valid_number_for_region(number, r) for r in regions)
+    return any(_valid_for_region(number, r) for r in regions)
+
+
+_RARER_TYPES: Final = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+)
+
+
+def _valid_for_region(number: phonenumbers.PhoneNumber, region: str) -> bool:
+    """`phonenumbers.is_valid_number_for_region`, asking the same questions in another order.
+    The library finds the number's type (eight rarer types' patterns before fixed line and
+    mobile, every one a regular-expression match) and compares it with UNKNOWN: the number is
+    valid when its general pattern and any type's pattern match, whichever that is, so trying
+    the common types first gives the same answer for a fraction of the matching."""
+    country = number.country_code
+    if country is None:  # never built so here: the library's own answer
+        return phonenumbers.is_valid_number_for_region(number, region)
+    meta = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country, region.upper())
+    if meta is None or (
+        region != phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY
+        and country != phonenumberutil.country_code_for_valid_region(region)
+    ):
+        return False
+    nsn = phonenumbers.national_significant_number(number)
+    matches = phonenumberutil._is_number_matching_desc
+    if not matches(nsn, meta.general_desc):
+        return False
+    if matches(nsn, meta.fixed_line):
+        return True
+    if not meta.same_mobile_and_fixed_line_pattern and matches(nsn, meta.mobile):
+        return True
+    return any(matches(nsn, getattr(meta, kind)) for kind in _RARER_TYPES)
 
 
 def _phone_validator(regions: Sequence[str]) -> Validator:

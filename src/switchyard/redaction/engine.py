@@ -342,9 +342,13 @@ class Redactor:
                 rule = actions[f.detector]
                 if rule.action is Action.BLOCK:
                     raise Blocked(rule.name, f.detector, state.direction)
-        for (container, slot, text, _key, path), findings in zip(leaves, found, strict=True):
+        for (container, slot, text, _key, parent), findings in zip(leaves, found, strict=True):
             if findings:
-                container[slot] = self._apply(state, text, findings, path)
+                # A leaf's pointer is written out only once it has something to report.
+                where = (
+                    f"{parent}/{slot}" if isinstance(slot, int) else f"{parent}/{_pointer(slot)}"
+                )
+                container[slot] = self._apply(state, text, findings, where)
         return value
 
     def _collect(
@@ -357,10 +361,12 @@ class Redactor:
         top: bool,
         leaves: list[tuple[Any, Any, str, str | None, str]],
     ) -> None:
+        """Gathers the strings to scan as (container, slot, text, key, pointer of the
+        container)."""
         if isinstance(value, list):
             for i, v in enumerate(value):
                 if isinstance(v, str):
-                    leaves.append((value, i, v, key, f"{path}/{i}"))
+                    leaves.append((value, i, v, key, path))
                 elif isinstance(v, dict | list):
                     self._collect(state, v, key, f"{path}/{i}", payload, False, leaves)
             return
@@ -379,12 +385,11 @@ class Redactor:
                 continue
             if not payload and k in _STRUCTURAL and not isinstance(v, dict | list):
                 continue
-            where = f"{path}/{_pointer(k)}"
             if isinstance(v, str):
-                leaves.append((value, k, v, k, where))
+                leaves.append((value, k, v, k, path))
             elif isinstance(v, dict | list):
                 inner = payload or k in ("structuredContent", "arguments") or (top and k == "data")
-                self._collect(state, v, k, where, inner, False, leaves)
+                self._collect(state, v, k, f"{path}/{_pointer(k)}", inner, False, leaves)
 
     def _apply(self, state: _Pass, text: str, findings: list[Finding], path: str) -> str:
         actions = state.plan.selection.actions
@@ -487,8 +492,9 @@ class Redactor:
         return found
 
     def _count(self, state: _Pass) -> None:
-        for _path, rule, detector in state.changes:
-            self.applied[(rule, detector, state.direction.value)] += 1
+        direction = state.direction.value
+        # Counter.update counts an iterable in C: a result may carry hundreds of changes.
+        self.applied.update((rule, detector, direction) for _path, rule, detector in state.changes)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "redacted %d value(s) in %s: %s",
@@ -560,15 +566,17 @@ def _mirrors(plan: _Plan, result: dict[str, Any]) -> list[tuple[int, _Style, str
     return found
 
 
-def _keys(value: Any, into: set[str] | None = None) -> set[str]:
-    into = set() if into is None else into
-    if isinstance(value, dict):
-        into.update(value)
-        for v in value.values():
-            _keys(v, into)
-    elif isinstance(value, list):
-        for v in value:
-            _keys(v, into)
+def _keys(value: Any) -> set[str]:
+    into: set[str] = set()
+    # Only containers are visited: a result's strings far outnumber its objects.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            into.update(item)
+            stack.extend([v for v in item.values() if isinstance(v, dict | list)])
+        elif isinstance(item, list):
+            stack.extend([v for v in item if isinstance(v, dict | list)])
     return into
 
 

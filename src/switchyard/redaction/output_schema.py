@@ -194,7 +194,9 @@ def changed_violation(
     if validator is None:
         return None
     for pointer in changed:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+        parts = pointer.split("/")[1:]
+        if "~" in pointer:  # an escaped `/` or `~` in a key
+            parts = [p.replace("~1", "/").replace("~0", "~") for p in parts]
         try:
             found = _located(schema_json, schema, instance, parts)
         except (IndexError, KeyError, ValueError):

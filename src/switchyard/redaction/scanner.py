@@ -42,25 +42,57 @@ class Scanner:
                     out[i] = [claimed]
                     whole[i] = True
         joined = SEPARATOR.join(texts)
-        starts: list[int] = []
-        pos = 0
-        for text in texts:
-            starts.append(pos)
-            pos += len(text) + len(SEPARATOR)
         hits = self._prefilter.candidates(joined) if self._joined else set()
-        for f in self._scan(joined, [self._joined[i] for i in sorted(hits)]):
-            i = bisect_right(starts, f.start) - 1
-            if whole[i]:
+        everywhere: list[tuple[int, Detector]] = []
+        for rank, d in (self._joined[i] for i in sorted(hits)):
+            if not d.gates or not any(g in joined for g in d.gates):
+                everywhere.append((rank, d))  # without a gate in the text, `_scan` skips it
                 continue
-            # Only trailing whitespace can run into the separator (a PEM body's): clip it.
-            end = min(f.end, starts[i] + len(texts[i]))
-            out[i].append(Finding(f.start - starts[i], end - starts[i], f.detector, f.rank))
+            # Each match holds a gate and lies within one string: the strings without one
+            # need not be scanned for this detector at all.
+            if len(d.gates) == 1:
+                gate = d.gates[0]
+                holding = [i for i, text in enumerate(texts) if gate in text]
+            else:
+                holding = [i for i, text in enumerate(texts) if any(g in text for g in d.gates)]
+            if len(holding) == len(texts):
+                everywhere.append((rank, d))
+            elif holding:
+                self._gather(out, whole, texts, holding, [(rank, d)])
+        if everywhere:
+            self._gather(out, whole, texts, range(len(texts)), everywhere, joined)
         for i, text in enumerate(texts):
             if not whole[i] and self._alone:
                 out[i].extend(self._scan(text, self._alone))
             if len(out[i]) > 1:
                 out[i] = _settle(out[i])
         return out
+
+    def _gather(
+        self,
+        out: list[list[Finding]],
+        whole: list[bool],
+        texts: Sequence[str],
+        indices: Sequence[int],
+        detectors: Sequence[tuple[int, Detector]],
+        joined: str | None = None,
+    ) -> None:
+        """Scans the strings at `indices` joined, and files each finding under its string."""
+        if joined is None:
+            joined = SEPARATOR.join([texts[i] for i in indices])
+        starts: list[int] = []
+        pos = 0
+        for i in indices:
+            starts.append(pos)
+            pos += len(texts[i]) + len(SEPARATOR)
+        for f in self._scan(joined, detectors):
+            k = bisect_right(starts, f.start) - 1
+            i = indices[k]
+            if whole[i]:
+                continue
+            # Only trailing whitespace can run into the separator (a PEM body's): clip it.
+            end = min(f.end, starts[k] + len(texts[i]))
+            out[i].append(Finding(f.start - starts[k], end - starts[k], f.detector, f.rank))
 
     def _claim(self, text: str, key: str) -> Finding | None:
         keyed = self._key_memo.get(key)
