@@ -1,0 +1,304 @@
+"""Per-caller lists of a `token_exchange` backend, end to end: the real test authorization
+server exchanges each caller's token, a real backend (tests/fixtures/servers/per_user_http.py)
+lists each bearer's subject its own tool and resource, and the official Python client (mcp 2.x)
+connects as two principals at once, in its default mode (2026-07-28) and in legacy mode."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+
+from tests.e2e.test_auth_server import CLIENTS, AuthServer, client_token
+from tests.harness import (
+    FIXTURES,
+    PYTHON,
+    Gateway,
+    Proc,
+    free_port,
+    register_secret,
+    start_port_fixture,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+WRITER = {"id": "writer", "secret": "writer-secret", "scopes": ["mcp:read"], "roles": ["editor"]}
+register_secret(WRITER["secret"])  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[AuthServer]:
+    """The test authorization server, with a second caller (`writer`) beside `reader`."""
+    args = [PYTHON, str(FIXTURES / "auth_server.py"), "--port", "0"]
+    for client in [*CLIENTS, WRITER]:
+        args += ["--client", json.dumps(client)]
+    proc, port = start_port_fixture(args, "caller-lists-as")
+    try:
+        yield AuthServer(proc, f"http://127.0.0.1:{port}")
+    finally:
+        proc.stop()
+
+
+def _per_user(tmp_path: Path, name: str, *args: str) -> tuple[Proc, str, Path]:
+    calls = tmp_path / f"{name}-calls.txt"
+    calls.touch()
+    proc, port = start_port_fixture(
+        [PYTHON, str(FIXTURES / "per_user_http.py"), "--port", "0", *args],
+        name,
+        env={"FIXTURE_CALLS_FILE": str(calls)},
+    )
+    return proc, f"http://127.0.0.1:{port}/mcp", calls
+
+
+@pytest.fixture
+def private_backend(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Lists per bearer subject, saying `cacheScope: private` (`ttlMs` 0)."""
+    proc, url, calls = _per_user(tmp_path, "per-user-private", "--scope", "private")
+    try:
+        yield url, calls
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def public_backend(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The same backend, but claiming its lists are `cacheScope: public` (ttl 60 s)."""
+    proc, url, calls = _per_user(
+        tmp_path, "per-user-public", "--scope", "public", "--ttl-ms", "60000"
+    )
+    try:
+        yield url, calls
+    finally:
+        proc.stop()
+
+
+def _exchanging(url: str, issuer: AuthServer, **extra: Any) -> dict[str, Any]:
+    return {
+        "url": url,
+        "auth": {
+            "type": "token_exchange",
+            "token_url": f"{issuer.issuer}/token",
+            "client_id": "gateway",
+            "client_secret": "gateway-secret",
+        },
+        **extra,
+    }
+
+
+def _gateway(
+    factory: Callable[..., Gateway], issuer: AuthServer, servers: dict[str, Any], data: Path
+) -> Gateway:
+    port = free_port()
+    gw = factory(
+        {
+            "auth": {
+                "enabled": True,
+                "public_url": f"http://127.0.0.1:{port}",
+                "data_dir": str(data),  # for the harness's readiness probe key
+                "issuers": [{"issuer": issuer.issuer, "jwks_uri": issuer.jwks_uri}],
+                "rules": [{"effect": "allow"}],
+            },
+            "servers": servers,
+        },
+        port=port,
+    )
+    for name in servers:
+        gw.wait_backend(name)
+    return gw
+
+
+async def _tokens(http: aiohttp.ClientSession, issuer: AuthServer, gw: Gateway) -> list[str]:
+    """Access tokens for the gateway: `reader`'s, then `writer`'s."""
+    reader = await client_token(http, issuer, "reader", gw.url)
+    auth = {"Authorization": aiohttp.encode_basic_auth("writer", str(WRITER["secret"]))}
+    form = [("grant_type", "client_credentials"), ("resource", gw.url)]
+    async with http.post(f"{issuer.issuer}/token", data=form, headers=auth) as resp:
+        body = await resp.json()
+        assert resp.status == 200, body
+    return [reader, register_secret(body["access_token"])]
+
+
+def _lists(calls: Path) -> list[str]:
+    return calls.read_text().splitlines()
+
+
+async def _see_own_items(gw: Gateway, tokens: list[str], mode: str | None) -> None:
+    """Two principals at once through the official client: each lists, calls and reads only
+    its own items; the other's are unknown to it."""
+    import httpx2
+    from mcp import Client, MCPError
+    from mcp.client.streamable_http import streamable_http_client
+
+    reader_http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {tokens[0]}"})
+    writer_http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {tokens[1]}"})
+    kwargs: dict[str, Any] = {} if mode is None else {"mode": mode}
+    with anyio.fail_after(60):
+        async with (
+            Client(streamable_http_client(gw.url, http_client=reader_http), **kwargs) as reader,  # type: ignore[arg-type]
+            Client(streamable_http_client(gw.url, http_client=writer_http), **kwargs) as writer,  # type: ignore[arg-type]
+        ):
+            if mode is None:
+                assert reader.protocol_version == "2026-07-28"
+            else:
+                assert reader.protocol_version != "2026-07-28"
+
+            async def tools(client: Client) -> set[str]:
+                return {t.name for t in (await client.list_tools()).tools}
+
+            async def resources(client: Client) -> set[str]:
+                return {str(r.uri) for r in (await client.list_resources()).resources}
+
+            seen: dict[str, set[str]] = {}
+
+            async def both(name: str, client: Client) -> None:
+                seen[name] = await tools(client)
+                seen[name + "-res"] = await resources(client)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(both, "reader", reader)
+                tg.start_soon(both, "writer", writer)
+            assert seen["reader"] == {"pu_common", "pu_notes_reader"}
+            assert seen["writer"] == {"pu_common", "pu_notes_writer"}
+            assert seen["reader-res"] == {"user://reader/profile"}
+            assert seen["writer-res"] == {"user://writer/profile"}
+
+            own = await reader.call_tool("pu_notes_reader", {})
+            assert own.content[0].text == "reader's notes (as reader)"  # type: ignore[union-attr]
+            own = await writer.call_tool("pu_notes_writer", {})
+            assert own.content[0].text == "writer's notes (as writer)"  # type: ignore[union-attr]
+            with pytest.raises(MCPError) as refused:
+                await reader.call_tool("pu_notes_writer", {})
+            assert refused.value.error.code == -32602
+            assert refused.value.error.message == "Unknown tool: pu_notes_writer"
+            with pytest.raises(MCPError) as refused:
+                await writer.call_tool("pu_notes_reader", {})
+            assert refused.value.error.message == "Unknown tool: pu_notes_reader"
+            read = await reader.read_resource("user://reader/profile")
+            assert read.contents[0].text == "profile of reader"  # type: ignore[union-attr]
+            with pytest.raises(MCPError):
+                await writer.read_resource("user://reader/profile")
+            # Listed again (ttlMs 0): still only their own.
+            assert await tools(writer) == {"pu_common", "pu_notes_writer"}
+            assert await tools(reader) == {"pu_common", "pu_notes_reader"}
+
+
+@pytest.mark.parametrize("mode", [None, "legacy"], ids=["2026-07-28", "legacy"])
+async def test_each_caller_sees_and_calls_only_its_own_items(
+    gateway_factory: Callable[..., Gateway],
+    issuer: AuthServer,
+    private_backend: tuple[str, Path],
+    http: aiohttp.ClientSession,
+    mode: str | None,
+    tmp_path: Path,
+) -> None:
+    url, calls = private_backend
+    gw = _gateway(
+        gateway_factory, issuer, {"pu": _exchanging(url, issuer, prefix="pu")}, tmp_path / "k"
+    )
+    tokens = await _tokens(http, issuer, gw)
+    await _see_own_items(gw, tokens, mode)
+    # The backend listed to each caller as itself (and to the gateway as itself).
+    subjects = {line.split()[0] for line in _lists(calls)}
+    assert subjects == {"gateway", "reader", "writer"}
+
+
+async def test_a_legacy_era_token_exchange_backend_lists_per_caller(
+    gateway_factory: Callable[..., Gateway],
+    issuer: AuthServer,
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+) -> None:
+    """A legacy-era backend's lists carry no cacheScope: listed per caller too, on each
+    caller's own (per-principal) upstream session."""
+    proc, url, calls = _per_user(tmp_path, "per-user-legacy", "--scope", "none")
+    try:
+        servers = {"pu": _exchanging(url, issuer, prefix="pu", era="legacy")}
+        gw = _gateway(gateway_factory, issuer, servers, tmp_path / "k")
+        assert gw.readyz()["backends"]["pu"]["era"] == "legacy"
+        tokens = await _tokens(http, issuer, gw)
+        await _see_own_items(gw, tokens, None)
+        # No ttlMs: each principal's lists were listed once, and kept.
+        listed = _lists(calls)
+        assert listed.count("reader tools/list") == 1, listed
+        assert listed.count("writer tools/list") == 1, listed
+    finally:
+        proc.stop()
+
+
+async def test_a_public_list_is_listed_once_for_everyone(
+    gateway_factory: Callable[..., Gateway],
+    issuer: AuthServer,
+    public_backend: tuple[str, Path],
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """`cacheScope: public` keeps the shared catalog: listed once, as the gateway, for both
+    callers (who then see what the gateway was shown)."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    url, calls = public_backend
+    gw = _gateway(
+        gateway_factory, issuer, {"pu": _exchanging(url, issuer, prefix="pu")}, tmp_path / "k"
+    )
+    tokens = await _tokens(http, issuer, gw)
+    names: list[set[str]] = []
+    with anyio.fail_after(60):
+        for token in tokens:
+            as_caller = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+            async with Client(streamable_http_client(gw.url, http_client=as_caller)) as client:  # type: ignore[arg-type]
+                names.append({t.name for t in (await client.list_tools()).tools})
+    assert names == [{"pu_common", "pu_notes_gateway"}] * 2
+    assert [line for line in _lists(calls) if "tools/list" in line] == ["gateway tools/list"]
+
+
+async def test_a_caller_without_an_exchangeable_token_sees_none_of_its_items(
+    gateway_factory: Callable[..., Gateway],
+    issuer: AuthServer,
+    private_backend: tuple[str, Path],
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """An API-key caller has no token to exchange: the backend's per-caller kinds are not
+    listed to it at all (a call would be refused), while a token caller at the same time
+    sees its own."""
+    from tests.harness import create_key
+    from tests.rpc import RawClient
+
+    url, _ = private_backend
+    data = tmp_path / "keys"
+    alice_key = create_key(data, "alice", "user")
+    port = free_port()
+    gw = gateway_factory(
+        {
+            "auth": {
+                "enabled": True,
+                "public_url": f"http://127.0.0.1:{port}",
+                "data_dir": str(data),
+                "issuers": [{"issuer": issuer.issuer, "jwks_uri": issuer.jwks_uri}],
+                "rules": [{"effect": "allow"}],
+            },
+            "servers": {"pu": _exchanging(url, issuer, prefix="pu")},
+        },
+        port=port,
+    )
+    gw.wait_backend("pu")
+    reader_token = await client_token(http, issuer, "reader", gw.url)
+    alice = await RawClient(
+        gw.url, http, extra_headers={"Authorization": f"Bearer {alice_key}"}
+    ).open()
+    reader = await RawClient(
+        gw.url, http, extra_headers={"Authorization": f"Bearer {reader_token}"}
+    ).open()
+    listed = await alice.result("tools/list", {})
+    assert listed["tools"] == []
+    mine = await reader.result("tools/list", {})
+    assert {t["name"] for t in mine["tools"]} == {"pu_common", "pu_notes_reader"}
+    refused = (await alice.request("tools/call", {"name": "pu_common", "arguments": {}})).json
+    assert refused["error"]["code"] == -32602  # not listed to it, so unknown
