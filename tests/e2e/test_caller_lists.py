@@ -302,3 +302,105 @@ async def test_a_caller_without_an_exchangeable_token_sees_none_of_its_items(
     assert {t["name"] for t in mine["tools"]} == {"pu_common", "pu_notes_reader"}
     refused = (await alice.request("tools/call", {"name": "pu_common", "arguments": {}})).json
     assert refused["error"]["code"] == -32602  # not listed to it, so unknown
+
+
+async def test_list_changed_relists_every_principal_and_tells_their_sessions(
+    gateway_factory: Callable[..., Gateway],
+    issuer: AuthServer,
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+) -> None:
+    """A legacy-era backend (its lists kept until `list_changed`) grants `reader` a tool and
+    announces `tools/list_changed`: both principals' sessions are told, and each lists again
+    as itself; the granted tool is reader's alone, callable by reader, unknown to writer."""
+    import httpx2
+    from mcp import Client, MCPError
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp_types import ToolListChangedNotification
+
+    proc, url, calls = _per_user(tmp_path, "per-user-grant", "--scope", "none", "--grant")
+    try:
+        servers = {"pu": _exchanging(url, issuer, prefix="pu", era="legacy")}
+        gw = _gateway(gateway_factory, issuer, servers, tmp_path / "k")
+        tokens = await _tokens(http, issuer, gw)
+        told = {"reader": anyio.Event(), "writer": anyio.Event()}
+
+        def handler(who: str) -> Callable[[Any], Any]:
+            async def on_message(message: Any) -> None:
+                if isinstance(message, ToolListChangedNotification):
+                    told[who].set()
+
+            return on_message
+
+        def as_caller(token: str) -> Any:
+            http_client = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+            return streamable_http_client(gw.url, http_client=http_client)
+
+        with anyio.fail_after(90):
+            async with (
+                Client(
+                    as_caller(tokens[0]), mode="legacy", message_handler=handler("reader")
+                ) as reader,
+                Client(
+                    as_caller(tokens[1]), mode="legacy", message_handler=handler("writer")
+                ) as writer,
+            ):
+
+                async def tools(client: Client) -> set[str]:
+                    return {t.name for t in (await client.list_tools()).tools}
+
+                base = {"pu_common", "pu_grant"}
+                assert await tools(reader) == base | {"pu_notes_reader"}
+                assert await tools(writer) == base | {"pu_notes_writer"}
+                granted = await reader.call_tool("pu_grant", {"tag": "x"})
+                assert granted.content[0].text == "granted extra_x"  # type: ignore[union-attr]
+                await told["reader"].wait()
+                await told["writer"].wait()
+                assert await tools(reader) == base | {"pu_notes_reader", "pu_extra_x"}
+                assert await tools(writer) == base | {"pu_notes_writer"}
+                called = await reader.call_tool("pu_extra_x", {})
+                assert called.content[0].text == "extra_x (reader)"  # type: ignore[union-attr]
+                with pytest.raises(MCPError) as refused:
+                    await writer.call_tool("pu_extra_x", {})
+                assert refused.value.error.message == "Unknown tool: pu_extra_x"
+        # Each listed again after the change (once per list_changed it heard of: the backend
+        # announces it on every session it has, the gateway's and each caller's own).
+        listed = _lists(calls)
+        assert listed.count("reader tools/list") >= 2, listed
+        assert listed.count("writer tools/list") >= 2, listed
+    finally:
+        proc.stop()
+
+
+async def test_principals_held_are_bounded(
+    gateway_factory: Callable[..., Gateway],
+    issuer: AuthServer,
+    private_backend: tuple[str, Path],
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """`lists_max_principals: 1`: the second principal to list evicts the first, who is
+    listed again (as itself) when it next needs its lists; nobody sees another's items."""
+    from tests.rpc import RawClient
+
+    url, calls = private_backend
+    server = _exchanging(url, issuer, prefix="pu")
+    server["auth"]["lists_max_principals"] = 1
+    gw = _gateway(gateway_factory, issuer, {"pu": server}, tmp_path / "k")
+    tokens = await _tokens(http, issuer, gw)
+    reader, writer = [
+        await RawClient(gw.url, http, extra_headers={"Authorization": f"Bearer {t}"}).open()
+        for t in tokens
+    ]
+    for client, who in ((reader, "reader"), (writer, "writer"), (reader, "reader")):
+        listed = await client.result("tools/list", {})
+        assert {t["name"] for t in listed["tools"]} == {"pu_common", f"pu_notes_{who}"}
+        assert gw.readyz()["callerLists"] == {"pu": 1}
+    called = await writer.result("tools/call", {"name": "pu_notes_writer", "arguments": {}})
+    assert called["content"][0]["text"] == "writer's notes (as writer)"
+    assert [line.split()[0] for line in _lists(calls) if "tools/list" in line][1:] == [
+        "reader",
+        "writer",
+        "reader",
+        "writer",
+    ]
