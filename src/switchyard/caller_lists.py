@@ -121,7 +121,9 @@ class BackendLists:
         if not self._due(held, relist, now):
             return held.listing
         if held.pending is None or held.pending.done():
-            held.pending = asyncio.create_task(self._fetch(caller, held, self.generation))
+            # Only the kind whose lifetime ran out, unless nothing is in hand yet.
+            only = relist if held.listing is not None else None
+            held.pending = asyncio.create_task(self._fetch(caller, held, self.generation, only))
             self._tasks.add(held.pending)
             held.pending.add_done_callback(self._tasks.discard)
         with contextlib.suppress(TimeoutError):
@@ -148,14 +150,27 @@ class BackendLists:
                 return
             del self._held[principal]
 
-    async def _fetch(self, caller: Caller, held: _Held, generation: int) -> Listing | None:
+    async def _fetch(
+        self, caller: Caller, held: _Held, generation: int, only: str | None
+    ) -> Listing | None:
         backend = self.backend
         kinds = private_kinds(backend.listing)
+        previous = held.listing
         items: dict[str, tuple[dict[str, Raw], ...]] = {}
         fresh: dict[str, Freshness] = {}
         try:
             for kind in catalog.KINDS:
                 if kind not in kinds:
+                    continue
+                if (
+                    only is not None
+                    and kind != only
+                    and previous is not None
+                    and kind in previous.items
+                ):
+                    items[kind] = previous.items[kind]
+                    if kind in previous.fresh:
+                        fresh[kind] = previous.fresh[kind]
                     continue
                 pages: list[tuple[int | None, bool]] = []
                 fetched = time.monotonic()

@@ -353,6 +353,8 @@ class Gateway:
     async def stop(self) -> None:
         for task in list(self._side_tasks):
             task.cancel()
+        if self.caller_lists is not None:
+            self.caller_lists.close()
         await asyncio.gather(*(b.stop() for b in self.backends.values()), return_exceptions=True)
         for task in self._tasks:
             task.cancel()
