@@ -12,8 +12,8 @@ Each backend keeps its callers' listings in its own LRU of qualified principals 
 ones forgotten), fresh for the `ttlMs` of the caller's own answer (0: listed again each time
 that caller lists; none, from a legacy backend: until `list_changed`). Nothing one principal
 lists is ever shown to another; one principal's failure to list keeps only that principal's
-items out. A caller without an exchangeable token (an API key, or authentication off) sees
-none of such a backend's per-caller kinds: calls would be refused anyway.
+items out. A caller without an exchangeable token (an API key, or authentication off) is
+listed none of such a backend's per-caller kinds, and its calls are refused as before.
 
 A gateway without a `token_exchange` backend has no `CallerLists` at all: its request path
 does not change.
@@ -261,6 +261,7 @@ class CallerLists:
         separator: str,
         views: Sequence[ViewSpec],
         shared: Callable[[], list[Listing]],
+        shared_router: Router,
         sole_server: SoleServer,
         check: CheckListing | None = None,
     ) -> None:
@@ -268,6 +269,7 @@ class CallerLists:
         self._separator = separator
         self._views = {spec.name: spec for spec in views}
         self._shared = shared
+        self._shared_router = shared_router
         self._sole_server = sole_server
         self._check = check
         self._lists: dict[str, BackendLists] = {
@@ -309,7 +311,12 @@ class CallerLists:
             lists.cancel()
 
     async def router(self, ctx: RequestContext) -> Router:
-        """The router over this caller's catalog (routing never re-lists what is in hand)."""
+        """The router over this caller's catalog (routing never re-lists what is in hand). A
+        caller without an exchangeable token is routed as before, by the shared catalog: its
+        call reaches the backend's credential, which refuses it (-31002)."""
+        identity = ctx.identity
+        if identity is None or not identity.token:
+            return self._shared_router
         built = await self._built_for(ctx, None)
         router = built.router
         if router is None:

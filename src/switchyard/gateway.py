@@ -189,6 +189,7 @@ class Gateway:
                 self.settings.separator,
                 self.plan.views,
                 self._client_listings,
+                self.router,
                 self.forwarder.sole_server,
                 pins.caller_view if pins is not None else None,
             )

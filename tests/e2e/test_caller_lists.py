@@ -14,6 +14,7 @@ import aiohttp
 import anyio
 import pytest
 
+from switchyard.protocol import codes
 from tests.e2e.test_auth_server import CLIENTS, AuthServer, client_token
 from tests.harness import (
     FIXTURES,
@@ -266,8 +267,8 @@ async def test_a_caller_without_an_exchangeable_token_sees_none_of_its_items(
     tmp_path: Path,
 ) -> None:
     """An API-key caller has no token to exchange: the backend's per-caller kinds are not
-    listed to it at all (a call would be refused), while a token caller at the same time
-    sees its own."""
+    listed to it at all, and a call is refused as before (-31002, never made under the
+    gateway's identity), while a token caller at the same time sees its own."""
     from tests.harness import create_key
     from tests.rpc import RawClient
 
@@ -301,7 +302,8 @@ async def test_a_caller_without_an_exchangeable_token_sees_none_of_its_items(
     mine = await reader.result("tools/list", {})
     assert {t["name"] for t in mine["tools"]} == {"pu_common", "pu_notes_reader"}
     refused = (await alice.request("tools/call", {"name": "pu_common", "arguments": {}})).json
-    assert refused["error"]["code"] == -32602  # not listed to it, so unknown
+    assert refused["error"]["code"] == codes.BACKEND_PROTOCOL_ERROR
+    assert "authenticated without one" in refused["error"]["message"]
 
 
 async def test_list_changed_relists_every_principal_and_tells_their_sessions(
