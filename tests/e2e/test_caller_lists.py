@@ -92,11 +92,16 @@ def _exchanging(url: str, issuer: AuthServer, **extra: Any) -> dict[str, Any]:
 
 
 def _gateway(
-    factory: Callable[..., Gateway], issuer: AuthServer, servers: dict[str, Any], data: Path
+    factory: Callable[..., Gateway],
+    issuer: AuthServer,
+    servers: dict[str, Any],
+    data: Path,
+    **extra: Any,
 ) -> Gateway:
     port = free_port()
     gw = factory(
         {
+            **extra,
             "auth": {
                 "enabled": True,
                 "public_url": f"http://127.0.0.1:{port}",
@@ -406,3 +411,43 @@ async def test_principals_held_are_bounded(
         "reader",
         "writer",
     ]
+
+
+async def test_a_virtual_server_shows_each_caller_its_own_picks(
+    gateway_factory: Callable[..., Gateway],
+    issuer: AuthServer,
+    private_backend: tuple[str, Path],
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A virtual server picking `notes_*` of the backend: each principal, at the same time,
+    is shown and can call only its own pick, under the view's name for it."""
+    from tests.rpc import RawClient
+
+    url, _ = private_backend
+    view = {"tools": [{"backends": ["pu"], "names": ["notes_*"]}]}
+    gw = _gateway(
+        gateway_factory,
+        issuer,
+        {"pu": _exchanging(url, issuer, prefix="pu")},
+        tmp_path / "k",
+        virtual_servers={"mine": view},
+    )
+    tokens = await _tokens(http, issuer, gw)
+    reader, writer = [
+        await RawClient(
+            f"{gw.base}/servers/mine/mcp", http, extra_headers={"Authorization": f"Bearer {t}"}
+        ).open()
+        for t in tokens
+    ]
+    for client, who, other in ((reader, "reader", "writer"), (writer, "writer", "reader")):
+        listed = await client.result("tools/list", {})
+        assert [t["name"] for t in listed["tools"]] == [f"pu_notes_{who}"]
+        called = await client.result("tools/call", {"name": f"pu_notes_{who}", "arguments": {}})
+        assert called["content"][0]["text"] == f"{who}'s notes (as {who})"
+        refused = (
+            await client.request("tools/call", {"name": f"pu_notes_{other}", "arguments": {}})
+        ).json
+        assert refused["error"]["message"] == f"Unknown tool: pu_notes_{other}"
+        refused = (await client.request("tools/call", {"name": "pu_common", "arguments": {}})).json
+        assert refused["error"]["message"] == "Unknown tool: pu_common"
