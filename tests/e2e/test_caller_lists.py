@@ -118,11 +118,14 @@ def _gateway(
     return gw
 
 
-async def _tokens(http: aiohttp.ClientSession, issuer: AuthServer, gw: Gateway) -> list[str]:
-    """Access tokens for the gateway: `reader`'s, then `writer`'s."""
-    reader = await client_token(http, issuer, "reader", gw.url)
+async def _tokens(
+    http: aiohttp.ClientSession, issuer: AuthServer, gw: Gateway, resource: str | None = None
+) -> list[str]:
+    """Access tokens for the gateway (or one of its endpoints): `reader`'s, then `writer`'s."""
+    resource = resource or gw.url
+    reader = await client_token(http, issuer, "reader", resource)
     auth = {"Authorization": aiohttp.encode_basic_auth("writer", str(WRITER["secret"]))}
-    form = [("grant_type", "client_credentials"), ("resource", gw.url)]
+    form = [("grant_type", "client_credentials"), ("resource", resource)]
     async with http.post(f"{issuer.issuer}/token", data=form, headers=auth) as resp:
         body = await resp.json()
         assert resp.status == 200, body
@@ -433,11 +436,10 @@ async def test_a_virtual_server_shows_each_caller_its_own_picks(
         tmp_path / "k",
         virtual_servers={"mine": view},
     )
-    tokens = await _tokens(http, issuer, gw)
+    endpoint = f"{gw.base}/servers/mine/mcp"
+    tokens = await _tokens(http, issuer, gw, endpoint)
     reader, writer = [
-        await RawClient(
-            f"{gw.base}/servers/mine/mcp", http, extra_headers={"Authorization": f"Bearer {t}"}
-        ).open()
+        await RawClient(endpoint, http, extra_headers={"Authorization": f"Bearer {t}"}).open()
         for t in tokens
     ]
     for client, who, other in ((reader, "reader", "writer"), (writer, "writer", "reader")):
