@@ -7,7 +7,7 @@ exception nobody expected is a gateway error carrying the request's id, never a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from switchyard.call import Call, Handler, RequestContext
 from switchyard.forwarder import Forwarder
@@ -36,6 +36,9 @@ class Dispatcher:
         }
         self.unknown = build_chain(policies, "*", forwarder.method_not_found)
         self.router = router
+        self.caller_router: Callable[[RequestContext], Awaitable[Router]] | None = None
+        """The caller's own router, where some backend lists per caller (caller_lists.py);
+        None (the usual case): every caller is routed by `router`."""
 
     async def request(self, ctx: RequestContext, method: str, params: Raw | None) -> Reply:
         chain = self.chains.get(method)
@@ -44,7 +47,9 @@ class Dispatcher:
         call = Call(method, params, ctx)
         try:
             if method in ROUTED and chain is not self.unknown:
-                call.route = self.router.resolve(method, call.fields(), ctx.view)
+                own = self.caller_router
+                router = self.router if own is None else await own(ctx)
+                call.route = router.resolve(method, call.fields(), ctx.view)
             return await chain(call)
         except (frame.DecodeError, frame.ValidationError) as exc:
             # A field of the wrong JSON type somewhere in params.

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import switchyard
 from switchyard.bridge import ParkedCalls
-from switchyard.call import Call, Handler
+from switchyard.call import Call, Handler, RequestContext
 from switchyard.delivery import Delivery, Recipient
 from switchyard.observability.metrics import metrics
 from switchyard.observability.tracing import Span, tracer, with_trace_meta
@@ -79,6 +79,10 @@ class Forwarder:
         """Lists again what a backend's `ttlMs` says has run out, before a list is served."""
         self.list_hints: Callable[[str | None, str], tuple[int, bool]] | None = None
         """The (`ttlMs`, public) of a view's list of a kind, from its backends' own."""
+        self.caller_catalog: Callable[[RequestContext, str, bool], Awaitable[Catalog]] | None
+        self.caller_catalog = None
+        """The caller's own catalog of a kind (re-listed first where due, when asked), where
+        some backend lists per caller (caller_lists.py); None: `catalog` serves everyone."""
 
     def terminals(self) -> dict[str, Handler]:
         return {
@@ -178,8 +182,14 @@ class Forwarder:
         if self.freshen is not None and cursor is None:
             # Once per walk: the later pages continue the listing the first one came from.
             await self.freshen(kind)
+        own = self.caller_catalog
+        cat = (
+            self.catalog(call.ctx.view)
+            if own is None
+            else await own(call.ctx, kind, cursor is None)
+        )
         try:
-            body = self.catalog(call.ctx.view).page(
+            body = cat.page(
                 kind, cursor, self.page_size, call.allowed if call.list_filters else None
             )
         except catalog.InvalidCursor:

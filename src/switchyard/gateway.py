@@ -17,7 +17,8 @@ from switchyard.audit.record import AuditEvent
 from switchyard.audit.settings import AuditSettings
 from switchyard.audit.writer import AuditWriter
 from switchyard.bridge import ParkedCalls
-from switchyard.call import Identity
+from switchyard.call import Identity, RequestContext
+from switchyard.caller_lists import CallerLists, private_kinds
 from switchyard.delivery import ClientMessage, Delivery, OutboundHook, Push
 from switchyard.dispatcher import Dispatcher
 from switchyard.forwarder import Forwarder
@@ -36,6 +37,7 @@ from switchyard.policies.request_log import RequestLog
 from switchyard.policies.result_cache import ResultCache, ResultCaching
 from switchyard.protocol import methods
 from switchyard.protocol.link import log_wanted
+from switchyard.protocol.versions import Era
 from switchyard.redaction.engine import Redactor
 from switchyard.routing import catalog, freshness
 from switchyard.routing.router import Route, Router
@@ -169,6 +171,35 @@ class Gateway:
         """Records pin events in the audit trail while this gateway runs."""
         self._started = asyncio.Event()
         self._observing = False
+        self.caller_lists: CallerLists | None = None
+        """Each caller's own catalog, when some backend lists per caller (token_exchange)."""
+        self._adopt_caller_lists()
+
+    def _adopt_caller_lists(self) -> None:
+        """Per-caller lists when some backend acts on each caller's identity; otherwise none,
+        and the request path stays exactly as it was."""
+        old = self.caller_lists
+        if old is not None:
+            old.close()
+        lists = None
+        if CallerLists.needed(self.backends.values()):
+            pins = self.pins
+            lists = CallerLists(
+                self.backends,
+                self.settings.separator,
+                self.plan.views,
+                self._client_listings,
+                self.router,
+                self.forwarder.sole_server,
+                pins.caller_view if pins is not None else None,
+            )
+        self.caller_lists = lists
+        self.forwarder.caller_catalog = lists.catalog if lists is not None else None
+        self.dispatcher.caller_router = lists.router if lists is not None else None
+
+    def _client_listings(self) -> list[catalog.Listing]:
+        """What the shared catalog is built from (pin-checked when pinning is on)."""
+        return list(self._trusted) if self.pins is not None else self._listings()
 
     async def until_started(self) -> None:
         """Wait for `start` to finish (it is bounded by `startup_wait`)."""
@@ -275,6 +306,8 @@ class Gateway:
         self.forwarder.page_size = plan.gateway.page_size
         self.forwarder.instructions = plan.gateway.instructions
         self.dispatcher = Dispatcher(self.forwarder, self._chain(plan.gateway), self.router)
+        # Every principal lists again under the new configuration.
+        self._adopt_caller_lists()
         # Metrics and tracing as the new plan says, for every request from here on.
         self._observe()
         if self.pins is None:
@@ -321,6 +354,8 @@ class Gateway:
     async def stop(self) -> None:
         for task in list(self._side_tasks):
             task.cancel()
+        if self.caller_lists is not None:
+            self.caller_lists.close()
         await asyncio.gather(*(b.stop() for b in self.backends.values()), return_exceptions=True)
         for task in self._tasks:
             task.cancel()
@@ -397,16 +432,40 @@ class Gateway:
         return self.views.get(view) or catalog.Catalog()
 
     def _backend_changed(self, backend: Backend) -> None:
+        if self.caller_lists is not None:
+            self._caller_lists_changed(self.caller_lists, backend)
         if self.pins is None:
             self._rebuild(self._listings())
             return
         self._check_pins()
 
+    def _caller_lists_changed(self, lists: CallerLists, backend: Backend) -> None:
+        """A backend listing per caller listed again (list_changed, or it came or went):
+        every principal lists it again, and their sessions hear that their lists changed."""
+        principals = lists.invalidate(backend.name)
+        if not principals:
+            return
+        wanted = sorted({_CHANGED[k] for k in private_kinds(backend.listing) or catalog.KINDS})
+        for session in self.sessions.values():
+            if session.initialized and session.principal in principals:
+                for method in wanted:
+                    self.delivery.push(session.notify, session.recipient, None, method, None)
+        for method in wanted:
+            self.subscriptions.list_changed(method)
+
     async def _freshen_lists(self, kind: str) -> None:
         """Before a `kind` list is served: list again every backend whose own lifetime for it
-        has run out (concurrently; each backend shares one re-listing among its callers)."""
+        has run out (concurrently; each backend shares one re-listing among its callers). A
+        kind listed per caller is listed again per caller instead (caller_lists.py)."""
         now = time.monotonic()
-        due = [b for b in self.backends.values() if b.listed and b.expired(kind, now)]
+        lists = self.caller_lists
+        due = [
+            b
+            for b in self.backends.values()
+            if b.listed
+            and b.expired(kind, now)
+            and (lists is None or not lists.per_caller_kind(b, kind))
+        ]
         if not due:
             return
         await asyncio.gather(*(b.freshen(kind) for b in due))
@@ -473,6 +532,8 @@ class Gateway:
         new access rules or policies)."""
         new = catalog.build(listings, self.settings.separator)
         old, self.catalog = self.catalog, new
+        if self.caller_lists is not None:
+            self.caller_lists.shared_changed()
         old_views = self.views
         self.views = {spec.name: build_view(new, spec) for spec in self.plan.views}
         announced: set[str] = set()
@@ -558,10 +619,14 @@ class Gateway:
         """A modern listen stream: each URI is routed and judged like `resources/subscribe`
         (denied and unknown look alike), within the per-stream and per-caller bounds."""
         wanted: list[tuple[str, Backend]] = []
+        router = self.router
+        if self.caller_lists is not None:
+            ctx = RequestContext(Era.MODERN, "", "", identity=identity, view=view)
+            router = await self.caller_lists.router(ctx)
         for uri in uris:
             if not isinstance(uri, str):
                 continue
-            route = self.router.listed_resource(uri, view)
+            route = router.listed_resource(uri, view)
             if route is None or not self.permits(identity, route):
                 continue
             wanted.append((uri, self.backends[route.backend]))
@@ -606,6 +671,8 @@ class Gateway:
             body["resultCache"] = results.status()
         if self.pins is not None:
             body["pins"] = self.pins.status()
+        if self.caller_lists is not None:
+            body["callerLists"] = self.caller_lists.status()
         audit = self.audit
         if audit is not None:
             unavailable = audit.unavailable()

@@ -262,6 +262,8 @@ def _credentials(
         resource=auth.resource or transport.url,
         audience=auth.audience,
         scope=auth.scope,
+        lists_max_principals=auth.lists_max_principals,
+        lists_idle_s=auth.lists_idle,
     )
 
 

@@ -151,6 +151,18 @@ class UpstreamAuthConfig(BaseModel):
     scope: str | None = None
     resource: str | None = Field(None, description="Token audience (RFC 8707); default: the url.")
     audience: str | None = Field(None, description="token_exchange: the audience parameter.")
+    lists_max_principals: int = Field(
+        1000,
+        ge=1,
+        description="token_exchange: principals whose own lists (per-caller listings) are "
+        "kept for this backend; the least recently used is forgotten first.",
+    )
+    lists_idle: float = Field(
+        900.0,
+        gt=0,
+        description="token_exchange: seconds after which a principal's unused own lists are "
+        "forgotten.",
+    )
 
 
 class HealthConfig(BaseModel):

@@ -138,6 +138,26 @@ class PinGuard:
             del self.hidden[backend]
         return out
 
+    async def caller_view(self, listing: catalog.Listing) -> catalog.Listing:
+        """One caller's own listing of a backend (per-caller lists), with only what may be
+        shown: each item is judged like a shared one (a new one by the backend's mode: `tofu`
+        pins it on first sight, `approve` hides it until approved), but the gateway-wide
+        state (what is hidden, the cross-tool scan) is left as the shared listings made it."""
+        self._fresh = False
+        seen: dict[tuple[str, bytes], _Seen] = {}
+        foreign = self._foreign.get(listing.backend, frozenset())
+        items: dict[str, tuple[dict[str, Raw], ...]] = dict(listing.items)
+        for kind in PINNED_KINDS:
+            if kind not in listing.items:
+                continue  # a kind this caller was not listed stays as the shared listing has it
+            kept: list[dict[str, Raw]] = []
+            for item in listing.items[kind]:
+                check = self._check(listing.backend, kind, item, foreign, seen, False)
+                if check is not None and await self._allows(check):
+                    kept.append(item)
+            items[kind] = tuple(kept)
+        return catalog.Listing(listing.backend, listing.prefix, items, listing.fresh)
+
     def _check(
         self,
         backend: str,

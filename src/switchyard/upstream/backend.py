@@ -499,7 +499,7 @@ class Backend:
         cursor: str | None = None
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
-            params = self._list_params(conn, cursor)
+            params = self.list_params(conn, cursor)
             reply = await conn.request(
                 Outbound(method, params, timeout_s=self.settings.list_timeout_s)
             )
@@ -507,7 +507,7 @@ class Backend:
                 err = frame.decode_error(reply.error or b'{"code":0,"message":"?"}')
                 raise RuntimeError(f"{method} failed: {err.message} ({err.code})")
             result = frame.decode_object(reply.result)
-            pages.append(_cache_hints(result))
+            pages.append(cache_hints(result))
             if kind in result:
                 out.extend(frame.decode_object(item) for item in frame.decode_array(result[kind]))
             next_raw = result.get("nextCursor")
@@ -530,7 +530,7 @@ class Backend:
         return tuple(out)
 
     @staticmethod
-    def _list_params(conn: Connection, cursor: str | None) -> bytes | None:
+    def list_params(conn: Connection, cursor: str | None) -> bytes | None:
         params: dict[str, Any] = {}
         if cursor is not None:
             params["cursor"] = cursor
@@ -1030,7 +1030,7 @@ async def _count_down(ep: Endpoint, conn: Connection) -> None:
         ep.isolated -= 1
 
 
-def _cache_hints(result: dict[str, Raw]) -> tuple[int | None, bool]:
+def cache_hints(result: dict[str, Raw]) -> tuple[int | None, bool]:
     """A list page's (`ttlMs`, `cacheScope` is public). A legacy page, or a `ttlMs` that is
     not a number of 0 or more, promises nothing (None); 0 is immediately stale."""
     raw = frame.decode_any(result["ttlMs"]) if "ttlMs" in result else None

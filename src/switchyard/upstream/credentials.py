@@ -678,6 +678,11 @@ class CredentialSpec:
     resource: str | None = None
     audience: str | None = None
     scope: str | None = None
+    lists_max_principals: int = 1000
+    """token_exchange: principals whose own lists one backend keeps (least recently used
+    forgotten first; see caller_lists.py)."""
+    lists_idle_s: float = 900.0
+    """token_exchange: a principal's own lists are forgotten after this long unused."""
 
     def build(self, http: aiohttp.ClientSession) -> Credential:
         own = ClientCredentials(
