@@ -218,6 +218,10 @@ def _use_wal(conn: sqlite3.Connection, wait_s: float) -> None:
             time.sleep(0.01)
 
 
+class _BuildFailed(Exception):
+    """What an `insert_built` build raised, carried past the translation of driver errors."""
+
+
 class SqliteDatabase(Database):
     """One SQLite file in WAL mode (readers in other processes never block its writer)."""
 
@@ -293,7 +297,10 @@ class SqliteDatabase(Database):
         # Building, BEGIN, the inserts and COMMIT in one trip to the connection's thread: each
         # trip costs a thread switch and an event-loop wake-up, dearer than a small batch.
         def run(conn: sqlite3.Connection) -> None:
-            rows = build()
+            try:
+                rows = build()
+            except Exception as exc:
+                raise _BuildFailed from exc
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(sql, rows)
@@ -305,7 +312,13 @@ class SqliteDatabase(Database):
                 raise
 
         async with self._lock:
-            await self._call(run)
+            try:
+                await self._call(run)
+            except _BuildFailed as failed:
+                # The caller's own error, not the database's: raised as it was.
+                cause = failed.__cause__
+                assert cause is not None
+                raise cause from None
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Session]:
