@@ -532,6 +532,20 @@ def test_the_fast_record_body_is_the_canonical_bytes_of_the_record() -> None:
         assert fast == (record["ts"], canonical(record)), item
 
 
+def test_the_arguments_digest_is_hmac_sha256_under_each_key() -> None:
+    """The digest reuses a keyed HMAC per key: it must equal a fresh HMAC-SHA256 for keys
+    shorter and longer than SHA-256's block, used in turn, and never mix two keys."""
+    from switchyard.audit.record import arguments_digest
+
+    body = b'{"a":"x","b":[1,2.5]}'
+    keys = (HMAC_KEY, b"k" * 64, b"long" * 40, HMAC_KEY + b"-other")
+    for _ in range(2):
+        for key in keys:
+            expected = hmac.new(key, body, hashlib.sha256).hexdigest()
+            assert arguments_digest(key, Raw(b'{"b": [1, 2.50], "a": "x"}')) == expected
+    assert len({arguments_digest(k, Raw(body)) for k in keys}) == len(keys)
+
+
 def test_decisions_the_fast_body_cannot_encode_take_the_general_path() -> None:
     from switchyard.audit.record import decision_body
 

@@ -87,6 +87,28 @@ async def test_a_transaction_commits_together_or_not_at_all(db: Database) -> Non
     assert await db.fetch("SELECT name FROM items ORDER BY name") == [("kept",)]
 
 
+async def test_built_rows_are_inserted_together_or_not_at_all(db: Database) -> None:
+    """`insert_built`: the rows `build()` returns commit as one transaction; a build that
+    raises or a row the table refuses leaves nothing behind, and the connection is usable
+    (no transaction left open) for the next write."""
+    sql = "INSERT INTO items (name, size) VALUES (?, ?)"
+    await db.insert_built(sql, lambda: [("a", 1), ("b", 2)])
+
+    def broken() -> list[tuple[str, int]]:
+        raise RuntimeError("build failed")
+
+    with pytest.raises(RuntimeError):
+        await db.insert_built(sql, broken)
+    with pytest.raises(StorageError):  # "a" exists: the whole batch goes, "c" too
+        await db.insert_built(sql, lambda: [("c", 3), ("a", 4)])
+    await db.insert_built(sql, lambda: [("d", 5)])
+    assert await db.fetch("SELECT name, size FROM items ORDER BY name") == [
+        ("a", 1),
+        ("b", 2),
+        ("d", 5),
+    ]
+
+
 async def test_concurrent_statements_never_land_inside_a_transaction(db: Database) -> None:
     """A transaction that fails rolls back only its own statements, even with other writes
     of the same process racing it."""

@@ -4,10 +4,10 @@ store cannot keep up.
 
 Decisions arrive through the observability sink (`submit`, on the request's path: an append to
 a bounded queue, nothing more). One task drains the queue in batches: builds and chains the
-records in a worker thread, commits a batch in one transaction, and only then advances the
-chain, so a failed write is retried with the same sequence numbers. Appends are serialised in
-this process; no database lock is held across processes, since every process has its own
-stream.
+records off the event loop (on SQLite in the same trip to the database's thread as the
+insert), commits a batch in one transaction, and only then advances the chain, so a failed
+write is retried with the same sequence numbers. Appends are serialised in this process; no
+database lock is held across processes, since every process has its own stream.
 """
 
 from __future__ import annotations
@@ -188,9 +188,7 @@ class AuditWriter:
                 backoff = 0.1
                 self._ready.set()
             if not self._stopping:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.flush_interval_s)
-                self._wake.clear()
+                await self._sleep(self.settings.flush_interval_s)
             try:
                 if self._resync:
                     await self._resynchronise()
@@ -219,8 +217,13 @@ class AuditWriter:
                 return
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        """Until woken or `seconds` passed. A timer that sets the event, not `wait_for`: this
+        runs every flush interval, and `wait_for` costs a task and a cancellation each time."""
+        handle = asyncio.get_running_loop().call_later(seconds, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            handle.cancel()
         self._wake.clear()
 
     def _failed(self, what: str, exc: BaseException) -> None:
@@ -256,9 +259,15 @@ class AuditWriter:
         batch = [d for _, d in islice(self._queue, 0, self.settings.batch_size)]
         if not batch:
             return
-        rows, head = await asyncio.to_thread(self._build, batch, self._seq, self._head)
-        async with db.transaction() as tx:
-            await tx.executemany(store.INSERT_RECORD, rows)
+        seq, prev, heads = self._seq, self._head, []
+
+        def build() -> list[tuple[Any, ...]]:
+            rows, head = self._build(batch, seq, prev)
+            heads.append(head)
+            return rows
+
+        await db.insert_built(store.INSERT_RECORD, build)
+        head = heads[-1]
         for _ in batch:
             self._queue.popleft()
         self._seq += len(batch)

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from switchyard.wire.frame import Raw
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per request while the audit trail is on, and a frozen dataclass
+# costs about four times as much to build (every field set through object.__setattr__).
+# Sinks treat it as read-only.
+@dataclass(slots=True)
 class Decision:
     at: float
     """Wall-clock time of the decision (seconds since the epoch)."""

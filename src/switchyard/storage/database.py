@@ -18,7 +18,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +107,13 @@ class Database(Session):
     def stream(self, sql: str, *args: Any, batch: int = 5000) -> AsyncIterator[list[Row]]:
         """A large result in chunks of at most `batch` rows, in constant memory."""
         raise NotImplementedError
+
+    async def insert_built(self, sql: str, build: Callable[[], Sequence[Sequence[Any]]]) -> None:
+        """Run `sql` for every row `build()` returns, in one transaction of its own (all or
+        none). `build` runs off the event loop; it may raise, and then nothing is written."""
+        rows = await asyncio.to_thread(build)
+        async with self.transaction() as tx:
+            await tx.executemany(sql, rows)
 
     async def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
         """Bring `component`'s tables to the last of `migrations` (ascending versions); its
@@ -211,6 +218,10 @@ def _use_wal(conn: sqlite3.Connection, wait_s: float) -> None:
             time.sleep(0.01)
 
 
+class _BuildFailed(Exception):
+    """What an `insert_built` build raised, carried past the translation of driver errors."""
+
+
 class SqliteDatabase(Database):
     """One SQLite file in WAL mode (readers in other processes never block its writer)."""
 
@@ -281,6 +292,33 @@ class SqliteDatabase(Database):
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         async with self._lock:
             return await self._session.fetch(sql, *args)
+
+    async def insert_built(self, sql: str, build: Callable[[], Sequence[Sequence[Any]]]) -> None:
+        # Building, BEGIN, the inserts and COMMIT in one trip to the connection's thread: each
+        # trip costs a thread switch and an event-loop wake-up, dearer than a small batch.
+        def run(conn: sqlite3.Connection) -> None:
+            try:
+                rows = build()
+            except Exception as exc:
+                raise _BuildFailed from exc
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(sql, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+        async with self._lock:
+            try:
+                await self._call(run)
+            except _BuildFailed as failed:
+                # The caller's own error, not the database's: raised as it was.
+                cause = failed.__cause__
+                assert cause is not None
+                raise cause from None
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Session]:
