@@ -36,10 +36,9 @@ from switchyard.routing.catalog import Catalog, Listing
 from switchyard.routing.freshness import Freshness
 from switchyard.routing.router import Router, SoleServer
 from switchyard.routing.views import ViewSpec, build_view
-from switchyard.upstream.backend import LIST_METHODS, MAX_PAGES, Backend, cache_hints
+from switchyard.upstream.backend import LIST_METHODS, Backend, walk_pages
 from switchyard.upstream.outbound import Caller, Outbound
-from switchyard.wire import frame
-from switchyard.wire.frame import Raw
+from switchyard.wire.frame import Raw, Reply
 
 log = logging.getLogger("switchyard.caller_lists")
 
@@ -195,29 +194,15 @@ class BackendLists:
     ) -> tuple[dict[str, Raw], ...]:
         backend = self.backend
         method = LIST_METHODS[kind][0]
-        out: list[dict[str, Raw]] = []
-        cursor: str | None = None
-        seen: set[str] = set()
-        for _ in range(MAX_PAGES):
+
+        async def page(cursor: str | None) -> Reply:
             conn = backend.connection
             if conn is None:
                 raise RuntimeError("backend not connected")
             params = Backend.list_params(conn, cursor)
-            out_request = Outbound(method, params, caller=caller, idempotent=True)
-            reply = await backend.request(out_request)
-            if reply.result is None:
-                err = frame.decode_error(reply.error or b'{"code":0,"message":"?"}')
-                raise RuntimeError(f"{method} failed: {err.message} ({err.code})")
-            result = frame.decode_object(reply.result)
-            pages.append(cache_hints(result))
-            if kind in result:
-                out.extend(frame.decode_object(item) for item in frame.decode_array(result[kind]))
-            next_raw = result.get("nextCursor")
-            cursor = frame.decode_any(next_raw) if next_raw is not None else None
-            if not isinstance(cursor, str) or cursor in seen:
-                return tuple(out)
-            seen.add(cursor)
-        return tuple(out)
+            return await backend.request(Outbound(method, params, caller=caller, idempotent=True))
+
+        return await walk_pages(backend.name, kind, method, page, pages)
 
     def invalidate(self) -> set[str]:
         """Forget every principal's listing (the backend's lists changed); the principals

@@ -16,7 +16,7 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -495,39 +495,11 @@ class Backend:
     async def _walk(
         self, conn: Connection, kind: str, method: str, pages: list[tuple[int | None, bool]]
     ) -> tuple[dict[str, Raw], ...]:
-        out: list[dict[str, Raw]] = []
-        cursor: str | None = None
-        seen: set[str] = set()
-        for _ in range(MAX_PAGES):
+        def page(cursor: str | None) -> Awaitable[Reply]:
             params = self.list_params(conn, cursor)
-            reply = await conn.request(
-                Outbound(method, params, timeout_s=self.settings.list_timeout_s)
-            )
-            if reply.result is None:
-                err = frame.decode_error(reply.error or b'{"code":0,"message":"?"}')
-                raise RuntimeError(f"{method} failed: {err.message} ({err.code})")
-            result = frame.decode_object(reply.result)
-            pages.append(cache_hints(result))
-            if kind in result:
-                out.extend(frame.decode_object(item) for item in frame.decode_array(result[kind]))
-            next_raw = result.get("nextCursor")
-            cursor = frame.decode_any(next_raw) if next_raw is not None else None
-            if not isinstance(cursor, str):
-                return tuple(out)
-            if cursor in seen:
-                log.warning(
-                    "backend %r: %s cursor %r repeated; stopped paging with %d items",
-                    self.name,
-                    method,
-                    cursor,
-                    len(out),
-                )
-                return tuple(out)
-            seen.add(cursor)
-        log.warning(
-            "backend %r: %s still paging after %d pages; stopped", self.name, method, MAX_PAGES
-        )
-        return tuple(out)
+            return conn.request(Outbound(method, params, timeout_s=self.settings.list_timeout_s))
+
+        return await walk_pages(self.name, kind, method, page, pages)
 
     @staticmethod
     def list_params(conn: Connection, cursor: str | None) -> bytes | None:
@@ -1028,6 +1000,46 @@ async def _count_down(ep: Endpoint, conn: Connection) -> None:
         await conn.wait_closed()
     finally:
         ep.isolated -= 1
+
+
+async def walk_pages(
+    backend: str,
+    kind: str,
+    method: str,
+    page: Callable[[str | None], Awaitable[Reply]],
+    pages: list[tuple[int | None, bool]],
+) -> tuple[dict[str, Raw], ...]:
+    """Every item of a list, page after page (`page(cursor)` asks for one), each page's cache
+    hints appended to `pages`. Stops at a repeated cursor or after MAX_PAGES, with what it has:
+    a backend that pages forever must not hold a listing forever."""
+    out: list[dict[str, Raw]] = []
+    cursor: str | None = None
+    seen: set[str] = set()
+    for _ in range(MAX_PAGES):
+        reply = await page(cursor)
+        if reply.result is None:
+            err = frame.decode_error(reply.error or b'{"code":0,"message":"?"}')
+            raise RuntimeError(f"{method} failed: {err.message} ({err.code})")
+        result = frame.decode_object(reply.result)
+        pages.append(cache_hints(result))
+        if kind in result:
+            out.extend(frame.decode_object(item) for item in frame.decode_array(result[kind]))
+        next_raw = result.get("nextCursor")
+        cursor = frame.decode_any(next_raw) if next_raw is not None else None
+        if not isinstance(cursor, str):
+            return tuple(out)
+        if cursor in seen:
+            log.warning(
+                "backend %r: %s cursor %r repeated; stopped paging with %d items",
+                backend,
+                method,
+                cursor,
+                len(out),
+            )
+            return tuple(out)
+        seen.add(cursor)
+    log.warning("backend %r: %s still paging after %d pages; stopped", backend, method, MAX_PAGES)
+    return tuple(out)
 
 
 def cache_hints(result: dict[str, Raw]) -> tuple[int | None, bool]:
