@@ -425,6 +425,14 @@ class Gateway:
                 return spec.roles
         return None
 
+    async def router_for(self, identity: Identity | None, view: str | None) -> Router:
+        """The router over what this caller is shown: their own catalog where some backend
+        lists per caller (caller_lists.py), else the one every caller shares."""
+        lists = self.caller_lists
+        if lists is None:
+            return self.router
+        return await lists.router(RequestContext(Era.MODERN, "", "", identity=identity, view=view))
+
     def catalog_for(self, view: str | None) -> catalog.Catalog:
         """The full catalog, or a virtual server's view of it (empty for an unknown name)."""
         if view is None:
@@ -619,10 +627,7 @@ class Gateway:
         """A modern listen stream: each URI is routed and judged like `resources/subscribe`
         (denied and unknown look alike), within the per-stream and per-caller bounds."""
         wanted: list[tuple[str, Backend]] = []
-        router = self.router
-        if self.caller_lists is not None:
-            ctx = RequestContext(Era.MODERN, "", "", identity=identity, view=view)
-            router = await self.caller_lists.router(ctx)
+        router = await self.router_for(identity, view)
         for uri in uris:
             if not isinstance(uri, str):
                 continue

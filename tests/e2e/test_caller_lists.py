@@ -5,6 +5,7 @@ connects as two principals at once, in its default mode (2026-07-28) and in lega
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -453,3 +454,40 @@ async def test_a_virtual_server_shows_each_caller_its_own_picks(
         assert refused["error"]["message"] == f"Unknown tool: pu_notes_{other}"
         refused = (await client.request("tools/call", {"name": "pu_common", "arguments": {}})).json
         assert refused["error"]["message"] == "Unknown tool: pu_common"
+
+
+async def test_mirrored_headers_are_checked_against_a_callers_own_tool(
+    gateway_factory: Callable[..., Gateway],
+    issuer: AuthServer,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A 2026-07-28 call's `Mcp-Param-*` headers are checked against the definition of the
+    tool the caller is shown, when only that caller is shown it; another caller naming that
+    tool gets an unknown tool, whatever headers it sends."""
+    from tests.rpc import RawClient
+
+    proc, url, _ = _per_user(tmp_path, "per-user-tagged", "--scope", "private", "--tagged")
+    try:
+        servers = {"pu": _exchanging(url, issuer, prefix="pu")}
+        gw = _gateway(gateway_factory, issuer, servers, tmp_path / "keys")
+        reader_token, writer_token = await _tokens(http, issuer, gw)
+
+        def client(token: str, region: str) -> RawClient:
+            headers = {"Authorization": f"Bearer {token}", "Mcp-Param-Region": region}
+            return RawClient(gw.url, http, era="modern", extra_headers=headers)
+
+        call = {"name": "pu_tagged_reader", "arguments": {"region": "eu"}}
+        lying, honest, other = await asyncio.gather(
+            client(reader_token, "us").request("tools/call", call),
+            client(reader_token, "eu").request("tools/call", call),
+            client(writer_token, "us").request("tools/call", call),
+        )
+        assert lying.status == 400, lying.json
+        assert lying.json["error"]["code"] == codes.HEADER_MISMATCH
+        assert "Region" in lying.json["error"]["message"]
+        assert honest.json["result"]["content"][0]["text"] == "reader in eu"
+        assert other.json["error"]["code"] == codes.INVALID_PARAMS
+        assert "pu_tagged_reader" in other.json["error"]["message"]
+    finally:
+        proc.stop()

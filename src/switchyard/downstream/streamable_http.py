@@ -288,7 +288,7 @@ class StreamableHttpEndpoint:
         else:
             await respond(send, 405, headers=_ALLOW)
 
-    def _param_headers_mismatch(
+    async def _param_headers_mismatch(
         self, headers: list[tuple[bytes, bytes]], method: str, params: dict[str, Raw]
     ) -> str | None:
         """How a 2026-07-28 `tools/call`'s `Mcp-Param-*` headers disagree with its arguments.
@@ -296,7 +296,11 @@ class StreamableHttpEndpoint:
         unknown tool, so the headers never tell a caller what exists."""
         if method != methods.TOOLS_CALL:
             return None
-        route = self.gateway.router.resolve(method, params, current_view())
+        gateway = self.gateway
+        router = gateway.router
+        if gateway.caller_lists is not None:  # the tool may be one only this caller is shown
+            router = await gateway.router_for(caller(), current_view())
+        route = router.resolve(method, params, current_view())
         # Most tools mirror nothing: they cost a cached lookup, not a second access decision.
         if route is None or not param_headers.header_params(route.entry.item):
             return None
@@ -408,7 +412,7 @@ class StreamableHttpEndpoint:
             return
         mismatch = _header_mismatch(headers, version, env.method, params, meta)
         if mismatch is None:
-            mismatch = self._param_headers_mismatch(headers, env.method, params)
+            mismatch = await self._param_headers_mismatch(headers, env.method, params)
         if mismatch is not None:
             await respond_json(send, 400, error_json(codes.HEADER_MISMATCH, mismatch, id_raw))
             return
