@@ -380,7 +380,7 @@ class Forwarder:
                 return protocol_error(backend.name, "its result is not a JSON object")
             kind = result.get("resultType")
             if kind is None or frame.decode_any(kind) != "input_required":
-                flagged = _flagged(result)
+                flagged = frame.fields_flagged(result)
                 reply.result = eras.strip_modern(reply.result, result)
                 reply.note_flag(flagged)
                 return reply
@@ -436,7 +436,7 @@ class Forwarder:
         if reply.result is not None and client_era is Era.MODERN and facts.era is Era.LEGACY:
             try:
                 result = frame.decode_object(reply.result)
-                flagged = _flagged(result)
+                flagged = frame.fields_flagged(result)
                 reply.result = eras.result_for_modern(reply.result, result, call.method)
                 reply.note_flag(flagged)
             except (frame.DecodeError, frame.ValidationError):
@@ -518,13 +518,6 @@ class Forwarder:
             session_link=session_link,
             log_level=ctx.log_level,
         )
-
-
-def _flagged(result: dict[str, Raw]) -> bool:
-    """Whether a decoded result's top level says `isError: true` (exactly what a full decode
-    would read: any other value, or none, is not a flagged tool error)."""
-    raw = result.get("isError")
-    return raw is not None and bytes(raw).strip() == b"true"
 
 
 def _annotations(item: bytes) -> object:

@@ -284,21 +284,7 @@ async def test_a_caller_without_an_exchangeable_token_sees_none_of_its_items(
     url, _ = private_backend
     data = tmp_path / "keys"
     alice_key = create_key(data, "alice", "user")
-    port = free_port()
-    gw = gateway_factory(
-        {
-            "auth": {
-                "enabled": True,
-                "public_url": f"http://127.0.0.1:{port}",
-                "data_dir": str(data),
-                "issuers": [{"issuer": issuer.issuer, "jwks_uri": issuer.jwks_uri}],
-                "rules": [{"effect": "allow"}],
-            },
-            "servers": {"pu": _exchanging(url, issuer, prefix="pu")},
-        },
-        port=port,
-    )
-    gw.wait_backend("pu")
+    gw = _gateway(gateway_factory, issuer, {"pu": _exchanging(url, issuer, prefix="pu")}, data)
     reader_token = await client_token(http, issuer, "reader", gw.url)
     alice = await RawClient(
         gw.url, http, extra_headers={"Authorization": f"Bearer {alice_key}"}

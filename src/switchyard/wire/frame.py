@@ -177,6 +177,12 @@ _FLAG_KEY: Final = b'"isError"'
 _FLAG_TAIL: Final = 4096
 
 
+def fields_flagged(result: dict[str, Raw]) -> bool:
+    """`tool_flagged` of a result already decoded one level deep."""
+    raw = result.get("isError")
+    return raw is not None and bytes(raw).strip() == b"true"
+
+
 def tool_flagged(result: bytes) -> bool:
     """Whether a tool result (a valid JSON object, as every `Raw` slice is) says `isError:
     true` at its top level, as a full decode reads it: the last such key wins, any value
