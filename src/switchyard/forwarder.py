@@ -375,7 +375,7 @@ class Forwarder:
         for _ in range(MAX_INPUT_ROUNDS):
             assert reply.result is not None
             try:
-                result = frame.decode_object(reply.result)
+                result = reply.take_fields()
             except (frame.DecodeError, frame.ValidationError):
                 return protocol_error(backend.name, "its result is not a JSON object")
             kind = result.get("resultType")
@@ -435,7 +435,7 @@ class Forwarder:
             self._remember_task(call, backend, reply.result)
         if reply.result is not None and client_era is Era.MODERN and facts.era is Era.LEGACY:
             try:
-                result = frame.decode_object(reply.result)
+                result = reply.take_fields()
                 flagged = frame.fields_flagged(result)
                 reply.result = eras.result_for_modern(reply.result, result, call.method)
                 reply.note_flag(flagged)
@@ -471,6 +471,8 @@ class Forwarder:
             out.link = link
         facts = backend.facts
         route = call.route
+        # Across eras the result's top level is read on its way back (`_forward`).
+        out.result_fields = facts is not None and facts.era is not call.ctx.era
         out.idempotent = retries.safe_to_repeat(
             call.method, _annotations(route.entry.item) if route is not None else None
         )

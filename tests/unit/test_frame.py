@@ -389,3 +389,86 @@ def test_tool_flagged_agrees_with_a_full_decode(members: list[tuple[str, str]], 
     body = "{" + ",".join([padding, *(f'"{k}":{v}' for k, v in members)]) + "}"
     result = body.encode()
     assert frame.tool_flagged(result) is _decoded_flag(result), body[-300:]
+
+
+# -- one pass for a result read across eras ------------------------------------------------
+
+
+def test_peek_reply_hands_over_the_decoded_result_once() -> None:
+    result = b'{"content":[{"type":"text","text":"hi"}],"resultType":"complete"}'
+    data = b'{"jsonrpc":"2.0","id":3,"result":' + result + b"}"
+    reply = frame.peek_reply(data, fields=True)
+    assert reply is not None and reply.error is None
+    assert json.loads(reply.result or b"") == json.loads(data)["result"]
+    members = reply.take_fields()
+    assert set(members) == {"content", "resultType"}
+    assert bytes(members["resultType"]) == b'"complete"'
+    members.pop("resultType")  # the taker may change them ...
+    again = reply.take_fields()  # ... and the next reader decodes the result afresh
+    assert again is not members and "resultType" in again
+    plain = frame.peek_reply(data)
+    assert plain is not None and plain.result == result
+    assert plain.take_fields() == frame.decode_object(plain.result or b"")
+
+
+def test_a_replaced_result_is_decoded_not_taken_from_the_old_one() -> None:
+    reply = frame.peek_reply(b'{"jsonrpc":"2.0","id":1,"result":{"a":1}}', fields=True)
+    assert reply is not None
+    reply.result = b'{"b":2}'
+    assert set(reply.take_fields()) == {"b"}
+
+
+@pytest.mark.parametrize(
+    ("data", "result", "error"),
+    [
+        (b'{"jsonrpc":"2.0","id":1,"result":[1,2]}', b"[1,2]", None),  # no object: as sent
+        (b'{"jsonrpc":"2.0","id":1,"result":null}', b"null", None),
+        (
+            b'{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"x"}}',
+            None,
+            b'{"code":-1,"message":"x"}',
+        ),
+        # Both: the error wins, as everywhere else.
+        (
+            b'{"jsonrpc":"2.0","id":1,"result":{},"error":{"code":-1,"message":"x"}}',
+            None,
+            b'{"code":-1,"message":"x"}',
+        ),
+        (b'{"jsonrpc":"2.0","id":1}', b"{}", None),
+    ],
+)
+def test_peek_reply_reads_every_response_as_peek_does(
+    data: bytes, result: bytes | None, error: bytes | None
+) -> None:
+    for fields in (False, True):
+        reply = frame.peek_reply(data, fields=fields)
+        if data == b'{"jsonrpc":"2.0","id":1}':
+            assert reply is None  # neither result nor error: no response
+            continue
+        assert reply is not None
+        assert (reply.result, reply.error) == (result, error)
+
+
+def test_peek_reply_is_none_for_requests_and_raises_for_garbage() -> None:
+    request = b'{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}'
+    assert frame.peek_reply(request, fields=True) is None
+    assert frame.peek_reply(request) is None
+    for bad in (b'{"jsonrpc":"2.0","id":1,"result":{"a":}}', b'{"jsonrpc":"2.0","id":1,"result":{'):
+        for fields in (False, True):
+            with pytest.raises(msgspec.DecodeError):
+                frame.peek_reply(bad, fields=fields)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.dictionaries(st.text(max_size=6), _JSON, max_size=5), data=st.data())
+def test_one_pass_reads_the_same_result_as_two(value: dict[str, Any], data: st.DataObject) -> None:
+    spelled = data.draw(_spelled(value))
+    body = f'{{"jsonrpc":"2.0",{data.draw(_WS)}"id":5,"result":{spelled}}}'.encode()
+    one = frame.peek_reply(body, fields=True)
+    two = frame.peek_reply(body)
+    assert one is not None and two is not None and one.result is not None and two.result is not None
+    assert b"\n" not in one.result and b"\r" not in one.result
+    assert msgspec.json.decode(one.result) == msgspec.json.decode(two.result)
+    assert {k: msgspec.json.decode(v) for k, v in one.take_fields().items()} == {
+        k: msgspec.json.decode(v) for k, v in two.take_fields().items()
+    }

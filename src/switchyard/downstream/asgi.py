@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from typing import Any, Final
 
+from switchyard.deadline import Deadline
 from switchyard.observability.logging import write_decision
 from switchyard.observability.metrics import metrics
 from switchyard.observability.trace_context import trace_id
@@ -99,7 +100,7 @@ async def read_body(
     if declared is not None and declared > limit:
         raise BodyTooLarge
     try:
-        async with asyncio.timeout(timeout):
+        async with Deadline(timeout, timeout):
             return await _read_body(receive, limit)
     except TimeoutError:
         raise BodyTooSlow from None
@@ -222,17 +223,28 @@ def header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     return None
 
 
+_ACCEPT_MEMO: dict[tuple[bytes, ...], tuple[bool, bool]] = {}
+_ACCEPT_MEMO_MAX: Final = 256
+"""A client sends the same `Accept` on every request: parsed once per distinct value."""
+
+
 def accepted_types(headers: list[tuple[bytes, bytes]]) -> tuple[bool, bool]:
     """Whether `Accept` admits (JSON, an event stream). Media-type parameters (q too) are
     ignored and `*/*`, `application/*`, `text/*` count, as the official SDK servers do."""
+    lines = tuple(value for name, value in headers if name == b"accept")
+    known = _ACCEPT_MEMO.get(lines)
+    if known is not None:
+        return known
     types = set()
-    for name, value in headers:
-        if name == b"accept":
-            for item in value.decode("latin-1").split(","):
-                types.add(item.split(";", 1)[0].strip().lower())
+    for value in lines:
+        for item in value.decode("latin-1").split(","):
+            types.add(item.split(";", 1)[0].strip().lower())
     anything = "*/*" in types
     json_ok = anything or "application/json" in types or "application/*" in types
     sse_ok = anything or "text/event-stream" in types or "text/*" in types
+    if len(_ACCEPT_MEMO) >= _ACCEPT_MEMO_MAX:
+        _ACCEPT_MEMO.clear()  # clients inventing values only make it parse again
+    _ACCEPT_MEMO[lines] = (json_ok, sse_ok)
     return json_ok, sse_ok
 
 

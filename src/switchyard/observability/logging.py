@@ -107,8 +107,16 @@ class AccessLog:
         handler = self._handler
         if handler is None:
             return
-        with handler.lock or threading.Lock(), contextlib.suppress(OSError, ValueError):
-            handler.stream.write(line)
+        # try/except and a bare lock, not `contextlib.suppress`: this runs once per request.
+        lock = handler.lock
+        try:
+            if lock is None:
+                handler.stream.write(line)
+            else:
+                with lock:
+                    handler.stream.write(line)
+        except (OSError, ValueError):
+            pass
 
 
 # Longest method name kept whole (no MCP method comes near it); other fields get FIELD_CHARS.

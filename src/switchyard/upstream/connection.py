@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from switchyard.deadline import Deadline
 from switchyard.protocol import codes, methods
 from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import Era
 from switchyard.upstream.outbound import Outbound
-from switchyard.upstream.progress import Deadline, ProgressRoutes
+from switchyard.upstream.progress import ProgressRoutes
 from switchyard.wire import frame
 from switchyard.wire.frame import UNSET, Envelope, Reply
 

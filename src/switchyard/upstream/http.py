@@ -17,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from switchyard.deadline import Deadline
 from switchyard.protocol import codes, methods
 from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era
@@ -36,7 +37,6 @@ from switchyard.upstream.connection import (
 )
 from switchyard.upstream.credentials import Credential, CredentialError
 from switchyard.upstream.outbound import Caller, Outbound
-from switchyard.upstream.progress import Deadline
 from switchyard.wire import frame, sse
 from switchyard.wire.frame import UNSET, Reply
 
@@ -324,7 +324,7 @@ class StreamableHttpConnection(ConnectionCore):
                 )
                 for key, value in out.trace_headers:
                     headers[key] = value
-                return await self._exchange(body, request_id, method, headers, out.link, out.caller)
+                return await self._exchange(body, request_id, headers, out)
         except TimeoutError:
             # Modern: abandoning the stream is the cancellation. Legacy: say so explicitly.
             if self.facts.era is Era.LEGACY and method != methods.INITIALIZE:
@@ -380,14 +380,9 @@ class StreamableHttpConnection(ConnectionCore):
         return headers
 
     async def _exchange(
-        self,
-        body: bytes,
-        request_id: int,
-        method: str,
-        headers: dict[str, str],
-        link: ClientLink | None,
-        caller: Caller | None = None,
+        self, body: bytes, request_id: int, headers: dict[str, str], out: Outbound
     ) -> Reply:
+        method, link, caller = out.method, out.link, out.caller
         async with self._http.post(
             self.settings.url, data=body, headers=headers, allow_redirects=False
         ) as resp:
@@ -400,20 +395,22 @@ class StreamableHttpConnection(ConnectionCore):
             if ctype.startswith(EVENT_STREAM) and resp.status < 300:
                 outcome = await self._read_stream(resp, request_id, link)
             else:
-                return await self._json_answer(resp, ctype)
+                return await self._json_answer(resp, ctype, out.result_fields)
         if isinstance(outcome, Reply):
             return outcome
         return await self._resume(outcome, request_id, link, caller)
 
-    async def _json_answer(self, resp: aiohttp.ClientResponse, ctype: str) -> Reply:
+    async def _json_answer(
+        self, resp: aiohttp.ClientResponse, ctype: str, fields: bool = False
+    ) -> Reply:
         data = await decoded_body.read(resp, self.settings.max_message_bytes)
         if ctype.startswith(JSON) and data:
             try:
-                env = frame.peek(data)
+                reply = frame.peek_reply(data, fields=fields)
             except (frame.DecodeError, frame.ValidationError):
                 return protocol_error(self.backend, f"invalid JSON body (HTTP {resp.status})")
-            if env.is_response:
-                return reply_from(env)
+            if reply is not None:
+                return reply
         return frame.error_reply(
             codes.BACKEND_PROTOCOL_ERROR if resp.status < 500 else codes.BACKEND_UNAVAILABLE,
             f"backend {self.backend!r} answered HTTP {resp.status} without a JSON-RPC response",

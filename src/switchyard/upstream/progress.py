@@ -8,11 +8,10 @@ progress for it is mapped back to the client's own token and that client's strea
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
+from switchyard.deadline import Deadline
 from switchyard.protocol import methods
 from switchyard.protocol.link import ClientLink
 from switchyard.wire import frame
@@ -24,36 +23,6 @@ class _Route:
     link: ClientLink
     client_token: Raw
     deadline: Deadline | None = None
-
-
-class Deadline:
-    """A request's timeout that each progress notification pushes back, up to a hard limit.
-
-    Wraps `asyncio.timeout` (rescheduling is a timer update): no task per request.
-    """
-
-    __slots__ = ("_hard", "_loop", "_scope", "timeout")
-
-    def __init__(self, timeout: float, hard_max: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.timeout = timeout
-        self._hard = self._loop.time() + max(hard_max, timeout)
-        self._scope = asyncio.timeout(timeout)
-
-    async def __aenter__(self) -> Deadline:
-        await self._scope.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._scope.__aexit__(exc_type, exc, tb)
-
-    def extend(self) -> None:
-        self._scope.reschedule(min(self._loop.time() + self.timeout, self._hard))
 
 
 def progress_token(fields: dict[str, Raw]) -> Raw | None:

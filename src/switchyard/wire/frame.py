@@ -6,7 +6,7 @@ never re-models its payload; only the fields a caller asks for are decoded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
@@ -41,6 +41,16 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=False):
         return self.method is UNSET and (self.result is not UNSET or self.error is not UNSET)
 
 
+class _ObjectResponse(msgspec.Struct, forbid_unknown_fields=False):
+    """A response whose result is an object (every MCP result is), its members left raw."""
+
+    jsonrpc: str | UnsetType = UNSET
+    id: int | str | UnsetType | None = UNSET
+    method: str | UnsetType = UNSET
+    result: dict[str, Raw] | UnsetType = UNSET
+    error: Raw | UnsetType = UNSET
+
+
 class ErrorObject(msgspec.Struct):
     code: int
     message: str
@@ -48,6 +58,7 @@ class ErrorObject(msgspec.Struct):
 
 
 _envelope_decoder: Final = msgspec.json.Decoder(Envelope)
+_object_response_decoder: Final = msgspec.json.Decoder(_ObjectResponse)
 _raw_dict_decoder: Final = msgspec.json.Decoder(dict[str, Raw])
 _raw_list_decoder: Final = msgspec.json.Decoder(list[Raw])
 _str_decoder: Final = msgspec.json.Decoder(str)
@@ -80,6 +91,41 @@ def peek(data: bytes) -> Envelope:
         return env
     except UnicodeDecodeError as exc:
         raise msgspec.DecodeError(f"invalid UTF-8: {exc.reason}") from None
+
+
+def peek_reply(data: bytes, *, fields: bool = False) -> Reply | None:
+    """The reply a frame carries when it is a response (None: it is not one), as `peek`
+    reads it. With `fields`, a result that is an object is decoded one level deep in the same
+    pass, and the reply hands those members to `Reply.take_fields`: a reader that needs the
+    result's top level (an era translation) then makes no second pass over a large result.
+    The result's bytes are then those members encoded again: the same JSON value as sent,
+    as Switchyard reads it (a repeated key once, the last). Raises as `peek` does."""
+    if fields:
+        try:
+            decoded = _object_response_decoder.decode(data)
+            if _has_line_break(data):
+                decoded = _object_response_decoder.decode(data.translate(_LINE_BREAKS_TO_SPACES))
+        except msgspec.ValidationError:
+            decoded = None  # some other shape (a result that is no object): the general way
+        except UnicodeDecodeError as exc:
+            raise msgspec.DecodeError(f"invalid UTF-8: {exc.reason}") from None
+        if (
+            decoded is not None
+            and decoded.method is UNSET
+            and decoded.error is UNSET
+            and isinstance(decoded.result, dict)
+        ):
+            members = decoded.result
+            result = _encoder.encode(members)
+            reply = Reply(result=result)
+            reply._fields = (result, members)
+            return reply
+    env = peek(data)
+    if not env.is_response:
+        return None
+    if env.error is not UNSET:
+        return Reply(error=bytes(env.error))
+    return Reply(result=bytes(env.result) if env.result is not UNSET else b"{}")
 
 
 def _has_line_break(data: bytes) -> bool:
@@ -146,10 +192,21 @@ class Reply:
     http: HttpHints | None = None
     """What an HTTP face should add when this reply is the whole response."""
     _flag: tuple[bytes, bool] | None = None
+    _fields: tuple[bytes, dict[str, Raw]] | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_error(self) -> bool:
         return self.error is not None
+
+    def take_fields(self) -> dict[str, Raw]:
+        """The result decoded one level deep, to read or change: handed over by `peek_reply`
+        when it decoded them anyway (once: the taker may change them), else decoded now.
+        Raises `DecodeError` or `ValidationError` for a result that is not an object."""
+        memo, self._fields = self._fields, None
+        if memo is not None and memo[0] is self.result:
+            return memo[1]
+        assert self.result is not None
+        return decode_object(self.result)
 
     def note_flag(self, flagged: bool) -> None:
         """Record whether the current result is a tool result flagged `isError`, known to code
