@@ -14,7 +14,11 @@ kernel (a proxy's socket calls), cache misses, waiting. So this is a feature's o
 what a call costs end to end: read it beside the CPU figures of bench/run.py, which include
 the kernel.
 
-Metrics only. Work that depends on elapsed time is distorted here, because a process under
+The floor (bench/floor.py) is counted the same way, as a third process: Switchyard ÷ floor
+in instructions is the noise-free reading of the CPU goal of bench/run.py (Switchyard at most
+1.3 times the floor per call), user space only. The floor forwards both eras byte for byte.
+
+Not the audit trail. Work that depends on elapsed time is distorted here, because a process under
 callgrind runs some fifty times slower: the audit writer's 50 ms batches, which at full speed
 carry dozens of records in one SQLite transaction, carry one each, so the audit trail would
 look several times dearer than it is. Its cost is the CPU figure of bench/run.py.
@@ -50,7 +54,12 @@ from run import (  # noqa: E402  (bench/ is not a package)
 
 GOAL = 1.05
 LOADS = (("legacy", "echo"), ("modern", "echo"), ("legacy", "payload"), ("modern", "payload"))
-CONFIGS = {"off": SWITCHYARD_NOMETRICS_CONFIG, "on": SWITCHYARD_CONFIG}
+CONFIGS: dict[str, str | None] = {
+    "off": SWITCHYARD_NOMETRICS_CONFIG,
+    "on": SWITCHYARD_CONFIG,
+    "floor": None,
+}
+FLOOR_GOAL = 1.3
 WARMUP = 30
 
 
@@ -93,22 +102,29 @@ def total_instructions(path: Path) -> int:
     raise ValueError(f"no totals in {path}")
 
 
-def count(name: str, config: str, backend_url: str, calls: int, work: Path) -> Counted:
-    """One Switchyard process under callgrind; every load counted on its own."""
+def count(name: str, config: str | None, backend_url: str, calls: int, work: Path) -> Counted:
+    """One proxy process under callgrind, every load counted on its own: Switchyard with
+    `config`, or the floor when `config` is None."""
     workdir = work / name
     workdir.mkdir()
-    (workdir / "switchyard.yaml").write_text(config.format(url=backend_url))
     port = free_port()
     out = workdir / "callgrind.out"
-    switchyard = REPO / ".venv" / "bin" / "switchyard"
     argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-    argv += [str(switchyard), "serve", "--config", "switchyard.yaml", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--log-level", "warning"]
-    log = (workdir / "switchyard.log").open("w")
+    if config is None:
+        argv += [sys.executable, str(BENCH / "floor.py"), "--backend", backend_url]
+        argv += ["--port", str(port)]
+        ready = f"http://127.0.0.1:{port}/mcp"
+    else:
+        (workdir / "switchyard.yaml").write_text(config.format(url=backend_url))
+        switchyard = REPO / ".venv" / "bin" / "switchyard"
+        argv += [str(switchyard), "serve", "--config", "switchyard.yaml", "--host", "127.0.0.1"]
+        argv += ["--port", str(port), "--log-level", "warning"]
+        ready = f"http://127.0.0.1:{port}/readyz"
+    log = (workdir / "proxy.log").open("w")
     proc = subprocess.Popen(argv, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     counted = Counted(name)
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", 300)
+        wait_http(ready, 300)
         url = f"http://127.0.0.1:{port}/mcp"
         for era, tool in LOADS:
             loadgen(url, era, tool, WARMUP)
@@ -148,8 +164,8 @@ def measure(calls: int) -> dict[str, object]:
         try:
             wait_http(f"http://127.0.0.1:{port}/mcp", 60)
             url = f"http://127.0.0.1:{port}/mcp"
-            # Both at once: callgrind runs each on one core.
-            with ThreadPoolExecutor(max_workers=2) as pool:
+            # All at once: callgrind runs each on one core.
+            with ThreadPoolExecutor(max_workers=len(CONFIGS)) as pool:
                 futures = {
                     name: pool.submit(count, name, config, url, calls, work)
                     for name, config in CONFIGS.items()
@@ -182,6 +198,22 @@ def summarize(counted: dict[str, Counted], calls: int) -> dict[str, object]:
         f"goal: metrics on ÷ off ≤ {GOAL}"
         + (f"; {errors} calls failed (figures unreliable)" if errors else "")
     )
+    lines += [
+        "",
+        "Switchyard (the default config) vs the floor: instructions per call, user space, c=1:",
+        "",
+        "| load | floor | switchyard | switchyard ÷ floor |",
+        "|---|---|---|---|",
+    ]
+    floor_ratios = []
+    for load in LOADS:
+        floor, on = counted["floor"].per_call[load], counted["on"].per_call[load]
+        ratio = on / floor
+        floor_ratios.append({"load": "-".join(load), "floor": round(ratio, 4)})
+        size = "16 B" if load[1] == "echo" else "64 KiB"
+        verdict = "PASS" if ratio <= FLOOR_GOAL else "MISS"
+        lines.append(f"| {load[0]} {size} | {floor:,} | {on:,} | {ratio:.2f} {verdict} |")
+    lines += ["", f"goal (CPU per call, user space only): switchyard ÷ floor ≤ {FLOOR_GOAL}"]
     return {
         "type": "instructions",
         "calls": calls,
@@ -189,6 +221,7 @@ def summarize(counted: dict[str, Counted], calls: int) -> dict[str, object]:
             n: {"-".join(k): v for k, v in c.per_call.items()} for n, c in counted.items()
         },
         "ratios": ratios,
+        "floor_ratios": floor_ratios,
         "errors": errors,
         "error_samples": [s for c in counted.values() for s in c.samples][:5],
         "line": "\n".join(lines),
@@ -204,6 +237,8 @@ def main() -> int:
     print(json.dumps(rec) if args.json else rec["line"])
     ratios = rec.get("ratios") or []
     missed = any(r["metrics"] > GOAL for r in ratios)  # type: ignore[attr-defined,index]
+    floor_ratios = rec.get("floor_ratios") or []
+    missed = missed or any(r["floor"] > FLOOR_GOAL for r in floor_ratios)  # type: ignore[attr-defined,index]
     return 1 if missed or rec.get("errors") else 0
 
 

@@ -166,8 +166,8 @@ KNOBS: list[tuple[str, str, type, str, str]] = [
     ("--cache-calls", "BENCH_CACHE_CALLS", int, "2000",
      "calls of the in-process result-cache measurement (bench/caching.py); 0 skips it"),
     ("--instructions-calls", "BENCH_INSTRUCTIONS_CALLS", int, "200",
-     "calls per load of the metrics instruction count (bench/instructions.py, under "
-     "valgrind); 0 skips it"),
+     "calls per load of the instruction counts, metrics on ÷ off and Switchyard ÷ floor "
+     "(bench/instructions.py, under valgrind); 0 skips it"),
     ("--limits", "BENCH_LIMITS", str, "on",
      "rate-limit load (limits-memory, limits-redis against switchyard-legacy): on or off"),
     ("--redis-url", "BENCH_REDIS_URL", str, "redis://127.0.0.1:6379/0",
