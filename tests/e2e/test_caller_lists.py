@@ -137,25 +137,33 @@ def _lists(calls: Path) -> list[str]:
     return calls.read_text().splitlines()
 
 
-async def _see_own_items(gw: Gateway, tokens: list[str], mode: str | None) -> None:
-    """Two principals at once through the official client: each lists, calls and reads only
-    its own items; the other's are unknown to it."""
+async def _see_own_items(
+    gw: Gateway, tokens: list[str], mode: str | None, face: str = "mcp"
+) -> None:
+    """Two principals at once through the official client, on `/mcp` or `/sse`: each lists,
+    calls and reads only its own items; the other's are unknown to it."""
     import httpx2
     from mcp import Client, MCPError
+    from mcp.client.sse import sse_client
     from mcp.client.streamable_http import streamable_http_client
 
-    reader_http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {tokens[0]}"})
-    writer_http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {tokens[1]}"})
+    def transport(token: str) -> Any:
+        if face == "sse":
+            return sse_client(f"{gw.base}/sse", headers={"Authorization": f"Bearer {token}"})
+        http_client = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+        return streamable_http_client(gw.url, http_client=http_client)
+
     kwargs: dict[str, Any] = {} if mode is None else {"mode": mode}
     with anyio.fail_after(60):
         async with (
-            Client(streamable_http_client(gw.url, http_client=reader_http), **kwargs) as reader,  # type: ignore[arg-type]
-            Client(streamable_http_client(gw.url, http_client=writer_http), **kwargs) as writer,  # type: ignore[arg-type]
+            Client(transport(tokens[0]), **kwargs) as reader,
+            Client(transport(tokens[1]), **kwargs) as writer,
         ):
-            if mode is None:
-                assert reader.protocol_version == "2026-07-28"
-            else:
+            if face == "sse" or mode is not None:
+                # HTTP+SSE is a 2025 transport: the face answers in that era only.
                 assert reader.protocol_version != "2026-07-28"
+            else:
+                assert reader.protocol_version == "2026-07-28"
 
             async def tools(client: Client) -> set[str]:
                 return {t.name for t in (await client.list_tools()).tools}
@@ -197,12 +205,17 @@ async def _see_own_items(gw: Gateway, tokens: list[str], mode: str | None) -> No
             assert await tools(reader) == {"pu_common", "pu_notes_reader"}
 
 
-@pytest.mark.parametrize("mode", [None, "legacy"], ids=["2026-07-28", "legacy"])
+@pytest.mark.parametrize(
+    ("face", "mode"),
+    [("mcp", None), ("mcp", "legacy"), ("sse", None), ("sse", "legacy")],
+    ids=["mcp-2026-07-28", "mcp-legacy", "sse-default", "sse-legacy"],
+)
 async def test_each_caller_sees_and_calls_only_its_own_items(
     gateway_factory: Callable[..., Gateway],
     issuer: AuthServer,
     private_backend: tuple[str, Path],
     http: aiohttp.ClientSession,
+    face: str,
     mode: str | None,
     tmp_path: Path,
 ) -> None:
@@ -211,7 +224,7 @@ async def test_each_caller_sees_and_calls_only_its_own_items(
         gateway_factory, issuer, {"pu": _exchanging(url, issuer, prefix="pu")}, tmp_path / "k"
     )
     tokens = await _tokens(http, issuer, gw)
-    await _see_own_items(gw, tokens, mode)
+    await _see_own_items(gw, tokens, mode, face)
     # The backend listed to each caller as itself (and to the gateway as itself).
     subjects = {line.split()[0] for line in _lists(calls)}
     assert subjects == {"gateway", "reader", "writer"}
