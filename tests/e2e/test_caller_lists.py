@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from switchyard.protocol import codes
 from tests.e2e.test_auth_server import CLIENTS, AuthServer, client_token
 from tests.harness import (
     FIXTURES,
+    NODE_DIR,
     PYTHON,
     Gateway,
     Proc,
@@ -228,6 +230,49 @@ async def test_each_caller_sees_and_calls_only_its_own_items(
     # The backend listed to each caller as itself (and to the gateway as itself).
     subjects = {line.split()[0] for line in _lists(calls)}
     assert subjects == {"gateway", "reader", "writer"}
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+async def test_the_typescript_client_sees_only_its_own_items(
+    gateway_factory: Callable[..., Gateway],
+    issuer: AuthServer,
+    private_backend: tuple[str, Path],
+    http: aiohttp.ClientSession,
+    transport: str,
+    tmp_path: Path,
+) -> None:
+    """The official TypeScript client, as two principals at once, on `/mcp` and `/sse`."""
+    from tests.e2e.test_reference_servers import NODE
+
+    url, _calls = private_backend
+    gw = _gateway(
+        gateway_factory, issuer, {"pu": _exchanging(url, issuer, prefix="pu")}, tmp_path / "k"
+    )
+    tokens = await _tokens(http, issuer, gw)
+    target = gw.url if transport == "streamable-http" else f"{gw.base}/sse"
+
+    async def run(who: str, token: str, other: str) -> dict[str, Any]:
+        plan = json.dumps([{"tool": f"pu_notes_{who}"}, {"tool": f"pu_notes_{other}"}])
+        proc = await asyncio.create_subprocess_exec(
+            str(NODE), str(NODE_DIR / "ts_client.mjs"), "--transport", transport,
+            "--url", target, "--bearer-env", "CALLER_TOKEN", "--calls", plan, "--timeout", "30",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "CALLER_TOKEN": token},
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        seen: dict[str, Any] = json.loads(out)
+        return seen
+
+    reader, writer = await asyncio.gather(
+        run("reader", tokens[0], "writer"), run("writer", tokens[1], "reader")
+    )
+    for who, seen, other in (("reader", reader, "writer"), ("writer", writer, "reader")):
+        assert set(seen["tools"]) == {"pu_common", f"pu_notes_{who}"}
+        assert seen["resources"] == [f"user://{who}/profile"]
+        own, theirs = seen["calls"]
+        assert own["result"]["content"][0]["text"] == f"{who}'s notes (as {who})"
+        assert theirs["error"] == {"code": -32602, "message": f"Unknown tool: pu_notes_{other}"}
 
 
 async def test_a_legacy_era_token_exchange_backend_lists_per_caller(
