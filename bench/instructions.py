@@ -177,43 +177,44 @@ def measure(calls: int) -> dict[str, object]:
     return summarize(counted, calls)
 
 
+def _compared(
+    counted: dict[str, Counted], base: str, label: str, goal: float, digits: int
+) -> tuple[list[str], list[dict[str, object]]]:
+    """Table rows and ratios of the default Switchyard (`on`) against `base`, per load."""
+    rows: list[str] = []
+    ratios: list[dict[str, object]] = []
+    for load in LOADS:
+        below, on = counted[base].per_call[load], counted["on"].per_call[load]
+        ratio = on / below
+        ratios.append({"load": "-".join(load), label: round(ratio, 4)})
+        size = "16 B" if load[1] == "echo" else "64 KiB"
+        verdict = "PASS" if ratio <= goal else "MISS"
+        rows.append(f"| {load[0]} {size} | {below:,} | {on:,} | {ratio:.{digits}f} {verdict} |")
+    return rows, ratios
+
+
 def summarize(counted: dict[str, Counted], calls: int) -> dict[str, object]:
+    metric_rows, ratios = _compared(counted, "off", "metrics", GOAL, 3)
+    floor_rows, floor_ratios = _compared(counted, "floor", "floor", FLOOR_GOAL, 2)
+    errors = sum(c.errors for c in counted.values())
     lines = [
         f"Metrics: instructions per call (callgrind, user space, {calls} calls per load, c=1):",
         "",
         "| load | metrics off | metrics on (the default) | on ÷ off |",
         "|---|---|---|---|",
-    ]
-    ratios = []
-    for load in LOADS:
-        off, on = counted["off"].per_call[load], counted["on"].per_call[load]
-        ratio = on / off
-        ratios.append({"load": "-".join(load), "metrics": round(ratio, 4)})
-        size = "16 B" if load[1] == "echo" else "64 KiB"
-        verdict = "PASS" if ratio <= GOAL else "MISS"
-        lines.append(f"| {load[0]} {size} | {off:,} | {on:,} | {ratio:.3f} {verdict} |")
-    errors = sum(c.errors for c in counted.values())
-    lines.append("")
-    lines.append(
+        *metric_rows,
+        "",
         f"goal: metrics on ÷ off ≤ {GOAL}"
-        + (f"; {errors} calls failed (figures unreliable)" if errors else "")
-    )
-    lines += [
+        + (f"; {errors} calls failed (figures unreliable)" if errors else ""),
         "",
         "Switchyard (the default config) vs the floor: instructions per call, user space, c=1:",
         "",
         "| load | floor | switchyard | switchyard ÷ floor |",
         "|---|---|---|---|",
+        *floor_rows,
+        "",
+        f"goal (CPU per call, user space only): switchyard ÷ floor ≤ {FLOOR_GOAL}",
     ]
-    floor_ratios = []
-    for load in LOADS:
-        floor, on = counted["floor"].per_call[load], counted["on"].per_call[load]
-        ratio = on / floor
-        floor_ratios.append({"load": "-".join(load), "floor": round(ratio, 4)})
-        size = "16 B" if load[1] == "echo" else "64 KiB"
-        verdict = "PASS" if ratio <= FLOOR_GOAL else "MISS"
-        lines.append(f"| {load[0]} {size} | {floor:,} | {on:,} | {ratio:.2f} {verdict} |")
-    lines += ["", f"goal (CPU per call, user space only): switchyard ÷ floor ≤ {FLOOR_GOAL}"]
     return {
         "type": "instructions",
         "calls": calls,
