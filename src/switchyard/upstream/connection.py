@@ -21,7 +21,7 @@ from switchyard.protocol.versions import Era
 from switchyard.upstream.outbound import Outbound
 from switchyard.upstream.progress import ProgressRoutes
 from switchyard.wire import frame
-from switchyard.wire.frame import UNSET, Envelope, Reply
+from switchyard.wire.frame import UNSET, Reply, reply_from
 
 log = logging.getLogger("switchyard.upstream")
 
@@ -131,12 +131,6 @@ async def answer_server_request(
             f"{method}: no single client to route this request to (use isolation: per_session)",
         )
     return await link.ask(method, params, timeout)
-
-
-def reply_from(env: Envelope) -> Reply:
-    if env.error is not UNSET:
-        return Reply(error=bytes(env.error))
-    return Reply(result=bytes(env.result) if env.result is not UNSET else b"{}")
 
 
 class ConnectionCore:

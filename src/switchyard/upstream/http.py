@@ -30,7 +30,6 @@ from switchyard.upstream.connection import (
     ServerFacts,
     UpstreamClosed,
     protocol_error,
-    reply_from,
     timed_out,
     unavailable,
     undelivered,
@@ -38,7 +37,7 @@ from switchyard.upstream.connection import (
 from switchyard.upstream.credentials import Credential, CredentialError
 from switchyard.upstream.outbound import Caller, Outbound
 from switchyard.wire import frame, sse
-from switchyard.wire.frame import UNSET, Reply
+from switchyard.wire.frame import UNSET, Reply, reply_from
 
 log = logging.getLogger("switchyard.upstream.http")
 

@@ -7,13 +7,15 @@ never re-models its payload; only the fields a caller asks for are decoded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
 Raw = msgspec.Raw
 UNSET = msgspec.UNSET
 UnsetType = msgspec.UnsetType
+
+_T = TypeVar("_T")
 
 JSONRPC_HEAD: Final = b'{"jsonrpc":"2.0","id":'
 
@@ -82,13 +84,18 @@ def peek(data: bytes) -> Envelope:
     Every `Raw` slice of the result is free of raw CR and LF, whatever whitespace the sender
     used: slices are spliced into newline-delimited and SSE-framed output, where a raw line break
     would end the frame early (or let a sender forge one)."""
+    return _decode_frame(_envelope_decoder, data)
+
+
+def _decode_frame(decoder: msgspec.json.Decoder[_T], data: bytes) -> _T:
+    """`data` decoded by `decoder`, every `Raw` slice free of raw CR and LF (see `peek`)."""
     try:
-        env = _envelope_decoder.decode(data)
+        decoded = decoder.decode(data)
         if _has_line_break(data):
             # Validated as sent above (a raw break inside a string is refused there); only now
             # may the breaks become spaces.
-            env = _envelope_decoder.decode(data.translate(_LINE_BREAKS_TO_SPACES))
-        return env
+            decoded = decoder.decode(data.translate(_LINE_BREAKS_TO_SPACES))
+        return decoded
     except UnicodeDecodeError as exc:
         raise msgspec.DecodeError(f"invalid UTF-8: {exc.reason}") from None
 
@@ -102,13 +109,9 @@ def peek_reply(data: bytes, *, fields: bool = False) -> Reply | None:
     as Switchyard reads it (a repeated key once, the last). Raises as `peek` does."""
     if fields:
         try:
-            decoded = _object_response_decoder.decode(data)
-            if _has_line_break(data):
-                decoded = _object_response_decoder.decode(data.translate(_LINE_BREAKS_TO_SPACES))
+            decoded: _ObjectResponse | None = _decode_frame(_object_response_decoder, data)
         except msgspec.ValidationError:
             decoded = None  # some other shape (a result that is no object): the general way
-        except UnicodeDecodeError as exc:
-            raise msgspec.DecodeError(f"invalid UTF-8: {exc.reason}") from None
         if (
             decoded is not None
             and decoded.method is UNSET
@@ -121,8 +124,11 @@ def peek_reply(data: bytes, *, fields: bool = False) -> Reply | None:
             reply._fields = (result, members)
             return reply
     env = peek(data)
-    if not env.is_response:
-        return None
+    return reply_from(env) if env.is_response else None
+
+
+def reply_from(env: Envelope) -> Reply:
+    """The reply a response envelope carries (its error, when it has both)."""
     if env.error is not UNSET:
         return Reply(error=bytes(env.error))
     return Reply(result=bytes(env.result) if env.result is not UNSET else b"{}")
