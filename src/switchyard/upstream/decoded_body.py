@@ -10,10 +10,8 @@ what comes out.
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator, Iterator
-from typing import Final
-
-import aiohttp
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Final, Protocol
 
 from switchyard.wire.sse import TooLarge
 
@@ -22,6 +20,24 @@ ACCEPT_ENCODING: Final = "identity"
 """The `Accept-Encoding` every upstream request sends."""
 # zlib's "detect a gzip or zlib header" window.
 _AUTO_HEADER: Final = 32 + zlib.MAX_WBITS
+
+
+class _Content(Protocol):
+    def iter_chunked(self, n: int) -> AsyncIterator[bytes]: ...
+
+
+class Answer(Protocol):
+    """An HTTP answer as aiohttp's client and `http_client` both give it."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def content_length(self) -> int | None: ...
+    @property
+    def content(self) -> _Content: ...
+    async def read(self) -> bytes: ...
 
 
 class Decoder:
@@ -58,7 +74,7 @@ class Decoder:
             raise ValueError(f"corrupt compressed body: {exc}") from None
 
 
-async def chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def chunks(resp: Answer) -> AsyncIterator[bytes]:
     """The decoded body as it arrives. The request must have been made with
     `auto_decompress=False`, or the inflating already happened, unbounded."""
     decoder = Decoder(resp.headers.get("Content-Encoding", ""))
@@ -67,7 +83,7 @@ async def chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
             yield piece
 
 
-async def read(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read(resp: Answer, limit: int) -> bytes:
     """The whole decoded body, or `TooLarge` as soon as it passes `limit` bytes."""
     encoded = resp.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity")
     declared = resp.content_length

@@ -21,7 +21,7 @@ from switchyard.deadline import Deadline
 from switchyard.protocol import codes, methods
 from switchyard.protocol.link import ClientLink
 from switchyard.protocol.versions import MODERN_VERSIONS, Era
-from switchyard.upstream import decoded_body, handshake, unreachable
+from switchyard.upstream import decoded_body, handshake, http_client, unreachable
 from switchyard.upstream.connection import (
     ConnectionCore,
     MessageStream,
@@ -87,13 +87,31 @@ def _session(settings: HttpSettings) -> aiohttp.ClientSession:
 
 
 class _Pool:
-    """A connection's aiohttp session, made on first use: a candidate that is never opened (a
-    transport probe that lost, a spare isolation candidate) then has nothing left unclosed."""
+    """A connection's HTTP clients, each made on first use: a candidate that is never opened (a
+    transport probe that lost, a spare isolation candidate) then has nothing left unclosed.
+    A call's POST goes through the lean client where it can (`http_client.supports`); the rest,
+    and every request to an origin it does not serve, through one aiohttp session."""
 
     def __init__(self, settings: HttpSettings) -> None:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
+        self._lean: http_client.HttpClient | None = None
+        self._lean_ok = http_client.supports(settings.url)
         self._closed = False
+
+    def lean(self) -> http_client.HttpClient | None:
+        if not self._lean_ok:
+            return None
+        if self._lean is None:
+            if self._closed:
+                raise UpstreamClosed("connection closed")
+            self._lean = http_client.HttpClient(
+                self._settings.url,
+                max_connections=self._settings.max_connections,
+                connect_timeout_s=self._settings.connect_timeout_s,
+                idle_s=IDLE_CONNECTION_S,
+            )
+        return self._lean
 
     def get(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -104,6 +122,8 @@ class _Pool:
 
     async def close(self) -> None:
         self._closed = True
+        if self._lean is not None:
+            self._lean.close()
         if self._session is not None:
             await self._session.close()
 
@@ -333,7 +353,7 @@ class StreamableHttpConnection(ConnectionCore):
             if self.facts.era is Era.LEGACY:
                 self._cancel_upstream(request_id, "client cancelled")
             raise
-        except aiohttp.ClientConnectorError as exc:
+        except (aiohttp.ClientConnectorError, http_client.ConnectFailed) as exc:
             # No connection could be made: the request never left.
             why = unreachable.reason(exc)
             self._unreachable = why
@@ -381,26 +401,38 @@ class StreamableHttpConnection(ConnectionCore):
     async def _exchange(
         self, body: bytes, request_id: int, headers: dict[str, str], out: Outbound
     ) -> Reply:
-        method, link, caller = out.method, out.link, out.caller
-        async with self._http.post(
-            self.settings.url, data=body, headers=headers, allow_redirects=False
-        ) as resp:
-            ctype = resp.headers.get("Content-Type", "")
-            if method == methods.INITIALIZE and resp.status < 300:
-                self._session_id = resp.headers.get("Mcp-Session-Id")
-            sent_with = headers.get("Mcp-Session-Id")
-            if resp.status == 404 and self.facts.era is Era.LEGACY and sent_with is not None:
-                raise _SessionExpired(sent_with)
-            if ctype.startswith(EVENT_STREAM) and resp.status < 300:
-                outcome = await self._read_stream(resp, request_id, link)
-            else:
-                return await self._json_answer(resp, ctype, out.result_fields)
+        lean = self._pool.lean()
+        if lean is not None:
+            resp = await lean.post(body, headers)
+            try:
+                outcome = await self._answer(resp, request_id, headers, out)
+            finally:
+                resp.release()
+        else:
+            async with self._http.post(
+                self.settings.url, data=body, headers=headers, allow_redirects=False
+            ) as aio_resp:
+                outcome = await self._answer(aio_resp, request_id, headers, out)
         if isinstance(outcome, Reply):
             return outcome
-        return await self._resume(outcome, request_id, link, caller)
+        return await self._resume(outcome, request_id, out.link, out.caller)
+
+    async def _answer(
+        self, resp: decoded_body.Answer, request_id: int, headers: dict[str, str], out: Outbound
+    ) -> Reply | _Cut:
+        """A POST's answer: its JSON body, or the reply on its response stream."""
+        ctype = resp.headers.get("Content-Type", "")
+        if out.method == methods.INITIALIZE and resp.status < 300:
+            self._session_id = resp.headers.get("Mcp-Session-Id")
+        sent_with = headers.get("Mcp-Session-Id")
+        if resp.status == 404 and self.facts.era is Era.LEGACY and sent_with is not None:
+            raise _SessionExpired(sent_with)
+        if ctype.startswith(EVENT_STREAM) and resp.status < 300:
+            return await self._read_stream(resp, request_id, out.link)
+        return await self._json_answer(resp, ctype, out.result_fields)
 
     async def _json_answer(
-        self, resp: aiohttp.ClientResponse, ctype: str, fields: bool = False
+        self, resp: decoded_body.Answer, ctype: str, fields: bool = False
     ) -> Reply:
         data = await decoded_body.read(resp, self.settings.max_message_bytes)
         if ctype.startswith(JSON) and data:
@@ -417,7 +449,7 @@ class StreamableHttpConnection(ConnectionCore):
         )
 
     async def _read_stream(
-        self, resp: aiohttp.ClientResponse, request_id: int, link: ClientLink | None
+        self, resp: decoded_body.Answer, request_id: int, link: ClientLink | None
     ) -> Reply | _Cut:
         """The answer on a response stream, or where the stream was cut off without one."""
         parser = sse.Parser(max_event_bytes=self.settings.max_message_bytes)

@@ -8,11 +8,13 @@ readiness and `switchyard backends`).
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import aiohttp
 
+from switchyard.upstream import http_client
 from switchyard.upstream.connection import UpstreamClosed
 
 
@@ -35,6 +37,12 @@ def shown(url: str) -> str:
 
 def reason(exc: BaseException) -> str:
     """What went wrong, without the address (the exception's own text often carries it)."""
+    if isinstance(exc, http_client.ConnectFailed):
+        exc = exc.cause
+        if isinstance(exc, socket.gaierror):
+            return "the host name does not resolve"
+    if isinstance(exc, http_client.Disconnected):
+        return "the server closed the connection"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "the host name does not resolve"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
