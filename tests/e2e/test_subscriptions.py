@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.harness import FIXTURES, PYTHON, Gateway
+from tests.harness import FIXTURES, PYTHON, Gateway, start_port_fixture
 from tests.rpc import MODERN, MODERN_META, RawClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -133,3 +133,67 @@ async def test_a_modern_listen_stream_is_acknowledged_and_tagged(
     assert update["params"]["uri"] == WATCHED
     assert update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "listen-1"
     resp.close()
+
+
+@pytest.fixture
+def slow_listening_backend() -> Iterator[str]:
+    """A 2026-07-28 SDK backend that takes up each `subscriptions/listen` 400 ms late."""
+    proc, port = start_port_fixture(
+        [PYTHON, str(FIXTURES / "sdk_http.py"), "--port", "0", "--name", "web"],
+        "sdk-http-slow-listen",
+        env={"FIXTURE_LISTEN_DELAY_MS": "400"},
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.stop()
+
+
+async def test_a_change_right_after_subscribing_is_not_lost_when_the_backend_listens_late(
+    slow_listening_backend: str,
+    gateway_factory: Callable[..., Gateway],
+    http: aiohttp.ClientSession,
+) -> None:
+    """Subscribing answers only once the backend's listen stream is there: a modern listener
+    and a legacy session each change their own board right after subscribing, and each hears
+    of its own change, never of the other's."""
+    gw = gateway_factory({"servers": {"web": {"url": slow_listening_backend, "prefix": ""}}})
+    alice_uri, bob_uri = "fixture://web/board/alice", "fixture://web/board/bob"
+    params = {"notifications": {"resourceSubscriptions": [alice_uri]}, "_meta": MODERN_META}
+    body = {"jsonrpc": "2.0", "id": "l-1", "method": "subscriptions/listen", "params": params}
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "subscriptions/listen",
+    }
+    bob = await RawClient(gw.url, http).open()
+    bob_stream = await _get_stream(http, gw, bob)
+
+    async def alice_flow() -> dict[str, Any]:
+        resp = await http.post(gw.url, data=json.dumps(body).encode(), headers=headers)
+        stream = Stream(resp)
+        ack = await stream.next()
+        assert ack["method"] == "notifications/subscriptions/acknowledged"
+        alice = RawClient(gw.url, http, era="modern")
+        await alice.result("tools/call", {"name": "touch", "arguments": {"tag": "alice"}})
+        update = await stream.next()
+        assert b"board/bob" not in stream.buffer
+        resp.close()
+        return update
+
+    async def bob_flow() -> dict[str, Any]:
+        assert await bob.result("resources/subscribe", {"uri": bob_uri}) == {}
+        await bob.result("tools/call", {"name": "touch", "arguments": {"tag": "bob"}})
+        return await bob_stream.next()
+
+    alice_update, bob_update = await asyncio.gather(alice_flow(), bob_flow())
+    assert alice_update["method"] == "notifications/resources/updated"
+    assert alice_update["params"]["uri"] == alice_uri
+    assert bob_update == {
+        "jsonrpc": "2.0",
+        "method": "notifications/resources/updated",
+        "params": {"uri": bob_uri},
+    }
+    assert b"board/alice" not in bob_stream.buffer
+    bob_stream.resp.close()

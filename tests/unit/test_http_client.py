@@ -384,3 +384,24 @@ def test_only_plain_http_origins_without_userinfo_are_served() -> None:
     assert not http_client.supports("https://example.com/mcp")
     assert not http_client.supports("http://user:pw@example.com/mcp")
     assert not http_client.supports("http:///mcp")
+
+
+def test_a_request_target_escapes_what_may_not_stand_bare_in_a_request_line() -> None:
+    assert http_client.request_target("http://h:1/messages?sessionId=ab%2Fc") == (
+        "/messages?sessionId=ab%2Fc"
+    )
+    assert http_client.request_target("http://h:1") == "/"
+    # What an HTTP+SSE backend's `endpoint` event may hold must not split the request line
+    # (line breaks and tabs are dropped by the URL parser, the rest escaped).
+    assert http_client.request_target('http://h:1/m s?x="é"\r\nX: 1') == (
+        "/m%20s?x=%22%C3%A9%22X:%201"
+    )
+
+
+async def test_a_post_to_another_target_on_the_same_origin() -> None:
+    async with serving(await answer_each(OK)) as server:
+        client = client_for(server)
+        response = await client.post(b"{}", {}, "/messages?sessionId=1")
+        response.release()
+        assert server.requests[0].startswith(b"POST /messages?sessionId=1 HTTP/1.1\r\n")
+        client.close()

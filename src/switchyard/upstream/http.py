@@ -52,6 +52,11 @@ DEFAULT_RETRY_S: Final = 1.0
 MIN_RETRY_S: Final = 0.1
 MAX_RETRY_S: Final = 5.0
 MAX_RESUMES: Final = 3
+# The HTTP+SSE transport's message POST is acknowledged at once (the answer comes on the
+# stream): a backend that does not acknowledge within this is treated as gone.
+SEND_TIMEOUT_S: Final = 30.0
+# How long opening a listen stream waits for the backend's first word on it.
+LISTEN_READY_S: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,13 +534,25 @@ class StreamableHttpConnection(ConnectionCore):
         await self._post_quietly(data, None)
 
     async def listen(self, params: bytes) -> None:
-        if self._listen_task is not None:
-            self._listen_task.cancel()  # closing a modern stream is its cancellation
+        """Returns once the backend has said something on the new stream (its
+        acknowledgement first), refused it, or `LISTEN_READY_S` passed: the stream travels
+        on a connection of its own, and a change made by a call right after subscribing
+        must not reach the backend before the subscription does. The stream it replaces is
+        closed (its cancellation) only then, so no change falls between the two; one made
+        while both are open may be heard twice."""
+        previous = self._listen_task
+        ready = asyncio.Event()
         self._listen_task = asyncio.create_task(
-            self._listen_stream(params), name=f"{self.backend}-listen"
+            self._listen_stream(params, ready), name=f"{self.backend}-listen"
         )
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), LISTEN_READY_S)
+        finally:
+            if previous is not None:
+                previous.cancel()
 
-    async def _listen_stream(self, params: bytes) -> None:
+    async def _listen_stream(self, params: bytes, ready: asyncio.Event) -> None:
         """2026-07-28 `subscriptions/listen`: one long-lived POST, reopened if it drops."""
 
         async def open_stream(last_event_id: str | None) -> Any:
@@ -545,7 +562,10 @@ class StreamableHttpConnection(ConnectionCore):
                 self.settings.url, data=body, headers=headers, allow_redirects=False
             )
 
-        await self._follow("subscriptions/listen", open_stream)
+        try:
+            await self._follow("subscriptions/listen", open_stream, ready)
+        finally:
+            ready.set()
 
     async def notify(self, method: str, params: bytes | None) -> None:
         await self._post_quietly(frame.notification_bytes(method, params), method)
@@ -576,11 +596,15 @@ class StreamableHttpConnection(ConnectionCore):
         await self._follow("GET stream", open_stream)
 
     async def _follow(
-        self, label: str, open_stream: Callable[[str | None], Awaitable[Any]]
+        self,
+        label: str,
+        open_stream: Callable[[str | None], Awaitable[Any]],
+        ready: asyncio.Event | None = None,
     ) -> None:
         """Read a long-lived SSE stream of backend notifications, reopening it while the
         connection lives (after the backend's `retry:` if it gave one, else with backoff, and
-        from the last event id seen); a backend that refuses the stream is not asked again."""
+        from the last event id seen); a backend that refuses the stream is not asked again.
+        `ready` is set by the first message, or when the first attempt fails."""
         attempt = 0
         last_id: str | None = None
         retry_ms: int | None = None
@@ -601,6 +625,8 @@ class StreamableHttpConnection(ConnectionCore):
                                 last_id = event.id if event.id is not None else last_id
                                 if event.event == "message" and event.data:
                                     await self._on_stream_message(event.data, None, None)
+                                    if ready is not None:
+                                        ready.set()
                     finally:
                         retry_ms = parser.retry_ms if parser.retry_ms is not None else retry_ms
             except (
@@ -611,6 +637,8 @@ class StreamableHttpConnection(ConnectionCore):
                 UpstreamClosed,
             ) as exc:
                 log.debug("backend %r: %s dropped: %s", self.backend, label, exc)
+            if ready is not None:
+                ready.set()  # not acknowledged on this attempt: nobody waits for a retry
             if retry_ms is not None:
                 delay = _retry_delay(retry_ms)
             else:
@@ -685,6 +713,7 @@ class SseConnection(MessageStream):
         self.settings = settings
         self._pool = _Pool(settings)
         self._endpoint: str | None = None
+        self._endpoint_target = ""
         self._endpoint_ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._unreachable: str | None = None
@@ -742,6 +771,7 @@ class SseConnection(MessageStream):
                     for event in parser.feed(chunk):
                         if event.event == "endpoint":
                             self._endpoint = self._resolve_endpoint(event.data.decode().strip())
+                            self._endpoint_target = http_client.request_target(self._endpoint)
                             self._endpoint_ready.set()
                         elif event.event == "message" and event.data:
                             await self._dispatch(event.data)
@@ -764,12 +794,17 @@ class SseConnection(MessageStream):
     async def _send(self, data: bytes) -> None:
         if self._endpoint is None or self._closed.is_set():
             raise NotSent(self._close_reason)
+        lean = self._pool.lean()
+        if lean is not None:
+            await self._send_lean(lean, data)
+            return
         try:
             async with self._http.post(
                 self._endpoint,
                 data=data,
                 headers={**self.settings.headers, "Content-Type": JSON},
                 allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_S),
             ) as resp:
                 if resp.status >= 300:
                     raise UpstreamClosed(f"endpoint refused a message with HTTP {resp.status}")
@@ -777,6 +812,21 @@ class SseConnection(MessageStream):
             raise NotSent(f"POST failed: {type(exc).__name__}") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamClosed(f"POST failed: {type(exc).__name__}") from exc
+
+    async def _send_lean(self, lean: http_client.HttpClient, data: bytes) -> None:
+        headers = {**self.settings.headers, "Content-Type": JSON}
+        try:
+            # The acknowledgement's body (`Accepted`) is not read: it is in with the head
+            # nearly always, and when it is not the connection is closed rather than reused.
+            async with Deadline(SEND_TIMEOUT_S, SEND_TIMEOUT_S):
+                resp = await lean.post(data, headers, self._endpoint_target)
+            resp.release()
+        except http_client.ConnectFailed as exc:
+            raise NotSent(f"POST failed: {unreachable.reason(exc)}") from exc
+        except (OSError, ValueError, TimeoutError) as exc:
+            raise UpstreamClosed(f"POST failed: {unreachable.reason(exc)}") from exc
+        if resp.status >= 300:
+            raise UpstreamClosed(f"endpoint refused a message with HTTP {resp.status}")
 
     async def aclose(self) -> None:
         self._mark_closed("gateway closed the connection")

@@ -21,7 +21,7 @@ import collections
 import socket
 from collections.abc import AsyncIterator
 from typing import Final, cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 from multidict import CIMultiDict
@@ -30,6 +30,8 @@ BUFFER_HIGH: Final = 256 * 1024
 """Bytes of an answer held unread before the socket stops being read."""
 BUFFER_LOW: Final = 64 * 1024
 _NO_BODY_STATUS: Final = frozenset({204, 304})
+# RFC 3986's characters of a path and query that need no escaping, and `%` (already escaped).
+_TARGET_SAFE: Final = "/?:@!$&'()*+,;=%-._~"
 
 
 class ConnectFailed(OSError):
@@ -52,6 +54,14 @@ def supports(url: str) -> bool:
     """Whether this client can carry requests to `url`."""
     split = urlsplit(url)
     return split.scheme == "http" and "@" not in split.netloc and bool(split.hostname)
+
+
+def request_target(url: str) -> str:
+    """The path and query of `url` as a request line carries them: any character that may not
+    stand there bare (a space, a quote, a byte over 127, a line break) percent-encoded."""
+    split = urlsplit(url)
+    target = (split.path or "/") + (f"?{split.query}" if split.query else "")
+    return quote(target, safe=_TARGET_SAFE)
 
 
 class Response:
@@ -304,11 +314,10 @@ class HttpClient:
         assert split.scheme == "http" and split.hostname
         self._host = split.hostname
         self._port = split.port or 80
-        target = (split.path or "/") + (f"?{split.query}" if split.query else "")
         netloc = f"[{self._host}]" if ":" in self._host else self._host
         if split.port is not None and split.port != 80:
             netloc = f"{netloc}:{split.port}"
-        self._request_line = f"POST {target} HTTP/1.1\r\n"
+        self._request_line = f"POST {request_target(url)} HTTP/1.1\r\n"
         self._host_line = f"Host: {netloc}\r\n"
         self._max = max_connections
         self._connect_timeout_s = connect_timeout_s
@@ -328,10 +337,14 @@ class HttpClient:
     def idle_connections(self) -> int:
         return len(self._idle)
 
-    async def post(self, body: bytes, headers: dict[str, str]) -> Response:
-        """Send one POST; return its answer once the head is in. The caller must `release()`
-        the response (whether or not it read the body)."""
-        lines = [self._request_line, self._host_line]
+    async def post(
+        self, body: bytes, headers: dict[str, str], target: str | None = None
+    ) -> Response:
+        """Send one POST to the client's URL, or to `target` (a `request_target` on the same
+        origin); return its answer once the head is in. The caller must `release()` the
+        response (whether or not it read the body)."""
+        line = self._request_line if target is None else f"POST {target} HTTP/1.1\r\n"
+        lines = [line, self._host_line]
         for key, value in headers.items():
             if len(key) == 4 and key.lower() == "host":
                 lines[1] = ""  # the configured Host stands
