@@ -65,6 +65,23 @@ async def _get_stream(http: aiohttp.ClientSession, gw: Gateway, client: RawClien
     return Stream(resp)
 
 
+async def _listen(
+    http: aiohttp.ClientSession, url: str, listen_id: str, notifications: dict[str, Any]
+) -> Stream:
+    """A 2026-07-28 `subscriptions/listen` stream, open (its first event not yet read)."""
+    params = {"notifications": notifications, "_meta": MODERN_META}
+    body = {"jsonrpc": "2.0", "id": listen_id, "method": "subscriptions/listen", "params": params}
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "subscriptions/listen",
+    }
+    resp = await http.post(url, data=json.dumps(body).encode(), headers=headers)
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+    return Stream(resp)
+
+
 async def test_updates_reach_only_subscribed_legacy_sessions(
     gateway: Gateway, http: aiohttp.ClientSession
 ) -> None:
@@ -100,24 +117,13 @@ async def test_updates_reach_only_subscribed_legacy_sessions(
 async def test_a_modern_listen_stream_is_acknowledged_and_tagged(
     gateway: Gateway, http: aiohttp.ClientSession
 ) -> None:
-    params = {
-        "notifications": {
-            "toolsListChanged": True,
-            "resourceSubscriptions": [WATCHED, "nowhere://x"],
-            "extra": True,
-        },
-        "_meta": MODERN_META,
+    notifications = {
+        "toolsListChanged": True,
+        "resourceSubscriptions": [WATCHED, "nowhere://x"],
+        "extra": True,
     }
-    body = {"jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen", "params": params}
-    headers = {
-        "Content-Type": "application/json",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": MODERN,
-        "Mcp-Method": "subscriptions/listen",
-    }
-    resp = await http.post(gateway.url, data=json.dumps(body).encode(), headers=headers)
-    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
-    stream = Stream(resp)
+    stream = await _listen(http, gateway.url, "listen-1", notifications)
+    resp = stream.resp
     ack = await stream.next()
     assert ack["method"] == "notifications/subscriptions/acknowledged"
     # Only what Switchyard will honour comes back: not the unknown URI, not the unknown key.
@@ -159,27 +165,18 @@ async def test_a_change_right_after_subscribing_is_not_lost_when_the_backend_lis
     of its own change, never of the other's."""
     gw = gateway_factory({"servers": {"web": {"url": slow_listening_backend, "prefix": ""}}})
     alice_uri, bob_uri = "fixture://web/board/alice", "fixture://web/board/bob"
-    params = {"notifications": {"resourceSubscriptions": [alice_uri]}, "_meta": MODERN_META}
-    body = {"jsonrpc": "2.0", "id": "l-1", "method": "subscriptions/listen", "params": params}
-    headers = {
-        "Content-Type": "application/json",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": MODERN,
-        "Mcp-Method": "subscriptions/listen",
-    }
     bob = await RawClient(gw.url, http).open()
     bob_stream = await _get_stream(http, gw, bob)
 
     async def alice_flow() -> dict[str, Any]:
-        resp = await http.post(gw.url, data=json.dumps(body).encode(), headers=headers)
-        stream = Stream(resp)
+        stream = await _listen(http, gw.url, "l-1", {"resourceSubscriptions": [alice_uri]})
         ack = await stream.next()
         assert ack["method"] == "notifications/subscriptions/acknowledged"
         alice = RawClient(gw.url, http, era="modern")
         await alice.result("tools/call", {"name": "touch", "arguments": {"tag": "alice"}})
         update = await stream.next()
         assert b"board/bob" not in stream.buffer
-        resp.close()
+        stream.resp.close()
         return update
 
     async def bob_flow() -> dict[str, Any]:

@@ -199,6 +199,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if self.closed:
+            transport.close()  # its connect was cancelled as it completed: nobody will use it
 
     def data_received(self, data: bytes) -> None:
         if self.response is None:
