@@ -361,6 +361,61 @@ async def test_a_malformed_head_is_a_malformed_response() -> None:
         client.close()
 
 
+async def test_an_endless_answer_head_is_refused_within_its_bound() -> None:
+    async def endless(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nX-Flood: ")
+        for _ in range(64):  # 1 MiB of one header value, never ended
+            w.write(b"a" * 16384)
+            await w.drain()
+
+    async with serving(endless) as server:
+        client = client_for(server)
+        with pytest.raises(http_client.MalformedResponse, match="head over 65536 bytes"):
+            await client.post(b"{}", {})
+        assert client.open_connections == 0
+        client.close()
+
+
+async def test_an_endless_trailer_is_refused_within_the_same_bound() -> None:
+    async def trailer(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n")
+        w.write(b"X-Trailer: ")
+        for _ in range(64):
+            w.write(b"a" * 16384)
+            await w.drain()
+
+    async with serving(trailer) as server:
+        client = client_for(server)
+        response = await client.post(b"{}", {})
+        with pytest.raises(http_client.MalformedResponse, match="framing between body bytes"):
+            await response.read()
+        response.release()
+        assert client.open_connections == 0
+        client.close()
+
+
+async def test_a_long_stream_of_small_events_is_not_mistaken_for_framing() -> None:
+    events = 20000  # 20,000 chunks of framing, far more than the bound in all
+
+    async def chatty(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n")
+        w.write(b"Transfer-Encoding: chunked\r\n\r\n")
+        for _ in range(events):
+            w.write(b"8\r\ndata: 1\n\r\n")
+        w.write(b"0\r\n\r\n")
+        await w.drain()
+
+    async with serving(chatty) as server:
+        client = client_for(server)
+        response = await client.post(b"{}", {})
+        assert await response.read() == b"data: 1\n" * events
+        response.release()
+        client.close()
+
+
 async def test_closing_the_client_ends_a_request_in_flight() -> None:
     async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
         await s.request(r)

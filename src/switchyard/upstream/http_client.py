@@ -29,6 +29,10 @@ from multidict import CIMultiDict
 BUFFER_HIGH: Final = 256 * 1024
 """Bytes of an answer held unread before the socket stops being read."""
 BUFFER_LOW: Final = 64 * 1024
+MAX_HEAD_BYTES: Final = 64 * 1024
+"""Bytes an answer may send with no body byte among them: its status line and headers, or
+chunk lines and trailers later. The parser keeps an unfinished header in memory; past this
+a backend is sending something else."""
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 # RFC 3986's characters of a path and query that need no escaping, and `%` (already escaped).
 _TARGET_SAFE: Final = "/?:@!$&'()*+,;=%-._~"
@@ -194,6 +198,8 @@ class _Connection(asyncio.Protocol):
         self._counted = True
         self._interim = False
         self._headers: list[tuple[str, str]] = []
+        self._unframed = 0
+        """Bytes fed since the last body byte (or the answer's start)."""
 
     # -- asyncio -------------------------------------------------------------------------------
 
@@ -206,12 +212,19 @@ class _Connection(asyncio.Protocol):
         if self.response is None:
             self.close()  # bytes nobody asked for: this connection's framing is not to be trusted
             return
+        self._unframed += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._broken(MalformedResponse("backend switched protocols"))
+            return
         except httptools.HttpParserError as exc:
             self._broken(MalformedResponse(f"malformed HTTP answer: {exc}"))
+            return
+        response = self.response
+        if self._unframed > MAX_HEAD_BYTES and response is not None and not response._done:
+            what = "head" if not response._head.done() else "framing between body bytes"
+            self._broken(MalformedResponse(f"answer {what} over {MAX_HEAD_BYTES} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -235,6 +248,9 @@ class _Connection(asyncio.Protocol):
             raise MalformedResponse("more than one answer to a request")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        response = self.response
+        if response is not None and response._head.done():
+            return  # a trailer: nothing of it is used
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -260,6 +276,7 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         response = self.response
         assert response is not None
+        self._unframed = 0
         response._body(body)
 
     def on_message_complete(self) -> None:
@@ -291,6 +308,7 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         self.parser = httptools.HttpResponseParser(self)
+        self._unframed = 0
         self.client._park(self)
 
     def close(self) -> None:
