@@ -98,6 +98,18 @@ async def answer_each(reply: bytes) -> Handler:
     return handler
 
 
+async def reading_fails(handler: Handler, match: str) -> None:
+    """The head comes in; reading the body fails with `match`, and the connection is gone."""
+    async with serving(handler) as server:
+        client = client_for(server)
+        response = await client.post(b"{}", {})
+        with pytest.raises(http_client.MalformedResponse, match=match):
+            await response.read()
+        response.release()
+        assert client.open_connections == 0
+        client.close()
+
+
 async def post(client: HttpClient, body: bytes = b"{}") -> tuple[int, bytes]:
     response = await client.post(body, {"Content-Type": "application/json"})
     try:
@@ -199,14 +211,7 @@ async def test_a_close_before_the_head_is_disconnected_and_within_the_body_malfo
         w.write(b'{"partial": ')
         await w.drain()
 
-    async with serving(cut_short) as server:
-        client = client_for(server)
-        response = await client.post(b"{}", {})
-        with pytest.raises(http_client.MalformedResponse, match="closed before the answer"):
-            await response.read()
-        response.release()
-        assert client.open_connections == 0
-        client.close()
+    await reading_fails(cut_short, "closed before the answer")
 
 
 async def test_a_refused_connection_is_connect_failed_naming_no_address() -> None:
@@ -386,14 +391,7 @@ async def test_an_endless_trailer_is_refused_within_the_same_bound() -> None:
             w.write(b"a" * 16384)
             await w.drain()
 
-    async with serving(trailer) as server:
-        client = client_for(server)
-        response = await client.post(b"{}", {})
-        with pytest.raises(http_client.MalformedResponse, match="framing between body bytes"):
-            await response.read()
-        response.release()
-        assert client.open_connections == 0
-        client.close()
+    await reading_fails(trailer, "framing between body bytes")
 
 
 async def test_a_long_stream_of_small_events_is_not_mistaken_for_framing() -> None:
@@ -459,4 +457,13 @@ async def test_a_post_to_another_target_on_the_same_origin() -> None:
         response = await client.post(b"{}", {}, "/messages?sessionId=1")
         response.release()
         assert server.requests[0].startswith(b"POST /messages?sessionId=1 HTTP/1.1\r\n")
+        client.close()
+
+
+async def test_a_large_body_arrives_whole_after_its_head() -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB, more than one socket buffer
+    async with serving(await answer_each(OK)) as server:
+        client = client_for(server)
+        assert await post(client, body) == (200, b"{}")
+        assert server.requests[0].endswith(b"Content-Length: 1048576\r\n\r\n" + body)
         client.close()

@@ -794,15 +794,16 @@ class SseConnection(MessageStream):
     async def _send(self, data: bytes) -> None:
         if self._endpoint is None or self._closed.is_set():
             raise NotSent(self._close_reason)
+        headers = {**self.settings.headers, "Content-Type": JSON}
         lean = self._pool.lean()
         if lean is not None:
-            await self._send_lean(lean, data)
+            await self._send_lean(lean, data, headers)
             return
         try:
             async with self._http.post(
                 self._endpoint,
                 data=data,
-                headers={**self.settings.headers, "Content-Type": JSON},
+                headers=headers,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_S),
             ) as resp:
@@ -813,8 +814,9 @@ class SseConnection(MessageStream):
         except aiohttp.ClientError as exc:
             raise UpstreamClosed(f"POST failed: {type(exc).__name__}") from exc
 
-    async def _send_lean(self, lean: http_client.HttpClient, data: bytes) -> None:
-        headers = {**self.settings.headers, "Content-Type": JSON}
+    async def _send_lean(
+        self, lean: http_client.HttpClient, data: bytes, headers: dict[str, str]
+    ) -> None:
         try:
             # The acknowledgement's body (`Accepted`) is not read: it is in with the head
             # nearly always, and when it is not the connection is closed rather than reused.

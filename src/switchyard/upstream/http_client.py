@@ -383,14 +383,11 @@ class HttpClient:
         conn.response = response
         self._busy.add(conn)
         assert conn.transport is not None
-        conn.transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
-            conn.transport.write(body)
+        conn.transport.writelines((head, body))
         try:
             await future
         except BaseException:
-            self._busy.discard(conn)
-            response.release()
+            response.release()  # closes the connection: its answer was not read
             raise
         return response
 
