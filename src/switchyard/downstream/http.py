@@ -10,7 +10,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from switchyard.auth.authenticator import Authenticator, AuthSettings, Refusal, open_authenticator
 from switchyard.downstream import approvals_api
@@ -40,6 +40,7 @@ from switchyard.downstream.asgi import (
     respond_json,
 )
 from switchyard.downstream.guard import Guard
+from switchyard.downstream.held_head import HeldHeadTransport
 from switchyard.downstream.legacy_sse import LegacySseEndpoint
 from switchyard.downstream.scrape import CONTENT_TYPE, MetricsListener, exposition
 from switchyard.downstream.streamable_http import StreamableHttpEndpoint
@@ -471,6 +472,10 @@ def guarded_protocol(settings: HttpSettings) -> type[Any]:
         _head_bytes = 0
         _in_head = True
         """Whether the bytes arriving now belong to a request head (none is complete yet)."""
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            held = HeldHeadTransport(cast(asyncio.Transport, transport), self.loop)
+            super().connection_made(cast(asyncio.Transport, held))
 
         def data_received(self, data: bytes) -> None:
             # Counted per chunk read, not per header line: a callback per header was a visible
