@@ -270,3 +270,46 @@ async def test_a_get_stream_request_reaches_only_the_client_whose_session_it_is(
     text = await ask("carol", "all_roots_via_get")
     assert text.startswith("refused:")
     assert asked == []
+
+
+def messages_of(resp: Any) -> list[dict[str, Any]]:
+    """Every JSON-RPC message of an answer, JSON body or event stream, each read as a client
+    reads it: UTF-8 (strict), then JSON."""
+    text = resp.body.decode("utf-8")  # raises on a single byte that is not UTF-8
+    if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+        return [json.loads(text)]
+    data = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
+    return [json.loads(d) for d in data if d]
+
+
+async def test_bytes_that_are_not_utf8_never_reach_a_client(
+    gateway_factory: Callable[..., Gateway], hostile: tuple[Proc, str]
+) -> None:
+    # A result is spliced into the client's frame as the backend sent it: bytes no JSON text
+    # may hold went through verbatim, with the secret beside them.
+    _, base = hostile
+    gw = gateway_factory(config(base))
+    gw.wait_backend("web")
+    async with aiohttp.ClientSession() as http:
+        client = await RawClient(gw.url, http).open()
+        await client.result("logging/setLevel", {"level": "debug"}, request_id=1)
+        resp = await client.request("tools/call", {"name": "web_bad_utf8"}, 2)
+        [answer] = messages_of(resp)
+        assert answer["id"] == 2
+        assert answer["error"]["code"] == codes.BACKEND_PROTOCOL_ERROR
+        assert answer["error"]["data"] == {"source": "gateway", "backend": "web"}
+        assert b"lovelace" not in resp.body
+
+        # On a response stream the unreadable message alone is dropped; the rest arrives.
+        resp = await client.request("tools/call", {"name": "web_bad_utf8_sse"}, 3)
+        messages = messages_of(resp)
+        logs = [m["params"]["data"] for m in messages if m.get("method") == "notifications/message"]
+        assert logs == ["note fine"]
+        assert messages[-1] == {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "result": {"content": [{"type": "text", "text": "clean answer"}]},
+        }
+        echo = await call(client, "web_echo", request_id=4, text="after")
+        assert echo["result"]["content"][0]["text"] == "after"
+    assert gw.readyz()["backends"]["web"]["restarts"] == 0

@@ -302,6 +302,54 @@ def test_raw_line_breaks_inside_strings_stay_invalid(body: bytes) -> None:
         frame.peek(body)
 
 
+# Bytes no UTF-8 text may hold: a stray continuation byte, bytes never used, an overlong
+# `/`, an encoded surrogate, a code point past U+10FFFF, a sequence cut short by the quote.
+_NOT_UTF8 = [b"\x80", b"\xff\xfe", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82"]
+
+
+@pytest.mark.parametrize("bad", _NOT_UTF8)
+@pytest.mark.parametrize(
+    "template",
+    [
+        b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"a@b"}]}}',
+        b'{"jsonrpc":"2.0","id":1,"result":{"k@":1}}',
+        b'{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"m","data":"@"}}',
+        b'{"jsonrpc":"2.0","method":"notifications/message","params":{"data":"@"}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"q":"@"}}}',
+    ],
+)
+def test_invalid_utf8_anywhere_is_refused_even_inside_raw_slices(
+    template: bytes, bad: bytes
+) -> None:
+    # msgspec steps over a `Raw` slice without decoding its strings: their bytes are checked
+    # by the frame's own decode, or a result could carry them to a client verbatim.
+    body = template.replace(b"@", bad)
+    with pytest.raises(frame.DecodeError, match="invalid UTF-8"):
+        frame.peek(body)
+    with pytest.raises(frame.DecodeError, match="invalid UTF-8"):
+        frame.peek_reply(body, fields=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=40), junk=st.binary(min_size=1, max_size=6))
+def test_a_frame_is_taken_exactly_when_its_bytes_are_utf8(text: str, junk: bytes) -> None:
+    inner = json.dumps(text).encode()[1:-1] + junk.replace(b'"', b"").replace(b"\\", b"")
+    body = b'{"jsonrpc":"2.0","id":1,"result":{"t":"' + inner + b'"}}'
+    try:
+        expected = json.loads(body.decode())  # strict UTF-8, as a client reads it
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        expected = None
+    try:
+        reply = frame.peek_reply(body)
+    except frame.DecodeError:
+        reply = None
+    if expected is None:
+        assert reply is None
+    else:
+        assert reply is not None and reply.result is not None
+        assert json.loads(reply.result) == expected["result"]
+
+
 def test_compact_frames_are_sliced_verbatim() -> None:
     data = b'{"jsonrpc":"2.0","id":1,"result":{ "a" :\t1.50 }}\n'
     assert bytes(frame.peek(data).result) == b'{ "a" :\t1.50 }'

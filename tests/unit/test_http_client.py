@@ -467,3 +467,53 @@ async def test_a_large_body_arrives_whole_after_its_head() -> None:
         assert await post(client, body) == (200, b"{}")
         assert server.requests[0].endswith(b"Content-Length: 1048576\r\n\r\n" + body)
         client.close()
+
+
+async def test_a_declared_length_body_read_whole_arrives_whole_however_it_is_split() -> None:
+    size = 3 * 1024 * 1024  # past the pause bound: reading it whole must not stall
+    body = bytes(range(256)) * (size // 256)
+    pieces = [body[i : i + 700_000] for i in range(0, size, 700_000)]
+    sent_head = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def split(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        w.write(b"Content-Length: %d\r\n\r\n" % size)
+        await w.drain()
+        sent_head.set()
+        await go_on.wait()
+        for piece in pieces:  # the body arrives while the reader already waits for it
+            w.write(piece)
+            await w.drain()
+        await s.request(r)  # kept alive until the client closes
+
+    async with serving(split) as server:
+        client = client_for(server)
+        response = await client.post(b"{}", {})
+        reading = asyncio.create_task(response.read())
+        await asyncio.wait_for(sent_head.wait(), 5)
+        go_on.set()
+        assert await asyncio.wait_for(reading, 10) == body
+        response.release()
+        assert client.idle_connections == 1
+        client.close()
+
+
+async def test_a_length_beside_chunked_framing_is_a_malformed_response() -> None:
+    # Two framings for one body: which one a reader believes decides where the next answer
+    # starts. Refused, never resolved either way.
+    both = b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.request(r)
+        w.write(b"HTTP/1.1 200 OK\r\n" + both)
+        await w.drain()
+
+    async with serving(handler) as server:
+        client = client_for(server)
+        with pytest.raises(http_client.MalformedResponse):
+            response = await client.post(b"{}", {})
+            await response.read()
+        assert client.open_connections == 0
+        client.close()

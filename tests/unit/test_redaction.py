@@ -236,6 +236,14 @@ def test_a_blocked_notification_is_dropped_for_that_caller_only() -> None:
     assert r.applied[("no-cards-for-contractors", "payment_card", "notifications")] == 1
 
 
+def test_a_notification_that_cannot_be_read_is_dropped_not_passed_on_unread() -> None:
+    # Frames are decoded whole at the wire, so this takes a caller bypassing it; the engine
+    # still never hands on what it could not scan.
+    r = engine({"name": "m", "detectors": ["email"], "action": "mask"})
+    unreadable = b'{"level":"info","data":"' + EMAIL.encode() + b' \xff"}'
+    assert r.redact_notification(ALICE, "crm", "notifications/message", unreadable) is None
+
+
 def test_a_notification_can_carry_tokens_its_owner_resolves_later() -> None:
     r = engine({"name": "t", "detectors": ["email"], "action": "tokenize"})
     out = r.redact_notification(

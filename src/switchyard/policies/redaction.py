@@ -9,7 +9,6 @@ tokens stand for.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Final
 
 import msgspec
@@ -25,6 +24,7 @@ from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
 
 _WITH_ARGUMENTS: Final = frozenset({methods.TOOLS_CALL, methods.PROMPTS_GET})
+_UNREADABLE_RECORD: Final = msgspec.json.encode("[withheld: the arguments could not be read]")
 
 
 class Redaction(Policy):
@@ -53,12 +53,14 @@ class Redaction(Policy):
                     # forwarded copy below has them resolved): the record (audit) never holds
                     # what the backend alone may see.
                     call.recorded_arguments = arguments
-                    with contextlib.suppress(msgspec.DecodeError):
+                    try:
                         recorded = engine.redact_for_record(
                             ctx.identity, ctx.view, route.backend, route.name, bytes(arguments)
                         )
-                        if recorded is not None:
-                            call.recorded_arguments = Raw(recorded)
+                    except msgspec.DecodeError:
+                        recorded = _UNREADABLE_RECORD
+                    if recorded is not None:
+                        call.recorded_arguments = Raw(recorded)
                 try:
                     redacted = engine.redact_arguments(
                         ctx.identity, ctx.view, route.backend, route.name, bytes(arguments)
@@ -71,7 +73,13 @@ class Redaction(Policy):
                         _data(blocked, route.backend),
                     )
                 except msgspec.DecodeError:
-                    redacted = None  # not JSON the backend could read either: let it answer
+                    # Unreachable from the wire (a frame is decoded whole first); should it
+                    # happen, arguments that cannot be read are not sent on unread.
+                    return frame.error_reply(
+                        codes.INVALID_PARAMS,
+                        "Invalid params: the arguments could not be read to redact them",
+                        {"source": "gateway", "backend": route.backend},
+                    )
                 if redacted is not None:
                     # The terminal forwards these decoded fields; `params` follows them.
                     fields["arguments"] = Raw(redacted)
@@ -94,7 +102,12 @@ class Redaction(Policy):
                 _data(blocked, route.backend),
             )
         except msgspec.DecodeError:
-            return reply
+            # As for arguments: a result that cannot be read is not passed on unread.
+            return frame.error_reply(
+                codes.BACKEND_PROTOCOL_ERROR,
+                f"backend {route.backend!r} answered a result that could not be read to redact it",
+                {"source": "gateway", "backend": route.backend},
+            )
         if isinstance(out, Withheld):
             return Reply(result=withheld_result(out, ctx.era is Era.MODERN))
         if out is not None:

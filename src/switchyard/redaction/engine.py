@@ -26,6 +26,7 @@ from switchyard.redaction.output_schema import changed_violation, first_violatio
 from switchyard.redaction.rules import Action, Direction, RedactionRule, Selection, select
 from switchyard.redaction.scanner import Scanner
 from switchyard.redaction.vault import TokenVault
+from switchyard.wire import frame
 
 log = logging.getLogger("switchyard.redaction")
 
@@ -196,7 +197,7 @@ class Redactor:
         resolve = self.tokenizes and self.vault.held_by(owner) > 0
         if plan is None and not resolve:
             return None
-        value = msgspec.json.decode(arguments)
+        value = frame.decode_any(arguments)
         changed = False
         if plan is not None:
             state = _Pass(plan, Direction.ARGUMENTS, owner)
@@ -225,7 +226,7 @@ class Redactor:
         owner = who.key if who is not None else ANONYMOUS
         state = _Pass(plan, Direction.ARGUMENTS, owner)
         try:
-            value = self._redact(state, msgspec.json.decode(arguments), payload=True, top=False)
+            value = self._redact(state, frame.decode_any(arguments), payload=True, top=False)
         except Blocked as blocked:
             return msgspec.json.encode(
                 f"[withheld: redaction rule {blocked.rule!r} blocks {blocked.detector}]"
@@ -250,7 +251,7 @@ class Redactor:
         plan = self.plan(Direction.RESULTS, who, view, backend, name)
         if plan is None:
             return None
-        decoded = msgspec.json.decode(result)
+        decoded = frame.decode_any(result)
         if not isinstance(decoded, dict):
             return None
         state = _Pass(plan, Direction.RESULTS, who.key if who is not None else ANONYMOUS)
@@ -298,9 +299,13 @@ class Redactor:
         if plan is None:
             return params
         try:
-            decoded = msgspec.json.decode(params)
+            decoded = frame.decode_any(params)
         except msgspec.DecodeError:
-            return params
+            # Unreachable from the wire (every frame is decoded whole first); should it happen,
+            # what cannot be read is not passed on unread.
+            log.warning("a %s from backend %r could not be read to redact it; dropped",
+                        method[:64], backend)  # fmt: skip
+            return None
         owner = identity.key if identity is not None else ANONYMOUS
         state = _Pass(plan, Direction.NOTIFICATIONS, owner)
         try:
@@ -460,7 +465,7 @@ class Redactor:
             where = changed_violation(schema_json, schema_obj, redacted, changed)
         if where is None:
             return None
-        before = msgspec.json.decode(original).get("structuredContent")
+        before = frame.decode_any(original).get("structuredContent")
         if first_violation(schema_json, schema_obj, before) is not None:
             # It never conformed: only a break redaction caused is redaction's to report.
             return None
@@ -481,7 +486,7 @@ class Redactor:
             return self._schemas[tool]
         found: tuple[bytes, Any] | None = None
         try:
-            item = msgspec.json.decode(tool)
+            item = frame.decode_any(tool)
         except msgspec.DecodeError:
             item = None
         if isinstance(item, dict) and isinstance(item.get("outputSchema"), dict):

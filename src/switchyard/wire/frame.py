@@ -79,7 +79,8 @@ _TRAILING_SPACE: Final = frozenset(b" \t\r\n")
 
 def peek(data: bytes) -> Envelope:
     """Decode the envelope only. Raises `msgspec.DecodeError` on invalid JSON (invalid UTF-8
-    included) or `msgspec.ValidationError` on a wrong shape.
+    anywhere in the frame included, inside the raw slices too) or `msgspec.ValidationError` on
+    a wrong shape.
 
     Every `Raw` slice of the result is free of raw CR and LF, whatever whitespace the sender
     used: slices are spliced into newline-delimited and SSE-framed output, where a raw line break
@@ -91,6 +92,11 @@ def _decode_frame(decoder: msgspec.json.Decoder[_T], data: bytes) -> _T:
     """`data` decoded by `decoder`, every `Raw` slice free of raw CR and LF (see `peek`)."""
     try:
         decoded = decoder.decode(data)
+        if not data.isascii():
+            # msgspec checks the UTF-8 of the strings it builds, not of those it steps over
+            # (every `Raw` slice): a result with bytes no JSON text may hold would pass on
+            # verbatim, and a reader decoding it later (redaction) would fail where this did not.
+            data.decode()
         if _has_line_break(data):
             # Validated as sent above (a raw break inside a string is refused there); only now
             # may the breaks become spaces.
@@ -164,7 +170,12 @@ def decode_error(raw: bytes | Raw) -> ErrorObject:
 
 
 def decode_any(raw: bytes | Raw) -> Any:
-    return msgspec.json.decode(raw)
+    """Any JSON value, decoded whole. Invalid UTF-8 raises `DecodeError`, as invalid JSON
+    does (msgspec itself raises `UnicodeDecodeError` for it)."""
+    try:
+        return msgspec.json.decode(raw)
+    except UnicodeDecodeError as exc:
+        raise msgspec.DecodeError(f"invalid UTF-8: {exc.reason}") from None
 
 
 def encode_object(obj: dict[str, Raw] | dict[str, Any]) -> bytes:
