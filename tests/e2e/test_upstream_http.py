@@ -313,3 +313,27 @@ async def test_bytes_that_are_not_utf8_never_reach_a_client(
         echo = await call(client, "web_echo", request_id=4, text="after")
         assert echo["result"]["content"][0]["text"] == "after"
     assert gw.readyz()["backends"]["web"]["restarts"] == 0
+
+
+async def test_a_frame_nested_past_any_readers_depth_fails_only_its_request(
+    gateway_factory: Callable[..., Gateway], hostile: tuple[Proc, str]
+) -> None:
+    _, base = hostile
+    gw = gateway_factory(config(base))
+    gw.wait_backend("web")
+    async with aiohttp.ClientSession() as http:
+        client = await RawClient(gw.url, http).open()
+        await client.result("logging/setLevel", {"level": "debug"}, request_id=1)
+        [answer] = messages_of(await client.request("tools/call", {"name": "web_deep_json"}, 2))
+        assert answer["error"]["code"] == codes.BACKEND_PROTOCOL_ERROR
+        assert answer["error"]["data"] == {"source": "gateway", "backend": "web"}
+        # On a response stream the message nested that deep alone is dropped.
+        messages = messages_of(await client.request("tools/call", {"name": "web_deep_sse"}, 3))
+        assert messages == [
+            {
+                "jsonrpc": "2.0",
+                "id": 3,
+                "result": {"content": [{"type": "text", "text": "after the deep note"}]},
+            }
+        ]
+    assert gw.readyz()["backends"]["web"]["restarts"] == 0

@@ -1,5 +1,5 @@
-"""A stdio backend's oversize message costs only the request it answers: the shared
-connection, its other clients' calls and the process all carry on."""
+"""A stdio backend's oversize or unreadable message costs only the request it answers: the
+shared connection, its other clients' calls and the process all carry on."""
 
 from __future__ import annotations
 
@@ -53,4 +53,34 @@ async def test_an_oversize_answer_fails_only_its_own_request(
         again = (await call(alice, "fx_whoami", 6))["result"]["content"][0]["text"]
         assert again == pid  # the same process: never restarted
     status = gw.readyz()["backends"]["fx"]
+    assert status["state"] == "up" and status["restarts"] == 0
+
+
+async def test_a_frame_nested_past_any_readers_depth_is_dropped_and_the_reader_carries_on(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    # msgspec raised RecursionError, which no reader expected: it ended the stdout reader, and
+    # with it every call of every client on the shared connection.
+    backend = {
+        "command": PYTHON,
+        "args": [str(FIXTURES / "deep_stdio.py")],
+        "isolation": "shared",
+        "timeout": 2,
+    }
+    gw = gateway_factory({"servers": {"deep": backend}})
+    gw.wait_backend("deep")
+    async with aiohttp.ClientSession() as http:
+        alice = await RawClient(gw.url, http).open()
+        bob = await RawClient(gw.url, http).open()
+        await alice.result("logging/setLevel", {"level": "debug"}, request_id=1)
+        note = await call(alice, "deep_deep_note", 2)
+        assert note["result"]["content"][0]["text"] == "after the deep note"
+        # An answer nested that deep is no answer: its call runs into its timeout, alone.
+        lost = asyncio.create_task(call(bob, "deep_deep_answer", 3))
+        echo = await call(alice, "deep_echo", 3, text="meanwhile")
+        assert echo["result"]["content"][0]["text"] == "meanwhile"
+        assert (await asyncio.wait_for(lost, 10))["error"]["code"] == codes.BACKEND_TIMEOUT
+        echo = await call(bob, "deep_echo", 4, text="after")
+        assert echo["result"]["content"][0]["text"] == "after"
+    status = gw.readyz()["backends"]["deep"]
     assert status["state"] == "up" and status["restarts"] == 0

@@ -350,6 +350,21 @@ def test_a_frame_is_taken_exactly_when_its_bytes_are_utf8(text: str, junk: bytes
         assert json.loads(reply.result) == expected["result"]
 
 
+@pytest.mark.parametrize("depth", [2_000, 1_000_000])
+def test_nesting_past_the_recursion_limit_is_invalid_json_not_a_crash(depth: int) -> None:
+    nested = b"[" * depth + b"]" * depth
+    body = b'{"jsonrpc":"2.0","id":1,"result":{"x":' + nested + b"}}"
+    for read in (frame.peek, lambda b: frame.peek_reply(b, fields=True)):
+        with pytest.raises(frame.DecodeError, match="nested too deeply"):
+            read(body)
+    with pytest.raises(frame.DecodeError, match="nested too deeply"):
+        frame.decode_any(nested)
+    shallow = b"[" * 100 + b"]" * 100  # what a reader may expect to meet, and reads
+    assert frame.decode_any(frame.peek(body.replace(nested, shallow)).result) == {
+        "x": json.loads(shallow)
+    }
+
+
 def test_compact_frames_are_sliced_verbatim() -> None:
     data = b'{"jsonrpc":"2.0","id":1,"result":{ "a" :\t1.50 }}\n'
     assert bytes(frame.peek(data).result) == b'{ "a" :\t1.50 }'

@@ -104,6 +104,10 @@ def _decode_frame(decoder: msgspec.json.Decoder[_T], data: bytes) -> _T:
         return decoded
     except UnicodeDecodeError as exc:
         raise msgspec.DecodeError(f"invalid UTF-8: {exc.reason}") from None
+    except RecursionError:
+        # msgspec nests as deep as Python's recursion limit allows, then raises this: nesting
+        # a thousand deep is a malformed frame to its reader, not a failure of the reader.
+        raise msgspec.DecodeError("JSON nested too deeply") from None
 
 
 def peek_reply(data: bytes, *, fields: bool = False) -> Reply | None:
@@ -170,12 +174,15 @@ def decode_error(raw: bytes | Raw) -> ErrorObject:
 
 
 def decode_any(raw: bytes | Raw) -> Any:
-    """Any JSON value, decoded whole. Invalid UTF-8 raises `DecodeError`, as invalid JSON
-    does (msgspec itself raises `UnicodeDecodeError` for it)."""
+    """Any JSON value, decoded whole. Invalid UTF-8 and nesting past Python's recursion limit
+    raise `DecodeError`, as invalid JSON does (msgspec itself raises `UnicodeDecodeError` and
+    `RecursionError` for them)."""
     try:
         return msgspec.json.decode(raw)
     except UnicodeDecodeError as exc:
         raise msgspec.DecodeError(f"invalid UTF-8: {exc.reason}") from None
+    except RecursionError:
+        raise msgspec.DecodeError("JSON nested too deeply") from None
 
 
 def encode_object(obj: dict[str, Raw] | dict[str, Any]) -> bytes:
