@@ -365,6 +365,17 @@ def test_nesting_past_the_recursion_limit_is_invalid_json_not_a_crash(depth: int
     }
 
 
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"1" * 5000])
+def test_a_number_past_what_msgspec_represents_is_a_decode_error(number: bytes) -> None:
+    # Valid JSON, stepped over in a `Raw` slice: forwarded as sent, but a reader that decodes
+    # it gets the one error it expects.
+    body = b'{"jsonrpc":"2.0","id":1,"result":{"n":' + number + b"}}"
+    result = frame.peek(body).result
+    assert bytes(result) == b'{"n":' + number + b"}"
+    with pytest.raises(frame.DecodeError, match="out of range"):
+        frame.decode_any(result)
+
+
 def test_compact_frames_are_sliced_verbatim() -> None:
     data = b'{"jsonrpc":"2.0","id":1,"result":{ "a" :\t1.50 }}\n'
     assert bytes(frame.peek(data).result) == b'{ "a" :\t1.50 }'

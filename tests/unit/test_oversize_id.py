@@ -29,6 +29,11 @@ BIG = b"x" * 100
         (b'{"jsonrpc":"2.0","id":true,"result":"' + BIG, None),
         (b"[" + BIG, None),
         (b"", None),
+        # Valid JSON msgspec does not represent, and bytes that are not UTF-8: no id, and no
+        # exception (a UnicodeDecodeError escaping here ended the connection's reader).
+        (b'{"jsonrpc":"2.0","id":1e400,"result":"' + BIG, None),
+        (b'{"jsonrpc":"2.0","id":' + b"1" * 5000 + b',"result":"' + BIG, None),
+        (b'{"jsonrpc":"2.0","\xff":1,"id":7,"result":"' + BIG, None),
     ],
 )
 def test_oversize_response_id(head: bytes, expected: int | str | None) -> None:

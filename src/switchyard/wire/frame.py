@@ -174,9 +174,10 @@ def decode_error(raw: bytes | Raw) -> ErrorObject:
 
 
 def decode_any(raw: bytes | Raw) -> Any:
-    """Any JSON value, decoded whole. Invalid UTF-8 and nesting past Python's recursion limit
-    raise `DecodeError`, as invalid JSON does (msgspec itself raises `UnicodeDecodeError` and
-    `RecursionError` for them)."""
+    """Any JSON value, decoded whole. Whatever cannot be read raises `DecodeError`, as invalid
+    JSON does: invalid UTF-8 and nesting past Python's recursion limit too, for which msgspec
+    itself raises `UnicodeDecodeError` and `RecursionError` (a number past what it represents,
+    `1e400`, is its `ValidationError`, a `DecodeError` already)."""
     try:
         return msgspec.json.decode(raw)
     except UnicodeDecodeError as exc:
