@@ -20,6 +20,7 @@ from switchyard.protocol import codes, methods
 from switchyard.protocol.versions import Era
 from switchyard.redaction.engine import Blocked, Redactor, Withheld, withheld_result
 from switchyard.routing import catalog
+from switchyard.upstream.connection import protocol_error
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
 
@@ -103,11 +104,7 @@ class Redaction(Policy):
             )
         except msgspec.DecodeError:
             # As for arguments: a result that cannot be read is not passed on unread.
-            return frame.error_reply(
-                codes.BACKEND_PROTOCOL_ERROR,
-                f"backend {route.backend!r} answered a result that could not be read to redact it",
-                {"source": "gateway", "backend": route.backend},
-            )
+            return protocol_error(route.backend, "its result could not be read to redact it")
         if isinstance(out, Withheld):
             return Reply(result=withheld_result(out, ctx.era is Era.MODERN))
         if out is not None:

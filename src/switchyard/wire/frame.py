@@ -102,12 +102,8 @@ def _decode_frame(decoder: msgspec.json.Decoder[_T], data: bytes) -> _T:
             # may the breaks become spaces.
             decoded = decoder.decode(data.translate(_LINE_BREAKS_TO_SPACES))
         return decoded
-    except UnicodeDecodeError as exc:
-        raise msgspec.DecodeError(f"invalid UTF-8: {exc.reason}") from None
-    except RecursionError:
-        # msgspec nests as deep as Python's recursion limit allows, then raises this: nesting
-        # a thousand deep is a malformed frame to its reader, not a failure of the reader.
-        raise msgspec.DecodeError("JSON nested too deeply") from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise _unreadable(exc) from None
 
 
 def peek_reply(data: bytes, *, fields: bool = False) -> Reply | None:
@@ -180,10 +176,18 @@ def decode_any(raw: bytes | Raw) -> Any:
     `1e400`, is its `ValidationError`, a `DecodeError` already)."""
     try:
         return msgspec.json.decode(raw)
-    except UnicodeDecodeError as exc:
-        raise msgspec.DecodeError(f"invalid UTF-8: {exc.reason}") from None
-    except RecursionError:
-        raise msgspec.DecodeError("JSON nested too deeply") from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise _unreadable(exc) from None
+
+
+def _unreadable(exc: UnicodeDecodeError | RecursionError) -> msgspec.DecodeError:
+    """What msgspec raises for bytes it cannot read but does not call invalid JSON, as the
+    `DecodeError` every reader of a frame expects."""
+    if isinstance(exc, UnicodeDecodeError):
+        return msgspec.DecodeError(f"invalid UTF-8: {exc.reason}")
+    # msgspec nests as deep as Python's recursion limit allows, then raises RecursionError:
+    # nesting a thousand deep is a malformed frame to its reader, not a failure of the reader.
+    return msgspec.DecodeError("JSON nested too deeply")
 
 
 def encode_object(obj: dict[str, Raw] | dict[str, Any]) -> bytes:
