@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from switchyard import __version__, approvals_cli
+from switchyard import __version__, approvals_cli, collector
 from switchyard.audit import commands as audit_commands
 from switchyard.auth import keys_cli
 from switchyard.auth.key_store import default_data_dir
@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("config %s: %d backends", path, len(plan.backends))
     if args.command in ("backends", "tools"):
         return _inventory(plan, config, args)
+    collector.tune()  # a serving process from here on
     if args.command == "serve":
         return _serve(plan, config, args.host, args.port, args.log_file, path)
     return _stdio(plan, config, args.server, path)

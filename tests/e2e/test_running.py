@@ -356,3 +356,63 @@ def test_stdio_on_a_terminal_says_what_it_is_and_serves(tmp_path: Path) -> None:
             with contextlib.suppress(ProcessLookupError, ChildProcessError):
                 os.kill(pid, 9)
                 os.waitpid(pid, 0)
+
+
+def _threshold_probe(tmp: Path) -> tuple[dict[str, str], Path]:
+    """An environment whose Python writes its collector thresholds to a file as it exits."""
+    site = tmp / "site"
+    site.mkdir()
+    out = tmp / "thresholds"
+    (site / "sitecustomize.py").write_text(
+        "import atexit, gc\n"
+        f"atexit.register(lambda: open({str(out)!r}, 'w').write(repr(gc.get_threshold())))\n"
+    )
+    return {**os.environ, "PYTHONPATH": str(site)}, out
+
+
+def test_serving_processes_collect_young_objects_at_the_raised_threshold_only(
+    tmp_path: Path,
+) -> None:
+    config = _write(tmp_path, {"servers": {"fx": stdio_fixture()}})
+    env, out = _threshold_probe(tmp_path)
+
+    listed = subprocess.run(
+        [SWITCHYARD, "backends", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert out.read_text() == "(700, 10, 10)"  # a one-shot command keeps CPython's defaults
+
+    with open(os.devnull, "rb") as null_in, open(os.devnull, "wb") as null_out:
+        done = subprocess.run(
+            [SWITCHYARD, "stdio", "--config", str(config)],
+            stdin=null_in,
+            stdout=null_out,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == "(10000, 10, 10)"
+
+    out.unlink()
+    log = log_path("collector-threshold")
+    process = subprocess.Popen(
+        [SWITCHYARD, "serve", "--config", str(config), "--port", "0", "--log-file", str(log)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "listening on" not in (
+            log.read_text() if log.exists() else ""
+        ):
+            time.sleep(0.05)
+    finally:
+        process.terminate()
+        assert process.wait(15) == 0
+    assert out.read_text() == "(10000, 10, 10)"
