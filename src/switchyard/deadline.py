@@ -29,7 +29,7 @@ class Deadline:
         self._cancelling = 0
 
     async def __aenter__(self) -> Deadline:
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)  # with the loop: no second `getpid`
         if task is None:
             raise RuntimeError("Deadline should be used inside a task")
         self._task = task

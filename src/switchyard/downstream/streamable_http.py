@@ -89,10 +89,11 @@ class DisconnectWatch:
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
-        self._target = asyncio.current_task()
+        loop = asyncio.get_running_loop()  # once: a system call (`getpid`) on Python 3.11
+        self._target = asyncio.current_task(loop)
         self._watcher: asyncio.Task[None] | None = None
         self.disconnected = False
-        self._handle = asyncio.get_running_loop().call_later(DISCONNECT_WATCH_S, self._start)
+        self._handle = loop.call_later(DISCONNECT_WATCH_S, self._start)
 
     def _start(self) -> None:
         self._watcher = asyncio.ensure_future(self._watch())

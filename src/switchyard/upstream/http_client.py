@@ -188,8 +188,11 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One TCP connection and its response parser; carries one request at a time."""
 
-    def __init__(self, client: HttpClient) -> None:
+    def __init__(self, client: HttpClient, loop: asyncio.AbstractEventLoop) -> None:
         self.client = client
+        self.loop = loop
+        """The loop it was opened on, kept: `asyncio.get_running_loop` is a system call
+        (`getpid`) on Python 3.11, and each request would ask it three times."""
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.response: Response | None = None
@@ -377,8 +380,7 @@ class HttpClient:
             raise ValueError("a request header contains a line break or NUL character")
         head = f"{block}Content-Length: {len(body)}\r\n\r\n".encode()
         conn = await self._acquire()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[None] = conn.loop.create_future()
         response = Response(conn, future)
         conn.response = response
         self._busy.add(conn)
@@ -392,17 +394,16 @@ class HttpClient:
         return response
 
     async def _acquire(self) -> _Connection:
-        loop = asyncio.get_running_loop()
         idle = self._idle
         while True:
             if self._closed:
                 raise ConnectFailed(ConnectionAbortedError("client closed"))
-            now = loop.time()
             while idle:
                 conn = idle.pop()
-                if not conn.closed and now - conn.idle_since < self._idle_s:
+                if not conn.closed and conn.loop.time() - conn.idle_since < self._idle_s:
                     return conn
                 conn.close()
+            loop = asyncio.get_running_loop()
             if self._open < self._max:
                 break
             waiter = loop.create_future()
@@ -413,7 +414,7 @@ class HttpClient:
                 if waiter in self._slot_waiters:
                     self._slot_waiters.remove(waiter)
         self._open += 1
-        conn = _Connection(self)
+        conn = _Connection(self, loop)
         try:
             await asyncio.wait_for(
                 loop.create_connection(
@@ -434,7 +435,7 @@ class HttpClient:
         if self._closed:
             conn.close()
             return
-        loop = asyncio.get_running_loop()
+        loop = conn.loop
         conn.idle_since = loop.time()
         self._idle.append(conn)
         self._wake_one()
