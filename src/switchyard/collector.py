@@ -4,9 +4,9 @@ CPython collects its youngest generation whenever the container objects allocate
 last collection, less those freed, pass a threshold: 700 by default. A request in flight holds
 a few hundred such objects (its coroutines, futures, the call and its dicts), all freed by
 reference counting when it ends: a call leaves no cyclic garbage behind. Yet at 32 requests in
-flight their ebb and flow alone crossed 700 about once every 38 calls, each collection taking
-0.5-0.6 ms, and about once every 5,000 calls set off a full collection of the whole heap
-(~60 ms, every request in flight waiting). Measured figures: `docs/architecture.md`.
+flight their ebb and flow alone crossed 700 about once every 35 calls, each collection taking
+0.3-0.6 ms, and every few thousand calls set off a full collection of the whole heap
+(50-65 ms, every request in flight waiting). Measured figures: `docs/architecture.md`.
 
 A threshold above what requests in flight hold leaves collections to what they are for:
 garbage that builds up. Cyclic garbage (an exception and its traceback) waits for at most
