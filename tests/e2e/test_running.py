@@ -136,22 +136,31 @@ def test_the_gateway_logs_every_url_it_serves_once_bound(tmp_path: Path) -> None
         gw.stop()
 
 
-def test_port_zero_logs_the_port_the_system_chose(tmp_path: Path) -> None:
-    config = _write(tmp_path, {"servers": {"fx": stdio_fixture()}})
-    log = log_path("port-zero")
+def _serve_on_any_port(
+    config: Path, log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`switchyard serve --port 0` and the log line saying where it listens (within 30 s);
+    the caller stops the process."""
     process = subprocess.Popen(
         [SWITCHYARD, "serve", "--config", str(config), "--port", "0", "--log-file", str(log)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
+    deadline = time.monotonic() + 30
+    line = ""
+    while time.monotonic() < deadline and not line:
+        text = log.read_text() if log.exists() else ""
+        line = next((x for x in text.splitlines() if "listening on" in x), "")
+        time.sleep(0.05)
+    return process, line
+
+
+def test_port_zero_logs_the_port_the_system_chose(tmp_path: Path) -> None:
+    config = _write(tmp_path, {"servers": {"fx": stdio_fixture()}})
+    process, line = _serve_on_any_port(config, log_path("port-zero"))
     try:
-        deadline = time.monotonic() + 30
-        line = ""
-        while time.monotonic() < deadline and not line:
-            text = log.read_text() if log.exists() else ""
-            line = next((x for x in text.splitlines() if "listening on" in x), "")
-            time.sleep(0.05)
         assert line, "no listening line"
         url = line.split("listening on ")[1].split()[0]
         assert url.startswith("http://127.0.0.1:") and not url.startswith("http://127.0.0.1:0/")
@@ -279,17 +288,25 @@ def test_stdio_with_stdout_closed_explains_and_exits(tmp_path: Path) -> None:
     assert "switchyard stdio: stdout is closed;" in done.stderr
 
 
-def test_stdio_on_dev_null_and_a_regular_file_serves_and_ends_cleanly(tmp_path: Path) -> None:
-    config = _write(tmp_path, {"servers": {"fx": stdio_fixture()}})
+def _stdio_on_dev_null(
+    config: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`switchyard stdio` with /dev/null for both standard streams: it serves until EOF."""
     with open(os.devnull, "rb") as null_in, open(os.devnull, "wb") as null_out:
-        done = subprocess.run(
+        return subprocess.run(
             [SWITCHYARD, "stdio", "--config", str(config)],
             stdin=null_in,
             stdout=null_out,
             stderr=subprocess.PIPE,
             text=True,
+            env=env,
             timeout=60,
         )
+
+
+def test_stdio_on_dev_null_and_a_regular_file_serves_and_ends_cleanly(tmp_path: Path) -> None:
+    config = _write(tmp_path, {"servers": {"fx": stdio_fixture()}})
+    done = _stdio_on_dev_null(config)
     assert done.returncode == 0, done.stderr
     assert "Fatal Python error" not in done.stderr
     requests = tmp_path / "requests.jsonl"
@@ -385,34 +402,13 @@ def test_serving_processes_collect_young_objects_at_the_raised_threshold_only(
     assert listed.returncode == 0, listed.stderr
     assert out.read_text() == "(700, 10, 10)"  # a one-shot command keeps CPython's defaults
 
-    with open(os.devnull, "rb") as null_in, open(os.devnull, "wb") as null_out:
-        done = subprocess.run(
-            [SWITCHYARD, "stdio", "--config", str(config)],
-            stdin=null_in,
-            stdout=null_out,
-            stderr=subprocess.PIPE,
-            env=env,
-            timeout=60,
-        )
+    done = _stdio_on_dev_null(config, env)
     assert done.returncode == 0, done.stderr
     assert out.read_text() == "(10000, 10, 10)"
 
     out.unlink()
-    log = log_path("collector-threshold")
-    process = subprocess.Popen(
-        [SWITCHYARD, "serve", "--config", str(config), "--port", "0", "--log-file", str(log)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and "listening on" not in (
-            log.read_text() if log.exists() else ""
-        ):
-            time.sleep(0.05)
-    finally:
-        process.terminate()
-        assert process.wait(15) == 0
+    process, line = _serve_on_any_port(config, log_path("collector-threshold"), env)
+    process.terminate()
+    assert process.wait(15) == 0
+    assert line, "no listening line"
     assert out.read_text() == "(10000, 10, 10)"
