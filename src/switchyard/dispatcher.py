@@ -40,11 +40,20 @@ class Dispatcher:
         """The caller's own router, where some backend lists per caller (caller_lists.py);
         None (the usual case): every caller is routed by `router`."""
 
-    async def request(self, ctx: RequestContext, method: str, params: Raw | None) -> Reply:
+    async def request(
+        self,
+        ctx: RequestContext,
+        method: str,
+        params: Raw | None,
+        fields: dict[str, Raw] | None = None,
+    ) -> Reply:
+        """Route, police and serve one request. `fields`: `params` already decoded one level
+        deep by the face that received them (the call's `fields` from then on), else decoded
+        here when first needed."""
         chain = self.chains.get(method)
         if chain is None or (ctx.era is Era.MODERN and method in LEGACY_ONLY):
             chain = self.unknown
-        call = Call(method, params, ctx)
+        call = Call(method, params, ctx, _fields=fields)
         try:
             if method in ROUTED and chain is not self.unknown:
                 own = self.caller_router

@@ -474,7 +474,7 @@ class Forwarder:
         # Across eras the result's top level is read on its way back (`_forward`).
         out.result_fields = facts is not None and facts.era is not call.ctx.era
         out.idempotent = retries.safe_to_repeat(
-            call.method, _annotations(route.entry.item) if route is not None else None
+            call.method, route.entry.item if route is not None else None
         )
         if (
             call.method == methods.TOOLS_CALL
@@ -520,17 +520,6 @@ class Forwarder:
             session_link=session_link,
             log_level=ctx.log_level,
         )
-
-
-def _annotations(item: bytes) -> object:
-    """A listed tool's `annotations`, decoded (None when it has none or is not a tool)."""
-    if not item:
-        return None
-    try:
-        raw = frame.decode_object(item).get("annotations")
-        return frame.decode_any(raw) if raw is not None else None
-    except (frame.DecodeError, frame.ValidationError):
-        return None
 
 
 async def _observed(backend: Backend, out: Outbound, span: Span | None) -> Reply:

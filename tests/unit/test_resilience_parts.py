@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 
 import pytest
@@ -78,14 +79,27 @@ def test_a_released_trial_lets_another_through() -> None:
     assert b.allows()
 
 
+def _tool(annotations: object = None) -> bytes:
+    """A tool as the catalog lists it, with these annotations (none: no annotations key)."""
+    tool: dict[str, object] = {"name": "t", "inputSchema": {"type": "object"}}
+    if annotations is not None:
+        tool["annotations"] = annotations
+    return json.dumps(tool).encode()
+
+
 def test_only_reads_and_read_only_idempotent_tools_are_safe_to_repeat() -> None:
     assert safe_to_repeat("resources/read", None)
     assert safe_to_repeat("tools/list", None)
-    assert safe_to_repeat("tools/call", {"readOnlyHint": True, "idempotentHint": True})
-    assert not safe_to_repeat("tools/call", {"readOnlyHint": True})
-    assert not safe_to_repeat("tools/call", {"idempotentHint": True})
-    assert not safe_to_repeat("tools/call", {"readOnlyHint": "true", "idempotentHint": True})
+    assert safe_to_repeat("tools/call", _tool({"readOnlyHint": True, "idempotentHint": True}))
+    assert not safe_to_repeat("tools/call", _tool({"readOnlyHint": True}))
+    assert not safe_to_repeat("tools/call", _tool({"idempotentHint": True}))
+    assert not safe_to_repeat("tools/call", _tool({"readOnlyHint": "true", "idempotentHint": True}))
+    assert not safe_to_repeat("tools/call", _tool([True]))
+    assert not safe_to_repeat("tools/call", _tool())
+    assert not safe_to_repeat("tools/call", b"")
     assert not safe_to_repeat("tools/call", None)
+    # The same annotations on another method decide nothing.
+    assert not safe_to_repeat("prompts/set", _tool({"readOnlyHint": True, "idempotentHint": True}))
 
 
 def test_failures_tell_never_sent_from_maybe_sent_and_from_the_backends_own_errors() -> None:

@@ -36,21 +36,22 @@ def gateway_error(message: str = "Internal gateway error") -> Reply:
     return frame.error_reply(codes.GATEWAY_ERROR, message, GATEWAY)
 
 
-def malformed_params(params: frame.Raw | None) -> str | None:
-    """Why `params` cannot be a request's params (it and its `_meta` must be objects), or None.
+def request_fields(params: frame.Raw | None) -> dict[str, frame.Raw] | str:
+    """`params` decoded one level deep (values stay raw slices), or why they cannot be a
+    request's params (they and their `_meta` must be objects).
 
     Checked at the door so no handler has to, and so a `_meta` the gateway would never look
-    into is refused the same way as one it does. Costs one shallow decode of the params (values
-    stay raw slices)."""
+    into is refused the same way as one it does. The fields go on with the request
+    (`Dispatcher.request`), so this is the only shallow decode of the params."""
     if params is None:
-        return None
+        return {}
     try:
         fields = frame.decode_object(params)
         if "_meta" in fields:
             frame.decode_object(fields["_meta"])
     except frame.DecodeError:
         return "params and params._meta must be objects"
-    return None
+    return fields
 
 
 async def settle(method: str, work: Awaitable[Reply]) -> Reply:

@@ -30,8 +30,8 @@ from switchyard.downstream.asgi import (
 from switchyard.downstream.inbound import (
     error_json,
     gateway_error,
-    malformed_params,
     read_message,
+    request_fields,
     settle,
 )
 from switchyard.downstream.streamable_http import ScopeGate, _adopt, level_of, pump
@@ -162,9 +162,9 @@ class LegacySseEndpoint:
             # The POST is already answered: the refusal travels like any answer, by id.
             session.push(frame.response_bytes(id_raw, admission.refusal))
             return
-        malformed = malformed_params(params)
-        if malformed is not None:
-            session.push(error_json(codes.INVALID_PARAMS, malformed, id_raw))
+        fields = request_fields(params)
+        if isinstance(fields, str):
+            session.push(error_json(codes.INVALID_PARAMS, fields, id_raw))
             return
         if method == methods.DISCOVER:
             # This transport is 2024-11-05 only: a client probing for 2026-07-28 must learn that it
@@ -204,7 +204,7 @@ class LegacySseEndpoint:
                 tracestate=current_tracestate(),
             )
             reply = await session.requests.run(
-                id_raw, settle(method, self.gateway.dispatcher.request(ctx, method, params))
+                id_raw, settle(method, self.gateway.dispatcher.request(ctx, method, params, fields))
             )
             if reply is None:
                 return  # cancelled by the client: no answer is owed

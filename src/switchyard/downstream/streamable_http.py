@@ -36,7 +36,7 @@ from switchyard.downstream.asgi import (
     respond,
     respond_json,
 )
-from switchyard.downstream.inbound import error_json, malformed_params, read_message, settle
+from switchyard.downstream.inbound import error_json, read_message, request_fields, settle
 from switchyard.gateway import Gateway
 from switchyard.policies.base import Identity, RequestContext
 from switchyard.protocol import codes, methods, param_headers
@@ -479,7 +479,7 @@ class StreamableHttpEndpoint:
         watch = DisconnectWatch(receive)
         try:
             reply = await settle(
-                env.method, self.gateway.dispatcher.request(ctx, env.method, params_raw)
+                env.method, self.gateway.dispatcher.request(ctx, env.method, params_raw, params)
             )
         except asyncio.CancelledError:
             out.abandon()
@@ -523,9 +523,9 @@ class StreamableHttpEndpoint:
         assert isinstance(env.method, str)
         id_raw = frame.encode_id(env.id)  # type: ignore[arg-type]
         params_raw = env.params if env.params is not UNSET else None
-        malformed = malformed_params(params_raw)
-        if malformed is not None:
-            await respond_json(send, 200, error_json(codes.INVALID_PARAMS, malformed, id_raw), None)
+        fields = request_fields(params_raw)
+        if isinstance(fields, str):
+            await respond_json(send, 200, error_json(codes.INVALID_PARAMS, fields, id_raw), None)
             return
         out = PostReply(send, session)
         ctx = RequestContext(
@@ -548,7 +548,10 @@ class StreamableHttpEndpoint:
         try:
             reply = await session.requests.run(
                 id_raw,
-                settle(env.method, self.gateway.dispatcher.request(ctx, env.method, params_raw)),
+                settle(
+                    env.method,
+                    self.gateway.dispatcher.request(ctx, env.method, params_raw, fields),
+                ),
             )
         except BaseException:
             out.abandon()  # shutting down: the stream's writer goes with the request

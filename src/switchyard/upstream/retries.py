@@ -11,6 +11,7 @@ answered with the failure: the gateway cannot know whether it ran.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from typing import Final
@@ -48,13 +49,28 @@ class RetrySettings:
         return base * rng.uniform(0.5, 1.5)
 
 
-def safe_to_repeat(method: str, annotations: object) -> bool:
-    """May this request run twice without harm?"""
+def safe_to_repeat(method: str, tool: bytes | None) -> bool:
+    """May this request run twice without harm? `tool`: for a `tools/call`, the tool as the
+    catalog lists it (its annotations decide)."""
     if method in SAFE_METHODS:
         return True
-    if method != methods.TOOLS_CALL or not isinstance(annotations, dict):
+    return method == methods.TOOLS_CALL and tool is not None and _repeatable(tool)
+
+
+@functools.lru_cache(maxsize=1024)
+def _repeatable(tool: bytes) -> bool:
+    # Cached: a catalog entry keeps the same bytes object for as long as its listing stands,
+    # so a call costs a lookup, not a decode of the tool's whole listing (schemas included).
+    try:
+        raw = frame.decode_object(tool).get("annotations")
+        annotations = frame.decode_any(raw) if raw is not None else None
+    except (frame.DecodeError, frame.ValidationError):
         return False
-    return annotations.get("readOnlyHint") is True and annotations.get("idempotentHint") is True
+    return (
+        isinstance(annotations, dict)
+        and annotations.get("readOnlyHint") is True
+        and annotations.get("idempotentHint") is True
+    )
 
 
 @dataclass(frozen=True, slots=True)
