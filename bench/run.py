@@ -137,7 +137,7 @@ class Load:
 
 # (flag, environment variable, type, default, help)
 KNOBS: list[tuple[str, str, type, str, str]] = [
-    ("--rounds", "BENCH_ROUNDS", int, "3", "interleaved rounds"),
+    ("--rounds", "BENCH_ROUNDS", int, "5", "interleaved rounds"),
     ("--small-calls", "BENCH_SMALL_CALLS", int, "5000", "measured calls per run, 16 B echo"),
     ("--large-calls", "BENCH_LARGE_CALLS", int, "4000", "measured calls per run, large results"),
     ("--warmup", "BENCH_WARMUP", int, "200", "unmeasured calls before each measured window"),
@@ -883,10 +883,16 @@ class Summary:
         inputs: tuple[str, ...]
         if kind == "cpu":
             inputs = (sw, floor)
+            # Paired within each round, then medianed, as the RPS and feature-cost ratios are:
+            # this machine's speed drifts from round to round (the floor's own CPU per call has
+            # moved by half between the rounds of one run), and a ratio of medians can divide
+            # a figure from a slow round by one from a fast round. The cell still shows both
+            # medians.
+            value = self.paired(sw, floor, load, _cpu_ratio)
             a = self.median(sw, load, "cpu_proxy_us")
             b = self.median(floor, load, "cpu_proxy_us")
             if a is not None and b:
-                value, detail = a / b, f"{fmt_us(a)} vs {fmt_us(b)}"
+                detail = f"{fmt_us(a)} vs {fmt_us(b)}"
             ticks = [r.get("cpu_proxy_ticks") or 0 for t in inputs for r in self.runs(t, load)]
             coarse = bool(ticks) and min(ticks) < COARSE_TICKS
         elif kind == "p50":
