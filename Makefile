@@ -1,4 +1,5 @@
-# Switchyard developer tasks. Needs only python3 (>= 3.11), plus node 20 and npm for the tests:
+# Switchyard developer tasks. Needs only python3 (>= 3.11) and a C compiler (optional outside the
+# tests: see README, Development), plus node 20 and npm for the tests:
 # uv is bootstrapped into .venv at a pinned version, and both the Python environment and
 # tests/node/node_modules are installed from the committed lock files, never re-resolved.
 
@@ -52,7 +53,7 @@ $(UV_STAMP): | $(VENV)/bin/python
 	touch $@
 
 # --inexact: uv (and pip) are not in the lock; an exact sync would uninstall them.
-$(SYNC_STAMP): $(UV_STAMP) pyproject.toml uv.lock
+$(SYNC_STAMP): $(UV_STAMP) pyproject.toml uv.lock hatch_build.py src/switchyard/wire/_members.c
 	$(UV) sync --frozen --group dev --inexact
 	touch $@
 
@@ -77,8 +78,8 @@ test: install chromium
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench hatch_build.py
+	$(VENV)/bin/ruff format --check src tests bench hatch_build.py
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,41 @@ def _check_answers(messages: list[dict[str, Any]], expected: dict[int, str]) -> 
         assert message["result"]["x"]["a"]["id"] == FORGED_ID
 
 
+def _fixture() -> Any:
+    spec = importlib.util.spec_from_file_location("forging", FIXTURES / "forging_http.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+LARGE_TEXT: str = _fixture().LARGE_TEXT
+# Compact answers of some 30 KiB (read by the native scanner), as JSON and as one SSE event,
+# one whose raw line breaks would make its copy of the forged frame a line of its own, and one
+# with a single raw LF in a string.
+LARGE = (
+    ("forge_large", "big"),
+    ("forge_large_sse", "big sse"),
+    ("forge_large_raw", "raw"),
+    ("forge_large_break", "break"),
+)
+
+
+def _check_large(messages: list[dict[str, Any]], ids: list[int]) -> None:
+    """The large answers, one per id in LARGE's order: the compact ones whole and exact, the
+    ones with raw line breaks refused, the forged frame nowhere."""
+    answers = {m["id"]: m for m in messages if "id" in m and "method" not in m}
+    assert FORGED_ID not in answers
+    assert sorted(answers) == sorted(ids), answers.keys()
+    for request_id, (tool, tag) in zip(ids, LARGE, strict=True):
+        answer = answers[request_id]
+        if tool in ("forge_large_raw", "forge_large_break"):
+            assert "invalid JSON" in answer["error"]["message"], answer
+            continue
+        assert answer["result"]["content"][0]["text"] == f"real answer {tag}"
+        assert answer["result"]["x"]["a"] == LARGE_TEXT
+
+
 def _sse_events(stream: bytes) -> list[bytes]:
     """Each event's data (its data lines joined by LF), as any SSE reader sees them."""
     events = []
@@ -100,12 +136,13 @@ async def test_stdio_face_writes_one_line_per_frame(gateway: Gateway) -> None:
             {"jsonrpc": "2.0", "id": 2, "method": "logging/setLevel", "params": {"level": "debug"}},
             _call(3, "forge", "three"),
             _call(4, "forge_sse", "four"),
+            *(_call(10 + i, tool, tag) for i, (tool, tag) in enumerate(LARGE)),
         ]
         for message in requests:
             proc.stdin.write(json.dumps(message).encode() + b"\n")
         await proc.stdin.drain()
         lines: list[bytes] = []
-        pending = {1, 2, 3, 4}
+        pending = {1, 2, 3, 4, 10, 11, 12, 13}
         while pending:
             line = await asyncio.wait_for(proc.stdout.readline(), WAIT_S)
             assert line, f"stdio face closed early after {lines!r}"
@@ -115,6 +152,7 @@ async def test_stdio_face_writes_one_line_per_frame(gateway: Gateway) -> None:
         messages = [json.loads(line) for line in lines]
         answers = [m for m in messages if m.get("id") in (3, 4)]
         _check_answers(answers, {3: "three", 4: "four"})
+        _check_large([m for m in messages if m.get("id") in (10, 11, 12, 13)], [10, 11, 12, 13])
         assert all(m.get("id") != FORGED_ID for m in messages)
         for line in lines:
             assert line.endswith(b"\n")
@@ -142,6 +180,16 @@ async def test_streamable_http_face_answers_each_call_once(
         else:
             messages = [resp.json]
         _check_answers([m for m in messages if "method" not in m], {request_id: tag})
+    large: list[dict[str, Any]] = []
+    for request_id, (tool, tag) in enumerate(LARGE, start=20):
+        resp = await client.post(_call(request_id, tool, tag), client.headers())
+        assert resp.status == 200, resp.body
+        if resp.headers["Content-Type"].startswith("text/event-stream"):
+            assert b"\r" not in resp.body
+            large.extend(json.loads(data) for data in _sse_events(resp.body))
+        else:
+            large.append(resp.json)
+    _check_large(large, [20, 21, 22, 23])
 
 
 async def test_sse_face_events_are_whole_frames(
@@ -178,25 +226,30 @@ async def test_sse_face_events_are_whole_frames(
             {"jsonrpc": "2.0", "method": "notifications/initialized"},
             _call(7, "forge", "seven"),
             _call(8, "forge_sse", "eight"),
+            *(_call(16 + i, tool, tag) for i, (tool, tag) in enumerate(LARGE)),
         ]
         for message in requests:
             async with http.post(post_url, data=json.dumps(message), headers=headers) as resp:
                 assert resp.status in (200, 202)
         messages: list[dict[str, Any]] = []
-        while {7, 8} - {m.get("id") for m in messages}:
+        while {7, 8, 16, 17, 18, 19} - {m.get("id") for m in messages}:
             messages.extend(json.loads(data) for data in await next_events())
         _check_answers([m for m in messages if m.get("id") in (7, 8)], {7: "seven", 8: "eight"})
+        _check_large([m for m in messages if m.get("id") in (16, 17, 18, 19)], [16, 17, 18, 19])
         assert all(m.get("id") != FORGED_ID for m in messages)
 
 
 def test_fixture_really_sends_raw_newlines(tmp_path: Path) -> None:
     """The fixture is only a test of anything if its answers carry raw line breaks."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("hostile", FIXTURES / "forging_http.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _fixture()
     body = module.answer(3, module.call_result("x"))
     assert "\n" + module.FORGED_FRAME + "\n" in body
     assert json.loads(body)["result"]["x"]["a"]["id"] == FORGED_ID
+    large = module.large_answer(3, "x")
+    assert "\n" not in large and "\r" not in large and "\u2028" in large
+    assert json.loads(large)["result"]["x"]["a"] == module.LARGE_TEXT
+    raw = module.large_answer(3, "x", raw_break=True).split("\n")
+    assert len(raw) == 3 and raw[1] == module.FORGED_FRAME
+    broken = module.large_answer(3, "x", one_break=True)
+    assert broken.count("\n") == 1
+    assert json.loads(broken, strict=False)["result"]["x"]["a"] == module.LARGE_TEXT

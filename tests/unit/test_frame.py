@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -10,6 +11,23 @@ from hypothesis import strategies as st
 
 from switchyard.wire import frame
 from switchyard.wire.frame import UNSET, Raw, Reply
+
+
+@pytest.fixture(autouse=True, scope="module", params=["msgspec", "scanner"])
+def reader(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs twice: with frames read by msgspec alone, and with the native
+    scanner reading every frame from the first byte (not only those of `NATIVE_FROM` bytes
+    and more), msgspec taking what the scanner does not read plainly. Module-scoped, set by
+    hand: hypothesis refuses function-scoped fixtures."""
+    saved = (frame._native_members, frame.NATIVE_FROM)
+    if request.param == "msgspec":
+        frame._native_members = None
+    else:
+        assert frame._native_members is not None, "the native scanner (_members.c) is not built"
+        setattr(frame, "NATIVE_FROM", 0)  # noqa: B010 - a Final, changed for this module only
+    yield request.param
+    frame._native_members = saved[0]
+    setattr(frame, "NATIVE_FROM", saved[1])  # noqa: B010
 
 
 def test_peek_request() -> None:

@@ -1,0 +1,282 @@
+"""The native scanner of a JSON object's top level (`switchyard/wire/_members.c`).
+
+It only has to be sound where it answers: whatever it reads, the general way (msgspec, then
+Python's strict UTF-8 codec) reads the same, member for member, byte for byte. Where it answers
+None, the general way decides. So the property fuzzed here is one-sided, and a second one keeps
+it from passing by answering None to everything: a frame as an SDK writes it is read."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from switchyard.wire import frame
+
+members = frame._native_members
+
+
+def test_the_scanner_is_built_here() -> None:
+    # The build compiles it wherever a C compiler is (hatch_build.py); the tests need it, or
+    # everything below would test msgspec against itself.
+    assert members is not None, "switchyard.wire._members is not built: is there a C compiler?"
+
+
+def _scan(data: bytes) -> dict[str, tuple[int, int]] | None:
+    assert members is not None
+    return members(data)
+
+
+def _general(data: bytes) -> dict[str, bytes] | None:
+    """What the general way reads at the top level: msgspec's members (the last of a repeated
+    key), given that the whole text is strict UTF-8 and valid JSON to the standard library."""
+    try:
+        value = json.loads(data.decode(), parse_constant=_no_constant)
+        found = msgspec.json.decode(data, type=dict[str, msgspec.Raw])
+    except (ValueError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    assert isinstance(value, dict)
+    return {key: bytes(raw) for key, raw in found.items()}
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _unique_top_keys(data: bytes) -> bool:
+    pairs: list[list[str]] = []
+
+    def hook(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        pairs.append([k for k, _ in items])
+        return dict(items)
+
+    json.loads(data, object_pairs_hook=hook)
+    top = pairs[-1]  # the outermost object closes last
+    return len(top) == len(set(top))
+
+
+def _assert_sound(data: bytes) -> dict[str, tuple[int, int]] | None:
+    spans = _scan(data)
+    if spans is not None:
+        general = _general(data)
+        assert general is not None, data[:300]
+        assert {k: data[s:e] for k, (s, e) in spans.items()} == general
+        assert _unique_top_keys(data)
+        end = max((e for _, e in spans.values()), default=0)
+        assert b"\n" not in data[:end] and b"\r" not in data[:end]
+    return spans
+
+
+# -- what SDKs write: read, and read as the general way reads it --------------------------------
+
+_TEXT = st.text(max_size=24) | st.integers(0, 80).map(lambda n: "x" * n + "é" + "y" * (n % 17))
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=16,
+)
+_PLAIN_KEY = st.text(
+    st.characters(min_codepoint=0x20, exclude_characters='"\\', exclude_categories=["Cs"]),
+    max_size=10,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(value=st.dictionaries(_PLAIN_KEY, _JSON, max_size=6))
+def test_compact_json_is_read_member_for_member(value: dict[str, Any]) -> None:
+    compact = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    for data in (msgspec.json.encode(value), compact.encode()):
+        spans = _assert_sound(data)
+        assert spans is not None, data[:300]
+        assert set(spans) == set(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.dictionaries(_PLAIN_KEY, _JSON, max_size=6), style=st.integers(0, 3))
+def test_other_spellings_are_read_soundly(value: dict[str, Any], style: int) -> None:
+    data = [
+        json.dumps(value).encode(),  # spaces after separators, \uXXXX (surrogate pairs too)
+        json.dumps(value, indent=2).encode(),  # line breaks between tokens: not read plainly
+        json.dumps(value, ensure_ascii=False, separators=(" ,\t", "\t: ")).encode(),
+        b" \t" + msgspec.json.encode(value) + b"\r\n",
+    ][style]
+    spans = _assert_sound(data)
+    # the standard library escapes every key character past "~": an escaped key is declined
+    printable = all(" " <= c <= "~" for key in value for c in key)
+    if style in (2, 3) or (style == 0 and printable):
+        assert spans is not None, data[:300]
+    if style == 1 and value:
+        assert spans is None
+
+
+# -- anything else: the scanner may decline, never misread --------------------------------------
+
+_BYTES = list(b'\x00\x1f \t\n\r"\\/\x7f\x80\xbf\xc0\xc2\xdf\xe0\xed\xef\xf0\xf4\xf5\xff')
+_BYTES += list(b"u{}[],:0-.eE+")
+
+
+# Pieces that keep a string valid, so that mutants are also read, not only declined.
+_PIECES = [b"\\n", b'\\"', b"\\u00e9", b"\\ud83d\\ude00", "é漢😀".encode(), b"x" * 20]
+
+
+@st.composite
+def _mutated(draw: st.DrawFn) -> bytes:
+    value = draw(st.dictionaries(_TEXT, _JSON, max_size=5))
+    data = bytearray(
+        draw(
+            st.sampled_from(
+                [
+                    msgspec.json.encode(value),
+                    json.dumps(value).encode(),
+                    json.dumps(value, ensure_ascii=False).encode(),
+                ]
+            )
+        )
+    )
+    for _ in range(draw(st.integers(1, 3))):
+        if not data:
+            break
+        at = draw(st.integers(0, len(data) - 1))
+        edit = draw(st.integers(0, 3))
+        byte = draw(st.sampled_from(_BYTES))
+        if edit == 0:
+            data[at] = byte
+        elif edit == 1:
+            data[at:at] = draw(st.sampled_from([bytes([byte]), *_PIECES]))
+        elif edit == 2:
+            del data[at]
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(data=_mutated())
+def test_whatever_the_scanner_reads_the_general_way_reads_the_same(data: bytes) -> None:
+    _assert_sound(data)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(data=st.binary(max_size=64).map(lambda b: b'{"a":"' + b + b'"}'))
+def test_any_bytes_in_a_string(data: bytes) -> None:
+    _assert_sound(data)
+
+
+# -- the edges of the 16-byte steps, byte by byte ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("inside", "read"),
+    [
+        (b"\x00", False),
+        (b"\x1f", False),
+        (b"\n", False),
+        (b"\x7f", True),
+        (b'\\"', True),
+        (b"\\\\", True),
+        (b"\\/\\b\\f\\n\\r\\t", True),
+        (b"\\u00e9", True),
+        (b"\\ud83d\\ude00", True),  # a surrogate pair
+        (b"\\ud83d", False),  # a high surrogate alone
+        (b"\\ude00", False),  # a low surrogate alone
+        (b"\\ud83dx", False),
+        (b"\\u12", False),
+        (b"\\x", False),
+        ("é".encode(), True),
+        ("漢".encode(), True),
+        ("😀".encode(), True),
+        (b"\xc3", False),  # cut short
+        (b"\xe6\xbc", False),
+        (b"\xc0\xaf", False),  # overlong
+        (b"\xe0\x80\xaf", False),
+        (b"\xed\xa0\x80", False),  # an encoded surrogate
+        (b"\xf4\x90\x80\x80", False),  # past U+10FFFF
+        (b"\xf5\x80\x80\x80", False),
+        (b"\x80", False),
+        (b"\xff", False),
+    ],
+)
+def test_every_offset_of_a_string(inside: bytes, read: bool) -> None:
+    for before, after in itertools.product(range(40), (0, 1, 15, 16, 17)):
+        value = b'"' + b"a" * before + inside + b"z" * after + b'"'  # z: no hex digit
+        data = b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"text":' + value + b"}]}}"
+        spans = _assert_sound(data)
+        if read:
+            assert spans is not None, (before, after)
+            start, end = spans["result"]
+            assert data[start:end].endswith(value + b"}]}")
+        else:
+            assert spans is None, (before, after)
+            with pytest.raises(frame.DecodeError):
+                frame.peek(data)
+
+
+@pytest.mark.parametrize(
+    ("text", "read"),
+    [
+        (b"{}", True),
+        (b' { "a" : 1 } ', True),
+        (b'{"a":1}\n', True),  # a line-framed reader's terminator
+        (b'{"a":1}\r\n\r\n', True),
+        (b'\n{"a":1}', False),  # a line break before the object: the general way
+        (b'{"a":\n1}', False),
+        (b'{"a":1,"a":2}', False),  # repeated: the general way keeps the last
+        (b'{"\\u0061":1}', False),  # an escaped key
+        (b'{"a":1} x', False),
+        (b'{"a":1}{}', False),
+        (b"[]", False),
+        (b'"a"', False),
+        (b"", False),
+        (b"{", False),
+        (b'{"a"}', False),
+        (b'{"a":}', False),
+        (b'{"a":1,}', False),
+        (b'{"a":[1,]}', False),
+        (b'{"a":{"b":1,}}', False),
+        (b'{"a":[1 2]}', False),
+        (b'{"a":{"b" 1}}', False),
+        (b'{"a":{1:2}}', False),
+        (b'{"a":01}', False),
+        (b'{"a":1.}', False),
+        (b'{"a":.5}', False),
+        (b'{"a":-}', False),
+        (b'{"a":1e}', False),
+        (b'{"a":1e+}', False),
+        (b'{"a":+1}', False),
+        (b'{"a":-0.0e+5}', True),
+        (b'{"a":1E-7}', True),
+        (b'{"a":1e400}', True),  # valid JSON, stepped over as the general way does
+        (b'{"a":tru}', False),
+        (b'{"a":nul}', False),
+        (b'{"a":NaN}', False),
+        (b'{"a":[true,false,null,{},[],"",0]}', True),
+        (b'{"a":"\x7f"}', True),
+        (b'{"\xc3\xa9":1}', True),
+        (b'{"\xc3":1}', False),
+    ],
+)
+def test_grammar(text: bytes, read: bool) -> None:
+    spans = _assert_sound(text)
+    assert (spans is not None) is read
+
+
+@pytest.mark.parametrize(("depth", "read"), [(1, True), (512, True), (513, False), (5000, False)])
+def test_nesting_is_read_to_a_bound(depth: int, read: bool) -> None:
+    for open_, close in ((b"[", b"]"), (b'{"k":', b"}")):
+        data = b'{"a":' + open_ * depth + b"0" + close * depth + b"}"
+        assert (_assert_sound(data) is not None) is read
+
+
+def test_only_bytes() -> None:
+    assert members is not None
+    with pytest.raises(TypeError):
+        members(bytearray(b"{}"))  # type: ignore[arg-type]
