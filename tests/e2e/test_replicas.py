@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from switchyard.upstream.endpoints import STALE_S
 from tests.harness import FIXTURES, PYTHON, Gateway, Proc, free_port, start_port_fixture
 from tests.rpc import RawClient
 
@@ -279,18 +280,24 @@ async def test_stdio_replicas_share_calls_and_a_crashed_one_is_replaced(
     assert len(backend["endpoints"]) == 3
     await _all_up(gw, "crashy")
 
-    async def pids(client: RawClient, n: int) -> Counter[str]:
+    async def pids(client: RawClient, n: int, replicas: int = 0) -> Counter[str]:
+        """Which processes answer `n` calls; with `replicas`, more calls until that many have
+        answered, for as long as a replica that answered slowly once may be passed over
+        (endpoints.STALE_S, on a busy machine) and a little more."""
         seen: Counter[str] = Counter()
-        for i in range(n):
+        deadline = time.monotonic() + 3 * STALE_S
+        i = 0
+        while i < n or (len(seen) < replicas and time.monotonic() < deadline):
             result = await client.result(
                 "tools/call", {"name": "crashy_whoami", "arguments": {}}, request_id=i
             )
             seen[result["content"][0]["text"]] += 1
+            i += 1
         return seen
 
     async with aiohttp.ClientSession() as http:
         client = await RawClient(gw.url, http).open()
-        before = await pids(client, 60)
+        before = await pids(client, 60, replicas=3)
         assert len(before) == 3  # every replica is a process of its own, and each got calls
         resp = await client.request("tools/call", {"name": "crashy_crash", "arguments": {}})
         assert resp.json["error"]["code"] == -31000  # the crashing call itself is not re-sent
@@ -298,7 +305,7 @@ async def test_stdio_replicas_share_calls_and_a_crashed_one_is_replaced(
         during = await pids(client, 30)
         assert sum(during.values()) == 30
         await _all_up(gw, "crashy")
-        after = await pids(client, 60)
+        after = await pids(client, 60, replicas=3)
         assert len(after) == 3 and len(set(after) - set(before)) == 1  # one new process
 
 
