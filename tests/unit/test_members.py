@@ -118,6 +118,47 @@ def test_other_spellings_are_read_soundly(value: dict[str, Any], style: int) -> 
         assert spans is None
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.dictionaries(_PLAIN_KEY, _JSON, max_size=6),
+    ws=st.sampled_from(["", " ", "\t", " \t "]),
+)
+def test_a_result_read_one_level_deep_as_the_general_way_reads_it(
+    value: dict[str, Any], ws: str
+) -> None:
+    # An era translation reads the result's top level in the same pass as the frame's.
+    spelled = json.dumps(value, ensure_ascii=False, separators=(f"{ws},{ws}", f"{ws}:{ws}"))
+    data = f'{{"jsonrpc":"2.0",{ws}"id":7,"result":{ws}{spelled}{ws}}}'.encode()
+    assert members is not None
+    scanned = frame._scanned_fields(members, data)
+    general = frame._decode_frame(frame._object_response_decoder, data)
+    assert scanned is not None and scanned.result is not None
+    assert isinstance(general.result, dict)
+    assert {k: bytes(v) for k, v in scanned.take_fields().items()} == {
+        k: bytes(v) for k, v in general.result.items()
+    }
+    assert json.loads(scanned.result) == value
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"jsonrpc":"2.0","id":1,"result":[1,2]}',  # a result that is no object
+        b'{"jsonrpc":"2.0","id":1,"result":"x"}',
+        b'{"jsonrpc":"2.0","id":1,"result":{"a":1,"a":2}}',  # repeated inside the result
+        b'{"jsonrpc":"2.0","id":1,"result":{"\\u0061":1}}',
+        b'{"jsonrpc":"2.0","id":1.5,"result":{}}',  # an id the envelope refuses
+        b'{"jsonrpc":2,"id":1,"result":{}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"m","result":{}}',
+        b'{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"},"result":{}}',
+        b'{"jsonrpc":"2.0","id":1}',
+    ],
+)
+def test_what_is_no_plain_object_result_is_left_to_the_general_way(data: bytes) -> None:
+    assert members is not None
+    assert frame._scanned_fields(members, data) is None
+
+
 # -- anything else: the scanner may decline, never misread --------------------------------------
 
 _BYTES = list(b'\x00\x1f \t\n\r"\\/\x7f\x80\xbf\xc0\xc2\xdf\xe0\xed\xef\xf0\xf4\xf5\xff')

@@ -158,8 +158,13 @@ def peek_reply(data: bytes, *, fields: bool = False) -> Reply | None:
     reads it. With `fields`, a result that is an object is decoded one level deep in the same
     pass, and the reply hands those members to `Reply.take_fields`: a reader that needs the
     result's top level (an era translation) then makes no second pass over a large result.
-    The result's bytes are then those members encoded again: the same JSON value as sent,
-    as Switchyard reads it (a repeated key once, the last). Raises as `peek` does."""
+    The result's bytes are then those members encoded again (or, from the native scanner, the
+    result as sent, whose keys it has found unique): the same JSON value as sent, as Switchyard
+    reads it (a repeated key once, the last). Raises as `peek` does."""
+    if fields and _native_members is not None and len(data) >= NATIVE_FROM:
+        reply = _scanned_fields(_native_members, data)
+        if reply is not None:
+            return reply
     if fields:
         try:
             decoded: _ObjectResponse | None = _decode_frame(_object_response_decoder, data)
@@ -178,6 +183,31 @@ def peek_reply(data: bytes, *, fields: bool = False) -> Reply | None:
             return reply
     env = peek(data)
     return reply_from(env) if env.is_response else None
+
+
+def _scanned_fields(members: _Members, data: bytes) -> Reply | None:
+    """What `peek_reply(data, fields=True)` reads, from the native scanner: the frame's top
+    level, then the result's. None unless the frame is a response whose result is an object and
+    the scanner reads both plainly: the general way then reads it."""
+    spans = members(data)
+    if spans is None or "method" in spans or "error" in spans or "result" not in spans:
+        return None
+    view = memoryview(data)
+    try:
+        for name in _STR_MEMBERS & spans.keys():
+            _str_decoder.decode(view[slice(*spans[name])])
+        if "id" in spans:
+            _id_decoder.decode(view[slice(*spans["id"])])
+    except msgspec.ValidationError:
+        return None  # the general way words it
+    result = data[slice(*spans["result"])]
+    inner = members(result)
+    if inner is None:
+        return None
+    within = memoryview(result)
+    reply = Reply(result=result)
+    reply._fields = (result, {key: Raw(within[start:end]) for key, (start, end) in inner.items()})
+    return reply
 
 
 def reply_from(env: Envelope) -> Reply:
