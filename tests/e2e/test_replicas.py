@@ -216,6 +216,9 @@ async def test_connections_cut_mid_call_never_execute_a_call_twice(
         proc.stop()
 
 
+SLOW_MS = 200
+
+
 async def test_one_slow_replica_and_the_p99(
     gateway_factory: Callable[..., Gateway], tmp_path: Path
 ) -> None:
@@ -241,7 +244,7 @@ async def test_one_slow_replica_and_the_p99(
             # slow (the first ones, and one now and then to see whether it recovered) are
             # measured, not hidden, yet fewer than 1% of the whole.
             healthy, _ = await _load(client, "count", 1500, 6, "h", ms=20)
-            await _control(ports[2], delay_ms=200)  # 10x the call's own 20 ms
+            await _control(ports[2], delay_ms=SLOW_MS)  # 10x the call's own 20 ms
             slowed, _ = await _load(client, "count", 1500, 6, "s", ms=20)
         p99_healthy = _p([r[3] for r in healthy], 0.99)
         p99_slowed = _p([r[3] for r in slowed], 0.99)
@@ -254,7 +257,11 @@ async def test_one_slow_replica_and_the_p99(
         )
         assert all(ok for _, ok, _, _ in healthy + slowed)
         assert share < 0.01
-        assert p99_slowed < 1.5 * p99_healthy
+        # The slow replica does not set the p99: fewer than 1 % of the calls took as long as
+        # one answer of it. (Measured against the all-fast p99 instead, at 1.5 times it, this
+        # failed on a loaded CI machine at 60 ms against 32 ms: noise between two phases a
+        # few seconds apart, far below the 220 ms a slow replica's answer takes.)
+        assert p99_slowed < SLOW_MS / 1000
     finally:
         for proc in procs:
             proc.stop()

@@ -200,7 +200,7 @@ def _mutated(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(data=_mutated())
 def test_whatever_the_scanner_reads_the_general_way_reads_the_same(data: bytes) -> None:
     _assert_sound(data)
