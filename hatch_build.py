@@ -23,6 +23,9 @@ class NativeScanner(BuildHookInterface):  # type: ignore[type-arg]
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         source = Path(self.root, SOURCE)
         target = source.with_name("_members" + str(sysconfig.get_config_var("EXT_SUFFIX")))
+        # Written beside the target, then renamed over it: a process running the old build
+        # keeps the file it mapped.
+        built = target.with_name(target.name + ".tmp")
         compiler = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
         command = [
             *shlex.split(compiler),
@@ -35,14 +38,16 @@ class NativeScanner(BuildHookInterface):  # type: ignore[type-arg]
             sysconfig.get_paths()["include"],
             str(source),
             "-o",
-            str(target),
+            str(built),
         ]
         try:
             subprocess.run(command, check=True, capture_output=True, text=True)
         except (OSError, subprocess.CalledProcessError) as exc:
+            built.unlink(missing_ok=True)
             detail = getattr(exc, "stderr", None) or str(exc)
             self.app.display_warning(f"native scanner not built, frames read by msgspec: {detail}")
             return
+        os.replace(built, target)
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
         if version != "editable":

@@ -317,7 +317,10 @@ def test_nesting_is_read_to_a_bound(depth: int, read: bool) -> None:
         assert (_assert_sound(data) is not None) is read
 
 
-def test_only_bytes() -> None:
+def test_any_bytes_like_object_and_nothing_else() -> None:
     assert members is not None
+    data = b'{"a":[1],"b":"x"}'
+    expected = {"a": (5, 8), "b": (13, 16)}
+    assert members(data) == members(bytearray(data)) == members(memoryview(data)) == expected
     with pytest.raises(TypeError):
-        members(bytearray(b"{}"))  # type: ignore[arg-type]
+        members("{}")  # type: ignore[arg-type]

@@ -406,15 +406,9 @@ add_member(PyObject *found, cursor key, cursor key_end, Py_ssize_t start, Py_ssi
 }
 
 static PyObject *
-members(PyObject *module, PyObject *arg)
+scan(cursor base, Py_ssize_t size)
 {
-    (void)module;
-    if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "members() takes bytes");
-        return NULL;
-    }
-    cursor base = (cursor)PyBytes_AS_STRING(arg);
-    pass s = {base + PyBytes_GET_SIZE(arg), 0, 0, 0};
+    pass s = {base + size, 0, 0, 0};
     cursor p = skip_space(&s, base);
     if (p >= s.end || *p != '{') {
         Py_RETURN_NONE;
@@ -489,9 +483,22 @@ failed:
     return NULL;
 }
 
+static PyObject *
+members(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    Py_buffer buffer;
+    if (PyObject_GetBuffer(arg, &buffer, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    PyObject *found = scan((cursor)buffer.buf, buffer.len);
+    PyBuffer_Release(&buffer);
+    return found;
+}
+
 static PyMethodDef methods[] = {
     {"members", members, METH_O,
-     "members(data: bytes) -> dict[str, tuple[int, int]] | None\n\n"
+     "members(data: bytes-like) -> dict[str, tuple[int, int]] | None\n\n"
      "Where each top-level member's value lies in a JSON object, or None when the object is not "
      "one this scanner reads plainly (then read it the general way)."},
     {NULL, NULL, 0, NULL},

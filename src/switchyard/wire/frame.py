@@ -89,7 +89,7 @@ else:
 # spans in Python does (bench/README.md).
 NATIVE_FROM: Final = 4096
 _RAW_MEMBERS: Final = frozenset({"params", "result", "error"})
-_STR_MEMBERS: Final = frozenset({"jsonrpc", "method"})
+_SCALAR_MEMBERS: Final = frozenset({"jsonrpc", "id", "method"})
 
 
 # JSON allows CR and LF only as whitespace between tokens (a string must escape them), so in a
@@ -121,18 +121,25 @@ def _scanned(members: _Members, data: bytes) -> Envelope | None:
     if spans is None:
         return None
     view = memoryview(data)
-    env = Envelope()
+    values = _scalars(view, spans)
+    if values is None:
+        return None
+    for name in _RAW_MEMBERS & spans.keys():
+        values[name] = Raw(view[slice(*spans[name])])
+    return Envelope(**values)
+
+
+def _scalars(view: memoryview, spans: dict[str, tuple[int, int]]) -> dict[str, Any] | None:
+    """The envelope's `jsonrpc`, `id` and `method` among the scanner's members, decoded as the
+    envelope types them; None when one has a type it refuses (the general way words that)."""
+    values: dict[str, Any] = {}
     try:
-        for name, (start, end) in spans.items():
-            if name in _RAW_MEMBERS:
-                setattr(env, name, Raw(view[start:end]))
-            elif name == "id":
-                env.id = _id_decoder.decode(view[start:end])
-            elif name in _STR_MEMBERS:
-                setattr(env, name, _str_decoder.decode(view[start:end]))
+        for name in _SCALAR_MEMBERS & spans.keys():
+            decoder = _id_decoder if name == "id" else _str_decoder
+            values[name] = decoder.decode(view[slice(*spans[name])])
     except msgspec.ValidationError:
         return None
-    return env
+    return values
 
 
 def _decode_frame(decoder: msgspec.json.Decoder[_T], data: bytes) -> _T:
@@ -192,14 +199,8 @@ def _scanned_fields(members: _Members, data: bytes) -> Reply | None:
     spans = members(data)
     if spans is None or "method" in spans or "error" in spans or "result" not in spans:
         return None
-    view = memoryview(data)
-    try:
-        for name in _STR_MEMBERS & spans.keys():
-            _str_decoder.decode(view[slice(*spans[name])])
-        if "id" in spans:
-            _id_decoder.decode(view[slice(*spans["id"])])
-    except msgspec.ValidationError:
-        return None  # the general way words it
+    if _scalars(memoryview(data), spans) is None:
+        return None
     result = data[slice(*spans["result"])]
     inner = members(result)
     if inner is None:
