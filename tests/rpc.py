@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -21,13 +22,19 @@ MODERN_META = {
 NAME_FIELD = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
 
-def raw_fixture() -> ModuleType:
-    """The raw stdio fixture as a module, for its constants (importing runs nothing)."""
-    spec = importlib.util.spec_from_file_location("raw_stdio", FIXTURES / "raw_stdio.py")
+def fixture_module(script: str) -> ModuleType:
+    """A fixture server's script as a module, for its constants and helpers (importing one
+    runs nothing: each serves only when run as a script)."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, FIXTURES / script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def raw_fixture() -> ModuleType:
+    """The raw stdio fixture as a module, for its constants (importing runs nothing)."""
+    return fixture_module("raw_stdio.py")
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.harness import BIN, FIXTURES, PYTHON, Gateway, start_gateway, start_port_fixture
-from tests.rpc import LEGACY, RawClient
+from tests.rpc import LEGACY, RawClient, fixture_module
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -59,15 +58,7 @@ def _check_answers(messages: list[dict[str, Any]], expected: dict[int, str]) -> 
         assert message["result"]["x"]["a"]["id"] == FORGED_ID
 
 
-def _fixture() -> Any:
-    spec = importlib.util.spec_from_file_location("forging", FIXTURES / "forging_http.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-LARGE_TEXT: str = _fixture().LARGE_TEXT
+LARGE_TEXT: str = fixture_module("forging_http.py").LARGE_TEXT
 # Compact answers of some 30 KiB (read by the native scanner), as JSON and as one SSE event,
 # one whose raw line breaks would make its copy of the forged frame a line of its own, and one
 # with a single raw LF in a string.
@@ -241,7 +232,7 @@ async def test_sse_face_events_are_whole_frames(
 
 def test_fixture_really_sends_raw_newlines(tmp_path: Path) -> None:
     """The fixture is only a test of anything if its answers carry raw line breaks."""
-    module = _fixture()
+    module = fixture_module("forging_http.py")
     body = module.answer(3, module.call_result("x"))
     assert "\n" + module.FORGED_FRAME + "\n" in body
     assert json.loads(body)["result"]["x"]["a"]["id"] == FORGED_ID

@@ -303,27 +303,22 @@ skip_value(pass *s, cursor p)
         }
         switch (*p) {
             case '{':
+            case '[': {
+                char opening = (char)*p;
                 p = skip_space(s, p + 1);
-                if (p < end && *p == '}') {
-                    p++;
+                if (p < end && *p == (opening == '{' ? '}' : ']')) {
+                    p++; /* empty: a whole value */
                     break;
                 }
                 if (depth == MAX_DEPTH) {
                     return NULL;
                 }
-                open[depth++] = '{';
-                goto member;
-            case '[':
-                p = skip_space(s, p + 1);
-                if (p < end && *p == ']') {
-                    p++;
-                    break;
+                open[depth++] = opening;
+                if (opening == '{') {
+                    goto member;
                 }
-                if (depth == MAX_DEPTH) {
-                    return NULL;
-                }
-                open[depth++] = '[';
-                continue;
+                continue; /* an array's first value starts at p */
+            }
             case '"':
                 p = skip_string(s, p + 1);
                 break;
