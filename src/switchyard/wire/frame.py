@@ -196,12 +196,10 @@ def _scanned_fields(members: _Members, data: bytes) -> Reply | None:
     """What `peek_reply(data, fields=True)` reads, from the native scanner: the frame's top
     level, then the result's. None unless the frame is a response whose result is an object and
     the scanner reads both plainly: the general way then reads it."""
-    spans = members(data)
-    if spans is None or "method" in spans or "error" in spans or "result" not in spans:
+    env = _scanned(members, data)
+    if env is None or env.method is not UNSET or env.error is not UNSET or env.result is UNSET:
         return None
-    if _scalars(memoryview(data), spans) is None:
-        return None
-    result = data[slice(*spans["result"])]
+    result = bytes(env.result)
     inner = members(result)
     if inner is None:
         return None
