@@ -69,7 +69,28 @@ def _assert_sound(data: bytes) -> dict[str, tuple[int, int]] | None:
         assert _unique_top_keys(data)
         end = max((e for _, e in spans.values()), default=0)
         assert b"\n" not in data[:end] and b"\r" not in data[:end]
+    for key in {"result", *(spans or ())}:
+        _assert_sound_within(data, key, spans)
     return spans
+
+
+def _assert_sound_within(data: bytes, key: str, spans: dict[str, tuple[int, int]] | None) -> None:
+    """`members(data, key)`: the same top level as `members(data)`, and where it reads the
+    object `key` holds, what the general way reads there, with unique keys."""
+    assert members is not None
+    found = members(data, key)
+    if found is None:
+        assert spans is None
+        return
+    top, inner = found
+    assert top == spans
+    if inner is not None:
+        start, end = top[key]
+        value = data[start:end]
+        general = _general(value)
+        assert general is not None and value.startswith(b"{"), value[:300]
+        assert {k: value[s:e] for k, (s, e) in inner.items()} == general
+        assert _unique_top_keys(value)
 
 
 # -- what SDKs write: read, and read as the general way reads it --------------------------------
@@ -130,7 +151,7 @@ def test_a_result_read_one_level_deep_as_the_general_way_reads_it(
     spelled = json.dumps(value, ensure_ascii=False, separators=(f"{ws},{ws}", f"{ws}:{ws}"))
     data = f'{{"jsonrpc":"2.0",{ws}"id":7,"result":{ws}{spelled}{ws}}}'.encode()
     assert members is not None
-    scanned = frame._scanned_fields(members, data)
+    scanned = frame._scanned_reply(members, data, fields=True)
     general = frame._decode_frame(frame._object_response_decoder, data)
     assert scanned is not None and scanned.result is not None
     assert isinstance(general.result, dict)
@@ -140,23 +161,73 @@ def test_a_result_read_one_level_deep_as_the_general_way_reads_it(
     assert json.loads(scanned.result) == value
 
 
+# How `_scanned_reply` answers, without and with `fields`: a reply, "none" (no response) or
+# "general" (left to the general way).
 @pytest.mark.parametrize(
-    "data",
+    ("data", "plain", "with_fields"),
     [
-        b'{"jsonrpc":"2.0","id":1,"result":[1,2]}',  # a result that is no object
-        b'{"jsonrpc":"2.0","id":1,"result":"x"}',
-        b'{"jsonrpc":"2.0","id":1,"result":{"a":1,"a":2}}',  # repeated inside the result
-        b'{"jsonrpc":"2.0","id":1,"result":{"\\u0061":1}}',
-        b'{"jsonrpc":"2.0","id":1.5,"result":{}}',  # an id the envelope refuses
-        b'{"jsonrpc":2,"id":1,"result":{}}',
-        b'{"jsonrpc":"2.0","id":1,"method":"m","result":{}}',
-        b'{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"},"result":{}}',
-        b'{"jsonrpc":"2.0","id":1}',
+        (b'{"jsonrpc":"2.0","id":1,"result":[1,2]}', "reply", "general"),  # no object
+        (b'{"jsonrpc":"2.0","id":1,"result":"x"}', "reply", "general"),
+        (b'{"jsonrpc":"2.0","id":1,"result":{"a":1,"a":2}}', "reply", "general"),  # repeated
+        (b'{"jsonrpc":"2.0","id":1,"result":{"\\u0061":1}}', "reply", "general"),  # escaped
+        (b'{"jsonrpc":"2.0","id":1.5,"result":{}}', "general", "general"),  # an id refused
+        (b'{"jsonrpc":2,"id":1,"result":{}}', "general", "general"),
+        (b'{"jsonrpc":"2.0","id":1,"result":{"a":1},"result":{}}', "general", "general"),
+        (b'{"jsonrpc":"2.0","id":1,"method":"m","result":{}}', "none", "none"),
+        (b'{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"},"result":{}}', *["reply"] * 2),
+        (b'{"jsonrpc":"2.0","id":1}', "none", "none"),
+        (b'{"jsonrpc":"2.0","id":1,"result":{"a":[1]}}', "reply", "reply"),
     ],
 )
-def test_what_is_no_plain_object_result_is_left_to_the_general_way(data: bytes) -> None:
+def test_a_reply_is_read_as_the_general_way_reads_it_or_left_to_it(
+    data: bytes, plain: str, with_fields: str
+) -> None:
     assert members is not None
-    assert frame._scanned_fields(members, data) is None
+    for fields, expected in ((False, plain), (True, with_fields)):
+        scanned = frame._scanned_reply(members, data, fields=fields)
+        if expected == "general":
+            assert scanned is None
+            continue
+        general = frame.peek_reply(data, fields=fields)  # under NATIVE_FROM: the general way
+        if expected == "none":
+            assert scanned is frame._NOT_A_REPLY and general is None
+        else:
+            assert scanned is not None and scanned is not frame._NOT_A_REPLY and general
+            assert (scanned.result, scanned.error) == (general.result, general.error)
+            if fields and scanned.result is not None:
+                assert {k: bytes(v) for k, v in scanned.take_fields().items()} == {
+                    k: bytes(v) for k, v in general.take_fields().items()
+                }
+
+
+_FLAGS = ["true", "false", '"true"', "1", "null", '{"isError":true}', "[true]"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    flags=st.lists(st.sampled_from(_FLAGS), max_size=2),
+    nested=st.sampled_from([None, *_FLAGS]),
+    pad=st.integers(0, 5000),
+)
+def test_the_flag_a_scanned_reply_notes_is_the_one_a_full_decode_reads(
+    flags: list[str], nested: str | None, pad: int
+) -> None:
+    # The access record takes `isError` from the scan instead of a pass of its own.
+    parts = [f'"content":[{{"type":"text","text":"{"x" * pad}"}}]']
+    parts += [f'"isError":{flag}' for flag in flags]  # two: repeated, left to the general way
+    if nested is not None:
+        parts.insert(0, f'"structuredContent":{{"isError":{nested}}}')
+    result = "{" + ",".join(parts) + "}"
+    data = f'{{"jsonrpc":"2.0","id":3,"result":{result}}}'.encode()
+    assert members is not None
+    for fields in (False, True):
+        reply = frame._scanned_reply(members, data, fields=fields)
+        if len(flags) > 1:
+            assert reply is None if fields else (reply is not None and reply.flagged is None)
+            continue
+        assert reply is not None and reply is not frame._NOT_A_REPLY
+        assert reply.flagged is frame.tool_flagged(result.encode())
+        assert reply.flagged is (flags == ["true"])
 
 
 # -- anything else: the scanner may decline, never misread --------------------------------------
@@ -317,10 +388,26 @@ def test_nesting_is_read_to_a_bound(depth: int, read: bool) -> None:
         assert (_assert_sound(data) is not None) is read
 
 
+@pytest.mark.parametrize(("depth", "read"), [(511, True), (512, False)])
+def test_nesting_within_a_result_counts_the_result(depth: int, read: bool) -> None:
+    data = b'{"result":{"k":' + b"[" * depth + b"0" + b"]" * depth + b"}}"
+    assert members is not None
+    found = members(data, "result")
+    assert (found is not None) is read
+    assert (found is not None and found[1] == {"k": (5, 5 + 2 * depth + 1)}) is read
+    _assert_sound(data)
+
+
 def test_any_bytes_like_object_and_nothing_else() -> None:
     assert members is not None
     data = b'{"a":[1],"b":"x"}'
     expected = {"a": (5, 8), "b": (13, 16)}
     assert members(data) == members(bytearray(data)) == members(memoryview(data)) == expected
+    assert members(data, None) == expected
+    assert members(memoryview(data), "a") == (expected, None)
+    with pytest.raises(TypeError):
+        members(data, b"a")  # type: ignore[call-overload]
+    with pytest.raises(TypeError):
+        members(data, "a", "b")  # type: ignore[call-overload]
     with pytest.raises(TypeError):
         members("{}")  # type: ignore[arg-type]

@@ -11,6 +11,9 @@
      - a \u escape of a UTF-16 surrogate that is not half of a pair (msgspec refuses it too);
      - a top-level key with an escape, or a key given twice;
      - nesting deeper than MAX_DEPTH.
+   `members(data, within)` answers, in the same pass, the members of the object that the member
+   `within` holds as well (a response's result, read one level deep): a pair of dicts, the second
+   None when that member holds no object or one not read plainly (by the rules above).
    Strings are stepped over 16 bytes at a time where SSE2 is available: a large result is mostly
    one long string, and this pass is what a gateway spends on it besides copying. Their UTF-8 is
    checked afterwards, and only when a byte >= 0x80 was met. */
@@ -288,9 +291,10 @@ skip_word(pass *s, cursor p, const char *word, Py_ssize_t len)
     return p + len;
 }
 
-/* Past one JSON value starting at p, or NULL. Iterative: nesting costs a byte of stack each. */
+/* Past one JSON value starting at p, or NULL; containers nested at most `limit` deep (at most
+   MAX_DEPTH). Iterative: nesting costs a byte of stack each. */
 static cursor
-skip_value(pass *s, cursor p)
+skip_value(pass *s, cursor p, int limit)
 {
     char open[MAX_DEPTH];
     int depth = 0;
@@ -310,7 +314,7 @@ skip_value(pass *s, cursor p)
                     p++; /* empty: a whole value */
                     break;
                 }
-                if (depth == MAX_DEPTH) {
+                if (depth == limit) {
                     return NULL;
                 }
                 open[depth++] = opening;
@@ -400,8 +404,93 @@ add_member(PyObject *found, cursor key, cursor key_end, Py_ssize_t start, Py_ssi
     return stored < 0 ? -1 : 1;
 }
 
+typedef enum { READ, NOT_PLAIN, FAILED } outcome;
+
+/* Reads the members of the object whose '{' is at *at into found, each value's span counted
+   from base and nested at most `limit` deep, and moves *at past the object. Where `within`
+   names a member whose value is an object, that object's members are read too, into *inner,
+   spans counted from its '{' (*inner stays None when they are not read plainly). FAILED has a
+   Python error set; NOT_PLAIN does not. */
+static outcome
+read_object(pass *s, cursor *at, cursor base, int limit, PyObject *found, const char *within,
+            Py_ssize_t within_len, PyObject **inner)
+{
+    cursor p = skip_space(s, *at + 1);
+    if (p < s->end && *p == '}') {
+        *at = p + 1;
+        return READ;
+    }
+    for (;;) {
+        if (p >= s->end || *p != '"') {
+            return NOT_PLAIN;
+        }
+        cursor key = p + 1;
+        p = skip_string(s, key);
+        if (p == NULL || s->escaped) {
+            return NOT_PLAIN;
+        }
+        cursor key_end = p - 1;
+        p = skip_space(s, p);
+        if (p >= s->end || *p != ':') {
+            return NOT_PLAIN;
+        }
+        cursor value = skip_space(s, p + 1);
+        p = NULL;
+        if (within != NULL && key_end - key == within_len &&
+            memcmp(key, within, (size_t)within_len) == 0 && value < s->end && *value == '{') {
+            PyObject *nested = PyDict_New();
+            if (nested == NULL) {
+                return FAILED;
+            }
+            cursor q = value;
+            outcome got = read_object(s, &q, value, limit - 1, nested, NULL, 0, NULL);
+            if (got == FAILED) {
+                Py_DECREF(nested);
+                return FAILED;
+            }
+            if (got == READ) {
+                Py_SETREF(*inner, nested);
+                p = q;
+            }
+            else {
+                Py_DECREF(nested); /* valid but not plain, or invalid: the plain pass decides */
+            }
+        }
+        if (p == NULL) {
+            p = skip_value(s, value, limit);
+            if (p == NULL) {
+                return NOT_PLAIN;
+            }
+        }
+        /* the key's UTF-8 is checked by the decoder here, before the pass has checked it */
+        int added = add_member(found, key, key_end, value - base, p - base);
+        if (added < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                return FAILED;
+            }
+            PyErr_Clear();
+            return NOT_PLAIN;
+        }
+        if (added == 0) {
+            return NOT_PLAIN;
+        }
+        p = skip_space(s, p);
+        if (p < s->end && *p == ',') {
+            p = skip_space(s, p + 1);
+            continue;
+        }
+        if (p < s->end && *p == '}') {
+            *at = p + 1;
+            return READ;
+        }
+        return NOT_PLAIN;
+    }
+}
+
+/* The top-level members of the object in [base, base + size): a dict, or None; with `within`,
+   a tuple of that dict and the members of the object that member holds (or None). */
 static PyObject *
-scan(cursor base, Py_ssize_t size)
+scan(cursor base, Py_ssize_t size, const char *within, Py_ssize_t within_len)
 {
     pass s = {base + size, 0, 0, 0};
     cursor p = skip_space(&s, base);
@@ -412,90 +501,63 @@ scan(cursor base, Py_ssize_t size)
     if (found == NULL) {
         return NULL;
     }
-    p = skip_space(&s, p + 1);
-    if (p < s.end && *p == '}') {
-        p++;
+    PyObject *inner = Py_NewRef(Py_None);
+    outcome got = read_object(&s, &p, base, MAX_DEPTH, found, within, within_len, &inner);
+    if (got == FAILED) {
+        Py_DECREF(found);
+        Py_DECREF(inner);
+        return NULL;
     }
-    else {
-        for (;;) {
-            if (p >= s.end || *p != '"') {
-                goto plain_not;
-            }
-            cursor key = p + 1;
-            p = skip_string(&s, key);
-            if (p == NULL || s.escaped) {
-                goto plain_not;
-            }
-            cursor key_end = p - 1;
-            p = skip_space(&s, p);
-            if (p >= s.end || *p != ':') {
-                goto plain_not;
-            }
-            cursor value = skip_space(&s, p + 1);
-            p = skip_value(&s, value);
-            if (p == NULL) {
-                goto plain_not;
-            }
-            /* the key's UTF-8 is checked by the decoder here, before the pass has checked it */
-            int added = add_member(found, key, key_end, value - base, p - base);
-            if (added < 0) {
-                if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-                    goto failed;
-                }
-                PyErr_Clear();
-                goto plain_not;
-            }
-            if (added == 0) {
-                goto plain_not;
-            }
-            p = skip_space(&s, p);
-            if (p < s.end && *p == ',') {
-                p = skip_space(&s, p + 1);
-                continue;
-            }
-            if (p < s.end && *p == '}') {
-                p++;
-                break;
-            }
-            goto plain_not;
-        }
+    /* a line break between tokens: the general way turns them into spaces. After the object,
+       whitespace only: a line-framed reader's terminator may be there */
+    if (got == NOT_PLAIN || s.line_break || skip_space(&s, p) != s.end ||
+        (s.wide && !valid_utf8(base, s.end))) {
+        Py_DECREF(found);
+        Py_DECREF(inner);
+        Py_RETURN_NONE;
     }
-    if (s.line_break) {
-        goto plain_not; /* between tokens: the general way turns them into spaces */
+    if (within == NULL) {
+        Py_DECREF(inner);
+        return found;
     }
-    /* after the object, whitespace only: a line-framed reader's terminator may be there */
-    p = skip_space(&s, p);
-    if (p != s.end || (s.wide && !valid_utf8(base, s.end))) {
-        goto plain_not;
-    }
-    return found;
-
-plain_not:
+    PyObject *both = PyTuple_Pack(2, found, inner);
     Py_DECREF(found);
-    Py_RETURN_NONE;
-failed:
-    Py_DECREF(found);
-    return NULL;
+    Py_DECREF(inner);
+    return both;
 }
 
 static PyObject *
-members(PyObject *module, PyObject *arg)
+members(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    Py_buffer buffer;
-    if (PyObject_GetBuffer(arg, &buffer, PyBUF_SIMPLE) < 0) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "members() takes data and, optionally, within");
         return NULL;
     }
-    PyObject *found = scan((cursor)buffer.buf, buffer.len);
+    const char *within = NULL;
+    Py_ssize_t within_len = 0;
+    if (nargs == 2 && args[1] != Py_None) {
+        within = PyUnicode_AsUTF8AndSize(args[1], &within_len);
+        if (within == NULL) {
+            return NULL;
+        }
+    }
+    Py_buffer buffer;
+    if (PyObject_GetBuffer(args[0], &buffer, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    PyObject *found = scan((cursor)buffer.buf, buffer.len, within, within_len);
     PyBuffer_Release(&buffer);
     return found;
 }
 
 static PyMethodDef methods[] = {
-    {"members", members, METH_O,
-     "members(data: bytes-like) -> dict[str, tuple[int, int]] | None\n\n"
+    {"members", (PyCFunction)(void (*)(void))members, METH_FASTCALL,
+     "members(data: bytes-like, within: str | None = None, /)\n\n"
      "Where each top-level member's value lies in a JSON object, or None when the object is not "
-     "one this scanner reads plainly (then read it the general way)."},
+     "one this scanner reads plainly (then read it the general way). With `within`, a pair: "
+     "those members, and the members of the object the member `within` holds (None when that "
+     "is no object, or not one read plainly)."},
     {NULL, NULL, 0, NULL},
 };
 

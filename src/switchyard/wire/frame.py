@@ -6,9 +6,8 @@ never re-models its payload; only the fields a caller asks for are decoded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar, overload
 
 import msgspec
 
@@ -73,7 +72,17 @@ DecodeError = msgspec.DecodeError
 ValidationError = msgspec.ValidationError
 
 
-_Members = Callable[[bytes], "dict[str, tuple[int, int]] | None"]
+_Spans = dict[str, tuple[int, int]]
+
+
+class _Members(Protocol):
+    """The native scanner's `members` (_members.pyi)."""
+
+    @overload
+    def __call__(self, data: bytes, within: None = None, /) -> _Spans | None: ...
+    @overload
+    def __call__(self, data: bytes, within: str, /) -> tuple[_Spans, _Spans | None] | None: ...
+
 
 try:
     # One validating pass that also says where the top-level members lie (_members.c): for a
@@ -118,8 +127,10 @@ def _scanned(members: _Members, data: bytes) -> Envelope | None:
     None where the scanner does not read the frame plainly, or a member has a type the envelope
     refuses: the general way then reads it, and words the error."""
     spans = members(data)
-    if spans is None:
-        return None
+    return None if spans is None else _envelope(data, spans)
+
+
+def _envelope(data: bytes, spans: _Spans) -> Envelope | None:
     view = memoryview(data)
     values = _scalars(view, spans)
     if values is None:
@@ -129,7 +140,7 @@ def _scanned(members: _Members, data: bytes) -> Envelope | None:
     return Envelope(**values)
 
 
-def _scalars(view: memoryview, spans: dict[str, tuple[int, int]]) -> dict[str, Any] | None:
+def _scalars(view: memoryview, spans: _Spans) -> dict[str, Any] | None:
     """The envelope's `jsonrpc`, `id` and `method` among the scanner's members, decoded as the
     envelope types them; None when one has a type it refuses (the general way words that)."""
     values: dict[str, Any] = {}
@@ -168,10 +179,10 @@ def peek_reply(data: bytes, *, fields: bool = False) -> Reply | None:
     The result's bytes are then those members encoded again (or, from the native scanner, the
     result as sent, whose keys it has found unique): the same JSON value as sent, as Switchyard
     reads it (a repeated key once, the last). Raises as `peek` does."""
-    if fields and _native_members is not None and len(data) >= NATIVE_FROM:
-        reply = _scanned_fields(_native_members, data)
+    if _native_members is not None and len(data) >= NATIVE_FROM:
+        reply = _scanned_reply(_native_members, data, fields=fields)
         if reply is not None:
-            return reply
+            return None if reply is _NOT_A_REPLY else reply
     if fields:
         try:
             decoded: _ObjectResponse | None = _decode_frame(_object_response_decoder, data)
@@ -192,20 +203,32 @@ def peek_reply(data: bytes, *, fields: bool = False) -> Reply | None:
     return reply_from(env) if env.is_response else None
 
 
-def _scanned_fields(members: _Members, data: bytes) -> Reply | None:
-    """What `peek_reply(data, fields=True)` reads, from the native scanner: the frame's top
-    level, then the result's. None unless the frame is a response whose result is an object and
-    the scanner reads both plainly: the general way then reads it."""
-    env = _scanned(members, data)
-    if env is None or env.method is not UNSET or env.error is not UNSET or env.result is UNSET:
+def _scanned_reply(members: _Members, data: bytes, *, fields: bool) -> Reply | None:
+    """What `peek_reply` reads, from one pass of the native scanner over the frame's top level
+    and the result's (`_NOT_A_REPLY` for a frame that is no response). The result's top level
+    also says whether it is flagged `isError`, so the access record makes no pass of its own.
+    None where the scanner does not read the frame plainly, or `fields` asks for a result's
+    members it did not read plainly: the general way then reads it."""
+    found = members(data, "result")
+    if found is None:
         return None
-    result = bytes(env.result)
-    inner = members(result)
+    spans, inner = found
+    env = _envelope(data, spans)
+    if env is None:
+        return None
+    if not env.is_response:
+        return _NOT_A_REPLY
+    reply = reply_from(env)
+    result = reply.result
+    if result is None or env.result is UNSET:
+        return reply  # an error (it wins over a result) or, without either, the empty result
     if inner is None:
-        return None
-    within = memoryview(result)
-    reply = Reply(result=result)
-    reply._fields = (result, {key: Raw(within[start:end]) for key, (start, end) in inner.items()})
+        return None if fields else reply
+    flag = inner.get("isError")
+    reply.note_flag(flag is not None and result[flag[0] : flag[1]] == b"true")
+    if fields:
+        within = memoryview(result)
+        reply._fields = (result, {key: Raw(within[a:b]) for key, (a, b) in inner.items()})
     return reply
 
 
@@ -326,6 +349,10 @@ class Reply:
         (a policy that replaces the result makes it unknown again)."""
         flag = self._flag
         return flag[1] if flag is not None and flag[0] is self.result else None
+
+
+# What `_scanned_reply` answers for a frame that is no response.
+_NOT_A_REPLY: Final = Reply()
 
 
 class _ToolOutcome(msgspec.Struct, forbid_unknown_fields=False):
