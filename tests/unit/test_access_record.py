@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 
 from switchyard.observability import logging as access
 from switchyard.observability.logging import FIELD_CHARS, METHOD_CHARS, BufferedHandler
+from tests.access_lines import DrainedStream
 
 
 @pytest.fixture
 def stream() -> Iterator[io.StringIO]:
-    out = io.StringIO()
+    out = DrainedStream()
     handler = BufferedHandler(out)
     logger = logging.getLogger(access.AccessLog.NAME)
     level = logger.level

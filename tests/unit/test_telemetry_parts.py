@@ -31,6 +31,7 @@ from switchyard.observability.tracing import (
 )
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw
+from tests.access_lines import DrainedStream
 
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -283,7 +284,7 @@ def test_a_failing_collector_costs_dropped_spans_not_errors(
 
 @pytest.fixture
 def stream() -> Iterator[io.StringIO]:
-    out = io.StringIO()
+    out = DrainedStream()
     logger = logging.getLogger(access.AccessLog.NAME)
     level = logger.level
     logger.setLevel(logging.INFO)

@@ -3,12 +3,14 @@ the access log writes one JSON object per line (see `write_decision`).
 
 A write per record costs a system call; under load that was a measurable share of a request's
 CPU. Records are buffered and flushed every FLUSH_S, and at once for warnings and errors so a
-failure is never stuck in a buffer.
+failure is never stuck in a buffer. Access records are formatted in batches as well (see
+`AccessLog`).
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import json.encoder
 import logging
@@ -73,13 +75,39 @@ class BufferedHandler(logging.StreamHandler[TextIO]):
         return  # the flusher thread and warnings flush; see module docstring
 
     def emit(self, record: logging.LogRecord) -> None:
+        # Called with the handler's lock held: access records still to be formatted were made
+        # before this record, and go out before it.
+        access_log.drain()
         super().emit(record)
         if record.levelno >= logging.WARNING:
             self.flush_now()
 
     def flush_now(self) -> None:
         with self.lock or threading.Lock(), contextlib.suppress(OSError, ValueError):
+            access_log.drain()
             self.stream.flush()
+
+
+# What `write_decision` keeps of an access record until it is formatted: the `_line` arguments.
+_Record = tuple[
+    float,  # now
+    str,  # decision
+    str | int,  # outcome
+    str | None,  # method
+    bytes | None,  # request_id
+    str | None,  # principal
+    str | None,  # via
+    str | None,  # issuer
+    str | None,  # view
+    str | None,  # face
+    str | None,  # era
+    str | None,  # backend
+    str | None,  # target
+    float | None,  # latency_ms
+    int | None,  # status
+    str | None,  # reason
+    str | None,  # trace_id
+]
 
 
 class AccessLog:
@@ -91,32 +119,56 @@ class AccessLog:
     Each field is length-capped. Building a record through `logging` would cost a LogRecord, a
     handler chain and a formatter per request; this writes the line directly. Disabled (free)
     until `setup` runs with the `switchyard.requests` logger at INFO or below.
+
+    A request only queues its record's values; they are formatted and written `BATCH` at a
+    time, and whenever the stream is flushed or another log record is written first, so the
+    lines, their order among all log lines and when they reach the file are as if each was
+    written at once. Interleaved with the work of requests, formatting cost twice what it costs
+    in a run of its own (`bench/README.md`).
     """
 
     NAME: Final = "switchyard.requests"
+    BATCH: Final = 256
 
     def __init__(self) -> None:
         self.enabled = False
         self._handler: BufferedHandler | None = None
+        # A deque: appends and pops are atomic, so any thread may add while another drains.
+        self._pending: collections.deque[_Record] = collections.deque()
 
     def attach(self, handler: BufferedHandler) -> None:
+        self.drain()  # what was queued for the handler before goes there
         self._handler = handler
         self.enabled = logging.getLogger(self.NAME).isEnabledFor(logging.INFO)
 
-    def write_line(self, line: str) -> None:
+    def add(self, record: _Record) -> None:
+        self._pending.append(record)
+        if len(self._pending) >= self.BATCH:
+            self.drain()
+
+    def drain(self) -> None:
+        """Format and write every queued record, in the order they were made."""
+        pending = self._pending
         handler = self._handler
-        if handler is None:
+        if not pending or handler is None:
             return
-        # try/except and a bare lock, not `contextlib.suppress`: this runs once per request.
+        # The handler's lock (reentrant: `emit` and `flush_now` hold it already) keeps two
+        # threads draining at once from writing their shares out of order.
         lock = handler.lock
-        try:
-            if lock is None:
-                handler.stream.write(line)
-            else:
-                with lock:
-                    handler.stream.write(line)
-        except (OSError, ValueError):
-            pass
+        if lock is None:
+            self._write(pending, handler)
+            return
+        with lock:
+            self._write(pending, handler)
+
+    @staticmethod
+    def _write(pending: collections.deque[_Record], handler: BufferedHandler) -> None:
+        lines = []
+        with contextlib.suppress(IndexError):
+            while True:
+                lines.append(_line(*pending.popleft()))
+        with contextlib.suppress(OSError, ValueError):
+            handler.stream.write("".join(lines))
 
 
 # Longest method name kept whole (no MCP method comes near it); other fields get FIELD_CHARS.
@@ -206,6 +258,49 @@ def write_decision(
         )
     if not access_log.enabled:
         return
+    access_log.add(
+        (
+            now,
+            decision,
+            outcome,
+            method,
+            request_id,
+            principal,
+            via,
+            issuer,
+            view,
+            face,
+            era,
+            backend,
+            target,
+            latency_ms,
+            status,
+            reason,
+            trace_id,
+        )
+    )
+
+
+def _line(
+    now: float,
+    decision: str,
+    outcome: str | int,
+    method: str | None,
+    request_id: bytes | None,
+    principal: str | None,
+    via: str | None,
+    issuer: str | None,
+    view: str | None,
+    face: str | None,
+    era: str | None,
+    backend: str | None,
+    target: str | None,
+    latency_ms: float | None,
+    status: int | None,
+    reason: str | None,
+    trace_id: str | None,
+) -> str:
+    """One access record's line, newline included."""
     # Assembled from escaped pieces rather than a dict through `json.dumps`: a record per
     # request, and this was a tenth of a small call's CPU. Same fields, order and escaping.
     line = (
@@ -230,7 +325,7 @@ def write_decision(
         line += f',"latency_ms":{round(latency_ms, 3)!r}'
     if trace_id is not None:
         line += f',"trace_id":{_text(trace_id, 64)}'
-    access_log.write_line(line + "}\n")
+    return line + "}\n"
 
 
 def _text(value: str | None, limit: int = FIELD_CHARS) -> str:
