@@ -79,6 +79,17 @@ def test_modern_params_overwrite_a_stale_version_without_duplicating_it() -> Non
     assert meta[META_CLIENT_CAPABILITIES] == {"elicitation": {}}
 
 
+def test_the_callers_params_stay_as_the_client_sent_them() -> None:
+    # The access record reads the client's trace context from them after forwarding.
+    for raw in (b'{"name":"t"}', b'{"name":"t","_meta":{"traceparent":"00-ab"}}'):
+        mine = params(raw)
+        out = eras.params_for_modern(mine, MODERN, None, "debug")
+        assert frame.encode_object(mine) == raw and out is not mine and "_meta" in out
+        legacy = params(frame.encode_object(out))
+        back = eras.params_for_legacy(legacy)
+        assert frame.encode_object(legacy) == frame.encode_object(out) and back is not legacy
+
+
 # -- params_for_legacy ---------------------------------------------------------------------
 
 

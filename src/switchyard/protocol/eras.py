@@ -31,7 +31,9 @@ def params_for_modern(
     client_capabilities: Raw | None,
     log_level: str | None = None,
 ) -> dict[str, Raw]:
-    """Ensure a modern backend gets the per-request envelope it requires."""
+    """Ensure a modern backend gets the per-request envelope it requires: `params` with its
+    `_meta` completed, as a new dict (the caller's stays what the client sent, which is what
+    the access record reads its trace context from)."""
     meta = frame.decode_object(params["_meta"]) if "_meta" in params else {}
     meta[META_PROTOCOL_VERSION] = Raw(frame.encode(version))
     if log_level is not None:
@@ -40,12 +42,12 @@ def params_for_modern(
         meta[META_CLIENT_CAPABILITIES] = client_capabilities
     elif META_CLIENT_CAPABILITIES not in meta:
         meta[META_CLIENT_CAPABILITIES] = EMPTY_CAPS
-    params["_meta"] = Raw(frame.encode_object(meta))
-    return params
+    return {**params, "_meta": Raw(frame.encode_object(meta))}
 
 
 def params_for_legacy(params: dict[str, Raw]) -> dict[str, Raw]:
-    """Drop the modern envelope keys a legacy backend would not understand."""
+    """Drop the modern envelope keys a legacy backend would not understand (from a new dict,
+    as `params_for_modern` adds them)."""
     raw_meta = params.get("_meta")
     if raw_meta is None:
         return params
@@ -54,6 +56,7 @@ def params_for_legacy(params: dict[str, Raw]) -> dict[str, Raw]:
         return params
     for key in MODERN_META_KEYS:
         meta.pop(key, None)
+    params = dict(params)
     if meta:
         params["_meta"] = Raw(frame.encode_object(meta))
     else:
