@@ -14,7 +14,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CreateMessageResult, ElicitResult, ListRootsResult, Root, TextContent
 
-from tests.harness import BIN, FIXTURES, PYTHON, Gateway, start_gateway
+from tests.harness import BIN, FIXTURES, PYTHON, Gateway, sdk_http_backend, start_gateway
 from tests.rpc import RawClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -47,9 +47,17 @@ def _backend(name: str, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with sdk_http_backend("--json-response", name="mh") as url:
+        yield from _gateway(tmp_path_factory, url)
+
+
+def _gateway(tmp_path_factory: pytest.TempPathFactory, json_http: str) -> Iterator[Gateway]:
     config = {
         "servers": {
             "m": _backend("m"),  # modern (detected): asks with input_required results
+            # the same over Streamable HTTP, each answer one JSON body: a legacy client's
+            # translation reads the result as it arrives (what is modern-only set aside)
+            "mh": {"url": json_http, "type": "streamable-http"},
             # legacy: asks with real requests, in each client's own session
             "l": _backend("l", era="legacy", timeout=3, isolation="per_session"),
             "ls": _backend("ls", era="legacy", isolation="shared"),  # one session for everyone
@@ -58,6 +66,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gw = start_gateway(config, tmp_path_factory.mktemp("asks"))
     try:
         gw.wait_backend("m")
+        gw.wait_backend("mh")
         gw.wait_backend("l")
         gw.wait_backend("ls")
         yield gw
@@ -79,7 +88,8 @@ def _transport(gateway: Gateway, face: str) -> Any:
 @pytest.mark.parametrize("face", ["http", "sse", "stdio"])
 async def test_legacy_clients_answer_both_kinds_of_backend(gateway: Gateway, face: str) -> None:
     async with Client(_transport(gateway, face), mode="legacy", **CALLBACKS) as client:  # type: ignore[arg-type]
-        for backend in ("l", "m"):  # real requests relayed; input_required turned into requests
+        # real requests relayed; input_required turned into requests
+        for backend in ("l", "m", "mh"):
             for tool, expected in EXPECTED.items():
                 result = await asyncio.wait_for(client.call_tool(f"{backend}_{tool}", {}), 15)
                 assert not result.is_error, (backend, tool, result.content)
@@ -89,7 +99,7 @@ async def test_legacy_clients_answer_both_kinds_of_backend(gateway: Gateway, fac
 async def test_modern_clients_answer_both_kinds_of_backend(gateway: Gateway) -> None:
     async with Client(gateway.url, **CALLBACKS) as client:  # type: ignore[arg-type]
         assert client.protocol_version == "2026-07-28"
-        for backend in ("m", "l"):  # input_required passed through; legacy requests parked
+        for backend in ("m", "mh", "l"):  # input_required passed through; legacy requests parked
             for tool, expected in EXPECTED.items():
                 result = await asyncio.wait_for(client.call_tool(f"{backend}_{tool}", {}), 15)
                 assert not result.is_error, (backend, tool, result.content)
