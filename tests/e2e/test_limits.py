@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,44 @@ async def test_slow_clients_are_cut_off_while_others_are_served(
     assert (await client.post(PING, client.headers())).status == 200  # served meanwhile
     assert await asyncio.wait_for(slow_head, 5) == b""
     assert (await asyncio.wait_for(slow_body, 5)).startswith(b"HTTP/1.1 408")
+
+
+async def test_a_head_dribbled_in_pieces_is_cut_off_from_its_first_piece(
+    gateway: Gateway,
+) -> None:
+    """The head's deadline (1 s here) runs from the chunk it began in: bytes that keep coming
+    do not push it back. A head that arrives whole needs no timer at all, and one begun after
+    a complete request in the same chunk (pipelined) is timed like any other."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    started = time.monotonic()
+    closed_after: float | None = None
+    try:
+        writer.write(b"POST /mcp HTTP/1.1\r\n")
+        await writer.drain()
+        for n in range(12):  # 0.2 s apart: 2.4 s of a head that never ends
+            await asyncio.sleep(0.2)
+            if await _closed(reader):
+                closed_after = time.monotonic() - started
+                break
+            writer.write(f"X-Piece-{n}: y\r\n".encode())
+            await writer.drain()
+    finally:
+        writer.close()
+    assert closed_after is not None and closed_after < 2.2
+
+    whole = (_head(gateway, length=len(PING)) + "\r\n").encode() + PING
+    answer = await _raw(gateway, whole + b"POST /mcp HTTP/1.1\r\nHost: x\r\n", read_timeout=4)
+    assert answer.startswith(b"HTTP/1.1 200")  # the first answered, then the second timed out
+    assert answer.count(b"HTTP/1.1 ") == 1
+
+
+async def _closed(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), 0.01) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
 
 
 async def test_a_head_flooding_far_past_the_limit_is_cut_off_before_its_deadline(

@@ -93,12 +93,25 @@ class BodyTooSlow(Exception):
     pass
 
 
+BODY_ARRIVED: Final = "switchyard.body_arrived"
+"""Set in a request's ASGI scope once the listener has its whole body (`guarded_protocol`)."""
+
+
 async def read_body(
-    receive: Receive, limit: int, declared: int | None, timeout: float = 30.0
+    receive: Receive,
+    limit: int,
+    declared: int | None,
+    timeout: float = 30.0,
+    *,
+    arrived: bool = False,
 ) -> bytes:
-    """The whole request body, refused before buffering past `limit` bytes or `timeout`."""
+    """The whole request body, refused before buffering past `limit` bytes or `timeout`.
+    `arrived`: the listener holds all of it already (`BODY_ARRIVED`), so reading cannot wait
+    and needs no deadline, whose timer would only be set and cancelled."""
     if declared is not None and declared > limit:
         raise BodyTooLarge
+    if arrived:
+        return await _read_body(receive, limit)
     try:
         async with Deadline(timeout, timeout):
             return await _read_body(receive, limit)

@@ -23,6 +23,7 @@ from switchyard.downstream.admission import (
     overloaded_reply,
 )
 from switchyard.downstream.asgi import (
+    BODY_ARRIVED,
     IDENTITY,
     IDENTITY_KEY,
     PEER,
@@ -472,6 +473,8 @@ def guarded_protocol(settings: HttpSettings) -> type[Any]:
         _head_bytes = 0
         _in_head = True
         """Whether the bytes arriving now belong to a request head (none is complete yet)."""
+        _head_open = False
+        """A request head has begun and not yet ended."""
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             held = HeldHeadTransport(cast(asyncio.Transport, transport), self.loop)
@@ -487,12 +490,19 @@ def guarded_protocol(settings: HttpSettings) -> type[Any]:
                     self.transport.close()
                     return
             super().data_received(data)
+            if self._head_open and self._head_timer is None and not self.transport.is_closing():
+                # A head began in this chunk and did not end in it: from now it has
+                # `header_timeout_s` to end. One that ends in the chunk it began in (nearly
+                # every one) costs no timer: one set and cancelled per request was a share of
+                # a small call's CPU.
+                self._head_timer = self.loop.call_later(settings.header_timeout_s, self._too_slow)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._head_timer = self.loop.call_later(settings.header_timeout_s, self._too_slow)
+            self._head_open = True
 
         def on_headers_complete(self) -> None:
+            self._head_open = False
             self._stop_timer()
             self._in_head = False
             self.scope[HEAD_BYTES] = self._head_bytes  # type: ignore[typeddict-unknown-key]
@@ -501,6 +511,8 @@ def guarded_protocol(settings: HttpSettings) -> type[Any]:
 
         def on_message_complete(self) -> None:
             self._in_head = True
+            # The whole body is buffered: the app may read it without a deadline (`read_body`).
+            self.scope[BODY_ARRIVED] = True  # type: ignore[typeddict-unknown-key]
             super().on_message_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 from typing import Final
 
 from switchyard.downstream.asgi import (
+    BODY_ARRIVED,
     BodyTooLarge,
     BodyTooSlow,
     ClientGone,
@@ -88,7 +89,9 @@ async def read_message(
     length = header(headers, b"content-length")
     declared = int(length) if length and length.isdigit() else None
     try:
-        body = await read_body(receive, max_bytes, declared, timeout_s)
+        body = await read_body(
+            receive, max_bytes, declared, timeout_s, arrived=BODY_ARRIVED in scope
+        )
     except BodyTooLarge:
         # Take in (and drop) a bounded rest of the body first, so a client still sending reads
         # the 413 instead of a reset; past the bounds it is cut off. The connection closes
