@@ -123,8 +123,8 @@ class AccessLog:
     A request only queues its record's values; they are formatted and written `BATCH` at a
     time, and whenever the stream is flushed or another log record is written first, so the
     lines, their order among all log lines and when they reach the file are as if each was
-    written at once. Interleaved with the work of requests, formatting cost twice what it costs
-    in a run of its own (`bench/README.md`).
+    written at once. Interleaved with the work of requests, formatting cost about twice what
+    it costs in a run of its own (docs/architecture.md, "Logging off the hot path").
     """
 
     NAME: Final = "switchyard.requests"
