@@ -154,21 +154,13 @@ class AccessLog:
             return
         # The handler's lock (reentrant: `emit` and `flush_now` hold it already) keeps two
         # threads draining at once from writing their shares out of order.
-        lock = handler.lock
-        if lock is None:
-            self._write(pending, handler)
-            return
-        with lock:
-            self._write(pending, handler)
-
-    @staticmethod
-    def _write(pending: collections.deque[_Record], handler: BufferedHandler) -> None:
-        lines = []
-        with contextlib.suppress(IndexError):
-            while True:
-                lines.append(_line(*pending.popleft()))
-        with contextlib.suppress(OSError, ValueError):
-            handler.stream.write("".join(lines))
+        with handler.lock or threading.Lock():
+            lines = []
+            with contextlib.suppress(IndexError):
+                while True:
+                    lines.append(_line(*pending.popleft()))
+            with contextlib.suppress(OSError, ValueError):
+                handler.stream.write("".join(lines))
 
 
 # Longest method name kept whole (no MCP method comes near it); other fields get FIELD_CHARS.
