@@ -18,6 +18,7 @@ from switchyard.bridge import ParkedCalls
 from switchyard.call import Call, Handler, RequestContext
 from switchyard.delivery import Delivery, Recipient
 from switchyard.observability.metrics import metrics
+from switchyard.observability.settling import settling
 from switchyard.observability.tracing import Span, tracer, with_trace_meta
 from switchyard.protocol import codes, eras, methods, param_headers
 from switchyard.protocol.link import LOG_LEVELS, ClientLink
@@ -537,7 +538,8 @@ async def _observed(backend: Backend, out: Outbound, span: Span | None) -> Reply
         raise
     finally:
         if metrics.enabled:
-            metrics.upstream(backend.name, out.method, error, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            settling.add(metrics.upstream, backend.name, out.method, error, elapsed)
         if span is not None:
             if error:
                 if error.lstrip("-").isdigit():

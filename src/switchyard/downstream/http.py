@@ -47,6 +47,7 @@ from switchyard.downstream.scrape import CONTENT_TYPE, MetricsListener, expositi
 from switchyard.downstream.streamable_http import StreamableHttpEndpoint
 from switchyard.gateway import Gateway
 from switchyard.observability.memory import MemoryGuard
+from switchyard.observability.settling import settling
 from switchyard.policies.base import Identity
 from switchyard.wire import frame
 from switchyard.wire.strict import JsonLimits
@@ -396,6 +397,7 @@ class HttpApp:
                 asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                settling.settle()  # the last answers' records, before their sinks close
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
                 self.shutting_down.set()
                 if self._starting is not None and not self._starting.done():
@@ -517,7 +519,48 @@ def guarded_protocol(settings: HttpSettings) -> type[Any]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_timer()
+            if self.timeout_keep_alive_task is not None:
+                self.timeout_keep_alive_task.cancel()
+                self.timeout_keep_alive_task = None
             super().connection_lost(exc)
+
+        # The keep-alive timeout, with one timer per connection instead of one set and
+        # cancelled per request: the timer reads when the connection fell idle and, finding
+        # it in use since, waits out the rest (uvicorn's own logic otherwise).
+
+        _idle_since: float | None = None
+        """When the last response ended with no request after it; None: one is in hand."""
+
+        def _unset_keepalive_if_required(self) -> None:
+            # uvicorn calls this as each chunk of a request arrives: the connection is in use.
+            self._idle_since = None
+
+        def on_response_complete(self) -> None:
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self._idle_since = None
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+                return
+            self._idle_since = self.loop.time()
+            if self.timeout_keep_alive_task is None:
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self._keep_alive_due
+                )
+
+        def _keep_alive_due(self) -> None:
+            self.timeout_keep_alive_task = None
+            idle_since = self._idle_since
+            if idle_since is None or self.transport.is_closing():
+                return  # in use: the response that ends it sets the timer again
+            left = idle_since + self.timeout_keep_alive - self.loop.time()
+            if left > 0:
+                self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+            else:
+                self.timeout_keep_alive_handler()
 
         def _stop_timer(self) -> None:
             if self._head_timer is not None:

@@ -17,6 +17,7 @@ from typing import Final
 import switchyard
 from switchyard.gateway import Gateway
 from switchyard.observability.metrics import BACKEND, gauge, metrics
+from switchyard.observability.settling import settling
 from switchyard.observability.tracing import tracer
 from switchyard.upstream.stdio import StdioSettings
 
@@ -30,6 +31,7 @@ Labels = tuple[tuple[str, str], ...]
 
 
 def exposition(gateway: Gateway) -> bytes:
+    settling.settle()  # counts of requests answered in this pass of the loop too
     return "".join(_families(gateway)).encode()
 
 

@@ -161,7 +161,8 @@ class PostReply:
         self.dropped = 0
         self._queue: collections.deque[tuple[bytes, bool]] = collections.deque()
         self._queued_bytes = 0
-        self._ready = asyncio.Event()
+        self._ready: asyncio.Event | None = None
+        """Made with the stream: most answers are a plain JSON body, and need no event."""
         self._writer: asyncio.Task[None] | None = None
 
     @property
@@ -176,18 +177,20 @@ class PostReply:
         event = sse.format_event(message, "message")
         self._queue.append((event, last))
         self._queued_bytes += len(event)
+        if self._ready is None:
+            self._ready = asyncio.Event()
         self._ready.set()
         if self._writer is None:
             self.streaming = True
-            self._writer = asyncio.create_task(self._write())
+            self._writer = asyncio.create_task(self._write(self._ready))
 
-    async def _write(self) -> None:
+    async def _write(self, ready: asyncio.Event) -> None:
         headers = SSE_HEADERS if self.extra is None else [*SSE_HEADERS, *self.extra]
         await self.send({"type": "http.response.start", "status": 200, "headers": headers})
         while True:
             while not self._queue:
-                self._ready.clear()
-                await self._ready.wait()
+                ready.clear()
+                await ready.wait()
             event, last = self._queue.popleft()
             await self.send({"type": "http.response.body", "body": event, "more_body": not last})
             self._queued_bytes -= len(event)

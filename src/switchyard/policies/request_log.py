@@ -10,6 +10,7 @@ from switchyard.call import Call
 from switchyard.observability import decisions
 from switchyard.observability.logging import access_log, decisions_wanted, write_decision
 from switchyard.observability.metrics import error_type, metrics
+from switchyard.observability.settling import settling
 from switchyard.observability.trace_context import trace_id
 from switchyard.observability.tracing import Span, meta_context, tracer
 from switchyard.policies.base import Policy
@@ -20,8 +21,9 @@ from switchyard.wire.frame import Reply
 
 class RequestLog(Policy):
     """The access record at the end of a request; metrics and the request's span are taken
-    from the same outcome and latency. `settings` False: no record, only metrics and spans
-    (`gateway.log_requests: false` with either on)."""
+    from the same outcome and latency, and made once the reply is out (`settling`).
+    `settings` False: no record, only metrics and spans (`gateway.log_requests: false` with
+    either on)."""
 
     async def __call__(self, call: Call) -> Reply:
         records = self.settings is not False and decisions_wanted()
@@ -35,15 +37,20 @@ class RequestLog(Policy):
         try:
             reply = await self.next(call)
         except asyncio.CancelledError:
-            _finish(call, "allow", "cancelled", None, records, measured)
+            _finish(call, "allow", "cancelled", None, records, measured, _elapsed(call))
             raise
         except Exception:
-            _finish(call, "error", "exception", None, records, measured)
+            _finish(call, "error", "exception", None, records, measured, _elapsed(call))
             raise
         denied = call.denied and call.method not in methods.LIST_METHODS  # lists filter
         decision = "deny" if denied else "allow"
-        _finish(call, decision, _outcome(call, reply), reply, records, measured)
+        outcome = _outcome(call, reply)
+        settling.add(_finish, call, decision, outcome, reply, records, measured, _elapsed(call))
         return reply
+
+
+def _elapsed(call: Call) -> float:
+    return time.perf_counter() - call.started
 
 
 def _finish(
@@ -53,18 +60,13 @@ def _finish(
     reply: Reply | None,
     records: bool,
     measured: bool,
+    elapsed: float,
 ) -> None:
     if records:
-        _write(call, decision, outcome, reply)
+        _write(call, decision, outcome, reply, elapsed)
     if measured:
         metrics.in_flight -= 1
-        metrics.request(
-            call.method,
-            _tool(call),
-            call.backend,
-            error_type(outcome),
-            time.perf_counter() - call.started,
-        )
+        metrics.request(call.method, _tool(call), call.backend, error_type(outcome), elapsed)
     span = call.span
     if span is not None:
         if decision != "allow":
@@ -124,7 +126,9 @@ def _outcome(call: Call, reply: Reply) -> str | int:
     return "ok"
 
 
-def _write(call: Call, decision: str, outcome: str | int, reply: Reply | None) -> None:
+def _write(
+    call: Call, decision: str, outcome: str | int, reply: Reply | None, elapsed: float
+) -> None:
     ctx = call.ctx
     identity = ctx.identity
     extra: dict[str, object] = {}
@@ -163,7 +167,7 @@ def _write(call: Call, decision: str, outcome: str | int, reply: Reply | None) -
         era=ctx.era.value,
         backend=call.backend,
         target=call.target if call.route is not None else _requested(call),
-        latency_ms=(time.perf_counter() - call.started) * 1000.0,
+        latency_ms=elapsed * 1000.0,
         **extra,  # type: ignore[arg-type]
     )
 
