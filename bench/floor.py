@@ -104,6 +104,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         lifespan="on",
+        proxy_headers=False,  # as Switchyard runs by default: no forwarding-header middleware
     )
 
 

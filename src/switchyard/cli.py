@@ -389,6 +389,7 @@ def _serve(
             port=port,
             allowed_origins=tuple(gw.allowed_origins),
             allowed_hosts=tuple(gw.allowed_hosts),
+            trusted_proxies=tuple(gw.trusted_proxies),
             max_body_bytes=gw.max_body_bytes,
             max_headers=gw.limits.max_headers,
             max_header_bytes=gw.limits.max_header_bytes,

@@ -264,9 +264,15 @@ class AdminPlane:
         await self.ctx.aclose()
 
 
+# A request relayed by something on this machine (a reverse proxy) carries one of these: its
+# TCP peer is loopback, its caller need not be (and, with no proxy trusted, nothing says who).
+_FORWARDING: Final = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
+
+
 def _loopback(scope: Scope) -> bool:
+    """Whether the caller is on this machine: a loopback peer, and no sign of a relay."""
     client = scope.get("client")
-    if not client:
+    if not client or any(name in _FORWARDING for name, _ in scope["headers"]):
         return False
     try:
         return ipaddress.ip_address(client[0]).is_loopback

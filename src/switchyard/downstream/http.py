@@ -83,6 +83,8 @@ class HttpSettings:
     port: int = 8080
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    """Reverse proxies whose forwarding headers name the caller; none: the TCP peer does."""
     max_body_bytes: int = 4 * 1024 * 1024
     max_headers: int = 100
     max_header_bytes: int = 32 * 1024
@@ -647,5 +649,10 @@ def run(app: HttpApp, sock: socket.socket, *more: socket.socket) -> None:
             timeout_graceful_shutdown=5,
             # Many small keep-alive requests are the normal MCP pattern.
             timeout_keep_alive=30,
+            # Forwarding headers only from the proxies named: uvicorn would otherwise believe
+            # any caller on 127.0.0.1, who could then be any peer it likes (a session cap
+            # per peer address evaded by a new `X-Forwarded-For` per session).
+            proxy_headers=bool(app.settings.trusted_proxies),
+            forwarded_allow_ips=list(app.settings.trusted_proxies) or None,
         )
     ).run(sockets=[sock, *more])
