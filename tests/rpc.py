@@ -20,6 +20,18 @@ MODERN_META = {
     "io.modelcontextprotocol/clientCapabilities": {},
 }
 NAME_FIELD = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
+"""A legacy `initialize` request, as a raw client sends it."""
 
 
 def fixture_module(script: str) -> ModuleType:

@@ -14,23 +14,13 @@ from typing import Any
 import pytest
 
 from tests.harness import Gateway, start_gateway
+from tests.rpc import INIT, JSON_HEADERS
 
 pytestmark = pytest.mark.e2e
 
 CAP = 3
 """Sessions one address may hold here (`limits.max_sessions_per_principal`)."""
-INITIALIZE = json.dumps(
-    {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "1"},
-        },
-    }
-).encode()
+INITIALIZE = json.dumps(INIT).encode()
 
 
 def _config(tmp: Path, **gateway: Any) -> dict[str, Any]:
@@ -58,8 +48,7 @@ def _post(gw: Gateway, path: str, headers: dict[str, str], body: bytes | None = 
 
 
 def initialize(gw: Gateway, headers: dict[str, str] | None = None) -> int:
-    base = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-    return _post(gw, "/mcp", {**base, **(headers or {})}, INITIALIZE)
+    return _post(gw, "/mcp", {**JSON_HEADERS, **(headers or {})}, INITIALIZE)
 
 
 def admin_status(gw: Gateway, headers: dict[str, str] | None = None) -> int:

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from tests.harness import Gateway, start_gateway, stdio_fixture
-from tests.rpc import MODERN, MODERN_META, RawClient
+from tests.rpc import INIT, JSON_HEADERS, MODERN, MODERN_META, RawClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -27,19 +27,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         yield gw
     finally:
         gw.stop()
-
-
-JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
 
 
 async def _post(

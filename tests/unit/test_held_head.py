@@ -6,16 +6,12 @@ protocol over real sockets."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import pytest
-import uvicorn
 
 from switchyard.downstream.held_head import HeldHeadTransport
-from switchyard.downstream.http import HttpSettings, guarded_protocol
+from tests.listener import serving
 
 pytestmark = pytest.mark.anyio
 
@@ -145,27 +141,6 @@ async def test_the_held_head_counts_as_buffered_and_the_rest_is_the_transports()
 
 
 # -- through uvicorn, with the listener's protocol -------------------------------------------
-
-App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-
-
-@contextlib.asynccontextmanager
-async def serving(app: App) -> AsyncIterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    config = uvicorn.Config(
-        app, http=guarded_protocol(HttpSettings()), lifespan="off", log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        # The socket listens already: a client's connect waits in its backlog until uvicorn
-        # accepts, so nothing needs to wait for the server to start.
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 async def read_until(reader: asyncio.StreamReader, marker: bytes) -> bytes:

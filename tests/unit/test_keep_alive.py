@@ -7,43 +7,17 @@ wait is bounded."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-import uvicorn
 
-from switchyard.downstream.http import HttpSettings, guarded_protocol
+from tests.listener import serving
 
 pytestmark = pytest.mark.anyio
 
 TIMEOUT = 0.5
 """The keep-alive timeout the listener runs with here, in seconds."""
-App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-
-
-@contextlib.asynccontextmanager
-async def serving(app: App) -> AsyncIterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    config = uvicorn.Config(
-        app,
-        http=guarded_protocol(HttpSettings()),
-        lifespan="off",
-        log_level="warning",
-        timeout_keep_alive=TIMEOUT,  # type: ignore[arg-type]
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 async def answer_path(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -69,7 +43,7 @@ async def closed_after(reader: asyncio.StreamReader, since: float) -> float:
 
 
 async def test_an_idle_connection_is_closed_once_the_timeout_has_passed() -> None:
-    async with serving(answer_path) as port:
+    async with serving(answer_path, timeout_keep_alive=TIMEOUT) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         await ask(reader, writer, b"/one")
         idle = await closed_after(reader, time.monotonic())
@@ -78,7 +52,7 @@ async def test_an_idle_connection_is_closed_once_the_timeout_has_passed() -> Non
 
 
 async def test_a_connection_in_use_past_the_timeout_stays_open_until_idle_that_long() -> None:
-    async with serving(answer_path) as port:
+    async with serving(answer_path, timeout_keep_alive=TIMEOUT) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         started = time.monotonic()
         n = 0
@@ -96,7 +70,7 @@ async def test_a_connection_in_use_past_the_timeout_stays_open_until_idle_that_l
 
 
 async def test_a_request_served_longer_than_the_timeout_is_answered_on_its_connection() -> None:
-    async with serving(answer_path) as port:
+    async with serving(answer_path, timeout_keep_alive=TIMEOUT) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         await ask(reader, writer, b"/first")
         # The timer set after the first answer falls due while /slow is being served.
@@ -106,7 +80,7 @@ async def test_a_request_served_longer_than_the_timeout_is_answered_on_its_conne
 
 
 async def test_one_clients_use_keeps_no_other_connection_open() -> None:
-    async with serving(answer_path) as port:
+    async with serving(answer_path, timeout_keep_alive=TIMEOUT) as port:
         busy_r, busy_w = await asyncio.open_connection("127.0.0.1", port)
         idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port)
         await ask(idle_r, idle_w, b"/idle")
