@@ -18,7 +18,6 @@ from switchyard.bridge import ParkedCalls
 from switchyard.call import Call, Handler, RequestContext
 from switchyard.delivery import Delivery, Recipient
 from switchyard.observability.metrics import metrics
-from switchyard.observability.settling import settling
 from switchyard.observability.tracing import Span, tracer, with_trace_meta
 from switchyard.protocol import codes, eras, methods, param_headers
 from switchyard.protocol.link import LOG_LEVELS, ClientLink
@@ -487,9 +486,19 @@ class Forwarder:
             out.extra_headers = tuple(
                 param_headers.headers_for(route.entry.item, fields.get("arguments"))
             )
-        if span is None and not metrics.enabled:
+        if span is not None:
+            return await _observed(backend, out, span)
+        if not metrics.enabled:
             return await backend.request(out)
-        return await _observed(backend, out, span)
+        # Metrics alone (the default): timed here, not in a coroutine of its own.
+        started = time.perf_counter()
+        try:
+            reply = await backend.request(out)
+        except BaseException as exc:
+            _upstream_measured(backend, out, _failure(exc), started)
+            raise
+        _upstream_measured(backend, out, _reply_error(reply), started)
+        return reply
 
     def _outbound(
         self,
@@ -523,7 +532,7 @@ class Forwarder:
         )
 
 
-async def _observed(backend: Backend, out: Outbound, span: Span | None) -> Reply:
+async def _observed(backend: Backend, out: Outbound, span: Span) -> Reply:
     """`backend.request(out)` timed for the client-side histogram and ended as `span`."""
     started = time.perf_counter()
     error = "cancelled"
@@ -531,21 +540,25 @@ async def _observed(backend: Backend, out: Outbound, span: Span | None) -> Reply
         reply = await backend.request(out)
         error = _reply_error(reply)
         return reply
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        error = "exception"
+    except BaseException as exc:
+        error = _failure(exc)
         raise
     finally:
         if metrics.enabled:
-            elapsed = time.perf_counter() - started
-            settling.add(metrics.upstream, backend.name, out.method, error, elapsed)
-        if span is not None:
-            if error:
-                if error.lstrip("-").isdigit():
-                    span.attributes["rpc.response.status_code"] = error
-                span.fail(error)
-            tracer.end(span)
+            _upstream_measured(backend, out, error, started)
+        if error:
+            if error.lstrip("-").isdigit():
+                span.attributes["rpc.response.status_code"] = error
+            span.fail(error)
+        tracer.end(span)
+
+
+def _upstream_measured(backend: Backend, out: Outbound, error: str, started: float) -> None:
+    metrics.upstream(backend.name, out.method, error, time.perf_counter() - started)
+
+
+def _failure(exc: BaseException) -> str:
+    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "exception"
 
 
 def _reply_error(reply: Reply) -> str:

@@ -148,3 +148,20 @@ async def test_records_come_after_the_reply_and_say_what_it_was(records: Drained
     assert len(counts) == 2
     assert any('error_type=""' in line and line.rstrip().endswith(" 1") for line in counts)
     assert any('error_type="-32602"' in line and line.rstrip().endswith(" 1") for line in counts)
+
+
+@pytest.mark.anyio
+async def test_with_no_record_to_write_the_counts_are_made_at_once() -> None:
+    # The access log off and metrics on: a histogram's count is not worth a loop callback.
+    was_measured, was_logged = metrics.enabled, access.access_log.enabled
+    metrics.reset()
+    metrics.enabled, access.access_log.enabled = True, False
+    try:
+        chain = build_chain([PolicySpec(RequestLog)], "tools/call", answer)
+        await chain(call_by("alice", b"1"))
+        await chain(call_by("bob", b"2"))
+        counts = [line for line in metrics.render() if "_duration_seconds_count{" in line]
+        assert len(counts) == 2 and metrics.in_flight == 0
+    finally:
+        metrics.enabled, access.access_log.enabled = was_measured, was_logged
+        metrics.reset()

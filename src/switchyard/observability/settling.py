@@ -1,11 +1,12 @@
 """What is recorded about an answered request once its answer is out.
 
-An access record, a request's metrics and the upstream call's metrics were made in line, and
-so stood between the backend's answer and the client's: the reply waited for its own
-bookkeeping (about 13 µs of a 64 KiB call at c=1, and more under load, where making them one
-after another in one callback also costs less than interleaved with the work of requests:
-bench/README.md). Queued here, they are made in the event loop's next pass, after the face
-wrote the reply, everything queued in one pass by one loop callback.
+An access record (with the request's metrics and span) was made in line, and so stood between
+the backend's answer and the client's: the reply waited for its own bookkeeping (about 13 µs
+of a 64 KiB call at c=1, and more under load, where making records one after another in one
+callback also costs less than interleaved with the work of requests: bench/README.md).
+Queued here, they are made in the event loop's next pass, after the face wrote the reply,
+everything queued in one pass by one loop callback. A histogram's count alone is made in
+line: a loop callback per call would cost more than the count.
 
 What is queued must not depend on when it runs: values are taken when the reply comes back
 (its latency, its outcome) and passed along, not read later.
