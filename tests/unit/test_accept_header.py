@@ -29,6 +29,7 @@ def test_accept_values_and_their_repeats_read_the_same(
     assert accepted_types(headers) == expected
     assert accepted_types(headers) == expected  # from the memo now
     assert accepted_types(list(headers)) == expected
+    assert accepted_types(headers, asgi.head_index({"headers": headers})) == expected
 
 
 def test_many_distinct_values_keep_the_memo_bounded_and_answers_right() -> None:
@@ -37,3 +38,19 @@ def test_many_distinct_values_keep_the_memo_bounded_and_answers_right() -> None:
         assert accepted_types([(b"accept", value)]) == (True, True)
         assert accepted_types([(b"accept", f"x/{i}".encode())]) == (False, False)
         assert len(asgi._ACCEPT_MEMO) <= asgi._ACCEPT_MEMO_MAX
+
+
+def test_the_head_index_keeps_each_names_first_value_and_shows_repeats() -> None:
+    headers = [
+        (b"host", b"a"),
+        (b"mcp-session-id", b"first"),
+        (b"accept", b"text/html"),
+        (b"mcp-session-id", b"second"),
+    ]
+    scope: dict[str, object] = {"headers": headers}
+    index = asgi.head_index(scope)
+    assert asgi.first(index, b"mcp-session-id") == asgi.header(headers, b"mcp-session-id")
+    assert asgi.first(index, b"mcp-session-id") == "first"
+    assert asgi.first(index, b"origin") is None
+    assert len(index) < len(headers)  # a repeated name shows
+    assert asgi.head_index(scope) is index  # made once per request

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from switchyard.downstream.asgi import head_index
 from switchyard.downstream.guard import Guard, is_loopback
 
 PORT = 8080
@@ -10,7 +11,11 @@ HOST_OK = (b"host", b"127.0.0.1:8080")
 
 
 def check(guard: Guard, *headers: tuple[bytes, bytes]) -> int:
-    return guard.check(list(headers))
+    """The verdict on `headers`, the same read line by line and from the request's index."""
+    listed = list(headers)
+    verdict = guard.check(listed)
+    assert guard.check(listed, head_index({"headers": listed})) == verdict
+    return verdict
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]", "127.5.6.7"])

@@ -40,15 +40,28 @@ class Guard:
             allowed_hosts = {h.lower() for h in hosts}
         return cls(frozenset(allowed_origins), frozenset(allowed_hosts) if allowed_hosts else None)
 
-    def check(self, headers: list[tuple[bytes, bytes]]) -> int:
-        """0 if the request may proceed, else the HTTP status to refuse it with."""
-        origins = [v for k, v in headers if k == b"origin"]
-        if origins and (
-            len(origins) > 1 or origins[0].decode("latin-1") not in self.allowed_origins
+    def check(
+        self, headers: list[tuple[bytes, bytes]], index: dict[bytes, bytes] | None = None
+    ) -> int:
+        """0 if the request may proceed, else the HTTP status to refuse it with. `index`: the
+        request's first value per header name (`asgi.head_index`), read when no name repeats;
+        otherwise every line is counted."""
+        if index is not None and len(index) == len(headers):
+            origin = index.get(b"origin")
+            origins = 0 if origin is None else 1
+            host = index.get(b"host")
+            hosts = 0 if host is None else 1
+        else:
+            found = [v for k, v in headers if k == b"origin"]
+            origins, origin = len(found), found[0] if found else None
+            found = [v for k, v in headers if k == b"host"]
+            hosts, host = len(found), found[0] if found else None
+        if origin is not None and (
+            origins > 1 or origin.decode("latin-1") not in self.allowed_origins
         ):
             return 403
-        if self.allowed_hosts is not None:
-            hosts = [v for k, v in headers if k == b"host"]
-            if len(hosts) != 1 or hosts[0].decode("latin-1").lower() not in self.allowed_hosts:
-                return 421
+        if self.allowed_hosts is not None and (
+            hosts != 1 or host is None or host.decode("latin-1").lower() not in self.allowed_hosts
+        ):
+            return 421
         return 0

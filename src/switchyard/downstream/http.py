@@ -34,7 +34,8 @@ from switchyard.downstream.asgi import (
     Receive,
     Scope,
     Send,
-    header,
+    first,
+    head_index,
     header_list,
     refuse,
     respond,
@@ -149,8 +150,6 @@ class HttpApp:
         path = scope["path"]
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         PEER.set(scope["client"][0] if scope.get("client") else None)
-        TRACEPARENT.set(header(headers, b"traceparent"))
-        TRACESTATE.set(header_list(headers, b"tracestate"))
         limit = self.settings.max_header_bytes
         # The listener counted the raw head, an upper bound of the header bytes: only a head
         # near the limit is measured exactly.
@@ -167,13 +166,20 @@ class HttpApp:
                 json=False,
             )
             return
+        index = head_index(scope)
+        TRACEPARENT.set(first(index, b"traceparent"))
+        TRACESTATE.set(
+            first(index, b"tracestate")
+            if len(index) == len(headers)
+            else header_list(headers, b"tracestate")
+        )
         admin = self.admin
         guard = self.guard
         if admin is not None and self.admin_guard is not None:
             server = scope.get("server")
             if server is not None and server[1] == admin.admin_port:
                 guard = self.admin_guard
-        refusal = guard.check(headers)
+        refusal = guard.check(headers, index)
         if refusal:
             reason = (
                 "Forbidden: Origin not allowed"
@@ -451,10 +457,9 @@ def _client_key(scope: Scope) -> str | None:
     identity: Identity | None = scope.get(IDENTITY_KEY)
     if identity is not None:
         return "p:" + identity.key
-    headers: list[tuple[bytes, bytes]] = scope["headers"]
-    for name, value in headers:
-        if name == b"mcp-session-id":
-            return "s:" + value.decode("latin-1")
+    session = head_index(scope).get(b"mcp-session-id")
+    if session is not None:
+        return "s:" + session.decode("latin-1")
     query: bytes = scope.get("query_string", b"")
     if query.startswith(b"session_id="):
         return "s:" + query[11:].decode("latin-1")

@@ -16,6 +16,8 @@ from switchyard.downstream.asgi import (
     Scope,
     Send,
     drain,
+    first,
+    head_index,
     header,
     read_body,
     refuse,
@@ -86,7 +88,7 @@ async def read_message(
 ) -> bytes | None:
     """The body of one acceptable JSON-RPC message, or None once the refusal is sent."""
     headers: list[tuple[bytes, bytes]] = scope["headers"]
-    length = header(headers, b"content-length")
+    length = first(head_index(scope), b"content-length")
     declared = int(length) if length and length.isdigit() else None
     try:
         body = await read_body(

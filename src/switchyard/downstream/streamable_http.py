@@ -31,6 +31,8 @@ from switchyard.downstream.asgi import (
     current_traceparent,
     current_tracestate,
     current_view,
+    first,
+    head_index,
     header,
     refuse,
     respond,
@@ -278,10 +280,11 @@ class StreamableHttpEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        version = header(headers, b"mcp-protocol-version")
+        index = head_index(scope)
+        version = first(index, b"mcp-protocol-version")
         modern = version is not None and version not in HANDSHAKE_VERSIONS
         if method == "POST":
-            await self._post(scope, headers, version, modern, receive, send)
+            await self._post(scope, headers, index, version, modern, receive, send)
         elif modern:
             # 2026-07-28 is POST-only; old verbs get 405 and never a session.
             await respond(send, 405, headers=_ALLOW_POST)
@@ -323,19 +326,20 @@ class StreamableHttpEndpoint:
         self,
         scope: Scope,
         headers: list[tuple[bytes, bytes]],
+        index: dict[bytes, bytes],
         version: str | None,
         modern: bool,
         receive: Receive,
         send: Send,
     ) -> None:
-        ctype = header(headers, b"content-type") or ""
+        ctype = first(index, b"content-type") or ""
         if not ctype.lower().startswith("application/json"):
             message = "Content-Type must be application/json"
             await refuse(scope, send, 415, error_json(codes.INVALID_REQUEST, message), message)
             return
         # Either kind of answer may come back (a JSON body, or an SSE stream once the backend
         # has something to say first), so a client must take both.
-        if not all(accepted_types(headers)):
+        if not all(accepted_types(headers, index)):
             message = "Accept must include application/json and text/event-stream"
             await refuse(scope, send, 406, error_json(codes.INVALID_REQUEST, message), message)
             return
@@ -373,7 +377,7 @@ class StreamableHttpEndpoint:
         if modern:
             await self._post_modern(headers, version or "", env, send, receive)
         else:
-            await self._post_legacy(headers, version, env, send)
+            await self._post_legacy(index, version, env, send)
 
     async def _post_modern(
         self,
@@ -496,13 +500,13 @@ class StreamableHttpEndpoint:
         await out.finish(frame.response_bytes(id_raw, reply), reply.http)
 
     async def _post_legacy(
-        self, headers: list[tuple[bytes, bytes]], version: str | None, env: Envelope, send: Send
+        self, index: dict[bytes, bytes], version: str | None, env: Envelope, send: Send
     ) -> None:
         sessions = self.gateway.sessions
         if env.method == methods.INITIALIZE and env.is_request:
             await self._initialize(env, send)
             return
-        session_id = header(headers, b"mcp-session-id")
+        session_id = first(index, b"mcp-session-id")
         if session_id is None:
             await respond_json(
                 send,

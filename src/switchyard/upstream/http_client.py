@@ -82,6 +82,7 @@ class Response:
         "_keep",
         "_paused",
         "_waiter",
+        "_whole",
         "content_length",
         "headers",
         "status",
@@ -103,6 +104,8 @@ class Response:
         """The connection may carry another request once this answer is read."""
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._whole = False
+        """`read` waits for the whole body: no flow control, and one wake-up, at its end."""
 
     @property
     def content(self) -> Response:
@@ -112,7 +115,9 @@ class Response:
     async def read(self) -> bytes:
         """The whole body. Callers bound its size first (`decoded_body.read`)."""
         if not self._done:
-            return b"".join([chunk async for chunk in self.iter_chunked(0)])
+            if self.content_length is None:
+                return b"".join([chunk async for chunk in self.iter_chunked(0)])
+            await self._whole_body()
         if self._error is not None:
             raise self._error
         chunks = self._chunks
@@ -121,6 +126,22 @@ class Response:
         data = b"".join(chunks)
         chunks.clear()
         return data
+
+    async def _whole_body(self) -> None:
+        # The declared length bounds what can arrive (the parser frames the body by it, and the
+        # caller checked it against its limit), so the body is taken in without flow control
+        # and the reader is woken once, at its end, not once per piece the socket delivers.
+        self._whole = True
+        if self._paused:
+            self._paused = False
+            self._conn.resume()
+        while not self._done:
+            waiter = self._conn.loop.create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
 
     async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
         """The body's pieces as they arrive (each as the socket delivered it; `n` unused)."""
@@ -166,6 +187,8 @@ class Response:
     def _body(self, data: bytes) -> None:
         self._chunks.append(data)
         self._buffered += len(data)
+        if self._whole:
+            return
         if self._buffered > BUFFER_HIGH and not self._paused:
             self._paused = True
             self._conn.pause()
