@@ -243,13 +243,19 @@ HEAD_INDEX: Final = "switchyard.head_index"
 def head_index(scope: Scope) -> dict[bytes, bytes]:
     """Each header's first value by name, made once per request. The listener, the guard and
     the face read about ten headers of every request: one dict made in C costs less than ten
-    scans of the list in Python. Where a name repeats, `len(index) < len(scope["headers"])`."""
+    scans of the list in Python. Whether a name repeats: `no_repeats`."""
     index: dict[bytes, bytes] | None = scope.get(HEAD_INDEX)
     if index is None:
         # Reversed: a later line of a repeated name is overwritten by the first, which is the
         # one `header` reads.
         index = scope[HEAD_INDEX] = dict(reversed(scope["headers"]))
     return index
+
+
+def no_repeats(index: dict[bytes, bytes], headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether no header name appears twice: then each name's one line is its `index` value,
+    and what must see every line of a name may read the index instead."""
+    return len(index) == len(headers)
 
 
 def first(index: dict[bytes, bytes], name: bytes) -> str | None:
@@ -270,7 +276,7 @@ def accepted_types(
     ignored and `*/*`, `application/*`, `text/*` count, as the official SDK servers do.
     `index`: the request's `head_index`, which answers alone when no header name repeats."""
     lines: tuple[bytes, ...]
-    if index is not None and len(index) == len(headers):
+    if index is not None and no_repeats(index, headers):
         value = index.get(b"accept")
         lines = () if value is None else (value,)
     else:

@@ -10,6 +10,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from switchyard.downstream.asgi import no_repeats
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -46,7 +48,7 @@ class Guard:
         """0 if the request may proceed, else the HTTP status to refuse it with. `index`: the
         request's first value per header name (`asgi.head_index`), read when no name repeats;
         otherwise every line is counted."""
-        if index is not None and len(index) == len(headers):
+        if index is not None and no_repeats(index, headers):
             origin = index.get(b"origin")
             origins = 0 if origin is None else 1
             host = index.get(b"host")

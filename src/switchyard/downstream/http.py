@@ -37,6 +37,7 @@ from switchyard.downstream.asgi import (
     first,
     head_index,
     header_list,
+    no_repeats,
     refuse,
     respond,
     respond_json,
@@ -170,7 +171,7 @@ class HttpApp:
         TRACEPARENT.set(first(index, b"traceparent"))
         TRACESTATE.set(
             first(index, b"tracestate")
-            if len(index) == len(headers)
+            if no_repeats(index, headers)
             else header_list(headers, b"tracestate")
         )
         admin = self.admin

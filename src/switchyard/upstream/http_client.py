@@ -136,12 +136,16 @@ class Response:
             self._paused = False
             self._conn.resume()
         while not self._done:
-            waiter = self._conn.loop.create_future()
-            self._waiter = waiter
-            try:
-                await waiter
-            finally:
-                self._waiter = None
+            await self._arrival()
+
+    async def _arrival(self) -> None:
+        """Until the connection next feeds this answer (a piece, its end, or a failure)."""
+        waiter = self._conn.loop.create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
 
     async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
         """The body's pieces as they arrive (each as the socket delivered it; `n` unused)."""
@@ -159,12 +163,7 @@ class Response:
                 raise self._error
             if self._done:
                 return
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiter = waiter
-            try:
-                await waiter
-            finally:
-                self._waiter = None
+            await self._arrival()
 
     def release(self) -> None:
         """Give the connection back when this answer was read to its end, else close it."""
