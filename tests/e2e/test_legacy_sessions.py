@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.e2e.test_isolation_pool import _client, _keyed
 from tests.e2e.test_subscriptions import Stream
 from tests.e2e.test_upstream_http import messages_of
 from tests.harness import FIXTURES, PYTHON, Gateway, create_key, free_port, start_port_fixture
@@ -75,29 +76,13 @@ def modern_only(tmp_path: Path) -> Iterator[Recorded]:
         fx.proc.stop()
 
 
-def _keyed(port: int, data: Path, server: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "auth": {
-            "enabled": True,
-            "public_url": f"http://127.0.0.1:{port}",
-            "data_dir": str(data),
-            "rules": [{"effect": "allow"}],
-        },
-        "servers": {"web": server},
-    }
-
-
 def _two_keyed(
     gateway_factory: Callable[..., Gateway], tmp_path: Path, server: dict[str, Any]
 ) -> tuple[Gateway, dict[str, str]]:
     data = tmp_path / "keys"
     keys = {p: create_key(data, p, "user") for p in ("alice", "bob")}
     port = free_port()
-    return gateway_factory(_keyed(port, data, server), port=port), keys
-
-
-def _client(gw: Gateway, http: aiohttp.ClientSession, key: str, era: str = "legacy") -> RawClient:
-    return RawClient(gw.url, http, era=era, extra_headers={"Authorization": f"Bearer {key}"})
+    return gateway_factory(_keyed(port, data, {"web": server}), port=port), keys
 
 
 async def _note(client: RawClient, text: str, request_id: int = 1) -> tuple[list[str], str]:
@@ -128,8 +113,8 @@ async def test_each_legacy_principal_gets_its_own_legacy_session_and_sees_only_i
     own level without touching the other's. A 2026-07-28 call still goes without a session."""
     gw, keys = _two_keyed(gateway_factory, tmp_path, {"url": backend.url})
     seen_before = len(backend.requests())
-    alice = await _client(gw, http, keys["alice"]).open()
-    bob = await _client(gw, http, keys["bob"]).open()
+    alice = await _client(gw, http, keys["alice"], "legacy").open()
+    bob = await _client(gw, http, keys["bob"], "legacy").open()
 
     for round_ in range(3):
         (a_logs, a_text), (b_logs, b_text) = await asyncio.gather(
@@ -144,7 +129,7 @@ async def test_each_legacy_principal_gets_its_own_legacy_session_and_sees_only_i
     assert await _note(bob, "bob-quiet", 11) == ([], "bob-quiet")
     assert await _note(alice, "alice-loud", 11) == (["alice-loud"], "alice-loud")
 
-    modern = _client(gw, http, keys["alice"], era="modern")
+    modern = _client(gw, http, keys["alice"], "modern")
     assert (await modern.result("tools/call", {"name": "web_echo", "arguments": {"text": "m"}}))[
         "content"
     ][0]["text"] == "m"
@@ -224,8 +209,8 @@ async def test_past_the_session_bound_a_legacy_caller_is_translated_not_refused(
     """`max_isolated: 1`: alice holds the one legacy session; bob's calls are still answered,
     translated, and never see alice's."""
     gw, keys = _two_keyed(gateway_factory, tmp_path, {"url": backend.url, "max_isolated": 1})
-    alice = await _client(gw, http, keys["alice"]).open()
-    bob = await _client(gw, http, keys["bob"]).open()
+    alice = await _client(gw, http, keys["alice"], "legacy").open()
+    bob = await _client(gw, http, keys["bob"], "legacy").open()
     assert await _note(alice, "alice-first") == (["alice-first"], "alice-first")
     for round_ in range(3):
         a, b = await asyncio.gather(
@@ -326,7 +311,7 @@ async def test_a_legacy_subscription_goes_to_the_callers_own_session_and_stays_i
     to the session stream of whoever subscribed to that board, and to nobody else; after an
     unsubscribe, a change of that board is told to nobody."""
     gw, keys = _two_keyed(gateway_factory, tmp_path, {"url": backend.url})
-    clients = {who: await _client(gw, http, keys[who]).open() for who in ("alice", "bob")}
+    clients = {who: await _client(gw, http, keys[who], "legacy").open() for who in ("alice", "bob")}
     streams: dict[str, Stream] = {}
 
     async def touch(who: str, board: str, request_id: int) -> None:
