@@ -148,7 +148,6 @@ class Client:
                 "io.modelcontextprotocol/clientCapabilities": {},
             }
         self.protocol_version: str = args.protocol_version
-        self.capabilities: dict[str, object] = msgspec.json.decode(args.capabilities)
         self.next_id = 1
 
     async def post(self, body: bytes, rid: int | None) -> tuple[Any, str]:
@@ -182,7 +181,7 @@ class Client:
                 "method": "initialize",
                 "params": {
                     "protocolVersion": self.protocol_version,
-                    "capabilities": self.capabilities,
+                    "capabilities": {},
                     "clientInfo": {"name": "switchyard-bench", "version": "1"},
                 },
             }
@@ -319,9 +318,6 @@ def main() -> None:
     ap.add_argument("--url", required=True)
     ap.add_argument("--era", choices=["legacy", "modern"], default="legacy")
     ap.add_argument("--protocol-version", default="2025-11-25", help="legacy initialize version")
-    ap.add_argument(
-        "--capabilities", default="{}", help="legacy initialize: the client capabilities (JSON)"
-    )
     ap.add_argument("--tool", choices=["echo", "payload"], default="echo")
     ap.add_argument("--text-bytes", type=int, default=16, help="echo text size")
     ap.add_argument("--kib", type=int, default=64, help="payload result size")

@@ -3,16 +3,13 @@
   direct             the SDK backend itself (bench/backend.py, JSON responses)
   floor              bench/floor.py in front of it: a raw ASGI byte forwarder (the null proxy)
   switchyard-legacy  Switchyard in front of it; clients use legacy sessions (initialize)
-                     and declare no capabilities: served on a legacy session of their own
-  switchyard-asked   the same, declaring roots, sampling and elicitation: translated to
-                     2026-07-28 (so that the backend can ask them things the 2026-07-28 way)
   switchyard-modern  Switchyard in front of it; clients use 2026-07-28 single exchanges
 
 direct-modern and floor-modern drive direct and floor over the 2026-07-28 wire, and
 switchyard-modern is compared with them: the SDK backend spends more per call on a 2026-07-28
 request than on a legacy session's (bench/README.md), which a legacy baseline would count as
-Switchyard's. switchyard-asked is an era translation (the backend is spoken to in 2026-07-28),
-and keeps the legacy baselines: that backend cost is part of what such a client sees.
+Switchyard's. switchyard-legacy is an era translation (the backend speaks 2026-07-28), so it
+keeps the legacy baselines: that backend cost is part of what a legacy client sees.
 
 Rate limits (--limits on|off): two more Switchyard processes with one `rate_limits:` rule that
 selects every call and never refuses (a window, a concurrency cap and a daily budget), counting
@@ -91,12 +88,6 @@ class Target:
     name: str
     service: str  # the process that receives the load: backend, floor or switchyard
     era: str  # how the load generator speaks: legacy or modern
-    capabilities: str | None = None  # legacy initialize: what the client declares (JSON)
-
-
-# A legacy client that can be asked things mid-call: Switchyard translates its calls to a
-# backend of both eras (README, "Legacy clients of a backend that speaks both eras").
-ASKED_CAPABILITIES = '{"roots":{"listChanged":true},"sampling":{},"elicitation":{}}'
 
 
 TARGETS = {
@@ -106,7 +97,6 @@ TARGETS = {
         Target("floor", "floor", "legacy"),
         Target("switchyard-legacy", "switchyard", "legacy"),
         Target("switchyard-modern", "switchyard", "modern"),
-        Target("switchyard-asked", "switchyard", "legacy", ASKED_CAPABILITIES),
         Target("direct-modern", "backend", "modern"),
         Target("floor-modern", "floor", "modern"),
         Target("stdio-legacy", "switchyard-stdio", "legacy"),
@@ -126,13 +116,13 @@ TARGETS = {
 LIMIT_TARGETS = ("limits-memory", "limits-redis")
 STDIO_TARGETS = ("stdio-legacy", "stdio-modern")
 GOAL_STDIO_P50 = 1.5  # stdio-modern p50 ÷ stdio-legacy p50: at most
-SWITCHYARD = ("switchyard-legacy", "switchyard-asked", "switchyard-modern")
+SWITCHYARD = ("switchyard-legacy", "switchyard-modern")
 AUDIT = {"audit-legacy": "switchyard-legacy", "audit-modern": "switchyard-modern"}
 GOAL_AUDIT_CPU = 1.15  # Switchyard with audit on, CPU/call ÷ the same with it off: at most
 ALL_ON = {"all-legacy": "switchyard-legacy", "all-modern": "switchyard-modern"}
 GOAL_AUDIT_VERIFY_S = 30.0  # seconds to verify 1,000,000 records: under
 DEFAULT_TARGETS = (
-    "direct,floor,direct-modern,floor-modern,switchyard-legacy,switchyard-asked,switchyard-modern,"
+    "direct,floor,direct-modern,floor-modern,switchyard-legacy,switchyard-modern,"
     "audit-legacy,audit-modern,"
     "all-legacy,all-modern,nometrics-legacy,nometrics-modern,tracing-legacy,tracing-modern"
 )
@@ -536,8 +526,6 @@ def measure(args: argparse.Namespace, svcs: dict[str, Service], t: Target, load:
         f"--kib={args.kib}", f"--concurrency={load.concurrency}", f"--requests={load.calls}",
         f"--warmup={args.warmup}", f"--max-seconds={args.max_seconds}",
     ]  # fmt: skip
-    if t.capabilities is not None:
-        argv.append(f"--capabilities={t.capabilities}")
     if t.service != "switchyard-stdio":  # a stdio backend is several processes: not counted
         argv.append(f"--cpu=backend={svcs['backend'].pid}")
     if t.service != "backend":

@@ -28,8 +28,8 @@ from switchyard.routing.router import Route, invalid_params, str_field, unroutab
 from switchyard.subscriptions import Subscriptions
 from switchyard.tasks import TaskRoutes
 from switchyard.upstream import retries
-from switchyard.upstream.backend import Backend, NoLegacySession
-from switchyard.upstream.connection import ServerFacts, protocol_error
+from switchyard.upstream.backend import Backend
+from switchyard.upstream.connection import protocol_error
 from switchyard.upstream.outbound import Caller, Outbound
 from switchyard.upstream.progress import progress_token
 from switchyard.wire import frame
@@ -331,30 +331,23 @@ class Forwarder:
                 codes.METHOD_NOT_FOUND, f"backend {backend.name!r} offers no resource subscriptions"
             )
         out = self._outbound(call, backend, call.method, frame.encode({"uri": uri}))
-        out.legacy_session = _native(call, backend)
         return await self.subscriptions.add(key, push, uri, backend, out, call.ctx.identity)
 
     async def set_level(self, call: Call) -> Reply:
         level = str_field(call.fields(), "level")
         if level not in LOG_LEVELS or call.params is None:
             return invalid_params(f"level must be one of {', '.join(LOG_LEVELS)}")
-        # Legacy backends hear it now, in the caller's own session when isolated (so does a
-        # backend of both eras that serves this caller in its own era); modern backends
-        # receive the session's level on each request instead.
+        # Legacy backends hear it now, in the caller's own session when isolated; modern
+        # backends receive the session's level on each request instead.
         params = bytes(call.params)
         await asyncio.gather(
             *(
-                b.set_level(self._level_outbound(call, b, params))
+                b.set_level(self._outbound(call, b, call.method, params))
                 for b in self.backends.values()
                 if call.reaches(b.name)
             )
         )
         return Reply(result=b"{}")
-
-    def _level_outbound(self, call: Call, backend: Backend, params: bytes) -> Outbound:
-        out = self._outbound(call, backend, call.method, params)
-        out.legacy_session = _native(call, backend)
-        return out
 
     async def _via_parking(
         self, call: Call, backend: Backend, fields: dict[str, Raw], name: str | None
@@ -419,42 +412,6 @@ class Forwarder:
         if facts is None:
             # Answers "unavailable", naming the backend.
             return await backend.request(self._outbound(call, backend, call.method, None))
-        reply = await self._in_own_era(call, backend, fields, name)
-        if reply is None:
-            reply = await self._across_eras(call, backend, facts, fields, name)
-        if (
-            call.method == methods.TOOLS_CALL
-            and reply.result is not None
-            and "tasks" in facts.capabilities
-        ):
-            self._remember_task(call, backend, reply.result)
-        return reply
-
-    async def _in_own_era(
-        self, call: Call, backend: Backend, fields: dict[str, Raw], name: str | None
-    ) -> Reply | None:
-        """A legacy client's call on a legacy session of its own with a backend of both eras
-        (`_native`); None when it is not served so (or no session can be had now: nothing was
-        sent, and the call is translated)."""
-        if not _native(call, backend):
-            return None
-        try:
-            return await self._send(
-                call, backend, eras.params_for_legacy(fields), name, legacy_session=True
-            )
-        except NoLegacySession:
-            return None
-
-    async def _across_eras(
-        self,
-        call: Call,
-        backend: Backend,
-        facts: ServerFacts,
-        fields: dict[str, Raw],
-        name: str | None,
-    ) -> Reply:
-        """The call in the backend's era (`facts`), translated both ways where the client's
-        differs."""
         client_era = call.ctx.era
         if facts.era is Era.MODERN:
             if client_era is not Era.MODERN or call.ctx.version != facts.version:
@@ -470,6 +427,12 @@ class Forwarder:
         if client_era is Era.LEGACY and facts.era is Era.MODERN and reply.result is not None:
             # Decides on the decoded `resultType`, and gives back a legacy-shaped result.
             reply = await self._fulfil_for_legacy_client(call, backend, fields, name, reply)
+        if (
+            call.method == methods.TOOLS_CALL
+            and reply.result is not None
+            and "tasks" in facts.capabilities
+        ):
+            self._remember_task(call, backend, reply.result)
         if reply.result is not None and client_era is Era.MODERN and facts.era is Era.LEGACY:
             try:
                 result = reply.take_fields()
@@ -493,13 +456,10 @@ class Forwarder:
         fields: dict[str, Raw],
         name: str | None,
         link: ClientLink | None = None,
-        *,
-        legacy_session: bool = False,
     ) -> Reply:
         """Forward `fields` as this call's params, with everything the caller's context
         decides: the way back to the client (unless `link` stands in), and which isolated
-        upstream session serves it (a legacy session of its own with `legacy_session`, or
-        `NoLegacySession`)."""
+        upstream session serves it."""
         span = call.span
         if span is not None:
             span = tracer.client_span(span, call.method, backend.name, _span_target(call))
@@ -509,19 +469,19 @@ class Forwarder:
             out.trace_headers = _trace_headers(span)
         if link is not None:
             out.link = link
+        facts = backend.facts
         route = call.route
-        if legacy_session:
-            out.legacy_session = True
-            upstream_era: Era | None = Era.LEGACY
-        else:
-            facts = backend.facts
-            upstream_era = facts.era if facts is not None else None
         # Across eras the result's top level is read on its way back (`_forward`).
-        out.result_fields = upstream_era is not None and upstream_era is not call.ctx.era
+        out.result_fields = facts is not None and facts.era is not call.ctx.era
         out.idempotent = retries.safe_to_repeat(
             call.method, route.entry.item if route is not None else None
         )
-        if call.method == methods.TOOLS_CALL and route is not None and upstream_era is Era.MODERN:
+        if (
+            call.method == methods.TOOLS_CALL
+            and route is not None
+            and facts is not None
+            and facts.era is Era.MODERN
+        ):
             # A 2026-07-28 backend may require the annotated arguments mirrored in headers.
             out.extra_headers = tuple(
                 param_headers.headers_for(route.entry.item, fields.get("arguments"))
@@ -534,8 +494,6 @@ class Forwarder:
         started = time.perf_counter()
         try:
             reply = await backend.request(out)
-        except NoLegacySession:
-            raise  # nothing was sent: the call goes on, translated
         except BaseException as exc:
             _upstream_measured(backend, out, _failure(exc), started)
             raise
@@ -574,36 +532,19 @@ class Forwarder:
         )
 
 
-def _native(call: Call, backend: Backend) -> bool:
-    """Is this legacy client's call to `backend` served on a legacy session of its own
-    (`Backend.legacy_native`)? Not for a client that declared sampling, elicitation or roots:
-    a backend of both eras may ask those only the 2026-07-28 way (`input_required`, which
-    the gateway turns into requests to the client), as one answering in JSON must."""
-    ctx = call.ctx
-    return (
-        ctx.era is Era.LEGACY
-        and backend.legacy_native
-        and not eras.can_be_asked(ctx.client_capabilities)
-    )
-
-
 async def _observed(backend: Backend, out: Outbound, span: Span) -> Reply:
     """`backend.request(out)` timed for the client-side histogram and ended as `span`."""
     started = time.perf_counter()
-    error: str | None = "cancelled"
+    error = "cancelled"
     try:
         reply = await backend.request(out)
         error = _reply_error(reply)
         return reply
-    except NoLegacySession:
-        error = None  # nothing was sent: the call goes on, translated, in a span of its own
-        span.attributes["switchyard.upstream.legacy_session"] = "unavailable"
-        raise
     except BaseException as exc:
         error = _failure(exc)
         raise
     finally:
-        if metrics.enabled and error is not None:
+        if metrics.enabled:
             _upstream_measured(backend, out, error, started)
         if error:
             if error.lstrip("-").isdigit():

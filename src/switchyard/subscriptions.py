@@ -18,7 +18,7 @@ from switchyard.call import ANONYMOUS, Identity
 from switchyard.delivery import Delivery, Push, Recipient
 from switchyard.protocol import codes, methods
 from switchyard.storage.counters import Counters, MemoryCounters
-from switchyard.upstream.backend import Backend, NoLegacySession
+from switchyard.upstream.backend import Backend
 from switchyard.upstream.outbound import Caller, Outbound
 from switchyard.wire import frame
 from switchyard.wire.frame import Raw, Reply
@@ -151,20 +151,13 @@ class Subscriptions:
         if not self._room(subscriber):
             return _too_many()
         self._hold(subscriber, uri)
-        isolated = backend.isolates() or out.legacy_session
-        owner = backend.owner_for(out.session, out.principal) if isolated else None
+        owner = backend.owner_for(out.session, out.principal) if backend.isolates() else None
         if owner is not None:
-            # The client's own upstream session subscribes; its updates come back to it alone
-            # (a legacy client's own session with a backend of both eras: where its calls
-            # change things, so where the backend tells of those changes).
+            # The client's own upstream session subscribes; its updates come back to it alone.
             subscriber.isolated[uri] = backend.name
             subscriber.owners.add(str(owner))
-            try:
-                reply = await backend.request(out)
-            except NoLegacySession:
-                del subscriber.isolated[uri]  # no session now: the shared connection's
-            else:
-                return reply if reply.error is not None else Reply(result=b"{}")
+            reply = await backend.request(out)
+            return reply if reply.error is not None else Reply(result=b"{}")
         await self._upstream(backend, [uri], key, on=True)
         return Reply(result=b"{}")
 
@@ -195,7 +188,6 @@ class Subscriptions:
                         frame.encode({"uri": uri}),
                         caller=Caller(subscriber.principal),
                         session=key,
-                        legacy_session=not backend.isolates(),
                     )
                 )
             return

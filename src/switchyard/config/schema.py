@@ -260,11 +260,9 @@ class ServerConfig(BaseModel):
     )
     isolation: Literal["shared", "per_session", "per_principal"] = Field(
         "per_principal",
-        description="Who shares an upstream session of a legacy-era backend (and the legacy "
-        "session a Streamable HTTP backend of both eras gives a legacy client that cannot be "
-        "asked anything mid-call): one caller (per_principal, all anonymous callers being "
-        "one), one client session (per_session) or everyone (shared; no legacy sessions "
-        "with a backend of both eras).",
+        description="Who shares an upstream session of a legacy-era backend: one caller "
+        "(per_principal, all anonymous callers being one), one client session (per_session) "
+        "or everyone (shared).",
     )
     max_isolated: int = Field(
         64,

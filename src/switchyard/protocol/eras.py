@@ -21,8 +21,6 @@ from switchyard.wire import frame
 from switchyard.wire.frame import Raw
 
 EMPTY_CAPS: Final = Raw(b"{}")
-# What a client declares when a backend may ask it something in the middle of a call.
-ASKED_CAPABILITIES: Final = ("sampling", "elicitation", "roots")
 _MODERN_RESULT_KEYS: Final = frozenset({"resultType", "ttlMs", "cacheScope"})
 _COMPLETE: Final = Raw(b'"complete"')
 
@@ -107,15 +105,3 @@ def untagged(params: bytes | None) -> bytes | None:
     else:
         fields.pop("_meta", None)
     return frame.encode_object(fields)
-
-
-def can_be_asked(capabilities: Raw | None) -> bool:
-    """Did a client declare a capability by which a backend asks it something mid-call
-    (sampling, elicitation, roots)? One that cannot be read counts as declaring them."""
-    if capabilities is None:
-        return False
-    try:
-        declared = frame.decode_object(capabilities)
-    except (frame.DecodeError, frame.ValidationError):
-        return True
-    return any(name in declared for name in ASKED_CAPABILITIES)

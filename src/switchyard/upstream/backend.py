@@ -42,14 +42,7 @@ from switchyard.upstream.endpoints import Endpoint
 from switchyard.upstream.health import HealthSettings, Prober
 from switchyard.upstream.http import HttpSettings, SseConnection, StreamableHttpConnection
 from switchyard.upstream.outbound import Outbound
-from switchyard.upstream.pool import (
-    Isolated,
-    IsolatedPool,
-    OwnerKey,
-    PoolLimits,
-    PoolRefused,
-    principal_key,
-)
+from switchyard.upstream.pool import IsolatedPool, OwnerKey, PoolLimits, PoolRefused, principal_key
 from switchyard.upstream.retries import RetrySettings, failure_of
 from switchyard.upstream.stdio import StdioConnection, StdioSettings
 from switchyard.wire import frame
@@ -80,13 +73,6 @@ MAX_SUBSCRIBED: Final = 10_000
 RESUBSCRIBE_CONCURRENCY: Final = 8
 # A backend that stayed up this long restarts from the shortest delay again.
 HEALTHY_RESET_S: Final = 30.0
-# A backend of both eras that refused a legacy session is not asked for one again this soon.
-LEGACY_RETRY_S: Final = 60.0
-
-
-class NoLegacySession(Exception):
-    """A legacy caller's own legacy session with a backend of both eras cannot be had now (a
-    bound, a spawn rate, a refusal): its call goes the 2026-07-28 way instead, translated."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +177,6 @@ class Backend:
         self._detected: tuple[str, str] | None = None
         self.known_capabilities: dict[str, Any] = {}
         """Capability names seen at the last successful start; kept while the backend is down."""
-        self._legacy_refused_until = 0.0
-        """A legacy session was refused (`legacy_native`): none is tried before this."""
 
     @property
     def is_up(self) -> bool:
@@ -211,29 +195,6 @@ class Backend:
     def facts(self) -> ServerFacts | None:
         conn = self.connection
         return conn.facts if conn is not None else None
-
-    @property
-    def legacy_native(self) -> bool:
-        """May a legacy caller be served here in its own era, on a legacy session of its
-        own? On a Streamable HTTP backend of era `auto` that answered as 2026-07-28 and
-        isolates: the client then sees what the backend itself says to a legacy client (log
-        lines, subscriptions), nothing is translated, and the backend spends on the call what
-        it spends in that era. Not while a legacy handshake was lately refused (a backend of
-        2026-07-28 alone); not on stdio, where a session is a process; not where the backend
-        acts on each caller's identity (`token_exchange`), whose every request must carry the
-        caller's own token, which a session's handshake cannot. (The forwarder also keeps
-        translating for a client that can be asked things mid-call: `eras.can_be_asked`.)"""
-        conn = self.connection
-        spec = self.settings.credentials
-        return (
-            isinstance(conn, StreamableHttpConnection)
-            and conn.facts.era is Era.MODERN
-            and self.settings.isolation != "shared"
-            and (spec is None or spec.kind != "token_exchange")
-            and isinstance(self.settings.transport, HttpSettings)
-            and self.settings.transport.era == "auto"
-            and time.monotonic() >= self._legacy_refused_until
-        )
 
     @property
     def listed(self) -> bool:
@@ -410,14 +371,10 @@ class Backend:
         self,
         notify: NotificationHandler | None = None,
         transport: StdioSettings | HttpSettings | None = None,
-        era: str | None = None,
     ) -> list[Connection]:
-        """Connections to try, in order: what worked last time first, then detection (or
-        exactly `era`)."""
+        """Connections to try, in order: what worked last time first, then detection."""
         transport = transport or self.settings.transport
         notify = notify or self._notification
-        if era is not None:
-            transport = replace(transport, era=era)
         if isinstance(transport, StdioSettings):
             fresh: list[Connection] = [StdioConnection(self.name, transport, notify)]
         elif transport.transport == "sse":
@@ -434,8 +391,8 @@ class Backend:
         cached = self._detected
         if cached is None:
             return fresh
-        kind, detected = cached
-        pinned = replace(transport, era=era or detected)
+        kind, era = cached
+        pinned = replace(transport, era=era)
         if isinstance(pinned, StdioSettings):
             first: Connection = StdioConnection(self.name, pinned, notify)
         elif kind == "sse":
@@ -733,11 +690,9 @@ class Backend:
         conn = self.connection
         if conn is None or not self.is_up or "logging" not in conn.facts.capabilities:
             return None
-        native = out.legacy_session
-        if conn.facts.era is Era.MODERN and not native:
+        if conn.facts.era is Era.MODERN:
             return None
-        isolated = native or self._isolates(conn)
-        owner = self.owner_for(out.session, out.principal) if isolated else None
+        owner = self.owner_for(out.session, out.principal) if self._isolates(conn) else None
         if owner is not None and out.params is not None:
             # Kept for a session opened later: setting a level never starts one.
             self._levels[owner] = out.params
@@ -773,7 +728,7 @@ class Backend:
         out.max_s = max(self.settings.max_request_s, self.settings.timeout_s)
         self.in_flight += 1
         try:
-            if out.legacy_session or self.isolates():
+            if self.isolates():
                 return await self._isolated(out, open_session)
             if self._coalescible(out):
                 return await self._reads.run(self._read_key(out), lambda: self._shared(out))
@@ -904,9 +859,16 @@ class Backend:
             if attempt:
                 await asyncio.sleep(retry.delay(attempt - 1, self._rng))
             try:
-                isolated = await self._session_for(out, owner, principal)
-            except NoLegacySession:
-                raise
+                if owner is None:
+                    # A 2026-07-28 caller keeps no session: one of its principal's warm
+                    # sessions serves this call, exclusively, and goes back to the pool after.
+                    isolated = await self._pool.borrow(
+                        principal, out.client_capabilities, self.settings.timeout_s
+                    )
+                else:
+                    isolated = await self._pool.acquire(
+                        owner, principal, out.client_capabilities, out.session_link
+                    )
             except PoolRefused as exc:
                 log.warning("backend %r: %s", self.name, exc)
                 return frame.error_reply(
@@ -933,35 +895,6 @@ class Backend:
                 return reply
         assert reply is not None
         return reply
-
-    async def _session_for(
-        self, out: Outbound, owner: OwnerKey | None, principal: OwnerKey
-    ) -> Isolated:
-        try:
-            if owner is None:
-                # A 2026-07-28 caller keeps no session: one of its principal's warm
-                # sessions serves this call, exclusively, and goes back to the pool after.
-                return await self._pool.borrow(
-                    principal, out.client_capabilities, self.settings.timeout_s
-                )
-            return await self._pool.acquire(
-                owner, principal, out.client_capabilities, out.session_link
-            )
-        except Exception as exc:
-            if not out.legacy_session:
-                raise
-            if not isinstance(exc, PoolRefused | _NoEndpoint):
-                # Refused or failed: most likely a backend of 2026-07-28 alone. Legacy callers
-                # are translated for a while before one more legacy session is tried.
-                self._legacy_refused_until = time.monotonic() + LEGACY_RETRY_S
-                log.info(
-                    "backend %r: no legacy session (%s); legacy callers are translated to "
-                    "2026-07-28 for %.0f s",
-                    self.name,
-                    exc,
-                    LEGACY_RETRY_S,
-                )
-            raise NoLegacySession(self.name) from exc
 
     async def _on_session(self, conn: Connection, out: Outbound) -> Reply:
         """A request on an isolated session, which stays on the endpoint it was opened on.
@@ -1002,9 +935,8 @@ class Backend:
         ep = endpoints.choose(self.endpoints, set(), self._rng, load="sessions")
         if ep is None:
             raise _NoEndpoint(self.name)
-        # Always a legacy session: of a legacy backend, or of one of both eras (`legacy_native`).
         conn = self._candidates(
-            lambda m, p: self._isolated_notification(owner, m, p), ep.transport, "legacy"
+            lambda m, p: self._isolated_notification(owner, m, p), ep.transport
         )[0]
         self._endpoint_of[conn] = ep
         ep.isolated += 1

@@ -54,9 +54,6 @@ class Outbound:
     """How long the backend may stay silent; progress pushes the deadline back ..."""
     max_s: float | None = None
     """... but never beyond this (None: `timeout_s`)."""
-    legacy_session: bool = False
-    """A legacy client's request to a backend of both eras, served on the caller's own legacy
-    session (`Backend.legacy_native`); `NoLegacySession` when none can be had now."""
     result_fields: bool = False
     """The result's top level will be read (an era translation): decoded with the envelope,
     in one pass over the frame (`Reply.take_fields`)."""
