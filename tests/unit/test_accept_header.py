@@ -53,4 +53,14 @@ def test_the_head_index_keeps_each_names_first_value_and_shows_repeats() -> None
     assert asgi.first(index, b"mcp-session-id") == "first"
     assert asgi.first(index, b"origin") is None
     assert len(index) < len(headers)  # a repeated name shows
+    # A repeat sends every reader of all lines back to the list.
+    assert asgi.header_lines(headers, b"mcp-session-id", index) == (b"first", b"second")
+    assert asgi.header_list(headers, b"mcp-session-id", index) == "first,second"
+    lone = [(b"host", b"a"), (b"tracestate", b"k=v")]
+    lone_index = asgi.head_index({"headers": lone})
+    assert asgi.header_lines(lone, b"tracestate", lone_index) == (b"k=v",)
+    assert asgi.header_lines(lone, b"origin", lone_index) == ()
+    assert asgi.header_list(lone, b"tracestate", lone_index) == asgi.header_list(
+        lone, b"tracestate"
+    )
     assert asgi.head_index(scope) is index  # made once per request

@@ -45,10 +45,24 @@ def current_tracestate() -> str | None:
     return TRACESTATE.get()
 
 
-def header_list(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+def header_list(
+    headers: list[tuple[bytes, bytes]], name: bytes, index: dict[bytes, bytes] | None = None
+) -> str | None:
     """Every `name` header line's value, joined with commas (one list split over lines)."""
-    values = [v.decode("latin-1") for k, v in headers if k == name]
-    return ",".join(values) if values else None
+    values = header_lines(headers, name, index)
+    return ",".join(v.decode("latin-1") for v in values) if values else None
+
+
+def header_lines(
+    headers: list[tuple[bytes, bytes]], name: bytes, index: dict[bytes, bytes] | None = None
+) -> tuple[bytes, ...]:
+    """Every `name` header line's value, in order. `index`, the request's `head_index`,
+    answers alone when no header name repeats (its length is then the list's), so the list
+    is scanned only for a request that repeats some name."""
+    if index is not None and len(index) == len(headers):
+        value = index.get(name)
+        return () if value is None else (value,)
+    return tuple(value for key, value in headers if key == name)
 
 
 PEER: ContextVar[str | None] = ContextVar("switchyard_peer", default=None)
@@ -243,19 +257,13 @@ HEAD_INDEX: Final = "switchyard.head_index"
 def head_index(scope: Scope) -> dict[bytes, bytes]:
     """Each header's first value by name, made once per request. The listener, the guard and
     the face read about ten headers of every request: one dict made in C costs less than ten
-    scans of the list in Python. Whether a name repeats: `no_repeats`."""
+    scans of the list in Python. Every line of a name: `header_lines`."""
     index: dict[bytes, bytes] | None = scope.get(HEAD_INDEX)
     if index is None:
         # Reversed: a later line of a repeated name is overwritten by the first, which is the
         # one `header` reads.
         index = scope[HEAD_INDEX] = dict(reversed(scope["headers"]))
     return index
-
-
-def no_repeats(index: dict[bytes, bytes], headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether no header name appears twice: then each name's one line is its `index` value,
-    and what must see every line of a name may read the index instead."""
-    return len(index) == len(headers)
 
 
 def first(index: dict[bytes, bytes], name: bytes) -> str | None:
@@ -275,12 +283,7 @@ def accepted_types(
     """Whether `Accept` admits (JSON, an event stream). Media-type parameters (q too) are
     ignored and `*/*`, `application/*`, `text/*` count, as the official SDK servers do.
     `index`: the request's `head_index`, which answers alone when no header name repeats."""
-    lines: tuple[bytes, ...]
-    if index is not None and no_repeats(index, headers):
-        value = index.get(b"accept")
-        lines = () if value is None else (value,)
-    else:
-        lines = tuple(value for name, value in headers if name == b"accept")
+    lines = header_lines(headers, b"accept", index)
     known = _ACCEPT_MEMO.get(lines)
     if known is not None:
         return known

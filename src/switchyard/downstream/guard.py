@@ -10,7 +10,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from switchyard.downstream.asgi import no_repeats
+from switchyard.downstream.asgi import header_lines
 
 
 def is_loopback(host: str) -> bool:
@@ -48,22 +48,13 @@ class Guard:
         """0 if the request may proceed, else the HTTP status to refuse it with. `index`: the
         request's first value per header name (`asgi.head_index`), read when no name repeats;
         otherwise every line is counted."""
-        if index is not None and no_repeats(index, headers):
-            origin = index.get(b"origin")
-            origins = 0 if origin is None else 1
-            host = index.get(b"host")
-            hosts = 0 if host is None else 1
-        else:
-            found = [v for k, v in headers if k == b"origin"]
-            origins, origin = len(found), found[0] if found else None
-            found = [v for k, v in headers if k == b"host"]
-            hosts, host = len(found), found[0] if found else None
-        if origin is not None and (
-            origins > 1 or origin.decode("latin-1") not in self.allowed_origins
+        origins = header_lines(headers, b"origin", index)
+        if origins and (
+            len(origins) > 1 or origins[0].decode("latin-1") not in self.allowed_origins
         ):
             return 403
-        if self.allowed_hosts is not None and (
-            hosts != 1 or host is None or host.decode("latin-1").lower() not in self.allowed_hosts
-        ):
-            return 421
+        if self.allowed_hosts is not None:
+            hosts = header_lines(headers, b"host", index)
+            if len(hosts) != 1 or hosts[0].decode("latin-1").lower() not in self.allowed_hosts:
+                return 421
         return 0

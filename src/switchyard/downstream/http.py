@@ -37,7 +37,6 @@ from switchyard.downstream.asgi import (
     first,
     head_index,
     header_list,
-    no_repeats,
     refuse,
     respond,
     respond_json,
@@ -169,11 +168,7 @@ class HttpApp:
             return
         index = head_index(scope)
         TRACEPARENT.set(first(index, b"traceparent"))
-        TRACESTATE.set(
-            first(index, b"tracestate")
-            if no_repeats(index, headers)
-            else header_list(headers, b"tracestate")
-        )
+        TRACESTATE.set(header_list(headers, b"tracestate", index))
         admin = self.admin
         guard = self.guard
         if admin is not None and self.admin_guard is not None:
