@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, cast
@@ -24,6 +25,7 @@ from switchyard.downstream.admission import (
 )
 from switchyard.downstream.asgi import (
     BODY_ARRIVED,
+    HEAD_INDEX,
     IDENTITY,
     IDENTITY_KEY,
     PEER,
@@ -41,8 +43,8 @@ from switchyard.downstream.asgi import (
     respond,
     respond_json,
 )
+from switchyard.downstream.exchange import Exchange
 from switchyard.downstream.guard import Guard
-from switchyard.downstream.held_head import HeldHeadTransport
 from switchyard.downstream.legacy_sse import LegacySseEndpoint
 from switchyard.downstream.scrape import CONTENT_TYPE, MetricsListener, exposition
 from switchyard.downstream.streamable_http import StreamableHttpEndpoint
@@ -467,23 +469,26 @@ HEAD_BYTES: Final = "switchyard.head_bytes"
 
 
 def guarded_protocol(settings: HttpSettings) -> type[Any]:
-    """uvicorn's httptools protocol, with a deadline for the request head (slowloris) and a
-    hard stop for a header block far past the limit (431 is answered at the ASGI level)."""
+    """uvicorn's httptools protocol, with a deadline for the request head (slowloris), a hard
+    stop for a header block far past the limit (431 is answered at the ASGI level) and its own
+    request cycle (`Exchange`), which does less per request than uvicorn's."""
+    import urllib.parse
+
+    import httptools
+    from uvicorn.protocols.http.flow_control import service_unavailable
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     hard_limit = settings.max_header_bytes * 4
 
     class GuardedProtocol(HttpToolsProtocol):
+        cycle: Exchange  # type: ignore[assignment]
+        pipeline: deque[tuple[Exchange, ASGIApp]]  # type: ignore[assignment]
         _head_timer: asyncio.TimerHandle | None = None
         _head_bytes = 0
         _in_head = True
         """Whether the bytes arriving now belong to a request head (none is complete yet)."""
         _head_open = False
         """A request head has begun and not yet ended."""
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            held = HeldHeadTransport(cast(asyncio.Transport, transport), self.loop)
-            super().connection_made(cast(asyncio.Transport, held))
 
         def data_received(self, data: bytes) -> None:
             # Counted per chunk read, not per header line: a callback per header was a visible
@@ -503,29 +508,109 @@ def guarded_protocol(settings: HttpSettings) -> type[Any]:
                 self._head_timer = self.loop.call_later(settings.header_timeout_s, self._too_slow)
 
         def on_message_begin(self) -> None:
-            super().on_message_begin()
             self._head_open = True
+            self.url = b""
+            self.headers = []
+            self.scope = {  # type: ignore[typeddict-item]
+                "type": "http",
+                "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+                "http_version": "1.1",
+                "server": self.server,
+                "client": self.client,
+                "scheme": self.scheme,  # type: ignore[typeddict-item]
+                "root_path": self.root_path,
+                "headers": self.headers,
+                "state": self.app_state.copy(),
+            }
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers.append((name.lower(), value))
 
         def on_headers_complete(self) -> None:
             self._head_open = False
             self._stop_timer()
             self._in_head = False
-            self.scope[HEAD_BYTES] = self._head_bytes  # type: ignore[typeddict-unknown-key]
+            parser = self.parser
+            scope = self.scope
+            scope[HEAD_BYTES] = self._head_bytes  # type: ignore[typeddict-unknown-key]
             self._head_bytes = 0
-            super().on_headers_complete()
+            http_version = parser.get_http_version()
+            scope["method"] = parser.get_method().decode("ascii")
+            if http_version != "1.1":
+                scope["http_version"] = http_version
+            if parser.should_upgrade() and self._should_upgrade():
+                return
+            url = self.url
+            if url[:1] == b"/" and b"?" not in url and b"#" not in url:
+                raw_path, query = url, b""
+            else:
+                parsed = httptools.parse_url(url)
+                raw_path, query = parsed.path, parsed.query or b""
+            path = raw_path.decode("ascii")
+            if "%" in path:
+                path = urllib.parse.unquote(path)
+            root = self.root_path
+            scope["path"] = root + path if root else path
+            scope["raw_path"] = root.encode("ascii") + raw_path if root else raw_path
+            scope["query_string"] = query
+            # Each header's first line by name (`asgi.head_index`), made here once.
+            index = scope[HEAD_INDEX] = dict(reversed(self.headers))  # type: ignore[typeddict-unknown-key]
+            expect = index.get(b"expect")
+            app = self.app
+            if self.limit_concurrency is not None and (
+                len(self.connections) >= self.limit_concurrency
+                or len(self.tasks) >= self.limit_concurrency
+            ):
+                app = service_unavailable
+            existing = self.cycle
+            self.cycle = Exchange(
+                cast(Scope, scope),
+                self.transport,
+                self.flow,
+                self.server_state.default_headers,
+                expect is not None and expect.lower() == b"100-continue",
+                http_version != "1.0" and parser.should_keep_alive(),
+                self.on_response_complete,
+            )
+            if existing is None or existing.response_complete:
+                self._start_asgi_task(self.cycle, app)
+            else:
+                # A pipelined request waits for the one before it to be answered.
+                self.flow.pause_reading()
+                self.pipeline.appendleft((self.cycle, app))
+
+        def _start_asgi_task(self, cycle: Exchange, app: ASGIApp) -> None:  # type: ignore[override]
+            task = self.loop.create_task(cycle.run(app))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+
+        def on_body(self, body: bytes) -> None:
+            if self.parser.should_upgrade() and self._should_upgrade():
+                return
+            self.cycle.take(body)
 
         def on_message_complete(self) -> None:
             self._in_head = True
             # The whole body is buffered: the app may read it without a deadline (`read_body`).
             self.scope[BODY_ARRIVED] = True  # type: ignore[typeddict-unknown-key]
-            super().on_message_complete()
+            if self.parser.should_upgrade() and self._should_upgrade():
+                return
+            self.cycle.ended()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_timer()
             if self.timeout_keep_alive_task is not None:
                 self.timeout_keep_alive_task.cancel()
                 self.timeout_keep_alive_task = None
-            super().connection_lost(exc)
+            self.connections.discard(self)
+            cycle: Exchange | None = self.cycle
+            if cycle is not None:
+                cycle.lost()
+            if self.flow is not None:
+                self.flow.resume_writing()
+            if exc is None:
+                self.transport.close()
+            self.parser = None  # type: ignore[assignment]
 
         # The keep-alive timeout, with one timer per connection instead of one set and
         # cancelled per request: the timer reads when the connection fell idle and, finding
