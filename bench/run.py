@@ -172,6 +172,8 @@ KNOBS: list[tuple[str, str, type, str, str]] = [
     ("--instructions-calls", "BENCH_INSTRUCTIONS_CALLS", int, "200",
      "calls per load of the instruction counts, metrics on ÷ off and Switchyard ÷ floor "
      "(bench/instructions.py, under valgrind); 0 skips it"),
+    ("--interleaved-calls", "BENCH_INTERLEAVED_CALLS", int, "3000",
+     "measured calls per target of the interleaved c=1 latency (bench/interleaved.py); 0 skips it"),
     ("--limits", "BENCH_LIMITS", str, "on",
      "rate-limit load (limits-memory, limits-redis against switchyard-legacy): on or off"),
     ("--redis-url", "BENCH_REDIS_URL", str, "redis://127.0.0.1:6379/0",
@@ -569,6 +571,76 @@ def run_all(args: argparse.Namespace, svcs: dict[str, Service], out: Path, run_i
                 progress(rec)
                 if not all(s.alive() for s in svcs.values()):
                     raise SetupError(rec.get("failed", "a service exited"))
+
+
+INTERLEAVED = {
+    "legacy": ("direct", "floor", "switchyard-legacy"),
+    "modern": ("direct-modern", "floor-modern", "switchyard-modern"),
+}
+"""The c=1 latency goal's three targets per era, measured interleaved (`interleaved.py`)."""
+
+
+def interleaved(args: argparse.Namespace, svcs: dict[str, Service], out: Path, run_id: str) -> None:
+    """bench/interleaved.py once per load, over the eras whose three targets all ran."""
+    specs = [
+        f"--target={name}={TARGETS[name].era}@{svcs[TARGETS[name].service].url}"
+        for names in INTERLEAVED.values()
+        if all(n in args.targets for n in names)
+        for name in names
+    ]
+    if not specs:
+        return
+    for tool in ("echo", "payload"):
+        argv = [
+            sys.executable, str(BENCH / "interleaved.py"), *specs, f"--tool={tool}",
+            f"--kib={args.kib}", f"--calls={args.interleaved_calls}", f"--warmup={args.warmup}",
+            f"--protocol-version={args.protocol_version}",
+        ]  # fmt: skip
+        print(f"interleaved c=1: {tool}", file=sys.stderr)
+        rec: Record
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
+        except subprocess.TimeoutExpired as e:
+            rec = {"type": "interleaved", "tool": tool, "failed": repr(e)[:500]}
+        else:
+            try:
+                rec = json.loads(done.stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                rec = {"type": "interleaved", "tool": tool, "failed": done.stderr.strip()[-500:]}
+        rec["load"] = "small" if tool == "echo" else "large"
+        with out.open("a") as f:
+            f.write(json.dumps({"run_id": run_id, **rec}) + "\n")
+
+
+def interleaved_lines(lines: list[Record], kib: int) -> list[str]:
+    """The c=1 latency goal read from the interleaved runs: added p50 ÷ the floor's."""
+    rows = [
+        "| load | era | direct p50 | floor p50 (added) | Switchyard p50 (added) | "
+        "added ÷ floor's | goal |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for rec in lines:
+        label = "16 B echo" if rec["load"] == "small" else f"{kib} KiB"
+        if "failed" in rec:
+            rows.append(f"| {label} | - | failed: {rec['failed'][:200]} | | | | |")
+            continue
+        p50 = rec["p50_us"]
+        for era, (direct, floor, sw) in INTERLEAVED.items():
+            if sw not in p50:
+                continue
+            d, f_, s = p50[direct], p50[floor], p50[sw]
+            ratio = (s - d) / (f_ - d) if f_ > d else None
+            verdict = (
+                "n/a"
+                if ratio is None
+                else ("PASS" if round(ratio, 2) <= GOAL_ADDED_P50 else "MISS")
+            )
+            shown = "-" if ratio is None else f"{ratio:.2f}"
+            rows.append(
+                f"| {label} | {era} | {fmt_us(d)} | {fmt_us(f_)} ({fmt_us(f_ - d, True)}) | "
+                f"{fmt_us(s)} ({fmt_us(s - d, True)}) | {shown} {verdict} | ≤ {GOAL_ADDED_P50} |"
+            )
+    return rows
 
 
 def audit_verify(args: argparse.Namespace, logs: Path, out: Path) -> None:
@@ -997,6 +1069,8 @@ def main() -> int:
     try:
         with services(args, logs) as svcs:
             run_all(args, svcs, out, run_id)
+            if args.interleaved_calls > 0:
+                interleaved(args, svcs, out, run_id)
         if args.audit_records > 0:
             audit_verify(args, logs, out)
     except SetupError as e:
@@ -1017,6 +1091,13 @@ def main() -> int:
     verified = [r for r in lines if r.get("type") == "audit_verify"]
     if records:
         report(records, args, meta, out)
+    crossed = [r for r in lines if r.get("type") == "interleaved"]
+    if crossed:
+        print(
+            f"\nc=1 latency measured interleaved ({crossed[0].get('calls', '?')} calls per target "
+            f"in slices of {crossed[0].get('slice', '?')}, in turn; bench/interleaved.py):\n"
+        )
+        print("\n".join(interleaved_lines(crossed, args.kib)))
     if status == 0 and args.redaction_calls > 0:
         in_process("redaction.py", args.redaction_calls, "redaction", out, run_id)
     if status == 0 and args.approvals_calls > 0:
