@@ -309,22 +309,14 @@ class Exchange:
         return head
 
     def _write_head(self) -> None:
-        self._flush = None
-        head = self._head
-        if head is not None:
-            self._head = None
-            if not self.transport.is_closing():
-                self.transport.write(head)
-
-    def _close(self) -> None:
-        # A head not yet out still goes before the close.
-        self._write_head_now()
-        self.transport.close()
-
-    def _write_head_now(self) -> None:
         head = self._take_head()
         if head is not None and not self.transport.is_closing():
             self.transport.write(head)
+
+    def _close(self) -> None:
+        # A head not yet out still goes before the close.
+        self._write_head()
+        self.transport.close()
 
     async def _send_500(self) -> None:
         await self.send(
