@@ -39,9 +39,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     clients: list[Client] = []
     sessions: list[aiohttp.ClientSession] = []
     try:
-        for spec in args.target:
-            name, _, rest = spec.partition("=")
-            era, _, url = rest.partition("@")
+        for name, era, url in args.targets:
             http = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=2),
                 timeout=aiohttp.ClientTimeout(total=args.timeout),
@@ -111,6 +109,7 @@ def main() -> None:
     args = ap.parse_args()
     if min(args.calls, args.slice) < 1 or args.warmup < 0:
         ap.error("calls and slice must be >= 1, warmup >= 0")
+    args.targets = []
     for spec in args.target:
         name, _, rest = spec.partition("=")
         era, _, url = rest.partition("@")
@@ -118,6 +117,7 @@ def main() -> None:
             ap.error(f"--target {spec!r}: NAME=legacy@URL or NAME=modern@URL")
         if urlparse(url).hostname not in ("127.0.0.1", "localhost", "::1"):
             ap.error("loopback targets only")
+        args.targets.append((name, era, url))
     print(json.dumps(uvloop.run(measure(args))), flush=True)
 
 

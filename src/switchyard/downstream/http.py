@@ -25,7 +25,6 @@ from switchyard.downstream.admission import (
 )
 from switchyard.downstream.asgi import (
     BODY_ARRIVED,
-    HEAD_INDEX,
     IDENTITY,
     IDENTITY_KEY,
     PEER,
@@ -553,9 +552,7 @@ def guarded_protocol(settings: HttpSettings) -> type[Any]:
             scope["path"] = root + path if root else path
             scope["raw_path"] = root.encode("ascii") + raw_path if root else raw_path
             scope["query_string"] = query
-            # Each header's first line by name (`asgi.head_index`), made here once.
-            index = scope[HEAD_INDEX] = dict(reversed(self.headers))  # type: ignore[typeddict-unknown-key]
-            expect = index.get(b"expect")
+            expect = head_index(cast(Scope, scope)).get(b"expect")
             app = self.app
             if self.limit_concurrency is not None and (
                 len(self.connections) >= self.limit_concurrency
