@@ -9,11 +9,12 @@ session or 2026-07-28 exchanges, as `loadgen.py` speaks) calls its target `--sli
 then the next target does, in an order that rotates every round of slices, until each has
 made `--calls` measured calls. A slow minute then falls on every target alike, and the
 difference of p50s is the targets'. Each slice starts with a call whose caches the other
-targets cooled; with slices of 50 that call is outside the median.
+targets cooled; with slices of 50 that call is outside the median (measured: the p50 over
+every call and over all but the first five of each slice give the same ratio to 0.01).
 
 Prints one JSON object: each target's p50 over its measured calls. bench/run.py runs it for
-each load after the rounds (`--interleaved-calls`) and reports the added p50 ÷ the floor's,
-the ratio of its c=1 latency goal, for each Switchyard target against its era's baselines.
+each load at the end of every round (`--interleaved-calls`) and judges its c=1 latency goal,
+the added p50 ÷ the floor's, on these, for each Switchyard target against its era's baselines.
 
   python bench/interleaved.py --target direct=legacy@http://127.0.0.1:9100/mcp \
       --target floor=legacy@http://127.0.0.1:9300/mcp \
