@@ -640,9 +640,8 @@ def interleaved_lines(lines: list[Record], kib: int) -> list[str]:
             else:
                 continue
             rows.append(f"| {label} | - | r{rec['round']} {why} |||||")
-        done = [r for r in recs if "failed" not in r]
         for era, (direct, floor, sw) in INTERLEAVED.items():
-            here = [r for r in done if sw in r["p50_us"]]
+            here = [r for r in recs if measured(r, (direct, floor, sw))]
             if not here:
                 continue
             d, f_, s = (med([r["p50_us"][t] for r in here]) for t in (direct, floor, sw))
@@ -726,10 +725,20 @@ def clean(r: Record) -> bool:
     return not r.get("failed") and not r["errors"] and not r.get("truncated")
 
 
+def measured(rec: Record, names: tuple[str, ...]) -> bool:
+    """An interleaved measurement that has a p50 for every one of `names`."""
+    p50 = rec.get("p50_us") or {}
+    return "failed" not in rec and all(p50.get(n) is not None for n in names)
+
+
 def crossed_clean(rec: Record) -> bool:
-    """An interleaved measurement that made every call it was asked for (a failed call stops
-    interleaved.py, which is then recorded `failed`)."""
-    return "failed" not in rec and rec.get("calls", 0) >= rec.get("requested", 0)
+    """An interleaved measurement that ran, made every call it was asked for, and had no call
+    fail (a failed call is counted and checked like the rounds' `errors`)."""
+    return (
+        "failed" not in rec
+        and rec.get("calls", 0) >= rec.get("requested", 0)
+        and not any(rec.get("errors", {}).values())
+    )
 
 
 def added_p50(run: Record, direct: Record) -> float | None:
@@ -783,13 +792,14 @@ class Summary:
         if era is None or load[1] != 1:
             return None
         recs = [r for r in self.crossed if r["load"] == load[0]]
-        done = [r for r in recs if "failed" not in r and sw in r["p50_us"]]
-        if not done:
+        if not recs:
             return None
         direct, floor, _ = era
+        done = [r for r in recs if measured(r, era)]
         a = med([r["p50_us"][sw] - r["p50_us"][direct] for r in done])
         b = med([r["p50_us"][floor] - r["p50_us"][direct] for r in done])
-        assert a is not None and b is not None
+        if a is None or b is None:
+            return 0.0, 0.0, False  # every one failed: ERRORS, not the rounds' figure
         return a, b, all(crossed_clean(r) for r in recs)
 
     def label(self, load: LoadKey) -> str:
