@@ -631,7 +631,7 @@ def interleaved_lines(lines: list[Record], kib: int) -> list[str]:
     ]
     for load in ("small", "large"):
         label = "16 B echo" if load == "small" else f"{kib} KiB"
-        recs = [r for r in lines if r["load"] == load]
+        recs = [r for r in lines if r["load"] == load and r.get("concurrency", 1) == 1]
         for rec in recs:
             if "failed" in rec:
                 why = f"failed: {rec['failed'][:200]}"
@@ -791,7 +791,7 @@ class Summary:
         era = next((names for names in INTERLEAVED.values() if names[2] == sw), None)
         if era is None or load[1] != 1:
             return None
-        recs = [r for r in self.crossed if r["load"] == load[0]]
+        recs = [r for r in self.crossed if r["load"] == load[0] and r.get("concurrency", 1) == 1]
         if not recs:
             return None
         direct, floor, _ = era
