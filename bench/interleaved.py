@@ -42,7 +42,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 import uvloop
-from loadgen import Budget, Client, Stats, drive
+from loadgen import Budget, Client, Stats, drive, percentile_us
 
 
 def cpu_ns(pid: int) -> int | None:
@@ -114,7 +114,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 after = cpu_ns(pid) if pid is not None else None
                 spent = cpu[i]
                 if spent is not None:
-                    cpu[i] = spent + (after - before) if before is not None and after else None
+                    # A reading that failed leaves this target without a CPU figure.
+                    ok = before is not None and after is not None
+                    cpu[i] = spent + after - before if ok else None
         for clients in groups:
             await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
     finally:
@@ -124,7 +126,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     samples: list[str] = []
     for i, name in enumerate(names):
         lat = sorted(stats[i].lat_ns)
-        p50[name] = round(lat[(len(lat) - 1) // 2] / 1000, 1) if lat else None
+        p50[name] = percentile_us(lat, 50)
         rps[name] = round(len(lat) / elapsed[i], 1) if elapsed[i] > 0 else None
         spent = cpu[i]
         calls = len(lat) + stats[i].errors

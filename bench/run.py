@@ -631,7 +631,7 @@ def interleaved_lines(lines: list[Record], kib: int) -> list[str]:
     ]
     for load in ("small", "large"):
         label = "16 B echo" if load == "small" else f"{kib} KiB"
-        recs = [r for r in lines if r["load"] == load and r.get("concurrency", 1) == 1]
+        recs = c1_crossed(lines, load)
         for rec in recs:
             if "failed" in rec:
                 why = f"failed: {rec['failed'][:200]}"
@@ -640,20 +640,20 @@ def interleaved_lines(lines: list[Record], kib: int) -> list[str]:
             else:
                 continue
             rows.append(f"| {label} | - | r{rec['round']} {why} |||||")
-        for era, (direct, floor, sw) in INTERLEAVED.items():
-            here = [r for r in recs if measured(r, (direct, floor, sw))]
-            if not here:
+        for era, names in INTERLEAVED.items():
+            added = added_medians(recs, names)
+            if added is None:
                 continue
-            d, f_, s = (med([r["p50_us"][t] for r in here]) for t in (direct, floor, sw))
+            a, b = added
+            here = [r for r in recs if measured(r, names)]
+            d, f_, s = (med([r["p50_us"][t] for r in here]) for t in names)
             assert d is not None and f_ is not None and s is not None
+            direct, floor, sw = names
             each = []
             for r in here:
                 p50 = r["p50_us"]
                 fa = p50[floor] - p50[direct]
                 each.append(f"{(p50[sw] - p50[direct]) / fa:.2f}" if fa > 0 else "-")
-            a = med([r["p50_us"][sw] - r["p50_us"][direct] for r in here])
-            b = med([r["p50_us"][floor] - r["p50_us"][direct] for r in here])
-            assert a is not None and b is not None
             ratio = a / b if b > 0 else None
             verdict = (
                 "n/a" if ratio is None
@@ -731,6 +731,21 @@ def measured(rec: Record, names: tuple[str, ...]) -> bool:
     return "failed" not in rec and all(p50.get(n) is not None for n in names)
 
 
+def c1_crossed(lines: list[Record], load: str) -> list[Record]:
+    """The c=1 interleaved measurements (`interleaved`) of one load, one per round."""
+    return [r for r in lines if r["load"] == load and r.get("concurrency", 1) == 1]
+
+
+def added_medians(recs: list[Record], names: tuple[str, ...]) -> tuple[float, float] | None:
+    """Switchyard's and the floor's added p50 over direct's (`names`: direct, floor,
+    Switchyard), each the median over the measurements that have all three; None if none has."""
+    direct, floor, sw = names
+    done = [r for r in recs if measured(r, names)]
+    a = med([r["p50_us"][sw] - r["p50_us"][direct] for r in done])
+    b = med([r["p50_us"][floor] - r["p50_us"][direct] for r in done])
+    return None if a is None or b is None else (a, b)
+
+
 def crossed_clean(rec: Record) -> bool:
     """An interleaved measurement that ran, made every call it was asked for, and had no call
     fail (a failed call is counted and checked like the rounds' `errors`)."""
@@ -791,16 +806,13 @@ class Summary:
         era = next((names for names in INTERLEAVED.values() if names[2] == sw), None)
         if era is None or load[1] != 1:
             return None
-        recs = [r for r in self.crossed if r["load"] == load[0] and r.get("concurrency", 1) == 1]
+        recs = c1_crossed(self.crossed, load[0])
         if not recs:
             return None
-        direct, floor, _ = era
-        done = [r for r in recs if measured(r, era)]
-        a = med([r["p50_us"][sw] - r["p50_us"][direct] for r in done])
-        b = med([r["p50_us"][floor] - r["p50_us"][direct] for r in done])
-        if a is None or b is None:
+        added = added_medians(recs, era)
+        if added is None:
             return 0.0, 0.0, False  # every one failed: ERRORS, not the rounds' figure
-        return a, b, all(crossed_clean(r) for r in recs)
+        return *added, all(crossed_clean(r) for r in recs)
 
     def label(self, load: LoadKey) -> str:
         return "16 B echo" if load[0] == "small" else f"{self.kib} KiB"
