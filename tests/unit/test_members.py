@@ -283,7 +283,21 @@ def test_any_bytes_in_a_string(data: bytes) -> None:
     _assert_sound(data)
 
 
-# -- the edges of the 16-byte steps, byte by byte ---------------------------------------------
+_NEEDS_A_LOOK = st.sampled_from(
+    [b"", b'\\"', b"\\n", b"\\u00e9", b"\xc3\xa9", b"\x01", b"\xff", b'"']
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(pieces=st.lists(st.tuples(st.integers(0, 200), _NEEDS_A_LOOK), max_size=8))
+def test_long_plain_runs_between_bytes_that_need_a_look(pieces: list[tuple[int, bytes]]) -> None:
+    """Escapes every few bytes, then long plain runs, then a byte to refuse: where the long
+    steps stop, resume and leave off, the scanner reads what the general way reads."""
+    text = b"".join(b"a" * run + special for run, special in pieces)
+    _assert_sound(b'{"a":"' + text + b'","b":1}')
+
+
+# -- the edges of the 16- and 64-byte steps, byte by byte -------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -318,7 +332,8 @@ def test_any_bytes_in_a_string(data: bytes) -> None:
     ],
 )
 def test_every_offset_of_a_string(inside: bytes, read: bool) -> None:
-    for before, after in itertools.product(range(40), (0, 1, 15, 16, 17)):
+    # Past 64 + 64 bytes before: a special byte lands in every lane of a second long step.
+    for before, after in itertools.product(range(140), (0, 1, 15, 16, 17, 63, 64, 65, 130)):
         value = b'"' + b"a" * before + inside + b"z" * after + b'"'  # z: no hex digit
         data = b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"text":' + value + b"}]}}"
         spans = _assert_sound(data)
