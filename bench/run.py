@@ -42,10 +42,12 @@ most 1.05) and tracing on ÷ off (reported; no goal at 100 % sampling).
 Loads: small results (echo, 16 bytes) and large results (payload, 64 KiB), each at c=1 and
 c=32. Each round runs every load against every target in turn (the target order rotates per
 round); each run is warm-up calls, then a bounded measured count, under a wall-time cap.
-Figures are medians over rounds. The c=1 latency goal is judged on bench/interleaved.py, run at
-the end of every round: direct, the floor and Switchyard in slices of 50 calls in turn, so that
-the machine's drift between runs falls on each alike. Knobs: flags below, or the BENCH_*
-environment variables. See bench/README.md.
+Figures are medians over rounds. The goals against the floor and direct (CPU per call, c=1
+latency, RPS) are judged on bench/interleaved.py, run at the end of every round at each
+concurrency: direct, the floor and Switchyard in short slices in turn (50 calls at c=1, 800 at
+higher concurrency), so that the machine's drift between runs falls on each alike; the rounds'
+runs of their own are shown beside. Knobs: flags below, or the BENCH_* environment variables.
+See bench/README.md.
 
   .venv/bin/python bench/run.py            (or: make bench)
 """
@@ -175,7 +177,11 @@ KNOBS: list[tuple[str, str, type, str, str]] = [
      "calls per load of the instruction counts, metrics on ÷ off and Switchyard ÷ floor "
      "(bench/instructions.py, under valgrind); 0 skips it"),
     ("--interleaved-calls", "BENCH_INTERLEAVED_CALLS", int, "3000",
-     "measured calls per target of the interleaved c=1 latency (bench/interleaved.py); 0 skips it"),
+     "measured calls per target of the interleaved c=1 measurement (bench/interleaved.py); "
+     "0 skips it"),
+    ("--interleaved-load-calls", "BENCH_INTERLEAVED_LOAD_CALLS", int, "4000",
+     "measured calls per target of the interleaved measurement at each concurrency over 1; "
+     "0 skips it"),
     ("--limits", "BENCH_LIMITS", str, "on",
      "rate-limit load (limits-memory, limits-redis against switchyard-legacy): on or off"),
     ("--redis-url", "BENCH_REDIS_URL", str, "redis://127.0.0.1:6379/0",
@@ -581,44 +587,59 @@ INTERLEAVED = {
     "legacy": ("direct", "floor", "switchyard-legacy"),
     "modern": ("direct-modern", "floor-modern", "switchyard-modern"),
 }
-"""The c=1 latency goal's three targets per era, measured interleaved (`interleaved.py`)."""
+"""The three targets per era of the goals against the floor and direct, measured interleaved
+(`interleaved.py`)."""
+LOAD_SLICE = 800
+"""Calls per slice of the interleaved measurement at a concurrency over 1: 25 per client at
+c=32, long enough that a slice's ramp up and down is a small share of it."""
 
 
 def interleaved(
     args: argparse.Namespace, svcs: dict[str, Service], out: Path, run_id: str, rnd: int
 ) -> None:
-    """bench/interleaved.py once per load at the end of round `rnd`, over the eras whose three
-    targets all run: the c=1 latency goal is judged on these (`Summary.crossed_added`)."""
-    specs = [
-        f"--target={name}={TARGETS[name].era}@{svcs[TARGETS[name].service].url}"
-        for names in INTERLEAVED.values()
-        if all(n in args.targets for n in names)
-        for name in names
+    """bench/interleaved.py once per load and concurrency at the end of round `rnd`, over the
+    eras whose three targets all run, with the CPU of every proxy: the goals against the floor
+    and direct are judged on these (`Summary.crossed`)."""
+    names = [
+        name for era in INTERLEAVED.values() if all(n in args.targets for n in era) for name in era
     ]
-    if not specs:
+    if not names:
         return
-    for tool in ("echo", "payload"):
-        argv = [
-            sys.executable, str(BENCH / "interleaved.py"), *specs, f"--tool={tool}",
-            f"--kib={args.kib}", f"--calls={args.interleaved_calls}", f"--warmup={args.warmup}",
-            f"--protocol-version={args.protocol_version}",
-        ]  # fmt: skip
-        print(f"r{rnd} interleaved c=1: {tool}", file=sys.stderr)
-        rec: Record
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
-        except subprocess.TimeoutExpired as e:
-            rec = {"type": "interleaved", "tool": tool, "failed": repr(e)[:500]}
-        else:
+    specs = [f"--target={n}={TARGETS[n].era}@{svcs[TARGETS[n].service].url}" for n in names]
+    specs += [
+        f"--cpu={n}={svcs[TARGETS[n].service].pid}"
+        for n in names
+        if TARGETS[n].service != "backend"
+    ]
+    levels = [(1, args.interleaved_calls, 50)] if args.interleaved_calls > 0 else []
+    if args.interleaved_load_calls > 0:
+        levels += [(c, args.interleaved_load_calls, LOAD_SLICE) for c in args.concurrency if c > 1]
+    for concurrency, calls, slice_ in levels:
+        for tool in ("echo", "payload"):
+            argv = [
+                sys.executable, str(BENCH / "interleaved.py"), *specs, f"--tool={tool}",
+                f"--kib={args.kib}", f"--calls={calls}", f"--warmup={args.warmup}",
+                f"--slice={slice_}", f"--concurrency={concurrency}",
+                f"--protocol-version={args.protocol_version}",
+            ]  # fmt: skip
+            print(f"r{rnd} interleaved c={concurrency}: {tool}", file=sys.stderr)
+            rec: Record
             try:
-                rec = json.loads(done.stdout.strip().splitlines()[-1])
-            except (ValueError, IndexError):
-                rec = {"type": "interleaved", "tool": tool, "failed": done.stderr.strip()[-500:]}
-        rec["load"] = "small" if tool == "echo" else "large"
-        rec["round"] = rnd
-        rec["requested"] = args.interleaved_calls
-        with out.open("a") as f:
-            f.write(json.dumps({"run_id": run_id, **rec}) + "\n")
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
+            except subprocess.TimeoutExpired as e:
+                rec = {"type": "interleaved", "failed": repr(e)[:500]}
+            else:
+                try:
+                    rec = json.loads(done.stdout.strip().splitlines()[-1])
+                except (ValueError, IndexError):
+                    rec = {"type": "interleaved", "failed": done.stderr.strip()[-500:]}
+            rec["tool"] = tool
+            rec["concurrency"] = concurrency
+            rec["load"] = "small" if tool == "echo" else "large"
+            rec["round"] = rnd
+            rec["requested"] = calls
+            with out.open("a") as f:
+                f.write(json.dumps({"run_id": run_id, **rec}) + "\n")
 
 
 def interleaved_lines(lines: list[Record], kib: int) -> list[str]:
@@ -631,7 +652,7 @@ def interleaved_lines(lines: list[Record], kib: int) -> list[str]:
     ]
     for load in ("small", "large"):
         label = "16 B echo" if load == "small" else f"{kib} KiB"
-        recs = c1_crossed(lines, load)
+        recs = crossed_at(lines, load, 1)
         for rec in recs:
             if "failed" in rec:
                 why = f"failed: {rec['failed'][:200]}"
@@ -666,6 +687,51 @@ def interleaved_lines(lines: list[Record], kib: int) -> list[str]:
                 f"{fmt_us(s)} ({fmt_us(a, True)}) | {', '.join(each)} | {shown} {verdict} "
                 f"(goal ≤ {GOAL_ADDED_P50}) |"
             )
+    return rows
+
+
+def interleaved_cost_lines(lines: list[Record], kib: int) -> list[str]:
+    """The interleaved measurements' CPU per call and RPS, per load, concurrency and era:
+    each target's median over rounds, Switchyard ÷ the floor (CPU) and ÷ direct (RPS) in each
+    round, and the ratios judged (median over rounds of each round's)."""
+    rows = [
+        "| load | c | era | floor CPU/call | Switchyard CPU/call | per round | CPU ÷ floor's "
+        "| direct RPS | Switchyard RPS | RPS ÷ direct |",
+        "|---|---:|---|---:|---:|---|---|---:|---:|---|",
+    ]
+    levels = sorted({int(r.get("concurrency", 1)) for r in lines})
+    for load in ("small", "large"):
+        label = "16 B echo" if load == "small" else f"{kib} KiB"
+        for c in levels:
+            recs = crossed_at(lines, load, c)
+            for era, (direct, floor, sw) in INTERLEAVED.items():
+                cpu = crossed_paired(recs, "cpu_us", sw, floor)
+                rps = crossed_paired(recs, "rps", sw, direct)
+                if cpu is None and rps is None:
+                    continue
+                each = [
+                    f"{r['cpu_us'][sw] / r['cpu_us'][floor]:.2f}"
+                    for r in recs
+                    if "failed" not in r
+                    and (r.get("cpu_us") or {}).get(sw)
+                    and (r.get("cpu_us") or {}).get(floor)
+                ]
+                dirty = " ERRORS" if any(not crossed_clean(r) for r in recs) else ""
+                goal = f"{dirty} (goal ≤ {GOAL_CPU})"
+                cpu_cells = (
+                    ["-", "-", "-"]
+                    if cpu is None
+                    else [fmt_us(cpu[2]), fmt_us(cpu[1]), f"{cpu[0]:.2f}{goal}"]
+                )
+                rps_cells = (
+                    ["-", "-", "-"]
+                    if rps is None
+                    else [f"{rps[2]:.0f}", f"{rps[1]:.0f}", f"{rps[0]:.2f}{dirty}"]
+                )
+                rows.append(
+                    f"| {label} | {c} | {era} | {cpu_cells[0]} | {cpu_cells[1]} | "
+                    f"{', '.join(each)} | {cpu_cells[2]} | {' | '.join(rps_cells)} |"
+                )
     return rows
 
 
@@ -731,9 +797,28 @@ def measured(rec: Record, names: tuple[str, ...]) -> bool:
     return "failed" not in rec and all(p50.get(n) is not None for n in names)
 
 
-def c1_crossed(lines: list[Record], load: str) -> list[Record]:
-    """The c=1 interleaved measurements (`interleaved`) of one load, one per round."""
-    return [r for r in lines if r["load"] == load and r.get("concurrency", 1) == 1]
+def crossed_at(lines: Sequence[Record], load: str, concurrency: int) -> list[Record]:
+    """The interleaved measurements (`interleaved`) of one load at one concurrency, one per
+    round."""
+    return [r for r in lines if r["load"] == load and r.get("concurrency", 1) == concurrency]
+
+
+def crossed_paired(
+    recs: list[Record], key: str, a: str, b: str
+) -> tuple[float, float, float] | None:
+    """Over the measurements that have `key` (cpu_us, rps) for both `a` and `b`: the median
+    of a ÷ b taken within each (the same slices of the same minute), and the medians of a and
+    of b; None where none has both."""
+    done = [
+        r
+        for r in recs
+        if "failed" not in r and (r.get(key) or {}).get(a) and (r.get(key) or {}).get(b)
+    ]
+    ratio = med([r[key][a] / r[key][b] for r in done])
+    first, second = med([r[key][a] for r in done]), med([r[key][b] for r in done])
+    if ratio is None or first is None or second is None:
+        return None
+    return ratio, first, second
 
 
 def added_medians(recs: list[Record], names: tuple[str, ...]) -> tuple[float, float] | None:
@@ -806,13 +891,27 @@ class Summary:
         era = next((names for names in INTERLEAVED.values() if names[2] == sw), None)
         if era is None or load[1] != 1:
             return None
-        recs = c1_crossed(self.crossed, load[0])
+        recs = crossed_at(self.crossed, load[0], 1)
         if not recs:
             return None
         added = added_medians(recs, era)
         if added is None:
             return 0.0, 0.0, False  # every one failed: ERRORS, not the rounds' figure
         return *added, all(crossed_clean(r) for r in recs)
+
+    def crossed_ratio(
+        self, key: str, a: str, b: str, load: LoadKey
+    ) -> tuple[float | None, float | None, float | None, bool] | None:
+        """`a` ÷ `b` in `key` (cpu_us, rps) from the interleaved measurements of `load`
+        (`crossed_paired`) and whether every one completed cleanly; None where none ran, and
+        no figures (and not clean) where none measured both."""
+        recs = crossed_at(self.crossed, *load)
+        if not recs:
+            return None
+        found = crossed_paired(recs, key, a, b)
+        if found is None:
+            return None, None, None, False
+        return *found, all(crossed_clean(r) for r in recs)
 
     def label(self, load: LoadKey) -> str:
         return "16 B echo" if load[0] == "small" else f"{self.kib} KiB"
@@ -1052,6 +1151,16 @@ class Summary:
                 detail = f"{fmt_us(a)} vs {fmt_us(b)}"
             ticks = [r.get("cpu_proxy_ticks") or 0 for t in inputs for r in self.runs(t, load)]
             coarse = bool(ticks) and min(ticks) < COARSE_TICKS
+            crossed_cpu = self.crossed_ratio("cpu_us", sw, floor, load)
+            if crossed_cpu is not None:
+                # Judged on the interleaved measurements (nanoseconds of CPU over each target's
+                # own slices, `schedstat`): runs of their own, seconds apart, measure the
+                # machine's drift as much as the targets (bench/README.md).
+                own = f"; runs of their own {value:.2f}" if value is not None else ""
+                value, a, b, crossed_ok = crossed_cpu
+                crossed_dirty = not crossed_ok
+                coarse = False
+                detail = f"interleaved {fmt_us(a)} vs {fmt_us(b)}{own}"
         elif kind == "p50":
             inputs = (sw, floor, direct)
             a = self.paired(sw, direct, load, added_p50)
@@ -1077,6 +1186,16 @@ class Summary:
                 detail = f"{a:.0f} vs {b:.0f}"
             if floor_ratio is not None:
                 detail += f"; floor {floor_ratio:.2f}"  # what a bare hop keeps, same rounds
+            crossed_rps = self.crossed_ratio("rps", sw, direct, load)
+            if crossed_rps is not None:
+                own = f"; runs of their own {value:.2f}" if value is not None else ""
+                value, a, b, crossed_ok = crossed_rps
+                crossed_dirty = not crossed_ok
+                floor_crossed = self.crossed_ratio("rps", floor, direct, load)
+                kept = floor_crossed[0] if floor_crossed is not None else None
+                detail = f"interleaved {a or 0:.0f} vs {b or 0:.0f}"
+                detail += f"; floor {kept:.2f}" if kept is not None else ""
+                detail += own
         if crossed_dirty or any(
             not clean(r) for t in inputs for r in self.cells.get((t, *load), [])
         ):
@@ -1185,10 +1304,17 @@ def main() -> int:
     if crossed:
         print(
             f"\nc=1 latency measured interleaved, after each round ({args.interleaved_calls} "
-            f"calls per target in slices of {crossed[0].get('slice', '?')}, in turn; "
-            "bench/interleaved.py), medians over rounds:\n"
+            "calls per target in slices of 50, in turn; bench/interleaved.py), medians over "
+            "rounds:\n"
         )
         print("\n".join(interleaved_lines(crossed, args.kib)))
+        print(
+            "\nCPU per call and RPS measured interleaved, after each round (c=1 as above; "
+            f"over c=1 {args.interleaved_load_calls} calls per target in slices of {LOAD_SLICE}, "
+            "in turn), medians over rounds; CPU is the proxy process's, every thread, over its "
+            "own slices:\n"
+        )
+        print("\n".join(interleaved_cost_lines(crossed, args.kib)))
     if status == 0 and args.redaction_calls > 0:
         in_process("redaction.py", args.redaction_calls, "redaction", out, run_id)
     if status == 0 and args.approvals_calls > 0:
@@ -1260,8 +1386,8 @@ def report(
     if any(t in args.targets for t in SWITCHYARD):
         lines, ratios = summary.ratios()
         print(
-            "\nSwitchyard ratios (CPU, added p50 and RPS paired within each round, then "
-            "medianed; the c=1 added p50 from the interleaved measurements where they ran):\n"
+            "\nSwitchyard ratios (paired within each round, then medianed; judged on the "
+            "interleaved measurements where they ran, the rounds' runs of their own beside):\n"
         )
         print("\n".join(lines))
         with out.open("a") as f:
