@@ -599,7 +599,7 @@ def interleaved(
 ) -> None:
     """bench/interleaved.py once per load and concurrency at the end of round `rnd`, over the
     eras whose three targets all run, with the CPU of every proxy: the goals against the floor
-    and direct are judged on these (`Summary.crossed`)."""
+    and direct are judged on these (`Summary.crossed_added`, `Summary.crossed_ratio`)."""
     names = [
         name for era in INTERLEAVED.values() if all(n in args.targets for n in era) for name in era
     ]
@@ -706,15 +706,14 @@ def interleaved_cost_lines(lines: list[Record], kib: int) -> list[str]:
             recs = crossed_at(lines, load, c)
             for era, (direct, floor, sw) in INTERLEAVED.items():
                 cpu = crossed_paired(recs, "cpu_us", sw, floor)
-                rps = crossed_paired(recs, "rps", sw, direct)
+                # RPS ÷ direct is a goal at c=32 only: at c=1 it is one over the latency.
+                rps = crossed_paired(recs, "rps", sw, direct) if c > 1 else None
                 if cpu is None and rps is None:
                     continue
                 each = [
                     f"{r['cpu_us'][sw] / r['cpu_us'][floor]:.2f}"
                     for r in recs
-                    if "failed" not in r
-                    and (r.get("cpu_us") or {}).get(sw)
-                    and (r.get("cpu_us") or {}).get(floor)
+                    if both_measured(r, "cpu_us", sw, floor)
                 ]
                 dirty = " ERRORS" if any(not crossed_clean(r) for r in recs) else ""
                 goal = f"{dirty} (goal ≤ {GOAL_CPU})"
@@ -803,17 +802,19 @@ def crossed_at(lines: Sequence[Record], load: str, concurrency: int) -> list[Rec
     return [r for r in lines if r["load"] == load and r.get("concurrency", 1) == concurrency]
 
 
+def both_measured(rec: Record, key: str, a: str, b: str) -> bool:
+    """An interleaved measurement that ran and has `key` (cpu_us, rps) for `a` and `b`."""
+    figures = rec.get(key) or {}
+    return "failed" not in rec and bool(figures.get(a)) and bool(figures.get(b))
+
+
 def crossed_paired(
     recs: list[Record], key: str, a: str, b: str
 ) -> tuple[float, float, float] | None:
     """Over the measurements that have `key` (cpu_us, rps) for both `a` and `b`: the median
     of a ÷ b taken within each (the same slices of the same minute), and the medians of a and
     of b; None where none has both."""
-    done = [
-        r
-        for r in recs
-        if "failed" not in r and (r.get(key) or {}).get(a) and (r.get(key) or {}).get(b)
-    ]
+    done = [r for r in recs if both_measured(r, key, a, b)]
     ratio = med([r[key][a] / r[key][b] for r in done])
     first, second = med([r[key][a] for r in done]), med([r[key][b] for r in done])
     if ratio is None or first is None or second is None:
