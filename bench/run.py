@@ -651,7 +651,7 @@ def interleaved_lines(lines: list[Record], kib: int) -> list[str]:
         "|---|---|---:|---:|---:|---|---|",
     ]
     for load in ("small", "large"):
-        label = "16 B echo" if load == "small" else f"{kib} KiB"
+        label = load_label(load, kib)
         recs = crossed_at(lines, load, 1)
         for rec in recs:
             if "failed" in rec:
@@ -701,7 +701,7 @@ def interleaved_cost_lines(lines: list[Record], kib: int) -> list[str]:
     ]
     levels = sorted({int(r.get("concurrency", 1)) for r in lines})
     for load in ("small", "large"):
-        label = "16 B echo" if load == "small" else f"{kib} KiB"
+        label = load_label(load, kib)
         for c in levels:
             recs = crossed_at(lines, load, c)
             for era, (direct, floor, sw) in INTERLEAVED.items():
@@ -710,22 +710,18 @@ def interleaved_cost_lines(lines: list[Record], kib: int) -> list[str]:
                 rps = crossed_paired(recs, "rps", sw, direct) if c > 1 else None
                 if cpu is None and rps is None:
                     continue
-                each = [
-                    f"{r['cpu_us'][sw] / r['cpu_us'][floor]:.2f}"
-                    for r in recs
-                    if both_measured(r, "cpu_us", sw, floor)
-                ]
+                each = [f"{x:.2f}" for x in cpu.each] if cpu is not None else []
                 dirty = " ERRORS" if any(not crossed_clean(r) for r in recs) else ""
                 goal = f"{dirty} (goal ≤ {GOAL_CPU})"
                 cpu_cells = (
                     ["-", "-", "-"]
                     if cpu is None
-                    else [fmt_us(cpu[2]), fmt_us(cpu[1]), f"{cpu[0]:.2f}{goal}"]
+                    else [fmt_us(cpu.b), fmt_us(cpu.a), f"{cpu.ratio:.2f}{goal}"]
                 )
                 rps_cells = (
                     ["-", "-", "-"]
                     if rps is None
-                    else [f"{rps[2]:.0f}", f"{rps[1]:.0f}", f"{rps[0]:.2f}{dirty}"]
+                    else [f"{rps.b:.0f}", f"{rps.a:.0f}", f"{rps.ratio:.2f}{dirty}"]
                 )
                 rows.append(
                     f"| {label} | {c} | {era} | {cpu_cells[0]} | {cpu_cells[1]} | "
@@ -796,6 +792,10 @@ def measured(rec: Record, names: tuple[str, ...]) -> bool:
     return "failed" not in rec and all(p50.get(n) is not None for n in names)
 
 
+def load_label(load: str, kib: int) -> str:
+    return "16 B echo" if load == "small" else f"{kib} KiB"
+
+
 def crossed_at(lines: Sequence[Record], load: str, concurrency: int) -> list[Record]:
     """The interleaved measurements (`interleaved`) of one load at one concurrency, one per
     round."""
@@ -808,18 +808,30 @@ def both_measured(rec: Record, key: str, a: str, b: str) -> bool:
     return "failed" not in rec and bool(figures.get(a)) and bool(figures.get(b))
 
 
-def crossed_paired(
-    recs: list[Record], key: str, a: str, b: str
-) -> tuple[float, float, float] | None:
-    """Over the measurements that have `key` (cpu_us, rps) for both `a` and `b`: the median
-    of a ÷ b taken within each (the same slices of the same minute), and the medians of a and
-    of b; None where none has both."""
+@dataclass(frozen=True)
+class Paired:
+    """`a` ÷ `b` over interleaved measurements (`crossed_paired`)."""
+
+    ratio: float
+    """The median of the ratios taken within each measurement."""
+    a: float
+    b: float
+    """The medians of each target's own figure."""
+    each: list[float]
+    """Each measurement's ratio, in round order."""
+
+
+def crossed_paired(recs: list[Record], key: str, a: str, b: str) -> Paired | None:
+    """Over the measurements that have `key` (cpu_us, rps) for both `a` and `b`: a ÷ b taken
+    within each (the same slices of the same minute), and its median; None where none has
+    both."""
     done = [r for r in recs if both_measured(r, key, a, b)]
-    ratio = med([r[key][a] / r[key][b] for r in done])
+    each = [r[key][a] / r[key][b] for r in done]
+    ratio = med(each)
     first, second = med([r[key][a] for r in done]), med([r[key][b] for r in done])
     if ratio is None or first is None or second is None:
         return None
-    return ratio, first, second
+    return Paired(ratio, first, second, each)
 
 
 def added_medians(recs: list[Record], names: tuple[str, ...]) -> tuple[float, float] | None:
@@ -912,10 +924,10 @@ class Summary:
         found = crossed_paired(recs, key, a, b)
         if found is None:
             return None, None, None, False
-        return *found, all(crossed_clean(r) for r in recs)
+        return found.ratio, found.a, found.b, all(crossed_clean(r) for r in recs)
 
     def label(self, load: LoadKey) -> str:
-        return "16 B echo" if load[0] == "small" else f"{self.kib} KiB"
+        return load_label(load[0], self.kib)
 
     def runs(self, target: str, load: LoadKey) -> list[Record]:
         return [r for r in self.cells.get((target, *load), []) if not r.get("failed")]
